@@ -1,0 +1,101 @@
+"""The value objects that cross liverec's public API: items, events, recommendations.
+
+Frozen dataclasses: cheap, hashable where it matters, never mutated by the engine.
+
+Examples
+--------
+>>> from liverec import Item, Event
+>>> Item(id="b1", text="The Hobbit by J.R.R. Tolkien", attributes={"year": 1937}).id
+'b1'
+>>> Event(user="u1", item="b1", kind="click").value
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+#: Built-in event kinds and their default feedback weights. Negative kinds push the
+#: user's profile away from the item. ``rating`` is special: its weight is derived
+#: from ``value`` (stars) around a neutral point (see ``FeedbackConfig``).
+DEFAULT_KIND_WEIGHTS: dict[str, float] = {
+    "view": 0.3,
+    "click": 1.0,
+    "like": 2.0,
+    "add_to_cart": 2.0,
+    "purchase": 3.0,
+    "rating": 1.0,
+    "skip": -0.3,
+    "dislike": -2.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A catalog item: an id, the text a language model will read, and attributes.
+
+    ``attributes`` are free JSON-able key/values usable in filters
+    (``recommend(..., filters={"year": 1937})``) and in the text template.
+    """
+
+    id: str
+    text: str = ""
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One piece of feedback: ``user`` did ``kind`` to ``item`` at ``timestamp``.
+
+    ``id`` makes ingestion idempotent (a repeated id is stored once); a random one
+    is assigned when omitted. ``timestamp`` is Unix seconds (defaults to now).
+    ``value`` is the stars for ``rating`` and a multiplier for other kinds.
+    """
+
+    user: str
+    item: str
+    kind: str = "click"
+    value: float = 1.0
+    timestamp: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why an item was recommended.
+
+    ``source`` is the learner (``"content"``, ``"trending"``, ...), ``contribution``
+    its share of the fused score, ``because`` the history items that drove it and
+    ``text`` a sentence a person can read.
+    """
+
+    source: str
+    contribution: float
+    text: str
+    because: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One recommended item with its fused score, propensity and reasons."""
+
+    item: str
+    score: float
+    reasons: tuple[Reason, ...] = ()
+    propensity: float = 1.0
+    position: int = 0
+
+    @property
+    def explanation(self) -> str:
+        """All reasons as one readable sentence."""
+        return "; ".join(r.text for r in self.reasons if r.text)
+
+
+def is_finite_number(x: Any) -> bool:
+    """True for real, finite numbers (bools excluded)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
