@@ -1,0 +1,104 @@
+"""The durable schema (SQLAlchemy Core) and its migrations.
+
+Portable SQL only: the same tables run on SQLite and PostgreSQL. Times are Unix
+seconds as doubles; vectors are float32 bytes.
+
+Why hand-rolled migrations instead of Alembic: the store is created programmatically
+by ``Engine.open(url)`` (often an embedded SQLite file or ``:memory:``) with no
+``alembic.ini`` or migration folder on disk; an ordered list of small functions keyed
+by a version number in ``liverec_meta`` is all that needs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "liverec_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    # seq gives a stable catalog order across reopenings (dense indices follow it).
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(256), nullable=False, unique=True),
+    sa.Column("text", sa.Text, nullable=False, default=""),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(256), primary_key=True),
+    sa.Column("interests", sa.Text, nullable=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    # seq is the append order: the replay cursor for snapshots and replicas.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(256), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(256), nullable=False, index=True),
+    sa.Column("item_id", sa.String(256), nullable=False, index=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("context", sa.JSON, nullable=False),
+)
+
+impressions = sa.Table(
+    "impressions",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("user_id", sa.String(256), nullable=False, index=True),
+    sa.Column("item_id", sa.String(256), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.Column("policy", sa.String(64), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("context", sa.JSON, nullable=False),
+)
+
+vectors = sa.Table(
+    "vectors",
+    metadata,
+    sa.Column("model_id", sa.String(256), primary_key=True),
+    sa.Column("text_hash", sa.String(64), primary_key=True),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+)
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("log_seq", sa.BigInteger, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+sa.Index("ix_events_user_ts", events.c.user_id, events.c.ts)
+
+
+def _v1_create(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+
+
+#: Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_create]
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,426 @@
+"""The durable store: items, users, events, impressions, vectors, snapshots.
+
+One SQLAlchemy Core implementation for SQLite (embedded default, WAL) and PostgreSQL,
+opened by URL like Gorse's storage layer. Events are append-only and idempotent by
+event id: a repeated id is stored once, in a batch or across batches.
+
+Examples
+--------
+>>> from liverec.store import Store
+>>> from liverec import Event
+>>> st = Store.open("sqlite://")
+>>> st.append_events([Event(user="u", item="i", id="e1"), Event(user="u", item="i", id="e1")])
+[0]
+>>> st.count_events()
+1
+>>> st.close()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from ..errors import StoreError
+from ..types import Event, Item
+from . import schema as S
+
+_CHUNK = 500  # rows per IN (...) list; far below every backend's parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An item row as stored (``seq`` is its stable catalog position)."""
+
+    seq: int
+    id: str
+    text: str
+    attributes: Mapping[str, Any]
+    created: float
+    updated: float
+
+    def to_item(self) -> Item:
+        return Item(id=self.id, text=self.text, attributes=dict(self.attributes))
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """One served item of one request, with the propensity the policy gave it."""
+
+    request_id: str
+    user: str
+    item: str
+    position: int
+    score: float
+    propensity: float
+    policy: str
+    timestamp: float
+    context: Mapping[str, Any] | None = None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk when record() returns ("durability on").
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class Store:
+    """Durable storage behind an :class:`~liverec.Engine`, selected by URL scheme.
+
+    ``sqlite://`` (in memory), ``sqlite:///path.db`` (a file, WAL) and
+    ``postgresql://user@host/db`` (psycopg 3) are supported.
+    """
+
+    def __init__(self, engine: sa.Engine, url: str) -> None:
+        self.url = url
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._migrate()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, url: str | None = None) -> "Store":
+        """Open (and create or migrate) the store at ``url``; ``None`` = in memory."""
+        url = url or "sqlite://"
+        try:
+            parsed = sa.engine.make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with a terse text
+            raise StoreError(
+                f"cannot parse store URL {url!r}: {exc}. Use sqlite:///path/to/file.db, "
+                "sqlite:// (in memory) or postgresql://user@host:5432/dbname."
+            ) from exc
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            memory = parsed.database in (None, "", ":memory:")
+            kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+            if memory:
+                # One shared connection, or every pooled connection would see its own empty DB.
+                kwargs["poolclass"] = StaticPool
+            engine = sa.create_engine(parsed, **kwargs)
+            if not memory:
+                sa.event.listen(engine, "connect", _sqlite_pragmas)
+        elif backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        else:
+            raise StoreError(
+                f"unsupported store backend {backend!r} in {url!r}: liverec stores data in "
+                "SQLite or PostgreSQL. Use sqlite:///file.db or postgresql://user@host/db."
+            )
+        try:
+            with engine.connect():
+                pass
+        except Exception as exc:
+            raise StoreError(
+                f"cannot connect to the store at {parsed.render_as_string(hide_password=True)}: "
+                f"{exc.__class__.__name__}: {exc}. Check the URL, that the server is running "
+                "and that the database exists."
+            ) from exc
+        return cls(engine, parsed.render_as_string(hide_password=True))
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            S.meta.create(conn, checkfirst=True)
+            row = conn.execute(
+                sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")
+            ).scalar_one_or_none()
+            version = int(row) if row is not None else 0
+            if version > S.SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store at {self.url} has schema version {version}, newer than this "
+                    f"liverec understands ({S.SCHEMA_VERSION}). Upgrade liverec."
+                )
+            for step in S.MIGRATIONS[version:]:
+                step(conn)
+            if version != S.SCHEMA_VERSION:
+                values = {"key": "schema_version", "value": str(S.SCHEMA_VERSION)}
+                if row is None:
+                    conn.execute(S.meta.insert().values(**values))
+                else:
+                    conn.execute(
+                        S.meta.update().where(S.meta.c.key == "schema_version").values(value=values["value"])
+                    )
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")
+                ).scalar_one()
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which carries ON CONFLICT on both SQLite and PostgreSQL."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    # -------------------------------------------------------------------- items
+    def upsert_items(self, items: Sequence[Item], now: float | None = None) -> None:
+        """Insert new items and update the text/attributes of existing ones."""
+        if not items:
+            return
+        now = time.time() if now is None else now
+        rows = [
+            {"id": it.id, "text": it.text, "attributes": dict(it.attributes), "created": now, "updated": now}
+            for it in items
+        ]
+        stmt = self._insert(S.items)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"text": stmt.excluded.text, "attributes": stmt.excluded.attributes, "updated": stmt.excluded.updated},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def iter_items(self) -> Iterator[StoredItem]:
+        """Every item in catalog order (``seq``)."""
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(S.items).order_by(S.items.c.seq)):
+                yield StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
+
+    def get_item(self, item_id: str) -> StoredItem | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(S.items).where(S.items.c.id == item_id)).first()
+        return None if r is None else StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
+
+    def delete_items(self, ids: Iterable[str]) -> int:
+        """Delete items (their past events stay in the log). Returns rows deleted."""
+        n = 0
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids)):
+                n += conn.execute(S.items.delete().where(S.items.c.id.in_(chunk))).rowcount
+        return n
+
+    def count_items(self) -> int:
+        return self._count(S.items)
+
+    # -------------------------------------------------------------------- users
+    def set_interests(self, user: str, interests: str | None, now: float | None = None) -> None:
+        """Store (or clear, with ``None``) a user's declared interests."""
+        now = time.time() if now is None else now
+        stmt = self._insert(S.users).values(id=user, interests=interests, created=now, updated=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={"interests": stmt.excluded.interests, "updated": now}
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def get_interests(self, user: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(S.users.c.interests).where(S.users.c.id == user)
+            ).scalar_one_or_none()
+
+    def iter_interests(self) -> Iterator[tuple[str, str]]:
+        """(user, interests) for every user who declared some."""
+        with self.engine.connect() as conn:
+            q = sa.select(S.users.c.id, S.users.c.interests).where(S.users.c.interests.is_not(None))
+            for r in conn.execute(q.order_by(S.users.c.id)):
+                yield r.id, r.interests
+
+    def delete_user(self, user: str) -> dict[str, int]:
+        """Erase every row about ``user`` in one transaction. Returns rows deleted per table."""
+        counts: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            counts["events"] = conn.execute(S.events.delete().where(S.events.c.user_id == user)).rowcount
+            counts["impressions"] = conn.execute(
+                S.impressions.delete().where(S.impressions.c.user_id == user)
+            ).rowcount
+            counts["users"] = conn.execute(S.users.delete().where(S.users.c.id == user)).rowcount
+        return counts
+
+    # ------------------------------------------------------------------- events
+    def append_events(self, events: Sequence[Event]) -> list[int]:
+        """Append events; returns the positions (in ``events``) of those newly stored.
+
+        An id already in the log, or repeated earlier in the same batch, is skipped:
+        ingestion is idempotent. All rows go in one transaction.
+        """
+        if not events:
+            return []
+        first: dict[str, int] = {}
+        for i, e in enumerate(events):
+            first.setdefault(e.id, i)
+        rows = [
+            {
+                "id": events[i].id,
+                "user_id": events[i].user,
+                "item_id": events[i].item,
+                "kind": events[i].kind,
+                "value": float(events[i].value),
+                "ts": float(events[i].timestamp),
+                "context": dict(events[i].context),
+            }
+            for i in first.values()
+        ]
+        stmt = (
+            self._insert(S.events)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(S.events.c.id, sort_by_parameter_order=True)
+        )
+        with self.engine.begin() as conn:
+            inserted = {r.id for r in conn.execute(stmt, rows)}
+        return [i for eid, i in first.items() if eid in inserted]
+
+    def iter_events(
+        self, *, after_seq: int = 0, user: str | None = None, batch_size: int = 10_000
+    ) -> Iterator[tuple[int, Event]]:
+        """(seq, event) in append order, starting after ``after_seq``; paged by seq."""
+        cursor = after_seq
+        while True:
+            q = sa.select(S.events).where(S.events.c.seq > cursor)
+            if user is not None:
+                q = q.where(S.events.c.user_id == user)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(S.events.c.seq).limit(batch_size)).all()
+            for r in rows:
+                yield r.seq, _row_to_event(r)
+            if len(rows) < batch_size:
+                return
+            cursor = rows[-1].seq
+
+    def user_events(self, user: str) -> list[Event]:
+        """A user's events, oldest first (by timestamp, then append order)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(S.events)
+                .where(S.events.c.user_id == user)
+                .order_by(S.events.c.ts, S.events.c.seq)
+            ).all()
+        return [_row_to_event(r) for r in rows]
+
+    def has_event(self, event_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(S.events.c.seq).where(S.events.c.id == event_id)).first() is not None
+
+    def count_events(self) -> int:
+        return self._count(S.events)
+
+    def last_event_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(S.events.c.seq))).scalar() or 0)
+
+    # -------------------------------------------------------------- impressions
+    def log_impressions(self, rows: Sequence[Impression]) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                S.impressions.insert(),
+                [
+                    {
+                        "request_id": r.request_id,
+                        "user_id": r.user,
+                        "item_id": r.item,
+                        "position": r.position,
+                        "score": float(r.score),
+                        "propensity": float(r.propensity),
+                        "policy": r.policy,
+                        "ts": float(r.timestamp),
+                        "context": dict(r.context or {}),
+                    }
+                    for r in rows
+                ],
+            )
+
+    def iter_impressions(self, *, user: str | None = None) -> Iterator[Impression]:
+        q = sa.select(S.impressions)
+        if user is not None:
+            q = q.where(S.impressions.c.user_id == user)
+        with self.engine.connect() as conn:
+            for r in conn.execute(q.order_by(S.impressions.c.seq)):
+                yield Impression(
+                    r.request_id, r.user_id, r.item_id, r.position, r.score, r.propensity,
+                    r.policy, r.ts, r.context or {},
+                )
+
+    def count_impressions(self) -> int:
+        return self._count(S.impressions)
+
+    # ------------------------------------------------------------------ vectors
+    def get_vectors(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached vectors of ``model_id`` for the given text hashes (misses are absent)."""
+        out: dict[str, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(hashes))):
+                q = sa.select(S.vectors.c.text_hash, S.vectors.c.vector).where(
+                    S.vectors.c.model_id == model_id, S.vectors.c.text_hash.in_(chunk)
+                )
+                for h, blob in conn.execute(q):
+                    out[h] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def put_vectors(self, model_id: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        rows = [
+            {"model_id": model_id, "text_hash": h, "dim": int(v.shape[0]),
+             "vector": np.ascontiguousarray(v, dtype=np.float32).tobytes()}
+            for h, v in vectors.items()
+        ]
+        stmt = self._insert(S.vectors).on_conflict_do_nothing(index_elements=["model_id", "text_hash"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def count_vectors(self, model_id: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(S.vectors)
+        if model_id is not None:
+            q = q.where(S.vectors.c.model_id == model_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    # ---------------------------------------------------------------- snapshots
+    def put_snapshot(self, name: str, payload: bytes, log_seq: int) -> None:
+        """Save (replace) a named model snapshot taken after event ``log_seq``."""
+        stmt = self._insert(S.snapshots).values(name=name, log_seq=log_seq, created=time.time(), payload=payload)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"log_seq": stmt.excluded.log_seq, "created": stmt.excluded.created, "payload": stmt.excluded.payload},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def get_snapshot(self, name: str) -> tuple[bytes, int] | None:
+        """(payload, log_seq) of a snapshot, or None."""
+        with self.engine.connect() as conn:
+            r = conn.execute(
+                sa.select(S.snapshots.c.payload, S.snapshots.c.log_seq).where(S.snapshots.c.name == name)
+            ).first()
+        return None if r is None else (bytes(r.payload), int(r.log_seq))
+
+    def delete_snapshots(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(S.snapshots.delete())
+
+    # ------------------------------------------------------------------ helpers
+    def _count(self, table: sa.Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _row_to_event(r: Any) -> Event:
+    return Event(
+        user=r.user_id, item=r.item_id, kind=r.kind, value=r.value, timestamp=r.ts,
+        id=r.id, context=r.context or {},
+    )
+
+
+def _chunks(xs: list[Any], n: int = _CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
