@@ -38,7 +38,7 @@ def make_goodbooks(source: Path, out: Path = DEFAULT_OUT) -> int:
         reader = csv.DictReader(f)
         missing = [c for c in KEPT_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise SystemExit(f"{source}: missing columns {missing}; is this goodbooks-10k books.csv?")
+            raise SystemExit(f"{source}: missing columns {missing}; pass goodbooks-10k books.csv")
         rows = [{c: row[c] for c in KEPT_COLUMNS} for row in reader]
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=KEPT_COLUMNS, lineterminator="\n")

@@ -18,7 +18,9 @@ Examples
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -31,6 +33,8 @@ from ..types import Event, Item
 from . import schema as S
 
 _CHUNK = 500  # rows per IN (...) list; far below every backend's parameter limit
+# pg_advisory_xact_lock key serialising event appends on PostgreSQL (any fixed bigint).
+_APPEND_LOCK_KEY = 0x6C69766572656301
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +83,27 @@ class Store:
     ``postgresql://user@host/db`` (psycopg 3) are supported.
     """
 
-    def __init__(self, engine: sa.Engine, url: str) -> None:
+    def __init__(self, engine: sa.Engine, url: str, *, serialize: bool = False) -> None:
         self.url = url
         self.engine = engine
         self.dialect = engine.dialect.name
+        # An in-memory SQLite database is one shared connection: every use must take turns.
+        self._serial = threading.RLock() if serialize else None
         self._migrate()
+
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """A write transaction (serialised for in-memory SQLite)."""
+        with self._serial or nullcontext():
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[sa.Connection]:
+        """A read connection (serialised for in-memory SQLite)."""
+        with self._serial or nullcontext():
+            with self.engine.connect() as conn:
+                yield conn
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -98,6 +118,7 @@ class Store:
                 "sqlite:// (in memory) or postgresql://user@host:5432/dbname."
             ) from exc
         backend = parsed.get_backend_name()
+        memory = False
         if backend == "sqlite":
             memory = parsed.database in (None, "", ":memory:")
             kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
@@ -125,10 +146,14 @@ class Store:
                 f"{exc.__class__.__name__}: {exc}. Check the URL, that the server is running "
                 "and that the database exists."
             ) from exc
-        return cls(engine, parsed.render_as_string(hide_password=True))
+        try:
+            return cls(engine, parsed.render_as_string(hide_password=True), serialize=backend == "sqlite" and memory)
+        except Exception:
+            engine.dispose()  # e.g. a newer schema: do not leak the pool
+            raise
 
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             S.meta.create(conn, checkfirst=True)
             row = conn.execute(
                 sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")
@@ -152,7 +177,7 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(
                 conn.execute(
                     sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")
@@ -185,24 +210,25 @@ class Store:
             index_elements=["id"],
             set_={"text": stmt.excluded.text, "attributes": stmt.excluded.attributes, "updated": stmt.excluded.updated},
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt, rows)
 
     def iter_items(self) -> Iterator[StoredItem]:
         """Every item in catalog order (``seq``)."""
-        with self.engine.connect() as conn:
-            for r in conn.execute(sa.select(S.items).order_by(S.items.c.seq)):
-                yield StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(S.items).order_by(S.items.c.seq)).all()
+        for r in rows:
+            yield StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
 
     def get_item(self, item_id: str) -> StoredItem | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             r = conn.execute(sa.select(S.items).where(S.items.c.id == item_id)).first()
         return None if r is None else StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
 
     def delete_items(self, ids: Iterable[str]) -> int:
         """Delete items (their past events stay in the log). Returns rows deleted."""
         n = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in _chunks(list(ids)):
                 n += conn.execute(S.items.delete().where(S.items.c.id.in_(chunk))).rowcount
         return n
@@ -218,18 +244,18 @@ class Store:
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"], set_={"interests": stmt.excluded.interests, "updated": now}
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt)
 
     def get_interests(self, user: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(
                 sa.select(S.users.c.interests).where(S.users.c.id == user)
             ).scalar_one_or_none()
 
     def iter_interests(self) -> Iterator[tuple[str, str]]:
         """(user, interests) for every user who declared some."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             q = sa.select(S.users.c.id, S.users.c.interests).where(S.users.c.interests.is_not(None))
             for r in conn.execute(q.order_by(S.users.c.id)):
                 yield r.id, r.interests
@@ -237,7 +263,7 @@ class Store:
     def delete_user(self, user: str) -> dict[str, int]:
         """Erase every row about ``user`` in one transaction. Returns rows deleted per table."""
         counts: dict[str, int] = {}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             counts["events"] = conn.execute(S.events.delete().where(S.events.c.user_id == user)).rowcount
             counts["impressions"] = conn.execute(
                 S.impressions.delete().where(S.impressions.c.user_id == user)
@@ -274,7 +300,12 @@ class Store:
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(S.events.c.id, sort_by_parameter_order=True)
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
+            if self.dialect == "postgresql":
+                # Concurrent appends of overlapping ids in different orders deadlock on the
+                # unique index; one append at a time also keeps seq in commit order. SQLite
+                # already serialises writers.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_APPEND_LOCK_KEY)))
             inserted = {r.id for r in conn.execute(stmt, rows)}
         return [i for eid, i in first.items() if eid in inserted]
 
@@ -287,7 +318,7 @@ class Store:
             q = sa.select(S.events).where(S.events.c.seq > cursor)
             if user is not None:
                 q = q.where(S.events.c.user_id == user)
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = conn.execute(q.order_by(S.events.c.seq).limit(batch_size)).all()
             for r in rows:
                 yield r.seq, _row_to_event(r)
@@ -297,7 +328,7 @@ class Store:
 
     def user_events(self, user: str) -> list[Event]:
         """A user's events, oldest first (by timestamp, then append order)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 sa.select(S.events)
                 .where(S.events.c.user_id == user)
@@ -306,21 +337,21 @@ class Store:
         return [_row_to_event(r) for r in rows]
 
     def has_event(self, event_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(sa.select(S.events.c.seq).where(S.events.c.id == event_id)).first() is not None
 
     def count_events(self) -> int:
         return self._count(S.events)
 
     def last_event_seq(self) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(S.events.c.seq))).scalar() or 0)
 
     # -------------------------------------------------------------- impressions
     def log_impressions(self, rows: Sequence[Impression]) -> None:
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 S.impressions.insert(),
                 [
@@ -343,9 +374,10 @@ class Store:
         q = sa.select(S.impressions)
         if user is not None:
             q = q.where(S.impressions.c.user_id == user)
-        with self.engine.connect() as conn:
-            for r in conn.execute(q.order_by(S.impressions.c.seq)):
-                yield Impression(
+        with self._connect() as conn:
+            rows = conn.execute(q.order_by(S.impressions.c.seq)).all()
+        for r in rows:
+            yield Impression(
                     r.request_id, r.user_id, r.item_id, r.position, r.score, r.propensity,
                     r.policy, r.ts, r.context or {},
                 )
@@ -357,7 +389,7 @@ class Store:
     def get_vectors(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors of ``model_id`` for the given text hashes (misses are absent)."""
         out: dict[str, np.ndarray] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(hashes))):
                 q = sa.select(S.vectors.c.text_hash, S.vectors.c.vector).where(
                     S.vectors.c.model_id == model_id, S.vectors.c.text_hash.in_(chunk)
@@ -375,14 +407,14 @@ class Store:
             for h, v in vectors.items()
         ]
         stmt = self._insert(S.vectors).on_conflict_do_nothing(index_elements=["model_id", "text_hash"])
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt, rows)
 
     def count_vectors(self, model_id: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(S.vectors)
         if model_id is not None:
             q = q.where(S.vectors.c.model_id == model_id)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(q).scalar_one())
 
     # ---------------------------------------------------------------- snapshots
@@ -393,24 +425,24 @@ class Store:
             index_elements=["name"],
             set_={"log_seq": stmt.excluded.log_seq, "created": stmt.excluded.created, "payload": stmt.excluded.payload},
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt)
 
     def get_snapshot(self, name: str) -> tuple[bytes, int] | None:
         """(payload, log_seq) of a snapshot, or None."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             r = conn.execute(
                 sa.select(S.snapshots.c.payload, S.snapshots.c.log_seq).where(S.snapshots.c.name == name)
             ).first()
         return None if r is None else (bytes(r.payload), int(r.log_seq))
 
     def delete_snapshots(self) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(S.snapshots.delete())
 
     # ------------------------------------------------------------------ helpers
     def _count(self, table: sa.Table) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 

@@ -1,0 +1,14 @@
+"""Dataset loaders and the shipped goodbooks-10k catalog.
+
+Examples
+--------
+>>> from liverec.data import load_goodbooks
+>>> len(load_goodbooks(limit=3))
+3
+"""
+
+from __future__ import annotations
+
+from liverec.data.loaders import load_events, load_goodbooks, load_items, load_movielens
+
+__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens"]

@@ -1,0 +1,229 @@
+"""The in-memory item space: external ids <-> dense indices, LM vectors, attributes.
+
+Dense indices are internal: they never leave the engine. They are stable for the
+life of a process (a removed item keeps its slot, marked dead) so learners can keep
+per-item arrays indexed by them.
+
+Examples
+--------
+>>> import numpy as np
+>>> cat = Catalog(dim=2)
+>>> cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{"year": 1}, {"year": 2}], ["A", "B"])
+[0, 1]
+>>> cat.select(["b"]).idx.tolist()
+[1]
+>>> cat.filter_mask({"year": {"gte": 2}}).nonzero()[0].tolist()
+[1]
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import UnknownItemError, ValidationError
+
+_OPS = {
+    "eq": lambda col, v: col == v,
+    "ne": lambda col, v: col != v,
+    "gt": lambda col, v: col > v,
+    "gte": lambda col, v: col >= v,
+    "lt": lambda col, v: col < v,
+    "lte": lambda col, v: col <= v,
+}
+
+
+class ItemIds:
+    """A set of items to score: dense ``idx`` in the catalog and their external ``ids``.
+
+    Learners read ``idx``; ``ids`` is resolved lazily because most requests only
+    need the ids of the few items served.
+    """
+
+    __slots__ = ("idx", "_ids", "_catalog")
+
+    def __init__(self, idx: np.ndarray, catalog: "Catalog", ids: tuple[str, ...] | None = None) -> None:
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self._catalog = catalog
+        self._ids = ids
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        if self._ids is None:
+            names = self._catalog.ids
+            self._ids = tuple(names[i] for i in self.idx)
+        return self._ids
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+class Catalog:
+    """Growable arrays of item vectors and attributes behind an id map."""
+
+    def __init__(self, dim: int | None = None, capacity: int = 1024) -> None:
+        # dim may stay None until the first upsert: an engine opened on an empty store
+        # does not know its encoder's dimension without loading the model.
+        self.dim = dim
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self._vectors = np.zeros((capacity if dim else 0, dim or 0), dtype=np.float32)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self.attributes: list[Mapping[str, Any]] = []
+        self.texts: list[str] = []
+        self.version = 0  # bumps on every change; caches key on it
+        self._columns: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        i = self.index.get(item_id)  # type: ignore[arg-type]
+        return i is not None and bool(self._alive[i])
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n, dim) vectors of every slot, dead ones included (their rows are kept)."""
+        return self._vectors[: len(self.ids)]
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self._alive[: len(self.ids)]
+
+    @property
+    def n_alive(self) -> int:
+        return int(self.alive.sum())
+
+    def alive_idx(self) -> np.ndarray:
+        return np.flatnonzero(self.alive)
+
+    def idx_of(self, item_id: str, *, field: str = "item") -> int:
+        """Dense index of a live item, or :class:`UnknownItemError`."""
+        i = self.index.get(item_id)
+        if i is None or not self._alive[i]:
+            raise UnknownItemError(
+                f"unknown item {item_id!r} in {field}: it is not in the catalog. Add it first "
+                "with Engine.add_items([Item(id=..., text=...)]) or turn on auto_create_items.",
+                field=field,
+            )
+        return i
+
+    def get_idx(self, item_id: str) -> int | None:
+        """Dense index of a live item, or None."""
+        i = self.index.get(item_id)
+        return i if i is not None and self._alive[i] else None
+
+    def select(self, ids: Iterable[str], *, field: str = "candidates") -> ItemIds:
+        """Resolve external ids (all must be live items)."""
+        ids = tuple(ids)
+        idx = np.fromiter((self.idx_of(i, field=field) for i in ids), dtype=np.int64, count=len(ids))
+        return ItemIds(idx, self, ids)
+
+    def from_idx(self, idx: np.ndarray) -> ItemIds:
+        return ItemIds(idx, self)
+
+    # -------------------------------------------------------------- mutation
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        attributes: Sequence[Mapping[str, Any]],
+        texts: Sequence[str],
+    ) -> list[int]:
+        """Insert or replace items; returns their dense indices."""
+        with self._lock:
+            if self.dim is None:
+                self.dim = int(vectors.shape[1])
+                self._vectors = np.zeros((max(1024, len(ids)), self.dim), dtype=np.float32)
+                self._alive = np.zeros(self._vectors.shape[0], dtype=bool)
+            out = []
+            for item_id, vec, attrs, text in zip(ids, vectors, attributes, texts):
+                i = self.index.get(item_id)
+                if i is None:
+                    i = len(self.ids)
+                    self._grow(i + 1)
+                    self.ids.append(item_id)
+                    self.index[item_id] = i
+                    self.attributes.append(attrs)
+                    self.texts.append(text)
+                else:
+                    self.attributes[i] = attrs
+                    self.texts[i] = text
+                self._vectors[i] = vec
+                self._alive[i] = True
+                out.append(i)
+            self.version += 1
+            return out
+
+    def remove(self, ids: Iterable[str]) -> list[int]:
+        """Mark items dead; their slots are never reused in this process."""
+        with self._lock:
+            gone = [self.index[i] for i in ids if i in self.index and self._alive[self.index[i]]]
+            self._alive[gone] = False
+            self.version += 1
+            return gone
+
+    def _grow(self, n: int) -> None:
+        cap = self._vectors.shape[0]
+        if n <= cap:
+            return
+        new_cap = max(n, cap * 2)
+        v = np.zeros((new_cap, self.dim), dtype=np.float32)
+        v[:cap] = self._vectors
+        a = np.zeros(new_cap, dtype=bool)
+        a[:cap] = self._alive
+        self._vectors, self._alive = v, a
+
+    # --------------------------------------------------------------- filters
+    def column(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values, present) arrays of one attribute, rebuilt when the catalog changes."""
+        cached = self._columns.get(key)
+        if cached is not None and cached[0] == self.version:
+            return cached[1], cached[2]
+        raw = [a.get(key) for a in self.attributes]
+        present = np.array([v is not None for v in raw], dtype=bool)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw if v is not None):
+            values = np.array([v if v is not None else np.nan for v in raw], dtype=np.float64)
+        else:
+            values = np.array(raw, dtype=object)
+        self._columns[key] = (self.version, values, present)
+        return values, present
+
+    def filter_mask(self, filters: Mapping[str, Any]) -> np.ndarray:
+        """Boolean mask of items matching every filter.
+
+        A filter value is an exact match (``{"year": 1937}``), a list of allowed values
+        (``{"genre": ["Fantasy", "Horror"]}``) or a dict of operators among
+        eq, ne, gt, gte, lt, lte (``{"year": {"gte": 1990, "lt": 2000}}``).
+        """
+        mask = self.alive.copy()
+        for key, cond in filters.items():
+            values, present = self.column(key)
+            if isinstance(cond, Mapping):
+                for op, v in cond.items():
+                    if op not in _OPS:
+                        raise ValidationError(
+                            f"unknown filter operator {op!r} for {key!r}; use one of {sorted(_OPS)}.",
+                            field=f"filters.{key}",
+                        )
+                    try:
+                        with np.errstate(invalid="ignore"):
+                            m = np.asarray(_OPS[op](values, v), dtype=bool)
+                    except TypeError as exc:
+                        raise ValidationError(
+                            f"filter {key}.{op}={v!r} cannot compare with the item attribute values: {exc}. "
+                            "Use a value of the attribute's type.",
+                            field=f"filters.{key}",
+                        ) from exc
+                    mask &= m & present
+            elif isinstance(cond, (list, tuple, set)):
+                allowed = set(cond)
+                mask &= present & np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
+            else:
+                mask &= present & np.asarray(values == cond, dtype=bool)
+        return mask

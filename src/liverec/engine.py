@@ -1,0 +1,504 @@
+"""The engine: wires store -> encode -> models -> rank, and learns on every event.
+
+Examples
+--------
+>>> from liverec import Engine, Item, Event
+>>> eng = Engine.open()                                     # doctest: +SKIP
+>>> eng.add_items([Item(id="b1", text="The Hobbit by J.R.R. Tolkien")])  # doctest: +SKIP
+>>> eng.record(Event(user="u1", item="b1", kind="click"))   # doctest: +SKIP
+>>> [r.item for r in eng.recommend("u1", k=10)]             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .encode.cache import CachedEncoder
+from .encode.catalog import Catalog
+from .encode.encoder import Encoder, SentenceTransformerEncoder
+from .encode.text import render_text
+from .errors import UnknownItemError, ValidationError
+from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
+from .models.content import ContentProfile
+from .models.popularity import Trending
+from .rank import ranker
+from .rank.index import VectorIndex
+from .settings import Settings
+from .store import Impression, Store
+from .types import Event, Item, Recommendation, is_finite_number
+
+_MAX_ID = 256
+_MAX_K = 1000
+
+
+@dataclass
+class _User:
+    """Per-user online state kept in memory (rebuilt from the log on open)."""
+
+    history: deque[Event]
+    seen: set[int] = field(default_factory=set)
+    interests: np.ndarray | None = None
+    interests_text: str | None = None
+
+
+class Engine:
+    """A recommender that learns from every event the moment it is recorded.
+
+    Open one with :meth:`open`; add items, record events, ask for recommendations.
+    Reopening the same database restores every user's state (rebuilt from the
+    durable log).
+
+    Examples
+    --------
+    >>> eng = Engine.open("sqlite:///books.db")                       # doctest: +SKIP
+    >>> eng.add_items([Item(id="b1", text="The Hobbit", attributes={"year": 1937})])  # doctest: +SKIP
+    >>> eng.record(Event(user="u1", item="b1", kind="like"))          # doctest: +SKIP
+    >>> eng.recommend("u1", k=5, filters={"year": {"gte": 1900}})     # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, settings: Settings, encoder: Encoder) -> None:
+        self.store = store
+        self.settings = settings
+        self.encoder = CachedEncoder(encoder, store, progress=settings.encoder_progress)
+        self.feedback = FeedbackConfig(
+            kind_weights=dict(settings.kind_weights),
+            rating_center=settings.rating_center,
+            rating_scale=settings.rating_scale,
+        )
+        self.catalog = Catalog()
+        self.index = VectorIndex(self.catalog, exact_max_items=settings.exact_index_max_items)
+        self.learners: dict[str, Learner] = {}
+        self._users: dict[str, _User] = {}
+        self._lock = threading.RLock()
+        self._load()
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        encoder: Encoder | None = None,
+    ) -> "Engine":
+        """Open (or create) the engine stored at ``url``; no URL = in memory.
+
+        ``encoder`` replaces the sentence-transformers model (any object with
+        ``model_id``, ``dim`` and ``encode(texts)``).
+        """
+        settings = settings or Settings()
+        store = Store.open(url or settings.store)
+        if encoder is None:
+            encoder = SentenceTransformerEncoder(settings.encoder_model, batch_size=settings.encoder_batch_size)
+        return cls(store, settings, encoder)
+
+    def close(self) -> None:
+        """Release the store. The engine is unusable afterwards."""
+        self.store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _new_learners(self) -> dict[str, Learner]:
+        s = self.settings
+        return {
+            "content": ContentProfile(
+                half_life_days=s.profile_half_life_days,
+                interest_weight=s.interest_weight,
+                short_decay=s.short_term_decay,
+                short_weight=s.short_term_weight,
+                feedback=self.feedback,
+            ),
+            "trending": Trending(
+                half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior, feedback=self.feedback
+            ),
+        }
+
+    def _load(self) -> None:
+        """Restore the catalog, declared interests and every learner from the store."""
+        stored = list(self.store.iter_items())
+        if stored:
+            texts = [self._render(s.text, s.attributes) for s in stored]
+            vecs = self.encoder.encode(texts)
+            self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
+        interests = list(self.store.iter_interests())
+        if interests:
+            vecs = self.encoder.encode([t for _, t in interests])
+            for (user, text), v in zip(interests, vecs):
+                u = self._user(user)
+                u.interests, u.interests_text = v, text
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Fit fresh learners and user state from the whole durable log, then swap."""
+        # Time order (append order breaks ties): the order learn_one would have seen.
+        events = sorted((e for _, e in self.store.iter_events()), key=lambda e: e.timestamp)
+        log = InteractionLog.from_events(events, self.catalog)
+        learners = {name: m.fit(log) for name, m in self._new_learners().items()}
+        users: dict[str, _User] = {}
+        for e in events:
+            self._apply_to_user(users, e)
+        with self._lock:
+            for name, u in self._users.items():  # keep declared interests
+                if u.interests is not None:
+                    nu = users.setdefault(name, _User(deque(maxlen=self.settings.history_length)))
+                    nu.interests, nu.interests_text = u.interests, u.interests_text
+            self.learners = learners
+            self._users = users
+
+    # ------------------------------------------------------------------- items
+    def _render(self, text: str, attributes: Mapping[str, Any]) -> str:
+        return render_text(text, attributes, self.settings.text_template)
+
+    def add_items(self, items: Iterable[Item]) -> int:
+        """Add or update items; only new or changed text is encoded. Returns how many changed.
+
+        Raises :class:`~liverec.errors.ValidationError` (nothing stored) on a bad item.
+        """
+        items = list(items)
+        seen: set[str] = set()
+        for i, it in enumerate(items):
+            _check_item(it, f"items[{i}]")
+            if it.id in seen:
+                raise ValidationError(
+                    f"item id {it.id!r} appears twice in one add_items call (items[{i}]); "
+                    "send each item once.",
+                    field=f"items[{i}].id",
+                )
+            seen.add(it.id)
+        with self._lock:
+            changed: list[Item] = []
+            texts: list[str] = []
+            for it in items:
+                text = self._render(it.text, it.attributes)
+                idx = self.catalog.get_idx(it.id)
+                if idx is not None and self.catalog.texts[idx] == text and self.catalog.attributes[idx] == dict(it.attributes):
+                    continue
+                changed.append(it)
+                texts.append(text)
+            if not changed:
+                return 0
+            vecs = self.encoder.encode(texts)
+            self.store.upsert_items(changed)
+            cat = self.catalog
+            existing = [cat.get_idx(it.id) for it in changed]
+            cat.upsert([it.id for it in changed], vecs, [dict(it.attributes) for it in changed], texts)
+            self.index.update([i for i in existing if i is not None])
+            return len(changed)
+
+    def remove_items(self, ids: Iterable[str]) -> int:
+        """Remove items from the catalog (past events stay in the log). Returns how many."""
+        ids = list(ids)
+        with self._lock:
+            n = self.store.delete_items(ids)
+            self.catalog.remove(ids)
+            return n
+
+    def get_item(self, item_id: str) -> Item:
+        """The stored item, or :class:`~liverec.errors.UnknownItemError`."""
+        s = self.store.get_item(item_id)
+        if s is None:
+            raise UnknownItemError(f"unknown item {item_id!r}: it is not in the catalog.", field="item")
+        return s.to_item()
+
+    @property
+    def n_items(self) -> int:
+        return self.catalog.n_alive
+
+    # ------------------------------------------------------------------- users
+    def _user(self, user: str, users: dict[str, _User] | None = None) -> _User:
+        users = self._users if users is None else users
+        u = users.get(user)
+        if u is None:
+            u = users[user] = _User(deque(maxlen=self.settings.history_length))
+        return u
+
+    def set_interests(self, user: str, interests: str | None) -> None:
+        """Declare (or clear with ``None``) what a user says they like, as free text."""
+        _check_id(user, "user")
+        if interests is not None and (not isinstance(interests, str) or not interests.strip()):
+            raise ValidationError(
+                "interests must be a non-empty string (or None to clear them).", field="interests"
+            )
+        vec = self.encoder.encode([interests])[0] if interests else None
+        with self._lock:
+            self.store.set_interests(user, interests)
+            u = self._user(user)
+            u.interests, u.interests_text = vec, interests
+
+    def user_state(self, user: str) -> UserState:
+        """What the learners see of ``user`` right now."""
+        u = self._users.get(user)
+        if u is None:
+            return UserState(user)
+        return UserState(user, tuple(u.history), u.interests, u.interests_text)
+
+    def history(self, user: str) -> list[Event]:
+        """Every stored event of ``user``, oldest first."""
+        return self.store.user_events(user)
+
+    def delete_user(self, user: str) -> dict[str, int]:
+        """Erase the user's events, impressions, interests and derived state."""
+        with self._lock:
+            events = self.store.user_events(user)
+            counts = self.store.delete_user(user)
+            for m in self.learners.values():
+                m.forget(user, events)
+            self._users.pop(user, None)
+            return counts
+
+    # ------------------------------------------------------------------ events
+    def _validate(self, e: Event, where: str) -> Event:
+        if not isinstance(e, Event):
+            raise ValidationError(
+                f"{where} is a {type(e).__name__}, not an Event: build it with Event(user=..., item=..., kind=...).",
+                field=where,
+            )
+        _check_id(e.user, f"{where}.user")
+        _check_id(e.item, f"{where}.item")
+        _check_id(e.id, f"{where}.id")
+        if e.kind not in self.feedback.kind_weights:
+            raise ValidationError(
+                f"{where}.kind {e.kind!r} is not a known event kind; use one of "
+                f"{sorted(self.feedback.kind_weights)} or add it to Settings(kind_weights=...).",
+                field=f"{where}.kind",
+            )
+        if not is_finite_number(e.value):
+            raise ValidationError(
+                f"{where}.value must be a finite number, got {e.value!r}.", field=f"{where}.value"
+            )
+        if e.kind == "rating" and not (self.settings.rating_min <= e.value <= self.settings.rating_max):
+            raise ValidationError(
+                f"{where}.value {e.value} is outside the rating range "
+                f"[{self.settings.rating_min}, {self.settings.rating_max}]; send stars in that range "
+                "or change Settings(rating_min=..., rating_max=...).",
+                field=f"{where}.value",
+            )
+        if not is_finite_number(e.timestamp) or e.timestamp < 0:
+            raise ValidationError(
+                f"{where}.timestamp must be Unix seconds (a finite number >= 0), got {e.timestamp!r}.",
+                field=f"{where}.timestamp",
+            )
+        if e.timestamp > time.time() + self.settings.max_clock_skew_seconds:
+            raise ValidationError(
+                f"{where}.timestamp {e.timestamp} is in the future; send Unix seconds, not milliseconds.",
+                field=f"{where}.timestamp",
+            )
+        if not isinstance(e.context, Mapping):
+            raise ValidationError(f"{where}.context must be a mapping.", field=f"{where}.context")
+        try:
+            json.dumps(e.context)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"{where}.context is not JSON-serialisable ({exc}); use plain str/number/list/dict values.",
+                field=f"{where}.context",
+            ) from None
+        if isinstance(e.value, int) or isinstance(e.timestamp, int):
+            e = replace(e, value=float(e.value), timestamp=float(e.timestamp))
+        return e
+
+    def record(self, event: Event) -> bool:
+        """Store one event and update every learner at once. False if its id was seen before."""
+        return self.record_many([event]) == 1
+
+    def record_many(self, events: Iterable[Event]) -> int:
+        """Store a batch of events (one transaction) and learn from the new ones.
+
+        All events are validated first: one bad event raises and nothing is stored.
+        Returns how many were new (repeated ids are skipped).
+        """
+        events = [self._validate(e, f"events[{i}]") for i, e in enumerate(events)]
+        if not events:
+            return 0
+        with self._lock:
+            missing = {e.item for e in events if e.item not in self.catalog}
+            if missing:
+                if not self.settings.auto_create_items:
+                    first = next(i for i, e in enumerate(events) if e.item in missing)
+                    raise UnknownItemError(
+                        f"events[{first}].item {events[first].item!r} is not in the catalog"
+                        + (f" (and {len(missing) - 1} more unknown items)" if len(missing) > 1 else "")
+                        + ": add it with Engine.add_items, or set Settings(auto_create_items=True). "
+                        "Nothing was stored.",
+                        field=f"events[{first}].item",
+                    )
+                self._auto_create(sorted(missing))
+            new = self.store.append_events(events)
+            for i in new:
+                self._learn(events[i])
+            return len(new)
+
+    def _auto_create(self, ids: list[str]) -> None:
+        # Text-less items: no LM vector (zeros) until someone adds their text.
+        dim = self.catalog.dim or self.encoder.dim
+        self.store.upsert_items([Item(id=i) for i in ids])
+        self.catalog.upsert(ids, np.zeros((len(ids), dim), dtype=np.float32), [{} for _ in ids], ["" for _ in ids])
+
+    def _apply_to_user(self, users: dict[str, _User], e: Event) -> None:
+        u = self._user(e.user, users)
+        u.history.append(e)
+        i = self.catalog.get_idx(e.item)
+        if i is not None:
+            u.seen.add(i)
+
+    def _learn(self, e: Event) -> None:
+        for m in self.learners.values():
+            m.learn_one(e)
+        self._apply_to_user(self._users, e)
+
+    def fit(self) -> None:
+        """Batch (re)fit every learner from the durable log, then swap them in."""
+        self._rebuild()
+
+    # --------------------------------------------------------------- serving
+    def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
+        w = dict(self.settings.fusion_weights)
+        if weights:
+            unknown = set(weights) - set(self.learners)
+            if unknown:
+                raise ValidationError(
+                    f"unknown source(s) {sorted(unknown)} in weights; sources are {sorted(self.learners)}.",
+                    field="weights",
+                )
+            w.update(weights)
+        return w
+
+    def _score(
+        self,
+        state: UserState,
+        *,
+        k: int,
+        candidates: Sequence[str] | None,
+        exclude_seen: bool,
+        filters: Mapping[str, Any] | None,
+        weights: dict[str, float],
+        must_include: int | None = None,
+    ) -> ranker.Scored | None:
+        cat, index = self.catalog, self.index
+        if cat.n_alive == 0:
+            return None
+        if candidates is not None:
+            idx = cat.select(candidates).idx
+        elif filters:
+            idx = np.flatnonzero(cat.filter_mask(filters))
+        else:
+            seen_n = len(self._users[state.user].seen) if state.user in self._users else 0
+            idx = ranker.retrieve(
+                state, self.learners, weights, cat, index, max(k, self.settings.candidates_per_source) + seen_n
+            )
+        if filters and candidates is not None:
+            idx = idx[cat.filter_mask(filters)[idx]]
+        if exclude_seen and state.user in self._users:
+            seen = self._users[state.user].seen
+            if seen:
+                idx = idx[~np.isin(idx, np.fromiter(seen, dtype=np.int64, count=len(seen)))]
+        if must_include is not None and must_include not in idx:
+            idx = np.append(idx, must_include)
+        return ranker.fuse(state, cat.from_idx(idx), self.learners, weights)
+
+    def recommend(
+        self,
+        user: str,
+        k: int = 10,
+        *,
+        candidates: Sequence[str] | None = None,
+        exclude_seen: bool | None = None,
+        filters: Mapping[str, Any] | None = None,
+        weights: Mapping[str, float] | None = None,
+        context: Mapping[str, Any] | None = None,
+        explain: bool = True,
+        log: bool | None = None,
+    ) -> list[Recommendation]:
+        """The top ``k`` items for ``user`` with their reasons.
+
+        Parameters
+        ----------
+        candidates : only rank these item ids.
+        exclude_seen : drop items the user already interacted with (default: settings).
+        filters : attribute filters, e.g. ``{"year": {"gte": 1990}}`` or ``{"lang": ["en", "fr"]}``.
+        weights : per-request fusion weights per source, e.g. ``{"trending": 0.0}``.
+        log : log the served slate as impressions (default: settings).
+
+        Unknown users get a cold-start answer (trending and declared interests).
+        """
+        _check_id(user, "user")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= _MAX_K:
+            raise ValidationError(f"k must be an integer in [1, {_MAX_K}], got {k!r}.", field="k")
+        exclude_seen = self.settings.exclude_seen if exclude_seen is None else exclude_seen
+        w = self._weights(weights)
+        with self._lock:
+            state = self.user_state(user)
+            scored = self._score(
+                state, k=k, candidates=candidates, exclude_seen=exclude_seen, filters=filters, weights=w
+            )
+            if scored is None:
+                return []
+            order = ranker.select(scored, k)
+            recs = ranker.to_recommendations(state, scored, order, self.learners, self.catalog, with_reasons=explain)
+        if recs and (self.settings.log_impressions if log is None else log):
+            rid, now = uuid.uuid4().hex, time.time()
+            self.store.log_impressions(
+                [
+                    Impression(rid, user, r.item, r.position, r.score, r.propensity, "greedy", now, dict(context or {}))
+                    for r in recs
+                ]
+            )
+        return recs
+
+    def explain(self, user: str, item: str, *, weights: Mapping[str, float] | None = None) -> Recommendation:
+        """Why ``item`` would (or would not) be recommended to ``user`` now."""
+        _check_id(user, "user")
+        idx = self.catalog.idx_of(item)
+        w = self._weights(weights)
+        with self._lock:
+            state = self.user_state(user)
+            scored = self._score(
+                state, k=10, candidates=None, exclude_seen=False, filters=None, weights=w, must_include=idx
+            )
+            assert scored is not None
+            pos = int(np.flatnonzero(scored.items.idx == idx)[0])
+            rank = int((scored.fused > scored.fused[pos]).sum())
+            return Recommendation(
+                item=item,
+                score=float(scored.fused[pos]),
+                reasons=ranker.explain(state, scored, pos, self.learners, self.catalog),
+                position=rank,
+            )
+
+
+def _check_id(v: Any, field: str) -> None:
+    if not isinstance(v, str) or not v or len(v) > _MAX_ID or "\x00" in v:
+        raise ValidationError(
+            f"{field} must be a non-empty string of at most {_MAX_ID} characters without NUL, got {v!r}.",
+            field=field,
+        )
+
+
+def _check_item(it: Any, where: str) -> None:
+    if not isinstance(it, Item):
+        raise ValidationError(f"{where} is a {type(it).__name__}, not an Item.", field=where)
+    _check_id(it.id, f"{where}.id")
+    if not isinstance(it.text, str) or "\x00" in it.text:
+        raise ValidationError(f"{where}.text must be a string without NUL characters.", field=f"{where}.text")
+    if not isinstance(it.attributes, Mapping):
+        raise ValidationError(f"{where}.attributes must be a mapping.", field=f"{where}.attributes")
+    try:
+        json.dumps(dict(it.attributes), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{where}.attributes is not JSON-serialisable ({exc}); use str/number/bool/list/dict values "
+            "(no NaN).",
+            field=f"{where}.attributes",
+        ) from None

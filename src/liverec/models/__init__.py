@@ -1,0 +1,10 @@
+"""Learners: every model follows the one protocol in ``base``."""
+
+from .base import REGISTRY, FeedbackConfig, InteractionLog, Learner, Recommender, UserState, register
+from .content import ContentProfile
+from .popularity import Trending
+
+__all__ = [
+    "REGISTRY", "ContentProfile", "FeedbackConfig", "InteractionLog", "Learner",
+    "Recommender", "Trending", "UserState", "register",
+]

@@ -1,0 +1,174 @@
+"""The learner protocol every model follows, and the data it consumes.
+
+``fit(log)`` resets and learns from history; ``learn_one(event)`` is the real-time
+update (small, per event); ``score(user, items)`` returns one number per item,
+higher = better. ``__init__`` only stores hyperparameters; learned state lives in
+attributes ending in ``_``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Mapping, Protocol, Self, Sequence, runtime_checkable
+
+import numpy as np
+
+from ..encode.catalog import Catalog, ItemIds
+from ..errors import NotFittedError, UnknownKindError
+from ..types import DEFAULT_KIND_WEIGHTS, Event
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """How event kinds (and rating stars) turn into signed weights.
+
+    Examples
+    --------
+    >>> fb = FeedbackConfig()
+    >>> fb.weight("click", 1.0), fb.weight("rating", 5.0), fb.weight("rating", 1.0)
+    (1.0, 1.0, -1.0)
+    """
+
+    kind_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_KIND_WEIGHTS))
+    rating_center: float = 3.0
+    rating_scale: float = 2.0
+
+    def weight(self, kind: str, value: float) -> float:
+        try:
+            w = self.kind_weights[kind]
+        except KeyError:
+            raise UnknownKindError(
+                f"unknown event kind {kind!r}: known kinds are {sorted(self.kind_weights)}. "
+                "Use one of them or add it with Settings(kind_weights={...}).",
+                field="kind",
+            ) from None
+        if kind == "rating":
+            return w * (value - self.rating_center) / self.rating_scale
+        return w * value
+
+    def weights(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
+        return np.fromiter((self.weight(k, v) for k, v in zip(kinds, values)), dtype=np.float64, count=len(kinds))
+
+
+@dataclass(frozen=True)
+class InteractionLog:
+    """A batch of history, columnar, with the catalog it refers to.
+
+    ``item_idx`` is -1 for events whose item is no longer in the catalog.
+    """
+
+    catalog: Catalog
+    users: np.ndarray  # object array of external user ids
+    item_idx: np.ndarray  # int64 dense indices
+    kinds: np.ndarray  # object array
+    values: np.ndarray  # float64
+    timestamps: np.ndarray  # float64
+    events: tuple[Event, ...] = ()
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event], catalog: Catalog) -> "InteractionLog":
+        evs = tuple(events)
+        n = len(evs)
+        return cls(
+            catalog=catalog,
+            users=np.array([e.user for e in evs], dtype=object),
+            item_idx=np.fromiter((catalog.index.get(e.item, -1) for e in evs), dtype=np.int64, count=n),
+            kinds=np.array([e.kind for e in evs], dtype=object),
+            values=np.fromiter((e.value for e in evs), dtype=np.float64, count=n),
+            timestamps=np.fromiter((e.timestamp for e in evs), dtype=np.float64, count=n),
+            events=evs,
+        )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the engine knows about a user at request time.
+
+    ``history`` holds the most recent events (oldest first); ``interests`` the
+    encoded vector of the interests the user declared, if any.
+    """
+
+    user: str
+    history: tuple[Event, ...] = ()
+    interests: np.ndarray | None = None
+    interests_text: str | None = None
+    now: float | None = None
+
+    @property
+    def is_cold(self) -> bool:
+        return not self.history and self.interests is None
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """The one learner protocol (see DESIGN.md)."""
+
+    name: ClassVar[str]
+
+    def fit(self, log: InteractionLog) -> Self: ...
+
+    def learn_one(self, event: Event) -> None: ...
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray: ...
+
+
+class Learner:
+    """Convenience base: hyperparameters from the constructor, clone, save/load, forget.
+
+    Subclasses implement ``fit``, ``learn_one`` and ``score``; they may also provide
+    ``candidates(user, n)`` (retrieval), ``query_vector(user)`` (ANN retrieval) and
+    ``because(user, idx)`` (history items behind a score, for explanations).
+    """
+
+    name: ClassVar[str] = "learner"
+
+    def get_params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def clone(self) -> Self:
+        """A fresh, unfitted learner with the same hyperparameters."""
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet: call fit(log) before learn_one or score."
+            )
+
+    def forget(self, user: str, events: Sequence[Event]) -> None:
+        """Remove everything learned from ``user`` (their ``events`` are given)."""
+
+    def dumps(self) -> bytes:
+        """Serialise learned state (the catalog is not included; ``loads`` re-attaches it)."""
+        state = {k: v for k, v in self.__dict__.items() if k != "catalog_"}
+        return pickle.dumps((type(self), state), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(payload: bytes, catalog: Catalog) -> "Learner":
+        """Inverse of ``dumps``. Only load payloads your own store wrote (pickle)."""
+        cls, state = pickle.loads(payload)
+        obj = cls.__new__(cls)
+        obj.__dict__.update(state)
+        if "fitted_" in state:
+            obj.catalog_ = catalog
+        return obj
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+#: Registered learner classes by name; the shared check suite runs on every one.
+REGISTRY: dict[str, type[Learner]] = {}
+
+
+def register(cls: type[Learner]) -> type[Learner]:
+    REGISTRY[cls.name] = cls
+    return cls

@@ -1,0 +1,75 @@
+"""Settings: one pydantic-settings class, passed in explicitly, never read from a global.
+
+Every field can be set from a ``LIVEREC_*`` environment variable (e.g.
+``LIVEREC_STORE=sqlite:///books.db``); dict fields take JSON
+(``LIVEREC_KIND_WEIGHTS='{"share": 1.5}'``).
+
+Examples
+--------
+>>> from liverec.settings import Settings
+>>> Settings(fusion_weights={"content": 1.0}).fusion_weights["content"]
+1.0
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .types import DEFAULT_KIND_WEIGHTS
+
+DEFAULT_TEXT_TEMPLATE = "{title}\nby {authors}\n{text}\nGenres: {genres}\nTags: {tags}"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune. Defaults are what liverec measured best."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVEREC_", extra="forbid", frozen=True)
+
+    store: str = Field("sqlite://", description="Store URL: sqlite:///file.db, sqlite:// or postgresql://...")
+    # --- encode
+    encoder_model: str | None = Field(
+        None, description="sentence-transformers model name or local path; None = shipped all-MiniLM-L6-v2"
+    )
+    encoder_batch_size: int = Field(64, ge=1)
+    encoder_progress: bool = Field(True, description="Progress bar when encoding many texts")
+    text_template: str = Field(
+        DEFAULT_TEXT_TEMPLATE,
+        description="Item text for the LM: {text} and {attribute} placeholders; "
+        "a line whose placeholders are all empty is dropped",
+    )
+    # --- feedback
+    kind_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_KIND_WEIGHTS),
+        description="Weight per event kind; add custom kinds here. Negative = pushes away.",
+    )
+    rating_center: float = Field(3.0, description="Star value that counts as neutral")
+    rating_scale: float = Field(2.0, gt=0, description="Stars away from the center that make weight ±1")
+    rating_min: float = 0.0
+    rating_max: float = 5.0
+    # --- learners
+    profile_half_life_days: float = Field(30.0, gt=0)
+    interest_weight: float = Field(2.0, ge=0, description="Declared interests count like this many clicks")
+    short_term_decay: float = Field(0.7, gt=0, le=1, description="Per-event decay of the session-intent profile")
+    short_term_weight: float = Field(0.5, ge=0, le=1, description="Share of session intent vs long-term taste")
+    trending_half_life_hours: float = Field(168.0, gt=0)
+    popularity_prior: str | None = Field(
+        None, description="Numeric item attribute seeding popularity for cold start (e.g. ratings_count)"
+    )
+    fusion_weights: dict[str, float] = Field(default_factory=lambda: {"content": 1.0, "trending": 0.1})
+    # --- retrieval and ranking
+    exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")
+    candidates_per_source: int = Field(300, ge=1)
+    history_length: int = Field(50, ge=1, description="Recent events kept per user in memory")
+    exclude_seen: bool = True
+    # --- ingestion
+    auto_create_items: bool = Field(False, description="Create unknown items named by events (text empty)")
+    max_clock_skew_seconds: float = Field(86_400.0, ge=0)
+    log_impressions: bool = Field(True, description="Log every served slate with propensities")
+
+    @field_validator("kind_weights")
+    @classmethod
+    def _kinds_finite(cls, v: dict[str, float]) -> dict[str, float]:
+        merged = dict(DEFAULT_KIND_WEIGHTS)
+        merged.update(v)
+        return merged

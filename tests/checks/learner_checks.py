@@ -1,0 +1,174 @@
+"""The shared conformance suite every registered learner must pass (DESIGN.md).
+
+Like River's estimator checks: each check is a plain function taking a fresh,
+unfitted learner; ``tests/models/test_learner_checks.py`` runs every check on every
+learner in ``liverec.models.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from liverec import Event
+from liverec.encode import Catalog
+from liverec.errors import NotFittedError
+from liverec.models import InteractionLog, Learner, UserState
+
+
+def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
+    """Clustered unit vectors so that 'neighbours' mean something."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    v = centers[np.arange(n_items) % clusters] + 0.3 * rng.normal(size=(n_items, dim))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    cat = Catalog(dim)
+    cat.upsert([f"i{j}" for j in range(n_items)], v, [{"cluster": j % clusters} for j in range(n_items)],
+               [f"item {j}" for j in range(n_items)])
+    return cat
+
+
+def make_events(cat: Catalog, n_users: int = 12, per_user: int = 8, seed: int = 1) -> list[Event]:
+    """Users who each like one cluster, with a few skips, in time order."""
+    rng = np.random.default_rng(seed)
+    clusters = 6
+    out = []
+    t = 1_700_000_000.0
+    for step in range(per_user):
+        for u in range(n_users):
+            fav = u % clusters
+            j = int(rng.integers(0, len(cat) // clusters)) * clusters + fav
+            kind = "skip" if step % 4 == 3 else ("like" if step % 3 == 0 else "click")
+            if kind == "skip":
+                j = int(rng.integers(0, len(cat) // clusters)) * clusters + (fav + 1) % clusters
+            t += float(rng.integers(60, 3600))
+            out.append(Event(user=f"u{u}", item=f"i{j}", kind=kind, timestamp=t, id=f"e{step}-{u}",
+                             context={"device": "web", "tags": ["a"]}))
+    return out
+
+
+def fitted(learner: Learner, events: list[Event] | None = None, cat: Catalog | None = None) -> Learner:
+    cat = cat or make_catalog()
+    events = make_events(cat) if events is None else events
+    return learner.fit(InteractionLog.from_events(events, cat))
+
+
+def all_items(cat: Catalog):
+    return cat.from_idx(cat.alive_idx())
+
+
+# ----------------------------------------------------------------------------- checks
+def check_scores_shape_and_finite(learner: Learner) -> None:
+    m = fitted(learner)
+    items = all_items(m.catalog_)
+    s = m.score(UserState("u0", ()), items)
+    assert s.shape == (len(items),)
+    assert np.all(np.isfinite(s))
+    assert m.score(UserState("u0"), m.catalog_.from_idx(np.zeros(0, dtype=np.int64))).shape == (0,)
+
+
+def check_unknown_user_cold_start(learner: Learner) -> None:
+    m = fitted(learner)
+    s = m.score(UserState("never-seen"), all_items(m.catalog_))
+    assert s.shape == (len(m.catalog_),) and np.all(np.isfinite(s))
+
+
+def check_not_fitted_error(learner: Learner) -> None:
+    cat = make_catalog()
+    with pytest.raises(NotFittedError, match="fit"):
+        learner.learn_one(Event(user="u", item="i0", timestamp=1.0))
+    with pytest.raises(NotFittedError):
+        learner.score(UserState("u"), all_items(cat))
+
+
+def check_same_seed_same_output(learner: Learner) -> None:
+    a, b = fitted(learner.clone()), fitted(learner.clone())
+    st = UserState("u3")
+    np.testing.assert_array_equal(a.score(st, all_items(a.catalog_)), b.score(st, all_items(b.catalog_)))
+
+
+def check_learn_one_does_not_mutate_input(learner: Learner) -> None:
+    m = fitted(learner)
+    e = Event(user="u1", item="i5", kind="click", timestamp=1_800_000_000.0, context={"k": [1, 2], "d": {"x": 1}})
+    before = copy.deepcopy(e)
+    m.learn_one(e)
+    assert e == before
+
+
+def check_save_load_round_trip(learner: Learner) -> None:
+    m = fitted(learner)
+    m2 = Learner.loads(m.dumps(), m.catalog_)
+    items = all_items(m.catalog_)
+    for u in ("u0", "u5", "nobody"):
+        np.testing.assert_allclose(m.score(UserState(u), items), m2.score(UserState(u), items), rtol=1e-6)
+    e = Event(user="u0", item="i7", kind="like", timestamp=1_800_000_000.0)
+    m.learn_one(e)
+    m2.learn_one(e)
+    np.testing.assert_allclose(m.score(UserState("u0"), items), m2.score(UserState("u0"), items), rtol=1e-6)
+
+
+def check_positive_event_raises_item_or_neighbours(learner: Learner) -> None:
+    cat = make_catalog()
+    m = fitted(learner, cat=cat)
+    items = all_items(cat)
+    target = 13
+    nbr = int(np.argsort(-(cat.vectors @ cat.vectors[target]))[1])  # nearest other item
+    st = UserState("fresh-user")
+    before = m.score(st, items)
+    m.learn_one(Event(user="fresh-user", item=f"i{target}", kind="purchase", timestamp=1_800_000_000.0))
+    after = m.score(st, items)
+    gain = (after - before) - np.median(after - before)
+    assert gain[target] > 0 or gain[nbr] > 0, "a purchase must raise the item's or its neighbours' score"
+
+
+def check_new_items_are_scorable(learner: Learner) -> None:
+    cat = make_catalog()
+    m = fitted(learner, cat=cat)
+    v = cat.vectors[3:4].copy()
+    cat.upsert(["brand-new"], v, [{}], ["new"])
+    s = m.score(UserState("u3"), cat.select(["brand-new", "i3"]))
+    assert s.shape == (2,) and np.all(np.isfinite(s))
+    m.learn_one(Event(user="u3", item="brand-new", kind="click", timestamp=1_800_000_000.0))
+
+
+def check_batch_equals_incremental(learner: Learner) -> None:
+    """fit(log) and fit(empty) + learn_one per event reach the same scores."""
+    if not getattr(learner, "exact_incremental", True):
+        pytest.skip(f"{type(learner).__name__} is approximate online by design")
+    cat = make_catalog()
+    events = make_events(cat)
+    batch = fitted(learner.clone(), events, cat)
+    online = fitted(learner.clone(), [], cat)
+    for e in events:
+        online.learn_one(e)
+    items = all_items(cat)
+    for u in ("u0", "u4", "nobody"):
+        np.testing.assert_allclose(batch.score(UserState(u), items), online.score(UserState(u), items), rtol=1e-4, atol=1e-5)
+
+
+def check_forget_removes_user(learner: Learner) -> None:
+    cat = make_catalog()
+    events = make_events(cat)
+    m = fitted(learner.clone(), events, cat)
+    mine = [e for e in events if e.user == "u2"]
+    m.forget("u2", mine)
+    ref = fitted(learner.clone(), [e for e in events if e.user != "u2"], cat)
+    items = all_items(cat)
+    for u in ("u2", "u0"):
+        np.testing.assert_allclose(m.score(UserState(u), items), ref.score(UserState(u), items), rtol=1e-4, atol=1e-5)
+
+
+ALL_CHECKS = [
+    check_scores_shape_and_finite,
+    check_unknown_user_cold_start,
+    check_not_fitted_error,
+    check_same_seed_same_output,
+    check_learn_one_does_not_mutate_input,
+    check_save_load_round_trip,
+    check_positive_event_raises_item_or_neighbours,
+    check_new_items_are_scorable,
+    check_batch_equals_incremental,
+    check_forget_removes_user,
+]

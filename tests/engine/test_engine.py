@@ -1,0 +1,234 @@
+"""The Python API through a real engine (real LM, SQLite)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from liverec import Engine, Event, Item, Settings
+from liverec.errors import LiverecError, UnknownItemError, ValidationError
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def eng(encoder, books):
+    e = Engine.open(settings=Settings(encoder_progress=False), encoder=encoder)
+    e.add_items(books[:300])
+    yield e
+    e.close()
+
+
+def ev(user, item, kind="click", t=0.0, **kw):
+    return Event(user=user, item=item, kind=kind, timestamp=T0 + t, **kw)
+
+
+def test_add_items_encodes_only_new_or_changed_text(encoder, books):
+    with Engine.open(settings=Settings(encoder_progress=False), encoder=encoder) as e:
+        assert e.add_items(books[:50]) == 50
+        calls = e.encoder.calls
+        assert e.add_items(books[:50]) == 0          # unchanged: not stored, not encoded
+        assert e.encoder.calls == calls
+        changed = Item(id=books[0].id, text="a brand new description", attributes=books[0].attributes)
+        assert e.add_items([changed]) == 1
+        assert e.encoder.calls == calls + 1
+        assert e.get_item(books[0].id).text == "a brand new description"
+
+
+def test_record_is_idempotent_by_event_id(eng):
+    assert eng.record(ev("u", "2", id="e-1")) is True
+    assert eng.record(ev("u", "2", id="e-1")) is False
+    assert eng.record_many([ev("u", "3", id="e-2"), ev("u", "3", id="e-2"), ev("u", "4", id="e-1")]) == 1
+    assert eng.store.count_events() == 2
+    assert [e.id for e in eng.history("u")] == ["e-1", "e-2"]
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (dict(kind="teleport"), "kind"),
+        (dict(item="no-such-book"), "item"),
+        (dict(value=float("nan")), "value"),
+        (dict(value="abc"), "value"),
+        (dict(kind="rating", value=7.0), "value"),
+        (dict(timestamp=-5.0), "timestamp"),
+        (dict(timestamp=T0 * 1000), "timestamp"),
+        (dict(user=""), "user"),
+        (dict(context={"when": object()}), "context"),
+    ],
+)
+def test_bad_event_raises_named_error_and_stores_nothing(eng, bad, field):
+    good = ev("u", "2", id="ok-1")
+    fields = dict(user="u", item="3", kind="click", value=1.0, timestamp=T0, id="bad-1")
+    fields.update(bad)
+    with pytest.raises(LiverecError) as info:
+        eng.record_many([good, Event(**fields)])
+    assert field in str(info.value) and getattr(info.value, "field", "").endswith(field)
+    assert eng.store.count_events() == 0
+    assert eng.user_state("u").history == ()
+
+
+def test_custom_kinds_and_auto_create(encoder, books):
+    s = Settings(encoder_progress=False, kind_weights={"share": 1.5}, auto_create_items=True)
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:20])
+        assert e.record(ev("u", "2", kind="share"))
+        assert e.record(ev("u", "ghost-item"))  # created on the fly, no text yet
+        assert "ghost-item" in e.catalog
+        assert e.store.get_item("ghost-item") is not None
+
+
+def test_recommend_contract(eng):
+    for i, item in enumerate(["2", "18", "21"]):
+        eng.record(ev("u", item, t=i))
+    recs = eng.recommend("u", k=10)
+    ids = [r.item for r in recs]
+    assert len(recs) == 10 and len(set(ids)) == 10
+    assert not {"2", "18", "21"} & set(ids)                     # seen items excluded
+    assert [r.position for r in recs] == list(range(10))
+    assert all(a.score >= b.score for a, b in zip(recs, recs[1:]))
+    assert {"2", "18"} <= {r.item for r in eng.recommend("u", k=300, exclude_seen=False)}
+    only = eng.recommend("u", k=5, candidates=["5", "6", "2", "7"])
+    assert {r.item for r in only} == {"5", "6", "7"}
+    with pytest.raises(UnknownItemError):
+        eng.recommend("u", candidates=["nope"])
+    for k in (0, -1, 1.5, True, 10_000):
+        with pytest.raises(ValidationError, match="k must be"):
+            eng.recommend("u", k=k)
+
+
+def test_filters(eng):
+    recs = eng.recommend("u", k=20, filters={"year": {"gte": 2000, "lt": 2005}})
+    years = [eng.get_item(r.item).attributes["year"] for r in recs]
+    assert recs and all(2000 <= y < 2005 for y in years)
+    recs = eng.recommend("u", k=50, filters={"language": ["fre", "spa"]})
+    assert all(eng.get_item(r.item).attributes["language"] in ("fre", "spa") for r in recs)
+    recs = eng.recommend("u", k=5, filters={"year": 1937})
+    assert all(eng.get_item(r.item).attributes["year"] == 1937 for r in recs)
+    with pytest.raises(ValidationError, match="operator"):
+        eng.recommend("u", filters={"year": {"about": 3}})
+
+
+def test_unknown_user_gets_popular_items(encoder, books):
+    s = Settings(encoder_progress=False, popularity_prior="ratings_count")
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:200])
+        recs = e.recommend("someone-new", k=5)
+        counts = [e.get_item(r.item).attributes["ratings_count"] for r in recs]
+        top5 = sorted((b.attributes["ratings_count"] for b in books[:200]), reverse=True)[:5]
+        assert counts == top5
+        assert "popular" in recs[0].explanation
+
+
+def test_feedback_changes_the_very_next_request(eng):
+    before = [r.item for r in eng.recommend("u", k=10)]
+    eng.record(ev("u", "2", kind="like"))
+    after = eng.recommend("u", k=10)
+    assert [r.item for r in after] != before
+    assert any("2" in r.because for rec in after for r in rec.reasons)
+
+
+def test_negative_feedback_pushes_away(eng):
+    eng.record(ev("u", "2", kind="like"))
+    eng.record(ev("u", "18", kind="like", t=1))
+    liked = eng.explain("u", "21").score
+    eng.record(ev("u", "23", kind="dislike", t=2))   # another Harry Potter book
+    eng.record(ev("u", "24", kind="dislike", t=3))
+    assert eng.explain("u", "21").score < liked
+
+
+def test_declared_interests_shape_cold_start(eng):
+    eng.set_interests("fan", "vampires and werewolves romance")
+    recs = eng.recommend("fan", k=10)
+    titles = " ".join(eng.get_item(r.item).attributes["title"] for r in recs).lower()
+    assert "twilight" in titles or "vampire" in titles
+    assert "interests" in recs[0].explanation
+    with pytest.raises(ValidationError):
+        eng.set_interests("fan", "   ")
+
+
+def test_explain_any_item(eng):
+    for i, item in enumerate(["2", "18"]):
+        eng.record(ev("u", item, kind="like", t=i))
+    r = eng.explain("u", "21")   # Harry Potter 3
+    content = next(x for x in r.reasons if x.source == "content")
+    assert set(content.because) & {"2", "18"} and "Harry Potter" in content.text
+    assert math.isclose(r.score, sum(x.contribution for x in r.reasons), rel_tol=1e-6)
+    with pytest.raises(UnknownItemError):
+        eng.explain("u", "missing")
+
+
+def test_impressions_are_logged_with_propensities(eng):
+    recs = eng.recommend("u", k=4, context={"page": "home"})
+    imps = list(eng.store.iter_impressions(user="u"))
+    assert [i.item for i in imps] == [r.item for r in recs]
+    assert all(i.propensity == 1.0 and i.policy == "greedy" and i.context == {"page": "home"} for i in imps)
+    eng.recommend("u", k=4, log=False)
+    assert eng.store.count_impressions() == 4
+
+
+def test_remove_items_takes_effect_next_request(eng):
+    top = eng.recommend("u", k=3)[0].item
+    assert eng.remove_items([top]) == 1
+    assert top not in {r.item for r in eng.recommend("u", k=50)}
+    with pytest.raises(UnknownItemError):
+        eng.record(ev("u", top))
+
+
+def test_delete_user_erases_everything(eng):
+    eng.set_interests("gone", "poetry")
+    for i, item in enumerate(["2", "18", "21"]):
+        eng.record(ev("gone", item, t=i))
+    eng.record(ev("stay", "2"))
+    eng.recommend("gone", k=3)
+    pop_before = eng.learners["trending"].decayed(np.array([eng.catalog.index["18"]]))[0]
+    eng.delete_user("gone")
+    with eng.store.engine.connect() as c:
+        for table, col in (("events", "user_id"), ("impressions", "user_id"), ("users", "id")):
+            assert c.execute(sa.text(f"select count(*) from {table} where {col} = 'gone'")).scalar() == 0
+    assert eng.history("gone") == [] and eng.user_state("gone").is_cold
+    assert "gone" not in eng.learners["content"].profiles_
+    assert eng.learners["trending"].decayed(np.array([eng.catalog.index["18"]]))[0] < pop_before
+    assert len(eng.history("stay")) == 1
+
+
+def test_reopen_restores_every_user(tmp_path, encoder, books):
+    url = f"sqlite:///{tmp_path / 'rec.db'}"
+    s = Settings(encoder_progress=False)
+    with Engine.open(url, settings=s, encoder=encoder) as e:
+        e.add_items(books[:200])
+        e.set_interests("v", "detective mystery")
+        e.record_many([ev("u", i, kind="like", t=n) for n, i in enumerate(["2", "18", "150"])])
+        e.record(ev("w", "1", kind="dislike"))
+        expected = {u: [(r.item, round(r.score, 5)) for r in e.recommend(u, k=10, log=False)] for u in "uvw"}
+    with Engine.open(url, settings=s, encoder=encoder) as e2:
+        assert e2.encoder.calls == 0                        # vectors came from the cache
+        got = {u: [(r.item, round(r.score, 5)) for r in e2.recommend(u, k=10, log=False)] for u in "uvw"}
+        assert got == expected
+        assert [x.item for x in e2.history("u")] == ["2", "18", "150"]
+
+
+def test_refit_equals_online_state(eng):
+    eng.record_many([ev(f"u{j % 3}", str(2 + j % 40), t=j) for j in range(60)])
+    before = {u: [r.item for r in eng.recommend(u, k=10, log=False)] for u in ("u0", "u1", "u2")}
+    eng.fit()
+    after = {u: [r.item for r in eng.recommend(u, k=10, log=False)] for u in ("u0", "u1", "u2")}
+    assert before == after
+
+
+def test_ann_retrieval_matches_exact(encoder, books):
+    exact = Engine.open(settings=Settings(encoder_progress=False, log_impressions=False), encoder=encoder)
+    ann = Engine.open(
+        settings=Settings(encoder_progress=False, log_impressions=False, exact_index_max_items=100), encoder=encoder
+    )
+    for e in (exact, ann):
+        e.add_items(books[:1000])
+        e.record_many([ev("u", i, t=n) for n, i in enumerate(["2", "18", "21"])])
+    assert ann.index.uses_ann and not exact.index.uses_ann
+    a = [r.item for r in ann.recommend("u", k=10)]
+    b = [r.item for r in exact.recommend("u", k=10)]
+    assert len(set(a) & set(b)) >= 8
+    exact.close(), ann.close()
