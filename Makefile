@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/liverec demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --doctest-modules src tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

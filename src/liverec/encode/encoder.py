@@ -67,6 +67,9 @@ class SentenceTransformerEncoder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # keep CLI output readable
 
                 self._st = SentenceTransformer(path, device=self.device)
             except Exception as exc:

@@ -1,0 +1,251 @@
+"""The ``liverec`` command line: import, fit, recommend, explain, demo.
+
+The store comes from ``--store`` or ``LIVEREC_STORE`` (default ``sqlite:///liverec.db``);
+every other setting from ``LIVEREC_*`` environment variables (see ``liverec.settings``).
+
+Examples
+--------
+$ liverec import-items goodbooks
+$ liverec import-events ratings.csv
+$ liverec recommend u1 --k 5
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import LiverecError
+
+app = typer.Typer(
+    name="liverec",
+    help="A recommender that learns from every piece of feedback the moment it arrives.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_STORE = "sqlite:///liverec.db"
+StoreOpt = Annotated[
+    Optional[str],
+    typer.Option("--store", "-s", help="Store URL (sqlite:///file.db or postgresql://...). Env: LIVEREC_STORE."),
+]
+
+
+class ItemFormat(str, Enum):
+    auto = "auto"
+    csv = "csv"
+    jsonl = "jsonl"
+    goodbooks = "goodbooks"
+    movielens = "movielens"
+
+
+class EventFormat(str, Enum):
+    auto = "auto"
+    csv = "csv"
+    jsonl = "jsonl"
+    movielens = "movielens"
+
+
+def _open(store: str | None, **overrides):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .engine import Engine
+    from .settings import Settings
+
+    url = store or os.environ.get("LIVEREC_STORE") or DEFAULT_STORE
+    settings = Settings(**{**overrides, "store": url})
+    return Engine.open(url, settings=settings)
+
+
+def _fail(exc: LiverecError) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def _is_movielens(path: Path) -> bool:
+    return path.is_dir() and ((path / "ratings.csv").exists() or (path / "u.data").exists())
+
+
+@app.command("import-items")
+def import_items(
+    path: Annotated[str, typer.Argument(help="A CSV/JSONL file, a MovieLens folder, or 'goodbooks' for the shipped catalog")],
+    format: Annotated[ItemFormat, typer.Option("--format", "-f")] = ItemFormat.auto,
+    limit: Annotated[Optional[int], typer.Option(help="Import only the first N items")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Add or update catalog items; only new or changed text is encoded."""
+    from .data import load_goodbooks, load_items, load_movielens
+
+    try:
+        p = Path(path)
+        if format == ItemFormat.goodbooks or (format == ItemFormat.auto and path == "goodbooks"):
+            items = load_goodbooks(None if path == "goodbooks" else p)
+        elif format == ItemFormat.movielens or (format == ItemFormat.auto and _is_movielens(p)):
+            items = load_movielens(p)[0]
+        else:
+            items = load_items(p, format=None if format == ItemFormat.auto else format.value)
+        items = items[:limit] if limit else items
+        with _open(store) as eng:
+            changed = eng.add_items(items)
+            console.print(f"{len(items)} items read, {changed} new or changed, catalog now {eng.n_items} items.")
+    except LiverecError as exc:
+        _fail(exc)
+
+
+@app.command("import-events")
+def import_events(
+    path: Annotated[str, typer.Argument(help="A CSV/JSONL events file or a MovieLens folder")],
+    format: Annotated[EventFormat, typer.Option("--format", "-f")] = EventFormat.auto,
+    batch: Annotated[int, typer.Option(help="Events per transaction")] = 10_000,
+    store: StoreOpt = None,
+) -> None:
+    """Append events to the log (idempotent by event id) and learn from them."""
+    from tqdm import tqdm
+
+    from .data import load_events, load_movielens
+
+    try:
+        p = Path(path)
+        if format == EventFormat.movielens or (format == EventFormat.auto and _is_movielens(p)):
+            events = load_movielens(p)[1]
+        else:
+            events = load_events(p, format=None if format == EventFormat.auto else format.value)
+        new = 0
+        with _open(store) as eng:
+            for i in tqdm(range(0, len(events), batch), desc="events", unit="batch", disable=len(events) <= batch):
+                new += eng.record_many(events[i : i + batch])
+        console.print(f"{len(events)} events read, {new} new ({len(events) - new} already in the log).")
+    except LiverecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def fit(store: StoreOpt = None) -> None:
+    """Re-fit every learner from the whole durable log."""
+    import time
+
+    try:
+        with _open(store) as eng:
+            t = time.perf_counter()
+            eng.fit()
+            console.print(
+                f"fitted {', '.join(eng.learners)} on {eng.store.count_events()} events, "
+                f"{eng.n_items} items in {time.perf_counter() - t:.2f} s."
+            )
+    except LiverecError as exc:
+        _fail(exc)
+
+
+def _parse_filters(raw: list[str]) -> dict:
+    out: dict = {}
+    for f in raw:
+        if "=" not in f:
+            raise typer.BadParameter(f"filter {f!r} must look like key=value or key=JSON (e.g. year={{\"gte\":1990}})")
+        k, v = f.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _title(eng, item_id: str) -> str:
+    it = eng.get_item(item_id)
+    return str(it.attributes.get("title") or it.text.split("\n")[0] or item_id)
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="User id (unknown users get a cold-start answer)")],
+    k: Annotated[int, typer.Option("--k", "-k")] = 10,
+    filter: Annotated[list[str], typer.Option("--filter", help="key=value or key=JSON; repeatable")] = [],
+    include_seen: Annotated[bool, typer.Option(help="Also show items the user already interacted with")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Print the top-k items for USER with their reasons."""
+    try:
+        with _open(store, log_impressions=False) as eng:
+            recs = eng.recommend(user, k=k, filters=_parse_filters(filter) or None, exclude_seen=not include_seen)
+            if as_json:
+                out = [
+                    {"item": r.item, "title": _title(eng, r.item), "score": r.score,
+                     "reasons": [{"source": x.source, "contribution": x.contribution, "text": x.text,
+                                  "because": list(x.because)} for x in r.reasons]}
+                    for r in recs
+                ]
+                sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+                return
+            table = Table(title=f"recommendations for {user}")
+            for col in ("#", "item", "title", "score", "why"):
+                table.add_column(col)
+            for r in recs:
+                table.add_row(str(r.position + 1), r.item, _title(eng, r.item), f"{r.score:.3f}", r.explanation)
+            console.print(table)
+    except LiverecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def explain(
+    user: Annotated[str, typer.Argument()],
+    item: Annotated[str, typer.Argument()],
+    store: StoreOpt = None,
+) -> None:
+    """Why ITEM would (or would not) be recommended to USER now."""
+    try:
+        with _open(store, log_impressions=False) as eng:
+            r = eng.explain(user, item)
+            console.print(f"[bold]{_title(eng, item)}[/] for {user}: score {r.score:.3f}, rank {r.position + 1}")
+            for x in r.reasons:
+                console.print(f"  {x.source:>9}  +{x.contribution:.3f}  {x.text}")
+    except LiverecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def interests(
+    user: Annotated[str, typer.Argument()],
+    text: Annotated[str, typer.Argument(help="What the user says they like, in words")],
+    store: StoreOpt = None,
+) -> None:
+    """Declare a user's interests as free text (encoded into their profile)."""
+    try:
+        with _open(store) as eng:
+            eng.set_interests(user, text)
+            console.print(f"interests of {user} set.")
+    except LiverecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(
+    store: Annotated[str, typer.Option("--store", "-s", help="Where the demo keeps its catalog")] = "sqlite:///liverec-demo.db",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N books (faster first run)")] = None,
+    k: Annotated[int, typer.Option("--k", "-k")] = 5,
+) -> None:
+    """Import the book catalog, then show lists changing with each piece of feedback."""
+    from .demo import run_demo
+
+    try:
+        run_demo(store, limit=limit, k=k, console=console)
+    except LiverecError as exc:
+        _fail(exc)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+from lm import books, encoder  # noqa: F401  (fixtures)
