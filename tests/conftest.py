@@ -9,6 +9,8 @@ from typing import Callable, Iterator
 import pytest
 import sqlalchemy as sa
 
+from lm import books, encoder  # noqa: F401  (fixtures: the real shipped LM, memoised)
+
 # ----------------------------------------------------------------- PostgreSQL
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432

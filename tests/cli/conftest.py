@@ -1,1 +1,0 @@
-from lm import books, encoder  # noqa: F401  (fixtures)
