@@ -243,6 +243,68 @@ def demo(
         _fail(exc)
 
 
+class Protocol(str, Enum):
+    static = "static"
+    stream = "stream"
+    cold = "cold"
+
+
+class DatasetName(str, Enum):
+    movielens = "movielens"
+    goodbooks = "goodbooks"
+    generic = "generic"
+
+
+@app.command("eval")
+def eval_(
+    protocol: Annotated[Protocol, typer.Option("--protocol", "-p", help="static | stream | cold")] = Protocol.static,
+    dataset: Annotated[DatasetName, typer.Option("--dataset", "-d")] = DatasetName.movielens,
+    data: Annotated[Optional[str], typer.Option("--data", help="Path to the dataset (folder or file)")] = None,
+    models: Annotated[
+        str, typer.Option("--models", "-m", help="Comma-separated: liverec, liverec:src=w,..., pop, itemknn, ease, als, ... (@frozen = never sees revealed events)")
+    ] = "liverec,pop,itemknn,ease,als,bpr,tfidf",
+    k: Annotated[int, typer.Option("--k", "-k")] = 10,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_events: Annotated[Optional[int], typer.Option(help="Keep only the earliest N events (quick runs)")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure and the settings here")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots here")] = None,
+    cache: Annotated[Optional[str], typer.Option(help="Vector cache store URL (default ~/.cache/liverec/vectors.db)")] = None,
+) -> None:
+    """Measure quality and speed of liverec against baselines on one protocol."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from rich.progress import track
+
+    from .evaluation.datasets import load_dataset
+    from .evaluation.report import results_table, write_html, write_json
+    from .evaluation.run import evaluate
+
+    try:
+        ds = load_dataset(dataset.value, data, max_events=max_events)
+        console.print(
+            f"{ds.name}: {len({e.user for e in ds.events})} users, {len(ds.items)} items, {len(ds.events)} events"
+        )
+        out = evaluate(
+            ds,
+            [m.strip() for m in models.split(",") if m.strip()],
+            protocol=protocol.value,
+            k=k,
+            seed=seed,
+            cache_url=cache,
+            progress=lambda it, desc, total: track(it, description=desc, total=total, console=err, transient=True),
+        )
+    except LiverecError as exc:
+        _fail(exc)
+    console.print(results_table(out))
+    console.print(f"run time {out['settings']['run_seconds']} s (encoding {out['settings']['encode_seconds']} s)")
+    if json_path:
+        write_json(out, json_path)
+        console.print(f"JSON written to {json_path}")
+    if report:
+        write_html(out, report)
+        console.print(f"HTML report written to {report}")
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

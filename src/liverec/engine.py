@@ -68,7 +68,8 @@ class Engine:
     def __init__(self, store: Store, settings: Settings, encoder: Encoder) -> None:
         self.store = store
         self.settings = settings
-        self.encoder = CachedEncoder(encoder, store, progress=settings.encoder_progress)
+        self._cache_store = Store.open(settings.vector_cache) if settings.vector_cache else None
+        self.encoder = CachedEncoder(encoder, self._cache_store or store, progress=settings.encoder_progress)
         self.feedback = FeedbackConfig(
             kind_weights=dict(settings.kind_weights),
             rating_center=settings.rating_center,
@@ -104,6 +105,8 @@ class Engine:
     def close(self) -> None:
         """Release the store. The engine is unusable afterwards."""
         self.store.close()
+        if self._cache_store is not None:
+            self._cache_store.close()
 
     def __enter__(self) -> "Engine":
         return self

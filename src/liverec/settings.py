@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         None, description="sentence-transformers model name or local path; None = shipped all-MiniLM-L6-v2"
     )
     encoder_batch_size: int = Field(64, ge=1)
+    vector_cache: str | None = Field(
+        None, description="Store URL for the vector cache; None = the main store. Share one across engines "
+        "(e.g. evaluation runs) so a text is encoded once per model"
+    )
     encoder_progress: bool = Field(True, description="Progress bar when encoding many texts")
     text_template: str = Field(
         DEFAULT_TEXT_TEMPLATE,

@@ -1,0 +1,177 @@
+"""What the harness evaluates: liverec engines and single learners behind one small interface.
+
+A model under evaluation is fitted on history, optionally sees each revealed event
+(``learn_one``), and recommends ``k`` item ids for a user, excluding given items or
+restricted to candidates. ``LearnerModel`` wraps any registered learner (the
+baselines Pop, ItemKNN, EASE, ALS, BPR, TF-IDF are learners too); ``EngineModel``
+wraps a whole in-memory :class:`~liverec.Engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from ..encode.catalog import Catalog
+from ..engine import Engine
+from ..errors import ValidationError
+from ..models.base import REGISTRY, InteractionLog, Learner, UserState
+from ..rank.index import top_k
+from ..settings import Settings
+from ..types import Event
+
+
+class EvalModel(Protocol):
+    name: str
+
+    def fit(self, train: Sequence[Event]) -> None: ...
+
+    def learn_one(self, event: Event) -> None: ...
+
+    def recommend(
+        self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
+    ) -> list[str]: ...
+
+
+class LearnerModel:
+    """One learner ranking the whole catalog (or candidates) by its raw score."""
+
+    def __init__(self, name: str, learner: Learner, catalog: Catalog) -> None:
+        self.name = name
+        self.learner = learner
+        self.catalog = catalog
+        self._all = catalog.from_idx(catalog.alive_idx())
+
+    def fit(self, train: Sequence[Event]) -> None:
+        self.learner.fit(InteractionLog.from_events(train, self.catalog))
+
+    def learn_one(self, event: Event) -> None:
+        self.learner.learn_one(event)
+
+    def recommend(
+        self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
+    ) -> list[str]:
+        items = self.catalog.select(candidates) if candidates is not None else self._all
+        scores = np.asarray(self.learner.score(UserState(user), items), dtype=np.float64).copy()
+        if exclude:
+            ex = np.fromiter((self.catalog.index[i] for i in exclude if i in self.catalog.index), dtype=np.int64)
+            scores[np.isin(items.idx, ex)] = -np.inf
+        order = top_k(scores, k)
+        order = order[np.isfinite(scores[order])]
+        ids = items.ids
+        return [ids[i] for i in order]
+
+
+class EngineModel:
+    """A full liverec engine (in-memory store) with the given settings."""
+
+    def __init__(self, name: str, settings: Settings, encoder: Any, items: Sequence[Any]) -> None:
+        self.name = name
+        self.engine = Engine.open("sqlite://", settings=settings, encoder=encoder)
+        self.engine.add_items(items)
+
+    def fit(self, train: Sequence[Event]) -> None:
+        for i in range(0, len(train), 20_000):
+            self.engine.record_many(train[i : i + 20_000])
+        self.engine.fit()
+
+    def learn_one(self, event: Event) -> None:
+        self.engine.record(event)
+
+    def recommend(
+        self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
+    ) -> list[str]:
+        # The engine excludes the items the user has interacted with itself; ``exclude``
+        # is the same set by construction of the protocols.
+        recs = self.engine.recommend(
+            user, k=k, candidates=candidates, exclude_seen=candidates is None, explain=False, log=False
+        )
+        return [r.item for r in recs]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: ``liverec`` (engine), a learner name, or ``liverec:src=w,...``."""
+
+    name: str
+    kind: str  # "engine" | "learner"
+    learner: str | None = None
+    weights: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: Baselines are compared with every event counted as an interaction ("all ratings").
+BASELINE_PARAMS: dict[str, dict[str, Any]] = {
+    "pop": {"all_events": True},
+    "itemknn": {"all_events": True},
+    "userknn": {"all_events": True},
+    "ease": {"all_events": True},
+    "als": {"all_events": True},
+    "bpr": {"all_events": True},
+    "tfidf": {"all_events": True},
+}
+
+
+def parse_model(spec: str) -> ModelSpec:
+    """``liverec``, ``liverec:content=1,trending=0.2``, or a learner name like ``ease``.
+
+    Examples
+    --------
+    >>> parse_model("liverec:content=1,trending=0").weights
+    {'content': 1.0, 'trending': 0.0}
+    >>> parse_model("ease").kind
+    'learner'
+    """
+    name, _, rest = spec.partition(":")
+    if name == "liverec":
+        weights = {}
+        for part in filter(None, rest.split(",")):
+            src, _, w = part.partition("=")
+            try:
+                weights[src.strip()] = float(w)
+            except ValueError:
+                raise ValidationError(
+                    f"bad weight {part!r} in model {spec!r}: write liverec:source=weight,... "
+                    "(e.g. liverec:content=1,trending=0.1).",
+                    field="models",
+                ) from None
+        return ModelSpec(spec, "engine", weights=weights)
+    if name not in REGISTRY:
+        raise ValidationError(
+            f"unknown model {spec!r}: use 'liverec', 'liverec:source=weight,...' or one of {sorted(REGISTRY)}.",
+            field="models",
+        )
+    params = dict(BASELINE_PARAMS.get(name, {}))
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        params[key.strip()] = _literal(value)
+    return ModelSpec(spec, "learner", learner=name, params=params)
+
+
+def _literal(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def build_model(
+    spec: ModelSpec, *, catalog: Catalog, items: Sequence[Any], encoder: Any, base_settings: Settings
+) -> EvalModel:
+    if spec.kind == "engine":
+        weights = dict(base_settings.fusion_weights)
+        weights.update(spec.weights)
+        settings = base_settings.model_copy(update={"fusion_weights": weights})
+        return EngineModel(spec.name, settings, encoder, items)
+    cls = REGISTRY[spec.learner]  # type: ignore[index]
+    return LearnerModel(spec.name, cls(**spec.params), catalog)
+
+
+Factory = Callable[[], EvalModel]

@@ -1,0 +1,156 @@
+"""Reports: a terminal table, JSON, and a self-contained HTML page with plots.
+
+Plots are matplotlib PNGs embedded as base64, so the HTML is one file that opens
+anywhere without a server or a build step.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from rich.table import Table
+
+
+def results_table(out: Mapping[str, Any], title: str | None = None) -> Table:
+    """Metrics as rows, models as columns (fits a terminal); the best of each row is bold."""
+    results = out["results"]
+    metrics = sorted({m for r in results.values() for m in r}, key=_metric_order)
+    table = Table(title=title or f"{out['settings']['protocol']} · {out['settings']['dataset']}")
+    table.add_column("metric")
+    for name in results:
+        table.add_column(name, justify="right")
+    for m in metrics:
+        vals = [r.get(m) for r in results.values()]
+        known = [v for v in vals if v is not None]
+        if not known:
+            continue
+        best = min(known) if _lower_is_better(m) else max(known)
+        cells = []
+        for v in vals:
+            s = "—" if v is None else (f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}")
+            cells.append(f"[bold]{s}[/]" if v is not None and v == best and len(known) > 1 else s)
+        table.add_row(m, *cells)
+    return table
+
+
+def _lower_is_better(m: str) -> bool:
+    return m.endswith("_ms") or m.endswith("_s")
+
+
+def _metric_order(m: str) -> tuple[int, str]:
+    head = m.split("@")[0]
+    order = ["ndcg", "recall", "map", "hr", "mrr", "coverage", "novelty", "diversity"]
+    return (order.index(head) if head in order else len(order), m)
+
+
+def write_json(out: Mapping[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(out, indent=2, default=float))
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(out: Mapping[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    results = out["results"]
+    names = list(results)
+    headline = [m for m in next(iter(results.values()), {}) if "@" in m and "_" not in m]
+    if headline:
+        fig, axes = plt.subplots(1, len(headline), figsize=(3.2 * len(headline), 3.2), squeeze=False)
+        for ax, m in zip(axes[0], headline):
+            vals = [results[n].get(m) or 0.0 for n in names]
+            colors = ["#d9480f" if n.startswith("liverec") else "#868e96" for n in names]
+            ax.barh(names, vals, color=colors)
+            ax.set_title(m)
+            ax.invert_yaxis()
+            for y, v in enumerate(vals):
+                ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+        fig.suptitle("quality per model (liverec in orange)")
+        plots.append(("Quality per model", _png(fig)))
+    curves = out.get("curves") or {}
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for n, pts in curves.items():
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, label=n, lw=2 if n.startswith("liverec") else 1)
+        ax.set_xlabel("stream events")
+        ax.set_ylabel("HR@k (rolling window)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        plots.append(("Stream hit rate over time", _png(fig)))
+    lat = {n: v for n, v in (out.get("latencies_ms") or {}).items() if v}
+    if lat:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for n, v in lat.items():
+            q = v["quantiles"]
+            ax.plot(q, [i / 100 for i in range(len(q))], label=n, lw=2 if n.startswith("liverec") else 1)
+        ax.set_xscale("log")
+        ax.set_xlabel("recommend latency (ms, log scale)")
+        ax.set_ylabel("fraction of requests")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        plots.append(("Latency distribution (CDF)", _png(fig)))
+    sim = out.get("simulator")
+    if sim:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for n, pts in sim.items():
+            ax.plot(range(len(pts)), pts, label=n)
+        ax.set_xlabel("step")
+        ax.set_ylabel("CTR")
+        ax.legend(fontsize=8)
+        plots.append(("Simulator CTR", _png(fig)))
+    return plots
+
+
+def write_html(out: Mapping[str, Any], path: str | Path) -> None:
+    """A single-file HTML report: headline table, plots, settings."""
+    s = out["settings"]
+    results = out["results"]
+    metrics = sorted({m for r in results.values() for m in r}, key=_metric_order)
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    rows = []
+    for name, r in results.items():
+        cells = "".join(
+            f"<td>{'—' if r.get(m) is None else f'{r[m]:.4f}'}</td>" for m in metrics
+        )
+        cls = ' class="ours"' if name.startswith("liverec") else ""
+        rows.append(f"<tr{cls}><th>{html.escape(name)}</th>{cells}</tr>")
+    figs = "".join(
+        f'<figure><figcaption>{html.escape(t)}</figcaption><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"></figure>'
+        for t, b in _plots(out)
+    )
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>liverec eval · {html.escape(s['protocol'])} · {html.escape(s['dataset'])}</title>
+<style>
+body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#212529;padding:0 1rem}}
+table{{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:1rem 0}}
+td,th{{padding:.3rem .6rem;border-bottom:1px solid #dee2e6;text-align:right}}
+tbody th{{text-align:left}} tr.ours{{background:#fff4e6}}
+figure{{margin:1.5rem 0}} img{{max-width:100%}} figcaption{{font-weight:600;margin-bottom:.4rem}}
+details pre{{background:#f8f9fa;padding:1rem;overflow:auto;font-size:12px}}
+</style></head><body>
+<h1>liverec evaluation: {html.escape(s['protocol'])} protocol on {html.escape(s['dataset'])}</h1>
+<p>{s['n_users']} users, {s['n_items']} items, {s['n_events']} events; k = {s['k']}; seed {s['seed']};
+encoder {html.escape(str(s['encoder']))}; run time {s['run_seconds']} s.</p>
+<table><thead><tr><th>model</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
+{figs}
+<details><summary>All settings</summary><pre>{html.escape(json.dumps(s, indent=2))}</pre></details>
+</body></html>"""
+    Path(path).write_text(page)

@@ -1,0 +1,130 @@
+"""One call from a dataset and model names to every figure: what ``liverec eval`` runs.
+
+Examples
+--------
+>>> out = evaluate(dataset, ["liverec", "pop", "ease"], protocol="static")   # doctest: +SKIP
+>>> out["results"]["ease"]["ndcg@10"]                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..encode.cache import CachedEncoder
+from ..encode.catalog import Catalog
+from ..encode.encoder import Encoder, SentenceTransformerEncoder
+from ..encode.text import render_text
+from ..errors import ValidationError
+from ..settings import Settings
+from ..store import Store
+from .adapters import build_model, parse_model
+from .datasets import Dataset
+from .harness import ModelResult, run_cold, run_static, run_stream
+
+PROTOCOLS = ("static", "stream", "cold")
+DEFAULT_MODELS = ("liverec", "pop", "itemknn", "ease", "als", "bpr", "tfidf")
+
+
+def default_cache_url() -> str:
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "liverec"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'vectors.db'}"
+
+
+def evaluate(
+    dataset: Dataset,
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    protocol: str = "static",
+    k: int = 10,
+    seed: int = 0,
+    settings: Settings | None = None,
+    encoder: Encoder | None = None,
+    cache_url: str | None = None,
+    progress: Callable[[Iterable, str, int], Iterable] | None = None,
+) -> dict[str, Any]:
+    """Run one protocol for every model on the same split; return JSON-ready results.
+
+    A model name ending in ``@frozen`` is the same model that never sees revealed
+    events in the stream protocol (the "retrain never" reference).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValidationError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.", field="protocol")
+    if not models:
+        raise ValidationError("no models given; e.g. --models liverec,pop,ease", field="models")
+    base = settings or Settings(log_impressions=False, encoder_progress=False)
+    base = base.model_copy(update={"vector_cache": cache_url or base.vector_cache or default_cache_url(),
+                                   "log_impressions": False})
+    # Encode the catalog once through the shared vector cache; every model reuses it.
+    cache_store = Store.open(base.vector_cache)
+    enc = encoder or SentenceTransformerEncoder(base.encoder_model, batch_size=base.encoder_batch_size)
+    cached = CachedEncoder(enc, cache_store, progress=True)
+    texts = [render_text(it.text, it.attributes, base.text_template) for it in dataset.items]
+    t = time.perf_counter()
+    vecs = cached.encode(texts)
+    encode_s = time.perf_counter() - t
+    cache_store.close()
+    catalog = Catalog(vecs.shape[1])
+    catalog.upsert([it.id for it in dataset.items], vecs, [dict(it.attributes) for it in dataset.items], texts)
+    vectors = {it.id: vecs[i] for i, it in enumerate(dataset.items)}
+
+    specs, learns = [], {}
+    for name in models:
+        frozen = name.endswith("@frozen")
+        spec = parse_model(name[: -len("@frozen")] if frozen else name)
+        spec = type(spec)(name, spec.kind, spec.learner, spec.weights, spec.params)
+        specs.append(spec)
+        learns[name] = not frozen
+
+    def factory(spec):
+        return lambda: build_model(spec, catalog=catalog, items=dataset.items, encoder=enc, base_settings=base)
+
+    factories = [factory(s) for s in specs]
+    prog = progress or (lambda it, desc, total: it)
+    t = time.perf_counter()
+    if protocol == "static":
+        res = run_static(dataset.events, factories, k=k, n_items=len(dataset.items), vectors=vectors, progress=prog)
+    elif protocol == "stream":
+        res = run_stream(dataset.events, factories, k=k, learns=learns, progress=prog)
+    else:
+        res = run_cold(dataset.events, factories, k=k, seed=seed, progress=prog)
+    total_s = time.perf_counter() - t
+    return {
+        "results": {r.model: _clean(r.summary()) for r in res},
+        "curves": {r.model: r.curve for r in res if r.curve},
+        "latencies_ms": {r.model: _lat_summary(r) for r in res},
+        "settings": {
+            "protocol": protocol,
+            "dataset": dataset.name,
+            "n_items": len(dataset.items),
+            "n_events": len(dataset.events),
+            "n_users": len({e.user for e in dataset.events}),
+            "k": k,
+            "seed": seed,
+            "models": list(models),
+            "encoder": enc.model_id,
+            "encode_seconds": round(encode_s, 2),
+            "run_seconds": round(total_s, 2),
+            "liverec_settings": base.model_dump(mode="json"),
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        },
+    }
+
+
+def _clean(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else round(float(v), 6)) for k, v in d.items()}
+
+
+def _lat_summary(r: ModelResult) -> dict[str, Any]:
+    if not r.latencies_ms:
+        return {}
+    lat = np.asarray(r.latencies_ms)
+    # A fixed set of quantiles, enough to draw the distribution in the report.
+    qs = np.linspace(0, 100, 101)
+    return {"quantiles": [round(float(x), 4) for x in np.percentile(lat, qs)], "n": int(len(lat))}
