@@ -57,6 +57,20 @@ class ItemIds:
             self._ids = tuple(names[i] for i in self.idx)
         return self._ids
 
+    def id_at(self, pos: int) -> str:
+        """External id of the item at position ``pos`` (without building all ids)."""
+        return self._ids[pos] if self._ids is not None else self._catalog.ids[int(self.idx[pos])]
+
+    def gather(self, matrix: np.ndarray) -> np.ndarray:
+        """Rows of an (n_catalog, ...) array for these items."""
+        return matrix[self.idx]
+
+    def project(self, matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """``matrix[idx] @ q`` without copying the rows when most of the catalog is asked for."""
+        if len(self.idx) * 4 > matrix.shape[0]:
+            return (matrix @ q)[self.idx]
+        return matrix[self.idx] @ q
+
     def __len__(self) -> int:
         return len(self.idx)
 

@@ -2,9 +2,10 @@
 
 from .base import REGISTRY, FeedbackConfig, InteractionLog, Learner, Recommender, UserState, register
 from .content import ContentProfile
+from .mf import ALS, BPR
 from .popularity import Trending
 
 __all__ = [
-    "REGISTRY", "ContentProfile", "FeedbackConfig", "InteractionLog", "Learner",
+    "ALS", "BPR", "REGISTRY", "ContentProfile", "FeedbackConfig", "InteractionLog", "Learner",
     "Recommender", "Trending", "UserState", "register",
 ]

@@ -146,7 +146,7 @@ class ContentProfile(Learner):
         q = self.query_vector(user)
         if q is None or len(items) == 0:
             return np.zeros(len(items), dtype=np.float32)
-        return self.catalog_.vectors[items.idx] @ q
+        return items.project(self.catalog_.vectors, q)
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items whose vectors pull hardest toward item ``idx``."""

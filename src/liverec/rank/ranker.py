@@ -143,7 +143,7 @@ def to_recommendations(
 ) -> list[Recommendation]:
     return [
         Recommendation(
-            item=scored.items.ids[p],
+            item=scored.items.id_at(int(p)),
             score=float(scored.fused[p]),
             reasons=explain(user, scored, int(p), learners, catalog) if with_reasons else (),
             propensity=1.0,

@@ -1,0 +1,578 @@
+"""Matrix factorisation: implicit-feedback ALS and BPR with per-event fold-in.
+
+Both learners fit in batch with `implicit <https://github.com/benfred/implicit>`_'s
+CPU solvers on a users x items matrix of interaction strengths, then keep learning
+from every event without a refit:
+
+- ``ALS`` re-solves the user's vector in closed form against the (fixed) item
+  factors: the system implicit's ``recalculate_user`` solves, ~0.2 ms per event on
+  MovieLens-small (2-3x faster than calling implicit, thanks to a cached ``Y^T Y``);
+- ``BPR`` takes a few SGD steps on the user's vector with sampled negatives.
+
+Items without interactions (added to the catalog after the fit, or never consumed)
+get a CF vector mapped from their LM vector by a ridge regression fitted on the items
+that have both, so collaborative filtering can rank a new item from the first second.
+ALS folds such an item in from its own interactions as soon as it gets some.
+
+Users the model has never seen score 0 for every item: "no opinion". The engine fuses
+several learners, and popularity/content already cover the cold start, so a fallback
+here would only count popularity twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..encode.catalog import ItemIds
+from ..types import Event
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+
+#: Exact Gram matrices are recomputed after this many rank-1 updates (bounds drift).
+_REFRESH_GRAMS = 10_000
+#: Norm of a mapped item vector when no item has interactions yet (random projection).
+_PROJECTION_NORM = 0.1
+
+
+def _implicit_cpu() -> Any:
+    try:
+        import implicit.cpu.als
+        import implicit.cpu.bpr
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"the ALS and BPR learners need the 'implicit' package ({exc}). "
+            "Install it with: pip install 'implicit>=0.7.3'."
+        ) from exc
+    return implicit.cpu, threadpool_limits
+
+
+def solve_least_squares(
+    gram: np.ndarray,
+    factors: np.ndarray,
+    idx: np.ndarray,
+    confidence: np.ndarray,
+    regularization: float,
+) -> np.ndarray:
+    """One row of implicit ALS in closed form (Hu, Koren & Volinsky 2008, eq. 4).
+
+    ``x = (F^T F + F_u^T (C_u - I) F_u + reg I)^-1 F_u^T C_u 1`` where ``gram = F^T F``
+    is cached by the caller, so a row costs O(n_u k^2 + k^3) instead of O(n k^2). It
+    is the system implicit's ``recalculate_user``/``recalculate_item`` solve.
+    """
+    k = gram.shape[0]
+    fu = factors[idx].astype(np.float64)
+    a = gram + fu.T @ (fu * (confidence - 1.0)[:, None])
+    a.flat[:: k + 1] += regularization
+    return np.linalg.solve(a, fu.T @ confidence)
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+
+class _MatrixFactorization(Learner):
+    """The data path shared by ALS and BPR: strengths, user rows, LM->CF map, forget.
+
+    Learned state: ``user_ids_``/``users_`` (external id <-> row), ``user_factors_``
+    and ``item_factors_`` (grown with spare capacity; ``n_users_``/``n_items_`` rows
+    live), ``base_`` (the fitted users x items CSR of strengths), ``extra_`` (rows of
+    users who had events since the fit, as {item: strength}; they replace ``base_``
+    rows), ``has_cf_`` (items whose vector comes from interactions rather than the
+    LM map) and the map itself (``map_w_``, ``map_x_mean_``, ``map_y_mean_``).
+    """
+
+    #: fit(log) != fit(empty) + learn_one per event, by design (see subclasses).
+    exact_incremental: ClassVar[bool] = False
+
+    # Set by subclasses' __init__.
+    factors: int
+    all_events: bool
+    map_l2: float
+    feedback: FeedbackConfig | None
+    seed: int
+
+    # ------------------------------------------------------------ subclass hooks
+    @property
+    def _width(self) -> int:
+        """Columns of a factor row."""
+        return self.factors
+
+    def _new_user_row(self) -> np.ndarray:
+        return np.zeros(self._width, dtype=np.float32)
+
+    def _batch_factors(self, csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _after_fit(self) -> None:
+        """Build caches that depend on the fitted factors."""
+
+    def _update(self, row: int, item: int) -> None:
+        """Fold one new interaction (user ``row`` x ``item``) into the factors."""
+        raise NotImplementedError
+
+    def _set_items(self, idx: np.ndarray, new: np.ndarray) -> None:
+        self.item_factors_[idx] = new
+
+    # --------------------------------------------------------------- data path
+    @property
+    def _fb(self) -> FeedbackConfig:
+        return self.feedback or FeedbackConfig()
+
+    def _strengths(self, kinds: np.ndarray, values: np.ndarray) -> np.ndarray:
+        # Unknown kinds must still raise, so weights are computed in both modes.
+        w = self._fb.weights(kinds, values)
+        return np.ones_like(w) if self.all_events else np.maximum(w, 0.0)
+
+    def fit(self, log: InteractionLog) -> Self:
+        self.catalog_ = log.catalog
+        n_items = len(log.catalog)
+        keep = log.item_idx >= 0
+        s = self._strengths(log.kinds[keep], log.values[keep])
+        pos = s > 0
+        users = log.users[keep][pos].astype(str)
+        uniq, uidx = np.unique(users, return_inverse=True)
+        csr = sp.csr_matrix((s[pos], (uidx, log.item_idx[keep][pos])), shape=(len(uniq), n_items),
+                            dtype=np.float64)
+        self._fit_matrix([str(u) for u in uniq], csr)
+        return self
+
+    def _fit_matrix(self, user_ids: list[str], csr: sp.csr_matrix) -> None:
+        """Reset and fit from a users x items strength matrix (rows in ``user_ids`` order)."""
+        csr = sp.csr_matrix(csr, dtype=np.float32)
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+        csr.sort_indices()
+        self.fitted_ = True
+        self.base_ = csr
+        self.extra_: dict[int, dict[int, float]] = {}
+        self.user_ids_ = list(user_ids)
+        self.users_ = {u: r for r, u in enumerate(self.user_ids_)}
+        self.n_users_ = len(self.user_ids_)
+        self.rng_ = np.random.default_rng(self.seed)
+        n_items = csr.shape[1]
+        if csr.nnz:
+            uf, itf = self._batch_factors(csr)
+        else:
+            uf = np.tile(self._new_user_row(), (self.n_users_, 1))
+            itf = np.zeros((n_items, self._width), dtype=np.float32)
+        self.user_factors_ = np.ascontiguousarray(uf, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(itf, dtype=np.float32)
+        self.batch_items_ = np.diff(csr.tocsc().indptr) > 0  # items with batch interactions
+        self.has_cf_ = self.batch_items_.copy()
+        self.n_items_ = n_items
+        self._fit_map()
+        self.cat_version_ = -1  # force the first sync: map every item without interactions
+        self._after_fit()
+        self._sync_items()
+
+    # ----------------------------------------------------------------- LM -> CF
+    def _fit_map(self) -> None:
+        """Ridge regression LM vector -> CF vector on items that have both (closed form)."""
+        cat = self.catalog_
+        n = min(len(cat), self.n_items_)
+        self.map_w_: np.ndarray | None = None
+        if not cat.dim or n == 0:
+            return
+        k, d = self._width, cat.dim
+        ok = np.flatnonzero(self.has_cf_[:n] & cat.alive[:n])
+        if len(ok) >= 2:
+            x = cat.vectors[ok].astype(np.float64)
+            y = self.item_factors_[ok].astype(np.float64)
+            self.map_x_mean_, self.map_y_mean_ = x.mean(0), y.mean(0)
+            xc, yc = x - self.map_x_mean_, y - self.map_y_mean_
+            a = xc.T @ xc
+            a.flat[:: d + 1] += self.map_l2
+            self.map_w_ = np.linalg.solve(a, xc.T @ yc)
+        else:
+            # No interactions at all yet: a seeded random projection keeps LM neighbours
+            # neighbours in CF space, so the online path starts from content similarity
+            # instead of all-zero factors (from which fold-in could never move).
+            rng = np.random.default_rng(self.seed)
+            self.map_x_mean_, self.map_y_mean_ = np.zeros(d), np.zeros(k)
+            self.map_w_ = rng.normal(scale=_PROJECTION_NORM / np.sqrt(k), size=(d, k))
+
+    def map_vectors(self, lm: np.ndarray) -> np.ndarray:
+        """CF vectors predicted from LM vectors ``lm`` (n, dim) by the fitted map."""
+        self._check_fitted()
+        if self.map_w_ is None or len(lm) == 0:
+            return np.zeros((len(lm), self._width), dtype=np.float32)
+        out = self.map_y_mean_ + (lm.astype(np.float64) - self.map_x_mean_) @ self.map_w_
+        return out.astype(np.float32)
+
+    def _sync_items(self) -> None:
+        """Follow the catalog: grow item arrays and (re)map items without interactions."""
+        cat = self.catalog_
+        n = len(cat)
+        if cat.version == self.cat_version_ and n <= self.n_items_:
+            return
+        if n > len(self.item_factors_):
+            cap = max(n, 2 * len(self.item_factors_))
+            itf = np.zeros((cap, self._width), dtype=np.float32)
+            itf[: self.n_items_] = self.item_factors_[: self.n_items_]
+            self.item_factors_ = itf
+        for name in ("has_cf_", "batch_items_"):
+            arr = getattr(self, name)
+            if n > len(arr):
+                setattr(self, name, np.concatenate([arr, np.zeros(n - len(arr), dtype=bool)]))
+        self.n_items_ = max(n, self.n_items_)
+        # Any catalog change may have re-encoded an item's text, so every item without
+        # interactions is remapped: one (n_cold x dim) @ (dim x k) product per change.
+        cold = np.flatnonzero(~self.has_cf_[:n])
+        if len(cold):
+            self._set_items(cold, self.map_vectors(cat.vectors[cold]))
+        self.cat_version_ = cat.version
+
+    # -------------------------------------------------------------- user rows
+    def _row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, strengths) of user row ``r``."""
+        extra = self.extra_.get(r)
+        if extra is not None:
+            return (np.fromiter(extra.keys(), dtype=np.int64, count=len(extra)),
+                    np.fromiter(extra.values(), dtype=np.float64, count=len(extra)))
+        if r < self.base_.shape[0]:
+            a, b = self.base_.indptr[r], self.base_.indptr[r + 1]
+            return self.base_.indices[a:b].astype(np.int64), self.base_.data[a:b].astype(np.float64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+
+    def user_items(self, user: str) -> tuple[np.ndarray, np.ndarray]:
+        """(item dense indices, interaction strengths) the model holds for ``user``."""
+        self._check_fitted()
+        r = self.users_.get(user)
+        if r is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        return self._row(r)
+
+    def _user_row(self, user: str) -> int:
+        r = self.users_.get(user)
+        if r is not None:
+            return r
+        r = self.n_users_
+        if r >= len(self.user_factors_):
+            uf = np.zeros((max(16, 2 * len(self.user_factors_)), self._width), dtype=np.float32)
+            uf[:r] = self.user_factors_[:r]
+            self.user_factors_ = uf
+        self.user_factors_[r] = self._new_user_row()
+        self.user_ids_.append(user)
+        self.users_[user] = r
+        self.extra_[r] = {}
+        self.n_users_ += 1
+        return r
+
+    def _add_interaction(self, r: int, i: int, strength: float) -> None:
+        row = self.extra_.get(r)
+        if row is None:
+            idx, s = self._row(r)
+            row = self.extra_[r] = dict(zip(idx.tolist(), s.tolist()))
+        row[i] = row.get(i, 0.0) + strength
+
+    # ---------------------------------------------------------------- protocol
+    def learn_one(self, event: Event) -> None:
+        self._check_fitted()
+        i = self.catalog_.get_idx(event.item)
+        if i is None:
+            return
+        w = self._fb.weight(event.kind, event.value)
+        strength = 1.0 if self.all_events else max(w, 0.0)
+        if strength <= 0:
+            return
+        self._sync_items()
+        r = self._user_row(event.user)
+        self._add_interaction(r, i, strength)
+        self._update(r, i)
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        self._check_fitted()
+        r = self.users_.get(user.user)
+        if r is None or len(items) == 0:
+            return np.zeros(len(items), dtype=np.float32)
+        self._sync_items()
+        return (self.item_factors_[items.idx] @ self.user_factors_[r]).astype(np.float32)
+
+    def candidates(self, user: UserState, n: int) -> np.ndarray:
+        """The ``n`` live items with the highest score (dense indices); none for a cold user."""
+        self._check_fitted()
+        r = self.users_.get(user.user)
+        if r is None or n <= 0:
+            return np.zeros(0, dtype=np.int64)
+        self._sync_items()
+        alive = self.catalog_.alive_idx()
+        s = self.item_factors_[alive] @ self.user_factors_[r]
+        n = min(n, len(alive))
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        top = np.argpartition(-s, n - 1)[:n]
+        return alive[top[np.argsort(-s[top], kind="stable")]]
+
+    def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
+        """History items whose CF vectors are most similar to item ``idx``'s."""
+        self._check_fitted()
+        self._sync_items()
+        v = self.item_factors_[idx].astype(np.float64)
+        nv = float(np.linalg.norm(v))
+        if nv < 1e-12:
+            return ()
+        sims: dict[str, float] = {}
+        for e in user.history:
+            j = self.catalog_.get_idx(e.item)
+            if j is None or j == idx or self._fb.weight(e.kind, e.value) <= 0:
+                continue
+            u = self.item_factors_[j].astype(np.float64)
+            nu = float(np.linalg.norm(u))
+            if nu > 1e-12:
+                sims[e.item] = float(u @ v) / (nu * nv)
+        best = sorted(((s, it) for it, s in sims.items() if s > 0.2), reverse=True)[:top]
+        return tuple(it for _, it in best)
+
+    def forget(self, user: str, events: Sequence[Event]) -> None:
+        """Drop ``user``'s interactions and refit from the rest.
+
+        Every factor was shaped by the user's data, so only a refit removes it; the
+        result equals fitting from scratch without them (users are re-sorted to the
+        order ``fit`` would give). Cost: one batch fit, which deletion requests can afford.
+        """
+        if not getattr(self, "fitted_", False) or user not in self.users_:
+            return
+        n_items = max(len(self.catalog_), self.base_.shape[1])
+        rows, cols, vals = [], [], []
+        keep = sorted(u for u in self.user_ids_ if u != user)
+        for new_r, u in enumerate(keep):
+            idx, s = self._row(self.users_[u])
+            rows.append(np.full(len(idx), new_r, dtype=np.int64))
+            cols.append(idx)
+            vals.append(s)
+        coo = (_concat(vals, np.float64), (_concat(rows, np.int64), _concat(cols, np.int64)))
+        csr = sp.csr_matrix(coo, shape=(len(keep), n_items))
+        self._fit_matrix(keep, csr)
+
+
+@register
+class ALS(_MatrixFactorization):
+    """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) with per-event fold-in.
+
+    Batch: implicit's CPU ``AlternatingLeastSquares`` on users x items strengths (the
+    sum of positive feedback weights per pair or, with ``all_events=True``, the number
+    of events of any kind), confidence ``alpha * strength``. Online: each event updates
+    the user's row and re-solves that user's vector against the fixed item factors
+    (the same system as implicit's ``recalculate_user``, with a cached ``Y^T Y``);
+    a brand-new user has a vector from their first event. Items with no interactions
+    get a vector mapped from their LM vector (ridge ``map_l2``); once such an item is
+    interacted with, its vector is re-solved from its users on every event (implicit's
+    ``recalculate_item``). Unknown users score 0. ``num_threads`` is for the batch
+    fit (0 = all cores); it defaults to 1 because implicit's OpenMP workers spin-wait,
+    which on small matrices or busy machines costs far more than it saves (a 60 x 120
+    fit took 1.0 s with 2 threads vs 0.04 s with 1 on a shared 2-core box).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from liverec.encode import Catalog
+    >>> from liverec import Event
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{}, {}], ["", ""])
+    >>> evs = [Event(user="u", item="a"), Event(user="v", item="b")]
+    >>> log = InteractionLog.from_events(evs, cat)
+    >>> m = ALS(factors=2, iterations=5).fit(log)
+    >>> m.learn_one(Event(user="w", item="a"))
+    >>> s = m.score(UserState("w"), cat.select(["a", "b"]))
+    >>> bool(s[0] > s[1])
+    True
+    """
+
+    name: ClassVar[str] = "als"
+    # Batch ALS alternates `iterations` sweeps over users AND items from a random start;
+    # fold-in re-solves only the user (and items that had no batch interactions)
+    # against fixed factors. fit(log) and fit(empty) + learn_one per event therefore
+    # reach different (both valid) factorisations: the shared suite skips that check.
+    exact_incremental: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 2.0,
+        iterations: int = 15,
+        all_events: bool = False,
+        map_l2: float = 1.0,
+        num_threads: int = 1,
+        feedback: FeedbackConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.all_events = all_events
+        self.map_l2 = map_l2
+        self.num_threads = num_threads
+        self.feedback = feedback
+        self.seed = seed
+
+    def _batch_factors(self, csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        cpu, threadpool_limits = _implicit_cpu()
+        # implicit asks for single-threaded BLAS (it parallelises over rows itself).
+        with threadpool_limits(1, "blas"):
+            model = cpu.als.AlternatingLeastSquares(
+                factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+                iterations=self.iterations, num_threads=self.num_threads, random_state=self.seed,
+            )
+            model.fit(csr, show_progress=False)
+        return model.user_factors, model.item_factors
+
+    def _after_fit(self) -> None:
+        self.updates_ = 0
+        # Users of each item that had no batch interactions, once it gets some online.
+        self.item_users_: dict[int, dict[int, float]] = {}
+        self._refresh_grams()
+
+    def _refresh_grams(self) -> None:
+        x = self.user_factors_[: self.n_users_].astype(np.float64)
+        y = self.item_factors_[: self.n_items_].astype(np.float64)
+        self.xtx_ = x.T @ x
+        self.yty_ = y.T @ y
+
+    def _set_items(self, idx: np.ndarray, new: np.ndarray) -> None:
+        old = self.item_factors_[idx].astype(np.float64)
+        new64 = new.astype(np.float32).astype(np.float64)
+        self.yty_ += new64.T @ new64 - old.T @ old
+        self.item_factors_[idx] = new
+
+    def _add_interaction(self, r: int, i: int, strength: float) -> None:
+        super()._add_interaction(r, i, strength)
+        if not self.batch_items_[i]:
+            col = self.item_users_.setdefault(i, {})
+            col[r] = col.get(r, 0.0) + strength
+
+    def _update(self, row: int, item: int) -> None:
+        idx, s = self._row(row)
+        old = self.user_factors_[row].astype(np.float64)
+        reg = self.regularization
+        x = solve_least_squares(self.yty_, self.item_factors_, idx, self.alpha * s, reg)
+        self.user_factors_[row] = x
+        x = self.user_factors_[row].astype(np.float64)  # the float32 value actually stored
+        self.xtx_ += np.outer(x, x) - np.outer(old, old)
+        col = self.item_users_.get(item)
+        if col is not None:  # an item with no batch interactions: fold it in from its users
+            users = np.fromiter(col.keys(), dtype=np.int64, count=len(col))
+            conf = self.alpha * np.fromiter(col.values(), dtype=np.float64, count=len(col))
+            y = solve_least_squares(self.xtx_, self.user_factors_, users, conf, reg)
+            self._set_items(np.array([item]), y[None, :])
+            self.has_cf_[item] = True
+        self.updates_ += 1
+        if self.updates_ % _REFRESH_GRAMS == 0:
+            self._refresh_grams()
+
+
+@register
+class BPR(_MatrixFactorization):
+    """Bayesian Personalised Ranking (Rendle et al. 2009), batch fit + per-event SGD.
+
+    Batch: implicit's CPU ``BayesianPersonalizedRanking`` on the same matrix as
+    :class:`ALS` (BPR reads it as binary). Vectors have ``factors + 1`` columns: the
+    last is an item bias on the item side and a constant 1 on the user side. Online:
+    ``online_steps`` SGD steps on the user's vector only, half with the event's item
+    and half with items from the user's history as positives, each against a sampled
+    item the user has not interacted with. Items with no interactions get a vector
+    mapped from their LM vector. Unknown users score 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from liverec.encode import Catalog
+    >>> from liverec import Event
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{}, {}], ["", ""])
+    >>> log = InteractionLog.from_events([Event(user="u", item="a")], cat)
+    >>> m = BPR(factors=2, iterations=5).fit(log)
+    >>> m.learn_one(Event(user="w", item="b"))
+    >>> m.score(UserState("w"), cat.select(["a", "b"])).shape
+    (2,)
+    """
+
+    name: ClassVar[str] = "bpr"
+    # The per-event update is an approximation: a handful of SGD steps on one user's
+    # vector with random negatives, while the batch fit runs `iterations` epochs over
+    # all users and items. They cannot reach the same factors, so the shared suite's
+    # batch == incremental check does not apply.
+    exact_incremental: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        factors: int = 64,
+        learning_rate: float = 0.01,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        all_events: bool = False,
+        online_steps: int = 10,
+        online_learning_rate: float = 0.05,
+        online_regularization: float = 0.01,
+        map_l2: float = 1.0,
+        feedback: FeedbackConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.all_events = all_events
+        self.online_steps = online_steps
+        self.online_learning_rate = online_learning_rate
+        self.online_regularization = online_regularization
+        self.map_l2 = map_l2
+        self.feedback = feedback
+        self.seed = seed
+
+    @property
+    def _width(self) -> int:
+        return self.factors + 1
+
+    def _new_user_row(self) -> np.ndarray:
+        row = np.zeros(self._width, dtype=np.float32)
+        row[-1] = 1.0  # multiplies the item bias
+        return row
+
+    def _batch_factors(self, csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        cpu, threadpool_limits = _implicit_cpu()
+        with threadpool_limits(1, "blas"):
+            # One thread: implicit's multi-threaded BPR is Hogwild SGD, whose result
+            # depends on thread timing; one thread makes the seed determine the model.
+            model = cpu.bpr.BayesianPersonalizedRanking(
+                factors=self.factors, learning_rate=self.learning_rate,
+                regularization=self.regularization, iterations=self.iterations,
+                num_threads=1, verify_negative_samples=True, random_state=self.seed,
+            )
+            model.fit(csr, show_progress=False)
+        uf = model.user_factors.copy()
+        uf[:, -1] = 1.0  # users without interactions come back all-zero
+        return uf, model.item_factors
+
+    def _sample_negatives(self, n: int, exclude: set[int]) -> np.ndarray:
+        neg = self.rng_.integers(0, self.n_items_, size=n)
+        for t in range(n):
+            tries = 0
+            while int(neg[t]) in exclude and tries < 10:
+                neg[t] = self.rng_.integers(0, self.n_items_)
+                tries += 1
+        return neg
+
+    def _update(self, row: int, item: int) -> None:
+        steps = self.online_steps
+        if steps <= 0:
+            return
+        idx, _ = self._row(row)
+        half = (steps + 1) // 2
+        hist = self.rng_.choice(idx, size=steps - half) if len(idx) else np.full(steps - half, item)
+        pos = np.concatenate([np.full(half, item, dtype=np.int64), hist.astype(np.int64)])
+        neg = self._sample_negatives(steps, set(idx.tolist()))
+        u = self.user_factors_[row].astype(np.float64)
+        k, lr, reg = self.factors, self.online_learning_rate, self.online_regularization
+        y = self.item_factors_
+        for i, j in zip(pos, neg):
+            d = y[i].astype(np.float64) - y[j]
+            g = 1.0 / (1.0 + np.exp(u @ d))  # sigmoid(-(x_ui - x_uj))
+            u[:k] += lr * (g * d[:k] - reg * u[:k])  # the bias coordinate stays 1
+        self.user_factors_[row] = u

@@ -1,0 +1,216 @@
+"""ALS and BPR: fold-in, the LM -> CF map for new items, persistence, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from checks.learner_checks import make_catalog
+from liverec import Event
+from liverec.models import ALS, BPR, InteractionLog, Learner, UserState
+
+CLUSTERS = 6
+T0 = 1_700_000_000.0
+
+
+def synth(n_items: int = 120, n_users: int = 60, per_user: int = 12, seed: int = 0):
+    """Users who each consume items of one cluster, low item numbers most popular."""
+    cat = make_catalog(n_items=n_items, dim=16, clusters=CLUSTERS, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    cluster = np.arange(n_items) % CLUSTERS
+    events = []
+    for u in range(n_users):
+        members = np.flatnonzero(cluster == u % CLUSTERS)
+        p = 1.0 / np.arange(1, len(members) + 1)
+        for j in rng.choice(members, size=per_user, replace=False, p=p / p.sum()):
+            n = len(events)
+            e = Event(user=f"u{u}", item=f"i{j}", kind="click", timestamp=T0 + 60 * n, id=f"e{n}")
+            events.append(e)
+    return cat, events
+
+
+def fit(model, cat, events):
+    return model.fit(InteractionLog.from_events(events, cat))
+
+
+def cluster_items(cat, c: int):
+    return cat.from_idx(np.flatnonzero(np.arange(len(cat)) % CLUSTERS == c))
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def implicit_als(m: ALS):
+    """An implicit model holding ``m``'s factors, to compare against its solvers."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    ref = AlternatingLeastSquares(
+        factors=m.factors, regularization=m.regularization, alpha=m.alpha, num_threads=1
+    )
+    ref.item_factors = m.item_factors_[: m.n_items_].copy()
+    ref.user_factors = m.user_factors_[: m.n_users_].copy()
+    return ref
+
+
+def row_csr(idx: np.ndarray, values: np.ndarray, n: int) -> sp.csr_matrix:
+    rows = np.zeros(len(idx), dtype=np.int64)
+    return sp.csr_matrix((values.astype(np.float32), (rows, idx)), shape=(1, n))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synth()
+
+
+# ------------------------------------------------------------------------ fold-in
+@pytest.mark.parametrize("cls", [ALS, BPR])
+def test_fold_in_moves_user_toward_coconsumed_items(cls, data):
+    cat, events = data
+    m = fit(cls(), cat, events)
+    user, clicked = "u0", 3  # u0 consumes cluster 0; item 3 belongs to cluster 3
+    co = {e.item for e in events if e.user in {x.user for x in events if x.item == f"i{clicked}"}}
+    co.discard(f"i{clicked}")
+    co_items = cat.select(sorted(co))
+    other = cluster_items(cat, 1)
+    st = UserState(user)
+    before_co, before_other = m.score(st, co_items), m.score(st, other)
+    for k in range(3):
+        m.learn_one(Event(user=user, item=f"i{clicked}", kind="purchase", timestamp=T0 + 1e6 + k))
+    gain_co = m.score(st, co_items).mean() - before_co.mean()
+    gain_other = m.score(st, other).mean() - before_other.mean()
+    assert gain_co > 0 and gain_co > gain_other + 0.01
+
+
+def test_new_user_gets_a_vector_from_the_first_event(data):
+    cat, events = data
+    m = fit(ALS(), cat, events)
+    st = UserState("newcomer")
+    assert not m.score(st, cluster_items(cat, 2)).any()  # cold users score 0
+    m.learn_one(Event(user="newcomer", item="i2", kind="click", timestamp=T0 + 1e6))
+    liked, other = m.score(st, cluster_items(cat, 2)), m.score(st, cluster_items(cat, 4))
+    assert liked.mean() > other.mean() + 0.05
+
+
+@pytest.mark.parametrize("user", ["u0", "brand-new-user"])
+def test_als_fold_in_equals_implicit_recalculate_user(user, data):
+    cat, events = data
+    m = fit(ALS(), cat, events)
+    for k, j in enumerate([3, 9, 3, 17]):
+        kind = "like" if k % 2 else "click"
+        m.learn_one(Event(user=user, item=f"i{j}", kind=kind, timestamp=T0 + 1e6 + k))
+    idx, strengths = m.user_items(user)
+    expected = implicit_als(m).recalculate_user(0, row_csr(idx, strengths, m.n_items_))
+    np.testing.assert_allclose(m.user_factors_[m.users_[user]], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_all_events_counts_every_event_with_strength_one(data):
+    cat, _ = data
+    evs = [
+        Event(user="a", item="i1", kind="skip", timestamp=T0),
+        Event(user="a", item="i2", kind="like", timestamp=T0),
+        Event(user="a", item="i2", kind="rating", value=1.0, timestamp=T0),
+    ]
+    idx, s = fit(ALS(factors=4, iterations=2), cat, evs).user_items("a")
+    assert dict(zip(idx.tolist(), s.tolist())) == {2: 2.0}  # only positive weight counts
+    idx, s = fit(ALS(factors=4, iterations=2, all_events=True), cat, evs).user_items("a")
+    assert dict(zip(idx.tolist(), s.tolist())) == {1: 1.0, 2: 2.0}
+
+
+# -------------------------------------------------------------- new items: LM -> CF
+@pytest.mark.parametrize("cls", [ALS, BPR])
+def test_new_item_is_mapped_from_its_lm_vector(cls):
+    cat, events = synth()
+    # Few factors: with 64 for 60 users the model memorises and nothing generalises.
+    m = fit(cls(factors=8), cat, events)
+    counts = np.bincount([cat.index[e.item] for e in events], minlength=len(cat))
+    pop = int(np.argmax(counts))
+    unit = cat.vectors[pop] / np.linalg.norm(cat.vectors[pop])
+    rng = np.random.default_rng(5)
+    near = unit + 0.05 * rng.normal(size=cat.dim)
+    far = rng.normal(size=cat.dim)
+    far -= (far @ unit) * unit  # unrelated to the popular item
+    vecs = np.stack([near / np.linalg.norm(near), far / np.linalg.norm(far)]).astype(np.float32)
+    cat.upsert(["near", "far"], vecs, [{}, {}], ["", ""])  # after the fit, no interactions
+    sel = cat.select([f"i{pop}", "near", "far"])
+    scores = np.array([m.score(UserState(f"u{u}"), sel) for u in range(60)])
+    fans = np.arange(60) % CLUSTERS == pop % CLUSTERS
+    # The near item ranks like the popular one across users and scores close to it
+    # for its fans; the unrelated one does neither.
+    assert np.corrcoef(scores[:, 0], scores[:, 1])[0, 1] > 0.7
+    gap_near = np.abs(scores[fans, 0] - scores[fans, 1]).mean()
+    gap_far = np.abs(scores[fans, 0] - scores[fans, 2]).mean()
+    assert gap_near < 0.75 * gap_far
+    f = m.item_factors_
+    c_near, c_far = cos(f[pop], f[cat.index["near"]]), cos(f[pop], f[cat.index["far"]])
+    assert c_near > 0.8 and c_near > c_far + 0.4
+
+
+def test_als_new_item_folds_in_from_its_interactions():
+    cat, events = synth()
+    m = fit(ALS(factors=8), cat, events)
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=cat.dim)
+    [new] = cat.upsert(["fresh"], (v / np.linalg.norm(v))[None].astype(np.float32), [{}], [""])
+    fans = [f"u{u}" for u in range(60) if u % CLUSTERS == 2]
+    others = [f"u{u}" for u in range(60) if u % CLUSTERS != 2]
+    sel = cat.select(["fresh"])
+    for k, u in enumerate(fans[:5]):
+        m.learn_one(Event(user=u, item="fresh", kind="click", timestamp=T0 + 1e6 + k))
+    # Fans who have not clicked it yet now score it above everyone else.
+    rest = [float(m.score(UserState(u), sel)[0]) for u in fans[5:]]
+    assert min(rest) > max(float(m.score(UserState(u), sel)[0]) for u in others)
+    assert m.has_cf_[new]
+    # The item's vector is implicit's recalculate_item over its users.
+    col_users = np.array([m.users_[u] for u in fans[:5]])
+    ref = implicit_als(m).recalculate_item(
+        0, sp.csr_matrix((np.ones(5, dtype=np.float32), (np.zeros(5, dtype=np.int64), col_users)),
+                         shape=(1, m.n_users_)))
+    # The last fold-in solved the item after the last user's update: same factors here.
+    np.testing.assert_allclose(m.item_factors_[new], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_als_learns_online_from_an_empty_fit():
+    cat, events = synth()
+    m = fit(ALS(), cat, [])
+    for e in events:
+        m.learn_one(e)
+    st = UserState("u0")  # a cluster-0 user
+    assert m.score(st, cluster_items(cat, 0)).mean() > m.score(st, cluster_items(cat, 3)).mean()
+
+
+# ------------------------------------------------------------ persistence, seeds
+@pytest.mark.parametrize("cls", [ALS, BPR])
+def test_save_load_round_trip_keeps_learning_identically(cls, data):
+    cat, events = data
+    m = fit(cls(), cat, events)
+    m2 = Learner.loads(m.dumps(), cat)
+    items = cat.from_idx(cat.alive_idx())
+    for e in [Event(user="u1", item="i7", timestamp=T0), Event(user="zz", item="i8", timestamp=T0)]:
+        m.learn_one(e)
+        m2.learn_one(e)
+    for u in ("u1", "zz", "u9", "nobody"):
+        np.testing.assert_array_equal(m.score(UserState(u), items), m2.score(UserState(u), items))
+
+
+@pytest.mark.parametrize("cls", [ALS, BPR])
+def test_deterministic_by_seed(cls, data):
+    cat, events = data
+    a, b, c = (fit(cls(seed=s), cat, events) for s in (3, 3, 4))
+    for m in (a, b, c):
+        m.learn_one(Event(user="u2", item="i5", timestamp=T0 + 1e6))
+    items = cat.from_idx(cat.alive_idx())
+    st = UserState("u2")
+    np.testing.assert_array_equal(a.score(st, items), b.score(st, items))
+    assert not np.allclose(a.score(st, items), c.score(st, items))
+
+
+def test_candidates_are_the_top_scored_live_items(data):
+    cat, events = data
+    m = fit(ALS(), cat, events)
+    st = UserState("u0")
+    top = m.candidates(st, 5)
+    s = m.score(st, cat.from_idx(cat.alive_idx()))
+    assert top.tolist() == np.argsort(-s, kind="stable")[:5].tolist()
+    assert m.candidates(UserState("nobody"), 5).size == 0
