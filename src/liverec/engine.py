@@ -11,8 +11,8 @@ Examples
 
 from __future__ import annotations
 
+import inspect
 import json
-import math
 import threading
 import time
 import uuid
@@ -27,11 +27,11 @@ from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .encode.text import render_text
 from .errors import UnknownItemError, ValidationError
+from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
-from .models.content import ContentProfile
-from .models.popularity import Trending
 from .rank import ranker
 from .rank.index import VectorIndex
+from .rank.slate import build_slate
 from .settings import Settings
 from .store import Impression, Store
 from .types import Event, Item, Recommendation, is_finite_number
@@ -115,19 +115,32 @@ class Engine:
         self.close()
 
     def _new_learners(self) -> dict[str, Learner]:
+        """Fresh, unfitted learners for every configured source."""
         s = self.settings
-        return {
-            "content": ContentProfile(
+        defaults: dict[str, dict[str, Any]] = {
+            "content": dict(
                 half_life_days=s.profile_half_life_days,
                 interest_weight=s.interest_weight,
                 short_decay=s.short_term_decay,
                 short_weight=s.short_term_weight,
-                feedback=self.feedback,
             ),
-            "trending": Trending(
-                half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior, feedback=self.feedback
-            ),
+            "trending": dict(half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior),
         }
+        out: dict[str, Learner] = {}
+        for name, params in s.sources.items():
+            cls = REGISTRY.get(name)
+            if cls is None:
+                raise ValidationError(
+                    f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
+                    field="sources",
+                )
+            accepted = inspect.signature(cls.__init__).parameters
+            kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
+            if "feedback" in accepted:
+                kwargs["feedback"] = self.feedback
+            kwargs.update(params)
+            out[name] = cls(**kwargs)
+        return out
 
     def _load(self) -> None:
         """Restore the catalog, declared interests and every learner from the store."""
@@ -367,7 +380,7 @@ class Engine:
 
     # --------------------------------------------------------------- serving
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
-        w = dict(self.settings.fusion_weights)
+        w = {name: self.settings.fusion_weights.get(name, 1.0) for name in self.learners}
         if weights:
             unknown = set(weights) - set(self.learners)
             if unknown:
@@ -388,6 +401,7 @@ class Engine:
         filters: Mapping[str, Any] | None,
         weights: dict[str, float],
         must_include: int | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> ranker.Scored | None:
         cat, index = self.catalog, self.index
         if cat.n_alive == 0:
@@ -403,6 +417,12 @@ class Engine:
             )
         if filters and candidates is not None:
             idx = idx[cat.filter_mask(filters)[idx]]
+        blocked = self._blocked_mask()
+        if blocked is not None:
+            idx = idx[~blocked[idx]]
+        if exclude:
+            drop = np.fromiter((i for i in map(cat.get_idx, exclude) if i is not None), dtype=np.int64)
+            idx = idx[~np.isin(idx, drop)]
         if exclude_seen and state.user in self._users:
             seen = self._users[state.user].seen
             if seen:
@@ -411,6 +431,29 @@ class Engine:
             idx = np.append(idx, must_include)
         return ranker.fuse(state, cat.from_idx(idx), self.learners, weights)
 
+    def _blocked_mask(self) -> np.ndarray | None:
+        """Items never to serve (blocklist ids and blocked terms), cached per catalog version."""
+        s = self.settings
+        if not s.blocklist and not s.blocked_terms:
+            return None
+        cached = getattr(self, "_blocked", None)
+        if cached is not None and cached[0] == self.catalog.version:
+            return cached[1]
+        cat = self.catalog
+        mask = np.zeros(len(cat), dtype=bool)
+        for item in s.blocklist:
+            i = cat.index.get(item)
+            if i is not None:
+                mask[i] = True
+        terms = [t.lower() for t in s.blocked_terms if t]
+        if terms:
+            for i, text in enumerate(cat.texts):
+                low = text.lower()
+                if any(t in low for t in terms):
+                    mask[i] = True
+        self._blocked = (cat.version, mask)
+        return mask
+
     def recommend(
         self,
         user: str,
@@ -418,8 +461,11 @@ class Engine:
         *,
         candidates: Sequence[str] | None = None,
         exclude_seen: bool | None = None,
+        exclude: Sequence[str] | None = None,
         filters: Mapping[str, Any] | None = None,
         weights: Mapping[str, float] | None = None,
+        diversity: float | None = None,
+        max_per_provider: int | None = None,
         context: Mapping[str, Any] | None = None,
         explain: bool = True,
         log: bool | None = None,
@@ -432,6 +478,9 @@ class Engine:
         exclude_seen : drop items the user already interacted with (default: settings).
         filters : attribute filters, e.g. ``{"year": {"gte": 1990}}`` or ``{"lang": ["en", "fr"]}``.
         weights : per-request fusion weights per source, e.g. ``{"trending": 0.0}``.
+        exclude : item ids never to return in this response.
+        diversity : MMR trade-off in [0, 1] (default: settings; 0 = relevance only).
+        max_per_provider : at most this many items per provider (``Settings.provider_attribute``).
         log : log the served slate as impressions (default: settings).
 
         Unknown users get a cold-start answer (trending and declared interests).
@@ -440,22 +489,42 @@ class Engine:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= _MAX_K:
             raise ValidationError(f"k must be an integer in [1, {_MAX_K}], got {k!r}.", field="k")
         exclude_seen = self.settings.exclude_seen if exclude_seen is None else exclude_seen
+        diversity = self.settings.diversity if diversity is None else diversity
+        if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not 0 <= diversity <= 1:
+            raise ValidationError(f"diversity must be a number in [0, 1], got {diversity!r}.", field="diversity")
+        cap = self.settings.max_per_provider if max_per_provider is None else max_per_provider
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValidationError(f"max_per_provider must be an integer >= 1, got {cap!r}.", field="max_per_provider")
         w = self._weights(weights)
         with self._lock:
             state = self.user_state(user)
             scored = self._score(
-                state, k=k, candidates=candidates, exclude_seen=exclude_seen, filters=filters, weights=w
+                state, k=k, candidates=candidates, exclude_seen=exclude_seen, filters=filters, weights=w,
+                exclude=exclude,
             )
             if scored is None:
                 return []
-            order = ranker.select(scored, k)
+            providers = None
+            if cap is not None and self.settings.provider_attribute:
+                attr = self.settings.provider_attribute
+                attrs = self.catalog.attributes
+                providers = [attrs[i].get(attr) for i in scored.items.idx]
+            order = build_slate(
+                scored.fused, self.catalog.vectors, k, diversity=float(diversity), rows=scored.items.idx,
+                providers=providers, max_per_provider=cap if providers is not None else None,
+            )
             recs = ranker.to_recommendations(state, scored, order, self.learners, self.catalog, with_reasons=explain)
+            # Per-source contributions go with the logged slate: fusion weights are learned from them.
+            parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in order]
         if recs and (self.settings.log_impressions if log is None else log):
             rid, now = uuid.uuid4().hex, time.time()
             self.store.log_impressions(
                 [
-                    Impression(rid, user, r.item, r.position, r.score, r.propensity, "greedy", now, dict(context or {}))
-                    for r in recs
+                    Impression(
+                        rid, user, r.item, r.position, r.score, r.propensity, "greedy", now,
+                        {**dict(context or {}), "sources": part},
+                    )
+                    for r, part in zip(recs, parts)
                 ]
             )
         return recs

@@ -60,12 +60,26 @@ class Settings(BaseSettings):
     popularity_prior: str | None = Field(
         None, description="Numeric item attribute seeding popularity for cold start (e.g. ratings_count)"
     )
-    fusion_weights: dict[str, float] = Field(default_factory=lambda: {"content": 1.0, "trending": 0.1})
+    sources: dict[str, dict] = Field(
+        default_factory=lambda: {"content": {}, "trending": {}},
+        description="Learners that score candidates (registry name -> hyperparameters)",
+    )
+    fusion_weights: dict[str, float] = Field(
+        default_factory=lambda: {"content": 1.0, "trending": 0.1},
+        description="Weight per source; a source without a weight gets 1.0",
+    )
     # --- retrieval and ranking
     exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")
     candidates_per_source: int = Field(300, ge=1)
     history_length: int = Field(50, ge=1, description="Recent events kept per user in memory")
     exclude_seen: bool = True
+    diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")
+    provider_attribute: str | None = Field(None, description="Item attribute naming the provider (e.g. authors)")
+    max_per_provider: int | None = Field(None, ge=1, description="Exposure cap per provider in one slate")
+    blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended")
+    blocked_terms: list[str] = Field(
+        default_factory=list, description="Items whose text contains any of these (case-insensitive) are never recommended"
+    )
     # --- ingestion
     auto_create_items: bool = Field(False, description="Create unknown items named by events (text empty)")
     max_clock_skew_seconds: float = Field(86_400.0, ge=0)

@@ -165,7 +165,10 @@ def test_impressions_are_logged_with_propensities(eng):
     recs = eng.recommend("u", k=4, context={"page": "home"})
     imps = list(eng.store.iter_impressions(user="u"))
     assert [i.item for i in imps] == [r.item for r in recs]
-    assert all(i.propensity == 1.0 and i.policy == "greedy" and i.context == {"page": "home"} for i in imps)
+    assert all(i.propensity == 1.0 and i.policy == "greedy" and i.context["page"] == "home" for i in imps)
+    # each impression carries every source's contribution, the data fusion weights are learned from
+    assert all(set(i.context["sources"]) == {"content", "trending"} for i in imps)
+    assert imps[0].context["sources"]["content"] == next(r for r in recs[0].reasons if r.source == "content").contribution
     eng.recommend("u", k=4, log=False)
     assert eng.store.count_impressions() == 4
 
@@ -232,3 +235,42 @@ def test_ann_retrieval_matches_exact(encoder, books):
     b = [r.item for r in exact.recommend("u", k=10)]
     assert len(set(a) & set(b)) >= 8
     exact.close(), ann.close()
+
+
+def test_diversity_exposure_cap_blocklist(encoder, books):
+    s = Settings(
+        encoder_progress=False, provider_attribute="authors", blocklist=["24"], blocked_terms=["twilight"],
+        log_impressions=False,
+    )
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:600])
+        e.record_many([ev("u", i, kind="like", t=n) for n, i in enumerate(["2", "18", "21"])])  # Harry Potter
+        plain = e.recommend("u", k=10)
+        authors = [e.get_item(r.item).attributes["authors"] for r in plain]
+        assert sum("Rowling" in a for a in authors) >= 3
+        assert "24" not in {r.item for r in plain}                              # blocklisted
+        assert not any("twilight" in e.get_item(r.item).attributes["title"].lower()
+                       for r in e.recommend("v", k=100))                        # blocked term
+        capped = e.recommend("u", k=10, max_per_provider=1)
+        capped_authors = [e.get_item(r.item).attributes["authors"] for r in capped]
+        assert len(capped) == 10 and len(set(capped_authors)) == 10
+        diverse = e.recommend("u", k=10, diversity=0.6)
+        vec = lambda recs: e.catalog.vectors[[e.catalog.index[r.item] for r in recs]]
+        sim = lambda m: float((m @ m.T)[np.triu_indices(len(m), 1)].mean())
+        assert sim(vec(diverse)) < sim(vec(plain))
+        assert "23" not in {r.item for r in e.recommend("u", k=50, exclude=["23"])}
+        with pytest.raises(ValidationError, match="diversity"):
+            e.recommend("u", diversity=2)
+        with pytest.raises(ValidationError, match="max_per_provider"):
+            e.recommend("u", max_per_provider=0)
+
+
+def test_extra_sources_from_settings(encoder, books):
+    s = Settings(encoder_progress=False, sources={"content": {}, "als": {"factors": 8}}, fusion_weights={"content": 1.0, "als": 0.5})
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:100])
+        e.record(ev("u", "2"))
+        assert set(e.learners) == {"content", "als"}
+        assert {x.source for x in e.explain("u", "18").reasons} <= {"content", "als"}
+    with pytest.raises(ValidationError, match="unknown source"):
+        Engine.open(settings=Settings(sources={"nope": {}}), encoder=encoder)
