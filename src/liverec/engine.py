@@ -26,7 +26,7 @@ from .encode.cache import CachedEncoder
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .encode.text import render_text
-from .errors import UnknownItemError, ValidationError
+from .errors import ConflictError, UnknownItemError, ValidationError
 from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank import ranker
@@ -80,6 +80,11 @@ class Engine:
         self.learners: dict[str, Learner] = {}
         self._users: dict[str, _User] = {}
         self._lock = threading.RLock()
+        self._fit_thread: threading.Thread | None = None
+        self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
+        self.model_version = 0
+        self.last_fit_seconds: float | None = None
+        self.last_fit_error: str | None = None
         self._load()
 
     # ----------------------------------------------------------------- opening
@@ -158,21 +163,44 @@ class Engine:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """Fit fresh learners and user state from the whole durable log, then swap."""
+        """Fit fresh learners and user state from the durable log, then swap them in.
+
+        The heavy part runs without the engine lock, so the old learners keep serving
+        and learning. At the swap (under the lock) every event appended after the fit's
+        cursor is replayed into the new learners and users deleted meanwhile are
+        forgotten again: nothing recorded during a fit is lost or resurrected.
+        """
+        t0 = time.perf_counter()
+        with self._lock:
+            cursor = self.store.last_event_seq()
+            self._erased_during_fit = []
         # Time order (append order breaks ties): the order learn_one would have seen.
-        events = sorted((e for _, e in self.store.iter_events()), key=lambda e: e.timestamp)
+        events = sorted(
+            (e for seq, e in self.store.iter_events() if seq <= cursor), key=lambda e: e.timestamp
+        )
         log = InteractionLog.from_events(events, self.catalog)
         learners = {name: m.fit(log) for name, m in self._new_learners().items()}
         users: dict[str, _User] = {}
         for e in events:
             self._apply_to_user(users, e)
         with self._lock:
+            for _, e in self.store.iter_events(after_seq=cursor):
+                for m in learners.values():
+                    m.learn_one(e)
+                self._apply_to_user(users, e)
+            for user, erased in self._erased_during_fit:
+                for m in learners.values():
+                    m.forget(user, erased)
+                users.pop(user, None)
+            self._erased_during_fit = None
             for name, u in self._users.items():  # keep declared interests
                 if u.interests is not None:
                     nu = users.setdefault(name, _User(deque(maxlen=self.settings.history_length)))
                     nu.interests, nu.interests_text = u.interests, u.interests_text
             self.learners = learners
             self._users = users
+            self.model_version += 1
+            self.last_fit_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------------- items
     def _render(self, text: str, attributes: Mapping[str, Any]) -> str:
@@ -270,6 +298,8 @@ class Engine:
         with self._lock:
             events = self.store.user_events(user)
             counts = self.store.delete_user(user)
+            if self._erased_during_fit is not None:  # a background fit read them: forget at swap
+                self._erased_during_fit.append((user, events))
             for m in self.learners.values():
                 m.forget(user, events)
             self._users.pop(user, None)
@@ -374,9 +404,36 @@ class Engine:
             m.learn_one(e)
         self._apply_to_user(self._users, e)
 
-    def fit(self) -> None:
-        """Batch (re)fit every learner from the durable log, then swap them in."""
-        self._rebuild()
+    def fit(self, *, background: bool = False) -> threading.Thread | None:
+        """Batch (re)fit every learner from the durable log, then swap them in atomically.
+
+        With ``background=True`` the fit runs in a thread while the current learners
+        keep serving; events recorded meanwhile are replayed into the new learners at
+        the swap. Returns the thread (``join()`` it to wait). A second background fit
+        while one runs raises :class:`~liverec.errors.ConflictError`.
+        """
+        if not background:
+            self._rebuild()
+            return None
+        with self._lock:
+            if self.fit_running:
+                raise ConflictError("a re-fit is already running; wait for it (Engine.fit_running) and retry.")
+            self._fit_thread = threading.Thread(target=self._background_fit, name="liverec-fit", daemon=True)
+            self._fit_thread.start()
+            return self._fit_thread
+
+    def _background_fit(self) -> None:
+        try:
+            self._rebuild()
+            self.last_fit_error = None
+        except Exception as exc:  # keep serving with the old models; report the failure
+            self.last_fit_error = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self._erased_during_fit = None
+
+    @property
+    def fit_running(self) -> bool:
+        return self._fit_thread is not None and self._fit_thread.is_alive()
 
     # --------------------------------------------------------------- serving
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:

@@ -274,3 +274,36 @@ def test_extra_sources_from_settings(encoder, books):
         assert {x.source for x in e.explain("u", "18").reasons} <= {"content", "als"}
     with pytest.raises(ValidationError, match="unknown source"):
         Engine.open(settings=Settings(sources={"nope": {}}), encoder=encoder)
+
+
+def test_background_fit_hot_swaps_and_loses_nothing(eng, monkeypatch):
+    import threading
+
+    from liverec.errors import ConflictError
+
+    eng.record_many([ev(f"u{j % 4}", str(2 + j % 50), t=j) for j in range(80)])
+    eng.record_many([ev("gone", "7", t=1), ev("gone", "8", t=2)])
+    started, release = threading.Event(), threading.Event()
+    real_fit = type(eng.learners["content"]).fit
+
+    def slow_fit(self, log):  # hold the fit open so events arrive while it runs
+        started.set()
+        release.wait(10)
+        return real_fit(self, log)
+
+    monkeypatch.setattr(type(eng.learners["content"]), "fit", slow_fit)
+    version = eng.model_version
+    thread = eng.fit(background=True)
+    assert started.wait(10)
+    with pytest.raises(ConflictError):
+        eng.fit(background=True)
+    # served meanwhile by the old learners, which also learn the new events
+    eng.record(ev("late", "2", kind="like", t=500))
+    eng.delete_user("gone")
+    during = [r.item for r in eng.recommend("late", k=5, log=False)]
+    release.set()
+    thread.join(10)
+    assert not eng.fit_running and eng.model_version == version + 1 and eng.last_fit_error is None
+    assert [r.item for r in eng.recommend("late", k=5, log=False)] == during   # the late event was replayed
+    assert "gone" not in eng.learners["content"].profiles_                     # the erased user stays erased
+    assert eng.user_state("late").history[-1].item == "2"
