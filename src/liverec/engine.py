@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank import ranker
 from .rank.index import VectorIndex
 from .rank.slate import build_slate
+
+if TYPE_CHECKING:
+    from .rank.fusion import FusionFit
 from .settings import Settings
 from .store import Impression, Store
 from .types import Event, Item, Recommendation, is_finite_number
@@ -83,6 +86,7 @@ class Engine:
         self._fit_thread: threading.Thread | None = None
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
         self.model_version = 0
+        self.learned_weights: dict[str, float] | None = None
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
         self._load()
@@ -148,7 +152,10 @@ class Engine:
         return out
 
     def _load(self) -> None:
-        """Restore the catalog, declared interests and every learner from the store."""
+        """Restore the catalog, declared interests, learned weights and every learner from the store."""
+        snap = self.store.get_snapshot("fusion_weights")
+        if snap is not None:
+            self.learned_weights = json.loads(snap[0].decode())
         stored = list(self.store.iter_items())
         if stored:
             texts = [self._render(s.text, s.attributes) for s in stored]
@@ -436,8 +443,26 @@ class Engine:
         return self._fit_thread is not None and self._fit_thread.is_alive()
 
     # --------------------------------------------------------------- serving
+    def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> "FusionFit":
+        """Learn fusion weights from the logged feedback (see ``liverec.rank.fusion``).
+
+        The weights are saved in the store and used by every later request (per-request
+        ``weights=`` still override them). Settings' ``fusion_weights`` stay the fallback.
+        """
+        from .rank.fusion import learn_fusion_weights
+
+        events = [e for _, e in self.store.iter_events()]
+        fit = learn_fusion_weights(
+            self._new_learners(), events, self.catalog, self.feedback, holdout=holdout, negatives=negatives, seed=seed
+        )
+        self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
+        with self._lock:
+            self.learned_weights = dict(fit.weights)
+        return fit
+
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
-        w = {name: self.settings.fusion_weights.get(name, 1.0) for name in self.learners}
+        base = self.learned_weights or self.settings.fusion_weights
+        w = {name: base.get(name, self.settings.fusion_weights.get(name, 1.0)) for name in self.learners}
         if weights:
             unknown = set(weights) - set(self.learners)
             if unknown:

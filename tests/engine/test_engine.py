@@ -307,3 +307,28 @@ def test_background_fit_hot_swaps_and_loses_nothing(eng, monkeypatch):
     assert [r.item for r in eng.recommend("late", k=5, log=False)] == during   # the late event was replayed
     assert "gone" not in eng.learners["content"].profiles_                     # the erased user stays erased
     assert eng.user_state("late").history[-1].item == "2"
+
+
+def test_tune_fusion_learns_weights_from_the_log(tmp_path, encoder, books):
+    """Users read around one taste: content should earn weight, and the weights persist."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    s = Settings(encoder_progress=False, log_impressions=False)
+    with Engine.open(url, settings=s, encoder=encoder) as e:
+        e.add_items(books[:300])
+        rng = np.random.default_rng(3)
+        vecs = e.catalog.vectors
+        t, evs = 0.0, []
+        for u in range(30):
+            near = np.argsort(-(vecs @ vecs[rng.integers(300)]))[:30]
+            for j in rng.choice(near, 10, replace=False):
+                t += 1
+                evs.append(ev(f"u{u}", e.catalog.ids[j], t=t))
+        evs.sort(key=lambda x: (x.user, x.timestamp))
+        evs = [Event(user=x.user, item=x.item, timestamp=T0 + n * 10.0 + int(x.user[1:]), id=x.id)
+               for n, x in enumerate(sorted(evs, key=lambda x: x.timestamp))]
+        e.record_many(evs)
+        fit = e.tune_fusion(holdout=150, negatives=30)
+        assert fit.weights["content"] == 1.0 and fit.auc > 0.7 and fit.n_events > 50
+        assert e._weights(None)["content"] == 1.0
+    with Engine.open(url, settings=s, encoder=encoder) as e2:
+        assert e2.learned_weights == fit.weights
