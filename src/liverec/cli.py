@@ -107,6 +107,7 @@ def import_events(
     path: Annotated[str, typer.Argument(help="A CSV/JSONL events file or a MovieLens folder")],
     format: Annotated[EventFormat, typer.Option("--format", "-f")] = EventFormat.auto,
     batch: Annotated[int, typer.Option(help="Events per transaction")] = 10_000,
+    refit: Annotated[bool, typer.Option(help="Store all, then re-fit once (faster for big files) instead of learning per event")] = True,
     store: StoreOpt = None,
 ) -> None:
     """Append events to the log (idempotent by event id) and learn from them."""
@@ -123,7 +124,9 @@ def import_events(
         new = 0
         with _open(store) as eng:
             for i in tqdm(range(0, len(events), batch), desc="events", unit="batch", disable=len(events) <= batch):
-                new += eng.record_many(events[i : i + batch])
+                new += eng.record_many(events[i : i + batch], learn=not refit)
+            if refit and new:
+                eng.fit()
         console.print(f"{len(events)} events read, {new} new ({len(events) - new} already in the log).")
     except LiverecError as exc:
         _fail(exc)
@@ -275,6 +278,7 @@ def eval_(
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rich.progress import track
 
+    from .evaluation.adapters import split_models
     from .evaluation.datasets import load_dataset
     from .evaluation.report import results_table, write_html, write_json
     from .evaluation.run import evaluate
@@ -286,7 +290,7 @@ def eval_(
         )
         out = evaluate(
             ds,
-            [m.strip() for m in models.split(",") if m.strip()],
+            split_models(models),
             protocol=protocol.value,
             k=k,
             seed=seed,

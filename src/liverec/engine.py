@@ -366,11 +366,12 @@ class Engine:
         """Store one event and update every learner at once. False if its id was seen before."""
         return self.record_many([event]) == 1
 
-    def record_many(self, events: Iterable[Event]) -> int:
+    def record_many(self, events: Iterable[Event], *, learn: bool = True) -> int:
         """Store a batch of events (one transaction) and learn from the new ones.
 
         All events are validated first: one bad event raises and nothing is stored.
-        Returns how many were new (repeated ids are skipped).
+        Returns how many were new (repeated ids are skipped). ``learn=False`` only
+        stores them (and updates seen items): for bulk imports followed by ``fit()``.
         """
         events = [self._validate(e, f"events[{i}]") for i, e in enumerate(events)]
         if not events:
@@ -390,7 +391,10 @@ class Engine:
                 self._auto_create(sorted(missing))
             new = self.store.append_events(events)
             for i in new:
-                self._learn(events[i])
+                if learn:
+                    self._learn(events[i])
+                else:
+                    self._apply_to_user(self._users, events[i])
             return len(new)
 
     def _auto_create(self, ids: list[str]) -> None:

@@ -74,7 +74,7 @@ class EngineModel:
 
     def fit(self, train: Sequence[Event]) -> None:
         for i in range(0, len(train), 20_000):
-            self.engine.record_many(train[i : i + 20_000])
+            self.engine.record_many(train[i : i + 20_000], learn=False)
         self.engine.fit()
 
     def learn_one(self, event: Event) -> None:
@@ -153,6 +153,25 @@ def parse_model(spec: str) -> ModelSpec:
     return ModelSpec(spec, "learner", learner=name, params=params)
 
 
+def split_models(text: str) -> list[str]:
+    """Split a comma-separated model list; ``key=value`` parts belong to the model before them.
+
+    Examples
+    --------
+    >>> split_models("liverec:content=1,als=0.5,pop,ease:l2=200")
+    ['liverec:content=1,als=0.5', 'pop', 'ease:l2=200']
+    """
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" in part and ":" not in part and out:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
 def _literal(v: str) -> Any:
     for cast in (int, float):
         try:
@@ -168,7 +187,11 @@ def build_model(
     if spec.kind == "engine":
         weights = dict(base_settings.fusion_weights)
         weights.update(spec.weights)
-        settings = base_settings.model_copy(update={"fusion_weights": weights})
+        # A weight for a source the settings do not run adds that source.
+        sources = dict(base_settings.sources)
+        for name in spec.weights:
+            sources.setdefault(name, {})
+        settings = base_settings.model_copy(update={"fusion_weights": weights, "sources": sources})
         return EngineModel(spec.name, settings, encoder, items)
     cls = REGISTRY[spec.learner]  # type: ignore[index]
     return LearnerModel(spec.name, cls(**spec.params), catalog)
