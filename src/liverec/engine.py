@@ -512,7 +512,9 @@ class Engine:
         if exclude_seen and state.user in self._users:
             seen = self._users[state.user].seen
             if seen:
-                idx = idx[~np.isin(idx, np.fromiter(seen, dtype=np.int64, count=len(seen)))]
+                keep = np.ones(len(cat), dtype=bool)
+                keep[np.fromiter(seen, dtype=np.int64, count=len(seen))] = False
+                idx = idx[keep[idx]]
         if must_include is not None and must_include not in idx:
             idx = np.append(idx, must_include)
         return ranker.fuse(state, cat.from_idx(idx), self.learners, weights)

@@ -105,6 +105,35 @@ class UserState:
         return not self.history and self.interests is None
 
 
+def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(item ids, dense idx, weights) of the user's recent positive events on live items.
+
+    Learners use it to explain a score by the history items behind it.
+    """
+    ids: list[str] = []
+    idx: list[int] = []
+    ws: list[float] = []
+    for e in user.history:
+        j = catalog.get_idx(e.item)
+        if j is None:
+            continue
+        w = feedback.weight(e.kind, e.value)
+        if w > 0:
+            ids.append(e.item)
+            idx.append(j)
+            ws.append(w)
+    return ids, np.asarray(idx, dtype=np.int64), np.asarray(ws, dtype=np.float64)
+
+
+def top_because(ids: list[str], pulls: np.ndarray, exclude: int, idx: np.ndarray, top: int, floor: float) -> tuple[str, ...]:
+    """The ``top`` distinct history items with the strongest pull above ``floor``."""
+    best: dict[str, float] = {}
+    for it, j, p in zip(ids, idx, pulls):
+        if j != exclude and p > floor and p > best.get(it, -np.inf):
+            best[it] = float(p)
+    return tuple(it for it, _ in sorted(best.items(), key=lambda kv: -kv[1])[:top])
+
+
 @runtime_checkable
 class Recommender(Protocol):
     """The one learner protocol (see DESIGN.md)."""

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from ..encode.catalog import ItemIds
 from ..types import Event
-from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 
 _DAY = 86_400.0
 
@@ -150,18 +150,11 @@ class ContentProfile(Learner):
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items whose vectors pull hardest toward item ``idx``."""
-        v = self.catalog_.vectors[idx]
-        pulls: dict[str, float] = {}
-        for e in user.history:
-            j = self.catalog_.get_idx(e.item)
-            if j is None or j == idx:
-                continue
-            w = self._fb.weight(e.kind, e.value)
-            if w <= 0:
-                continue
-            pulls[e.item] = max(pulls.get(e.item, -np.inf), w * float(self.catalog_.vectors[j] @ v))
-        best = sorted((p, it) for it, p in pulls.items() if p > 0.2)[::-1][:top]
-        return tuple(it for _, it in best)
+        ids, hidx, w = positive_history(user, self.catalog_, self._fb)
+        if not ids:
+            return ()
+        pulls = w * (self.catalog_.vectors[hidx] @ self.catalog_.vectors[idx])
+        return top_because(ids, pulls, idx, hidx, top, 0.2)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         self.profiles_.pop(user, None)

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..encode.catalog import ItemIds
 from ..types import Event
-from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 
 #: Exact Gram matrices are recomputed after this many rank-1 updates (bounds drift).
 _REFRESH_GRAMS = 10_000
@@ -289,7 +289,7 @@ class _MatrixFactorization(Learner):
         if r is None or len(items) == 0:
             return np.zeros(len(items), dtype=np.float32)
         self._sync_items()
-        return (self.item_factors_[items.idx] @ self.user_factors_[r]).astype(np.float32)
+        return items.project(self.item_factors_, self.user_factors_[r]).astype(np.float32)
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
         """The ``n`` live items with the highest score (dense indices); none for a cold user."""
@@ -307,24 +307,18 @@ class _MatrixFactorization(Learner):
         return alive[top[np.argsort(-s[top], kind="stable")]]
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
-        """History items whose CF vectors are most similar to item ``idx``'s."""
+        """History items whose CF vectors are most similar (cosine) to item ``idx``'s."""
         self._check_fitted()
         self._sync_items()
+        ids, hidx, _ = positive_history(user, self.catalog_, self._fb)
         v = self.item_factors_[idx].astype(np.float64)
         nv = float(np.linalg.norm(v))
-        if nv < 1e-12:
+        if not ids or nv < 1e-12:
             return ()
-        sims: dict[str, float] = {}
-        for e in user.history:
-            j = self.catalog_.get_idx(e.item)
-            if j is None or j == idx or self._fb.weight(e.kind, e.value) <= 0:
-                continue
-            u = self.item_factors_[j].astype(np.float64)
-            nu = float(np.linalg.norm(u))
-            if nu > 1e-12:
-                sims[e.item] = float(u @ v) / (nu * nv)
-        best = sorted(((s, it) for it, s in sims.items() if s > 0.2), reverse=True)[:top]
-        return tuple(it for _, it in best)
+        h = self.item_factors_[hidx].astype(np.float64)
+        norms = np.linalg.norm(h, axis=1)
+        sims = np.where(norms > 1e-12, (h @ v) / np.maximum(norms, 1e-12) / nv, 0.0)
+        return top_because(ids, sims, idx, hidx, top, 0.2)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         """Drop ``user``'s interactions and refit from the rest.
