@@ -31,6 +31,7 @@ from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank import ranker
 from .rank.index import VectorIndex
+from .rank.policy import Served, SlateContext, make_policies
 from .rank.slate import build_slate
 
 if TYPE_CHECKING:
@@ -87,6 +88,13 @@ class Engine:
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
         self.model_version = 0
         self.learned_weights: dict[str, float] | None = None
+        self.policies = make_policies(settings.policies, seed=settings.seed)
+        if settings.default_policy not in self.policies:
+            raise ValidationError(
+                f"default_policy {settings.default_policy!r} is not configured; policies are {sorted(self.policies)}.",
+                field="default_policy",
+            )
+        self._pending: dict[str, tuple[Served, dict[int, int]]] = {}  # user -> (slate, item idx -> slot)
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
         self._load()
@@ -310,6 +318,7 @@ class Engine:
             for m in self.learners.values():
                 m.forget(user, events)
             self._users.pop(user, None)
+            self._pending.pop(user, None)
             return counts
 
     # ------------------------------------------------------------------ events
@@ -410,10 +419,26 @@ class Engine:
         if i is not None:
             u.seen.add(i)
 
+    def reward_of(self, e: Event) -> float:
+        """The policy reward of an event (``Settings.reward_weights``)."""
+        r = self.settings.reward_weights.get(e.kind, 0.0)
+        if e.kind == "rating":
+            return r * float(np.clip(self.feedback.weight(e.kind, e.value), -1.0, 1.0))
+        return r
+
     def _learn(self, e: Event) -> None:
         for m in self.learners.values():
             m.learn_one(e)
         self._apply_to_user(self._users, e)
+        pending = self._pending.get(e.user)
+        if pending is not None:
+            served, slots = pending
+            i = self.catalog.get_idx(e.item)
+            slot = slots.get(i) if i is not None else None
+            if slot is not None:
+                r = self.reward_of(e)
+                if r != 0:
+                    self.policies[served.policy].feedback(served, slot, r)
 
     def fit(self, *, background: bool = False) -> threading.Thread | None:
         """Batch (re)fit every learner from the durable log, then swap them in atomically.
@@ -554,6 +579,7 @@ class Engine:
         weights: Mapping[str, float] | None = None,
         diversity: float | None = None,
         max_per_provider: int | None = None,
+        policy: str | None = None,
         context: Mapping[str, Any] | None = None,
         explain: bool = True,
         log: bool | None = None,
@@ -569,6 +595,8 @@ class Engine:
         exclude : item ids never to return in this response.
         diversity : MMR trade-off in [0, 1] (default: settings; 0 = relevance only).
         max_per_provider : at most this many items per provider (``Settings.provider_attribute``).
+        policy : how the slate is chosen: ``greedy`` (default), ``epsilon``, ``linucb``,
+            ``lints`` or any configured policy; every item carries its propensity.
         log : log the served slate as impressions (default: settings).
 
         Unknown users get a cold-start answer (trending and declared interests).
@@ -583,6 +611,11 @@ class Engine:
         cap = self.settings.max_per_provider if max_per_provider is None else max_per_provider
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             raise ValidationError(f"max_per_provider must be an integer >= 1, got {cap!r}.", field="max_per_provider")
+        policy = policy or self.settings.default_policy
+        if policy not in self.policies:
+            raise ValidationError(
+                f"unknown policy {policy!r}; configured policies are {sorted(self.policies)}.", field="policy"
+            )
         w = self._weights(weights)
         with self._lock:
             state = self.user_state(user)
@@ -592,6 +625,8 @@ class Engine:
             )
             if scored is None:
                 return []
+            if policy != "greedy":
+                return self._serve_policy(policy, state, scored, k, context, explain, log)
             providers = None
             if cap is not None and self.settings.provider_attribute:
                 attr = self.settings.provider_attribute
@@ -612,6 +647,33 @@ class Engine:
                         rid, user, r.item, r.position, r.score, r.propensity, "greedy", now,
                         {**dict(context or {}), "sources": part},
                     )
+                    for r, part in zip(recs, parts)
+                ]
+            )
+        return recs
+
+    def _serve_policy(
+        self, name: str, state: UserState, scored: ranker.Scored, k: int,
+        context: Mapping[str, Any] | None, explain: bool, log: bool | None,
+    ) -> list[Recommendation]:
+        """Let an exploring policy pick the slate; remember it so feedback can reward it."""
+        content = self.learners.get("content")
+        query = content.query_vector(state) if content is not None and hasattr(content, "query_vector") else None
+        ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog)
+        prev = self._pending.pop(state.user, None)
+        if prev is not None:
+            self.policies[prev[0].policy].settle(prev[0], ctx)
+        served = self.policies[name].choose(ctx, k)
+        self._pending[state.user] = (served, {int(scored.items.idx[p]): slot for slot, p in enumerate(served.positions)})
+        recs = ranker.to_recommendations(state, scored, served.positions, self.learners, self.catalog, with_reasons=explain)
+        recs = [replace(r, propensity=float(p)) for r, p in zip(recs, served.propensities)]
+        parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in served.positions]
+        if recs and (self.settings.log_impressions if log is None else log):
+            rid, now = uuid.uuid4().hex, time.time()
+            self.store.log_impressions(
+                [
+                    Impression(rid, state.user, r.item, r.position, r.score, r.propensity, name, now,
+                               {**dict(context or {}), "sources": part})
                     for r, part in zip(recs, parts)
                 ]
             )

@@ -80,6 +80,20 @@ class Settings(BaseSettings):
     blocked_terms: list[str] = Field(
         default_factory=list, description="Items whose text contains any of these (case-insensitive) are never recommended"
     )
+    # --- exploration policies
+    policies: dict[str, dict] = Field(
+        default_factory=lambda: {"epsilon": {"epsilon": 0.1}, "linucb": {}, "lints": {}},
+        description="Exploring policies by name -> hyperparameters ('type' picks the class); greedy is built in",
+    )
+    default_policy: str = Field("greedy", description="Policy used when a request names none")
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 0.0, "click": 1.0, "like": 1.0, "add_to_cart": 1.0, "purchase": 1.0,
+            "rating": 1.0, "skip": 0.0, "dislike": -1.0,
+        },
+        description="Reward of a served item per event kind (rating: times the sign-clipped rating weight)",
+    )
+    seed: int = 0
     # --- ingestion
     auto_create_items: bool = Field(False, description="Create unknown items named by events (text empty)")
     max_clock_skew_seconds: float = Field(86_400.0, ge=0)
