@@ -49,7 +49,8 @@ CACHE_DIR = BENCH_DIR / ".cache"
 REAL_MODEL_ID = "st:all-MiniLM-L6-v2"  # SentenceTransformerEncoder().model_id for the shipped model
 N_REAL_BOOKS = 10_000
 
-console = Console()
+# Wide tables even when piped to a file (rich falls back to 80 columns otherwise).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 # ------------------------------------------------------------------- timings
@@ -88,6 +89,22 @@ def kv_table(title: str, rows: Iterable[tuple[str, Any]], *, caption: str | None
     for k, v in rows:
         t.add_row(k, v if isinstance(v, str) else f"{v:,.3f}" if isinstance(v, float) else f"{v:,}")
     return t
+
+
+def timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds of this thread) of ``fn(*a, **kw)``.
+
+    On a shared machine the CPU time is the contention-robust figure: it excludes time
+    spent waiting for a core (and for the disk), the wall time includes both.
+    """
+    c0, t0 = time.thread_time(), time.perf_counter()
+    r = fn(*a, **kw)
+    return r, time.perf_counter() - t0, time.thread_time() - c0
+
+
+def print_load(note: str = "") -> None:
+    la = os.getloadavg()
+    console.print(f"[dim]load average now: {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} on {os.cpu_count()} cores{note}[/]")
 
 
 class Stopwatch:
@@ -140,6 +157,22 @@ def _git_head() -> str | None:
     return None
 
 
+def _src_digest() -> str | None:
+    """sha256 over the imported liverec package's .py files: identifies the exact code
+    measured, uncommitted edits included (other engineers change src/ concurrently)."""
+    try:
+        import liverec
+
+        root = Path(liverec.__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()[:16]
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
 def _mem_total_gb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -176,7 +209,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
         "mem_total_gb": _mem_total_gb(),
-        "loadavg_at_start": list(os.getloadavg()),
+        "loadavg": list(os.getloadavg()),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
@@ -188,6 +221,7 @@ def machine_info() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "liverec": _version("liverec"),
         "git_head": _git_head(),
+        "liverec_src_sha256": _src_digest(),
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
     }
 
@@ -213,13 +247,16 @@ def write_json(path: str | Path | None, *, benchmark: str, target: str, config: 
     """Write every figure, the machine info and the exact command line to ``path``."""
     if not path:
         return
+    machine = dict(_START_MACHINE or machine_info())
+    machine["loadavg_at_start"] = machine.pop("loadavg")
+    machine["loadavg_at_end"] = list(os.getloadavg())
     doc = {
         "benchmark": benchmark,
         "target": target,
         "command": command_line(),
         "started_utc": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "duration_s": round(time.time() - started, 3),
-        "machine": machine_info(),
+        "machine": machine,
         "config": dict(config),
         "results": dict(results),
         "notes": list(notes),
@@ -230,15 +267,21 @@ def write_json(path: str | Path | None, *, benchmark: str, target: str, config: 
     console.print(f"[dim]wrote {p}[/dim]")
 
 
+_START_MACHINE: dict[str, Any] | None = None
+
+
 def print_header(benchmark: str, target: str) -> None:
-    m = machine_info()
+    global _START_MACHINE
+    m = _START_MACHINE = machine_info()
     console.rule(f"[bold]{benchmark}")
     console.print(f"target: {target}")
     console.print(
         f"machine: {m['cpu_model']}, {m['cpus_usable']} usable cores, {m['mem_total_gb']} GB, "
         f"python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, usearch {m['usearch']}, "
-        f"sqlite {m['sqlite']}; load avg {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}"
+        f"sqlite {m['sqlite']}; load avg (1/5/15 min) {', '.join(f'{x:.2f}' for x in m['loadavg'])}"
     )
+    console.print(f"code: git HEAD {str(m['git_head'])[:10]}, liverec src sha256 {m['liverec_src_sha256']} "
+                  "(working tree as imported)")
     console.print(f"command: {command_line()}")
 
 
@@ -337,7 +380,7 @@ def book_vectors(*, template: str = DEFAULT_TEXT_TEMPLATE, cache_dir: Path = CAC
         console.print(f"encoding {len(texts):,} books with the shipped all-MiniLM-L6-v2 (one-time, ~1-2 min)...")
     enc = SentenceTransformerEncoder()
     t0 = time.perf_counter()
-    vecs = enc.encode(texts, progress=not quiet)
+    vecs = enc.encode(texts, progress=not quiet and sys.stderr.isatty())
     seconds = time.perf_counter() - t0
     assert enc.model_id == REAL_MODEL_ID, enc.model_id
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -396,3 +439,101 @@ def add_items_in_batches(engine: Any, items: Sequence[Item], batch: int = 50_000
     for s in range(0, len(items), batch):
         engine.add_items(items[s: s + batch])
     return time.perf_counter() - t0
+
+
+def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impressions: bool = False,
+                     rng: np.random.Generator | None = None, n: int = 500) -> dict[str, dict[str, float]]:
+    """Diagnostic: time the stages of a plain Engine.recommend one by one (private API).
+
+    * ``ranker.retrieve`` -- candidate generation alone;
+    * ``Engine._score`` -- retrieve again + blocklist/seen exclusion + fuse (so
+      exclusion+fuse ~= this minus retrieve);
+    * slate selection (``build_slate`` with the settings' diversity, or top-k);
+    * ``ranker.to_recommendations`` with reasons;
+    * optionally the impression write.
+
+    It calls the engine's own functions rather than copying their logic, so it follows
+    the engine as it changes; it is not a substitute for timing ``recommend()``.
+    """
+    import inspect
+    import uuid
+
+    from liverec.rank import ranker
+    from liverec.store import Impression
+
+    try:
+        from liverec.rank.slate import build_slate
+    except ImportError:  # older engines: plain top-k
+        build_slate = None
+    rng = rng or np.random.default_rng(0)
+    names = ["retrieve (candidate generation)", "score: retrieve + exclude + fuse (Engine._score)",
+             "slate (top-k / MMR)", "to_recommendations (reasons)"]
+    if log_impressions:
+        names.append("store.log_impressions (k rows)")
+    out: dict[str, list[float]] = {s: [] for s in names}
+    n_cand: list[int] = []
+    w = eng._weights(None)
+    score_params = inspect.signature(eng._score).parameters
+    diversity = float(getattr(eng.settings, "diversity", 0.0) or 0.0)
+    for _ in range(n):
+        user = users[int(rng.integers(len(users)))]
+        state = eng.user_state(user)
+        u = eng._users.get(user)
+        seen_n = len(u.seen) if u is not None else 0
+        kw: dict[str, Any] = dict(k=k, candidates=None, exclude_seen=eng.settings.exclude_seen, filters=None, weights=w)
+        if "exclude" in score_params:
+            kw["exclude"] = None
+        with eng._lock:
+            t0 = time.perf_counter()
+            ranker.retrieve(state, eng.learners, w, eng.catalog, eng.index,
+                            max(k, eng.settings.candidates_per_source) + seen_n)
+            t1 = time.perf_counter()
+            scored = eng._score(state, **kw)
+            t2 = time.perf_counter()
+            if build_slate is not None:
+                order = build_slate(scored.fused, eng.catalog.vectors, k, diversity=diversity, rows=scored.items.idx)
+            else:
+                order = ranker.select(scored, k)
+            t3 = time.perf_counter()
+            recs = ranker.to_recommendations(state, scored, order, eng.learners, eng.catalog, with_reasons=True)
+            t4 = time.perf_counter()
+        times = [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+        if log_impressions:
+            rid, now = uuid.uuid4().hex, time.time()
+            eng.store.log_impressions([Impression(rid, user, r.item, r.position, r.score, r.propensity, "greedy",
+                                                  now, {}) for r in recs])
+            times.append(time.perf_counter() - t4)
+        for name, d in zip(names, times):
+            out[name].append(d)
+        n_cand.append(len(scored.items))
+    res = {name: percentiles(v) for name, v in out.items()}
+    res["_candidates_scored_mean"] = {"n": len(n_cand), "value": float(np.mean(n_cand))}  # type: ignore[dict-item]
+    return res
+
+
+def stages_table(title: str, stages: Mapping[str, Any]) -> Table:
+    rows = {k: v for k, v in stages.items() if not k.startswith("_")}
+    cand = stages.get("_candidates_scored_mean", {}).get("value")
+    return latency_table(title, rows, caption=None if cand is None else f"mean candidates scored per request: {cand:,.0f}")
+
+
+def fsync_probe(directory: str | Path, n: int = 200) -> dict[str, float]:
+    """Latency of append 4 KiB + fsync in ``directory``: the floor under every durable commit.
+
+    SQLite in WAL mode with synchronous=FULL fsyncs the WAL once per commit, so a
+    record() cannot be faster than this on the same disk at the same moment.
+    """
+    p = Path(directory) / f".fsync-probe-{os.getpid()}"
+    buf = os.urandom(4096)
+    out = []
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, buf)
+            os.fsync(fd)
+            out.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        p.unlink(missing_ok=True)
+    return percentiles(out)

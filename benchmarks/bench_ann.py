@@ -1,0 +1,321 @@
+"""recommend latency with ANN retrieval at 10k / 100k (/ 1M) items, and its recall vs exact.
+
+Target: "recommend p99 <= 5 ms at 100k items (ANN), measured with recall@10 vs exact".
+
+Catalog: the 10,000 real goodbooks books (real all-MiniLM-L6-v2 vectors) plus, above
+10k, SYNTHETIC items whose vectors are noisy mixtures of two real book vectors (see
+common.synthetic_catalog) -- no corpus of 100k real texts ships with liverec. Items
+are added through a PrecomputedEncoder (no model run). Store: a SQLite file in a temp
+dir (default durability). Settings: exact_index_max_items=20000 (ANN above it),
+log_impressions=False (this measures retrieval+ranking; bench_record_recommend measures
+impression logging).
+
+Per size:
+* index build time (the HNSW graph is built lazily by the first search);
+* recommend(user, k=10) latency over ``--requests`` users who each have 5 clicks
+  (recorded with record_many; each user's clicks are an anchor book plus 4 of its 20
+  nearest neighbours -- a coherent session, not 5 random items);
+* recall@10 of the ANN engine's list vs an exact engine's list. The exact engine is a
+  second Engine opened on the SAME store (same vectors via the store's vector cache,
+  same events via the durable log) with exact_index_max_items above the size, so it
+  scores every live item. Two more lists split the gap: the ANN engine with its index
+  searching exactly (same candidate generation, no ANN error) -> "pure ANN loss" vs
+  "candidate-generation effect" (top-300 per source + min-max normalisation over the
+  candidate set);
+* raw VectorIndex.search latency (ANN and exact) on the users' query vectors, with raw
+  recall@10 of the HNSW search;
+* the per-request costs that grow with the catalog even on the ANN path (diagnostic).
+
+    .venv/bin/python benchmarks/bench_ann.py --sizes 10000,100000 --json out/ann.json
+    .venv/bin/python benchmarks/bench_ann.py --million      # adds 1,000,000: ~10 GB RAM, long
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+
+import numpy as np
+
+import common
+from common import Stopwatch, console, kv_table, latency, latency_table
+
+TARGET = "recommend p99 <= 5 ms at 100k items (ANN), measured with recall@10 vs exact"
+
+
+def coherent_clicks(vecs: np.ndarray, n_users: int, clicks: int, rng: np.random.Generator,
+                    pool: int = 20) -> np.ndarray:
+    """(n_users, clicks) dense indices: an anchor item + (clicks-1) of its ``pool`` nearest."""
+    anchors = rng.choice(len(vecs), size=n_users, replace=False)
+    out = np.empty((n_users, clicks), dtype=np.int64)
+    for s in range(0, n_users, 64):
+        a = anchors[s: s + 64]
+        sims = vecs @ vecs[a].T  # (n, chunk)
+        sims[a, np.arange(len(a))] = -np.inf
+        near = np.argpartition(-sims, pool, axis=0)[:pool].T  # (chunk, pool)
+        for j, row in enumerate(near):
+            out[s + j, 0] = a[j]
+            out[s + j, 1:] = rng.choice(row, size=clicks - 1, replace=False)
+    return out
+
+
+def recall_at(a: list[str] | np.ndarray, b: list[str] | np.ndarray) -> float:
+    """|a ∩ b| / |b| (b = the reference list)."""
+    b = list(b)
+    return len(set(list(a)) & set(b)) / len(b) if len(b) else 1.0
+
+
+def time_calls(fn, args_list, warm: int = 20) -> list[float]:
+    for a in args_list[:warm]:
+        fn(a)
+    out = []
+    for a in args_list:
+        t0 = time.perf_counter()
+        fn(a)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def run_size(size: int, args: argparse.Namespace) -> dict:
+    from liverec import Engine, Event
+    from liverec.rank.index import VectorIndex
+    from liverec.settings import Settings
+
+    rng = np.random.default_rng(args.seed)
+    console.rule(f"{size:,} items")
+    with Stopwatch() as sw_cat:
+        items, vecs = common.synthetic_catalog(size, seed=args.seed)
+    enc = common.PrecomputedEncoder.for_items(items, vecs)
+    n_syn = max(0, size - common.N_REAL_BOOKS)
+    console.print(f"catalog: {size - n_syn:,} real books + {n_syn:,} synthetic items ({sw_cat.seconds:.1f} s to build)")
+    if n_syn:
+        console.print(f"[yellow]note:[/] {common.SYNTHETIC_NOTE}")
+
+    tmp = tempfile.TemporaryDirectory(prefix="liverec-bench-ann-", dir=args.dir)
+    url = f"sqlite:///{tmp.name}/ann.sqlite"
+    extra = {} if args.candidates_per_source is None else {"candidates_per_source": args.candidates_per_source}
+    settings = Settings(exact_index_max_items=args.exact_max, log_impressions=False, encoder_progress=False, **extra)
+    eng = Engine.open(url, settings=settings, encoder=enc)
+    # Settings has no HNSW knobs and Engine.__init__ builds VectorIndex(catalog,
+    # exact_max_items=...) with the usearch defaults, so the benchmark replaces the index
+    # (before any item is added) to apply --connectivity / --expansion-add / --expansion-search.
+    eng.index = VectorIndex(eng.catalog, exact_max_items=args.exact_max, connectivity=args.connectivity,
+                            expansion_add=args.expansion_add, expansion_search=args.expansion_search)
+    add_s = common.add_items_in_batches(eng, items)
+    mode = "ANN (usearch HNSW)" if eng.index.uses_ann else "exact (below exact_index_max_items)"
+    console.print(f"add_items: {add_s:.1f} s; engine retrieval: {mode}")
+
+    # A separate HNSW index over the same catalog for the raw-search figures when the
+    # engine itself is exact (size <= exact_max); otherwise the engine's own index.
+    if eng.index.uses_ann:
+        ann_index = eng.index
+    else:
+        ann_index = VectorIndex(eng.catalog, exact_max_items=0, connectivity=args.connectivity,
+                                expansion_add=args.expansion_add, expansion_search=args.expansion_search)
+    probe = vecs[0].copy()
+    with Stopwatch() as sw_build:
+        ann_index.search(probe, 10)  # first search syncs (builds) the whole graph
+    console.print(f"HNSW build ({size:,} vectors, connectivity={args.connectivity}, "
+                  f"expansion_add={args.expansion_add}, 2 threads): {sw_build.seconds:.1f} s")
+
+    # ------------------------------------------------------------ users + clicks
+    n_users = min(args.requests, size // 2)
+    users = [f"u{i}" for i in range(n_users)]
+    clicks = coherent_clicks(vecs, n_users, args.clicks, rng)
+    t = time.time() - 2 * 86_400.0
+    events = []
+    for u, row in zip(users, clicks):
+        for j in row:
+            t += 1.0
+            events.append(Event(user=u, item=items[int(j)].id, kind="click", timestamp=t))
+    with Stopwatch() as sw_rec:
+        for s in range(0, len(events), 1000):
+            eng.record_many(events[s: s + 1000])
+    console.print(f"recorded {len(events):,} clicks ({n_users:,} users x {args.clicks}) with record_many "
+                  f"in {sw_rec.seconds:.2f} s")
+
+    # ------------------------------------------------------------ recommend latency
+    order = [users[i] for i in rng.permutation(n_users)]
+    for u in order[:50]:  # warm-up (caches, allocator); unmeasured
+        eng.recommend(u, k=10)
+    gc.collect()
+    ann_lists: dict[str, list[str]] = {}
+    reco_s, reco_cpu = [], []
+    for u in order:
+        recs, wall, cpu = common.timed(eng.recommend, u, k=10)
+        reco_s.append(wall)
+        reco_cpu.append(cpu)
+        ann_lists[u] = [r.item for r in recs]
+    lat = {f"recommend k=10, {mode}": latency(reco_s), "  (CPU time of those requests)": latency(reco_cpu)}
+    common.print_load(" (during the recommend measurements)")
+    stages = common.recommend_stages(eng, order, 10, rng=rng, n=min(len(order), 500))
+
+    # ------------------------------------------------------------ exact engine
+    n_recall = min(args.recall_users or n_users, n_users)
+    if size > 200_000 and args.recall_users is None:
+        n_recall = min(n_recall, 200)
+        console.print(f"[yellow]note:[/] exact full-scan engine at {size:,} items is slow; recall on {n_recall} users "
+                      "(set --recall-users to change)")
+    calls_before = enc.calls
+    exact_settings = Settings(exact_index_max_items=size + 1, log_impressions=False, encoder_progress=False, **extra)
+    with Stopwatch() as sw_open:
+        ex = Engine.open(url, settings=exact_settings, encoder=enc)
+    assert not ex.index.uses_ann and ex.n_items == size
+    # Same state? (the exact engine rebuilt it from the durable log with fit())
+    content_a, content_b = eng.learners["content"], ex.learners["content"]
+    qdiff = max(float(np.abs(content_a.query_vector(eng.user_state(u)) - content_b.query_vector(ex.user_state(u))).max())
+                for u in users[:50])
+    console.print(f"exact engine: reopened the same store in {sw_open.seconds:.1f} s (encoder calls during "
+                  f"reopen: {enc.calls - calls_before}, vectors came from the store cache); max |query "
+                  f"vector difference| vs the ANN engine over 50 users: {qdiff:.2e}")
+
+    class ExactRetrievalIndex(VectorIndex):
+        """Keeps the ANN path's candidate generation (uses_ann stays True) but searches exactly."""
+
+        def search(self, query, n, *, exact=None):  # noqa: ANN001
+            return super().search(query, n, exact=True)
+
+    recall_users = order[:n_recall]
+    exact_lists, exact_s, excand_lists = {}, [], {}
+    for u in recall_users:
+        t0 = time.perf_counter()
+        recs = ex.recommend(u, k=10)
+        exact_s.append(time.perf_counter() - t0)
+        exact_lists[u] = [r.item for r in recs]
+    if eng.index.uses_ann:
+        saved = eng.index
+        eng.index = ExactRetrievalIndex(eng.catalog, exact_max_items=args.exact_max)
+        try:
+            for u in recall_users:
+                excand_lists[u] = [r.item for r in eng.recommend(u, k=10)]
+        finally:
+            eng.index = saved
+    else:
+        excand_lists = {u: ann_lists[u] for u in recall_users}
+    lat["recommend k=10, exact engine (scores every item)"] = latency(exact_s)
+
+    rec_total = float(np.mean([recall_at(ann_lists[u], exact_lists[u]) for u in recall_users]))
+    rec_pure = float(np.mean([recall_at(ann_lists[u], excand_lists[u]) for u in recall_users]))
+    rec_cand = float(np.mean([recall_at(excand_lists[u], exact_lists[u]) for u in recall_users]))
+    identical = float(np.mean([ann_lists[u] == exact_lists[u] for u in recall_users]))
+
+    # ------------------------------------------------------------ raw index search
+    queries = [content_a.query_vector(eng.user_state(u)) for u in order]
+    n_cand = settings.candidates_per_source + args.clicks  # what the engine asks for
+    raw = {}
+    for n in (10, n_cand):
+        raw[f"ANN search n={n}"] = latency(time_calls(lambda q, n=n: ann_index.search(q, n), queries))
+        raw[f"exact search n={n}"] = latency(time_calls(lambda q, n=n: ann_index.search(q, n, exact=True), queries))
+    raw_recall = float(np.mean([recall_at(ann_index.search(q, 10)[0], ann_index.search(q, 10, exact=True)[0])
+                                for q in queries]))
+    raw_recall_cand = float(np.mean([
+        recall_at(ann_index.search(q, n_cand)[0], ann_index.search(q, n_cand, exact=True)[0]) for q in queries]))
+
+    # ------------------------------------------- per-request work that grows with n
+    trending = eng.learners["trending"]
+    st = eng.user_state(order[0])
+    diag = {}
+    diag["catalog.n_alive (alive.sum(); >= 2 per request)"] = latency(
+        time_calls(lambda _: eng.catalog.n_alive, range(500)))
+
+    def sync_noop(_):
+        with ann_index._lock:
+            ann_index._sync_ann()
+
+    diag["VectorIndex._sync_ann() with nothing to do (every ANN search)"] = latency(time_calls(sync_noop, range(500)))
+    diag[f"Trending.candidates(n={n_cand}) (every ANN-path request)"] = latency(
+        time_calls(lambda _: trending.candidates(st, n_cand), range(500)))
+    diag["ContentProfile.query_vector"] = latency(
+        time_calls(lambda _: content_a.query_vector(st), range(500)))
+
+    # ------------------------------------------------------------ print
+    console.print(latency_table(f"recommend latency, {size:,} items", lat,
+                                caption=f"{len(order):,} users with {args.clicks} clicks each; log_impressions off; "
+                                        "target p99 <= 5 ms at 100k"))
+    console.print(common.stages_table(f"recommend stages, {size:,} items (diagnostic, timed separately)", stages))
+    console.print(kv_table(f"recall@10 vs exact, {size:,} items ({n_recall} users)", [
+        ("engine recall@10: ANN engine vs exact engine", rec_total),
+        ("  pure ANN loss: ANN vs exact search, same candidate generation", rec_pure),
+        ("  candidate generation: exact-search candidates vs full scan", rec_cand),
+        ("identical top-10 lists (ANN vs exact engine)", identical),
+        ("raw HNSW recall@10 (VectorIndex.search)", raw_recall),
+        (f"raw HNSW recall@{n_cand} (the engine's candidate count)", raw_recall_cand),
+    ], caption="engine mode: " + mode))
+    console.print(latency_table(f"raw VectorIndex.search, {size:,} items", raw,
+                                caption=f"{len(queries):,} user query vectors; expansion_search={args.expansion_search}"))
+    console.print(latency_table(f"per-request costs that scale with the catalog, {size:,} items (diagnostic)", diag))
+
+    out = {
+        "size": size, "real_items": size - n_syn, "synthetic_items": n_syn, "engine_mode": mode,
+        "add_items_seconds": add_s, "hnsw_build_seconds": sw_build.seconds,
+        "record_many_seconds": sw_rec.seconds, "events": len(events), "users": n_users,
+        "exact_engine_open_seconds": sw_open.seconds, "exact_engine_query_vector_max_diff": qdiff,
+        "latency": lat, "recommend_stages": stages, "raw_search": raw, "per_request_diagnostics": diag,
+        "recall_users": n_recall,
+        "recall_at_10_engine_ann_vs_exact": rec_total,
+        "recall_at_10_pure_ann_loss": rec_pure,
+        "recall_at_10_candidate_generation": rec_cand,
+        "identical_lists_fraction": identical,
+        "raw_hnsw_recall_at_10": raw_recall,
+        f"raw_hnsw_recall_at_{n_cand}": raw_recall_cand,
+    }
+    ex.close()
+    eng.close()
+    del eng, ex, ann_index, enc, items, vecs
+    gc.collect()
+    tmp.cleanup()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000,100000", help="comma-separated catalog sizes")
+    ap.add_argument("--million", action="store_true",
+                    help="also run 1,000,000 items (about 10 GB of RAM and tens of minutes on 2 cores)")
+    ap.add_argument("--requests", type=int, default=1000, help="users (each with --clicks clicks), one request each")
+    ap.add_argument("--clicks", type=int, default=5)
+    ap.add_argument("--recall-users", type=int, default=None,
+                    help="users for recall (default: all, capped at 200 above 200k items)")
+    ap.add_argument("--exact-max", type=int, default=20_000, help="exact_index_max_items of the ANN engine")
+    ap.add_argument("--connectivity", type=int, default=16, help="usearch HNSW connectivity (M)")
+    ap.add_argument("--expansion-add", type=int, default=128, help="usearch HNSW expansion_add (efConstruction)")
+    ap.add_argument("--expansion-search", type=int, default=128, help="usearch HNSW expansion_search (ef)")
+    ap.add_argument("--candidates-per-source", type=int, default=None,
+                    help="Settings.candidates_per_source (default: the Settings default, 300); the ANN search "
+                         "asks usearch for this many + the user's seen items")
+    ap.add_argument("--dir", default=None, help="parent directory for the temp SQLite files")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", metavar="PATH", help="write every figure + machine info here")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.million and 1_000_000 not in sizes:
+        sizes.append(1_000_000)
+    started = time.time()
+    common.print_header("bench_ann", TARGET)
+    if max(sizes) >= 1_000_000:
+        console.print("[bold yellow]warning:[/] 1,000,000 items needs ~10 GB of RAM (two engines' catalogs, the "
+                      "HNSW graph, the vector cache) and tens of minutes on 2 cores.")
+    results = [run_size(s, args) for s in sizes]
+
+    summary = kv_table("summary", [
+        (f"{r['size']:,}: recommend p99 ms / recall@10", f"{r['latency'][next(iter(r['latency']))]['p99_ms']:.2f} (CPU p99 "
+                                                         f"{r['latency']['  (CPU time of those requests)']['p99_ms']:.2f}) / "
+                                                         f"{r['recall_at_10_engine_ann_vs_exact']:.3f}  ({r['engine_mode']})")
+        for r in results
+    ], caption="target: p99 <= 5 ms at 100k items")
+    console.print(summary)
+    common.write_json(
+        args.json, benchmark="bench_ann", target=TARGET, started=started,
+        config={**vars(args), "sizes": sizes, "log_impressions": False,
+                "vectors": "10k real all-MiniLM-L6-v2 goodbooks vectors; beyond 10k synthetic mixtures",
+                "synthetic_note": common.SYNTHETIC_NOTE},
+        results={"sizes": results},
+        notes=[common.SYNTHETIC_NOTE,
+               "the HNSW parameters are applied by replacing engine.index (Settings has no HNSW fields)"],
+    )
+
+
+if __name__ == "__main__":
+    main()
