@@ -80,7 +80,12 @@ class Engine:
             rating_scale=settings.rating_scale,
         )
         self.catalog = Catalog()
-        self.index = VectorIndex(self.catalog, exact_max_items=settings.exact_index_max_items)
+        self.index = VectorIndex(
+            self.catalog,
+            exact_max_items=settings.exact_index_max_items,
+            connectivity=settings.ann_connectivity,
+            expansion_search=settings.ann_expansion_search,
+        )
         self.learners: dict[str, Learner] = {}
         self._users: dict[str, _User] = {}
         self._lock = threading.RLock()
@@ -169,6 +174,7 @@ class Engine:
             texts = [self._render(s.text, s.attributes) for s in stored]
             vecs = self.encoder.encode(texts)
             self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
+            self.index.sync()
         interests = list(self.store.iter_interests())
         if interests:
             vecs = self.encoder.encode([t for _, t in interests])
@@ -255,6 +261,7 @@ class Engine:
             existing = [cat.get_idx(it.id) for it in changed]
             cat.upsert([it.id for it in changed], vecs, [dict(it.attributes) for it in changed], texts)
             self.index.update([i for i in existing if i is not None])
+            self.index.sync()
             return len(changed)
 
     def remove_items(self, ids: Iterable[str]) -> int:

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # --- retrieval and ranking
     exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")
     candidates_per_source: int = Field(300, ge=1)
+    ann_connectivity: int = Field(16, ge=4, description="HNSW graph degree (usearch)")
+    ann_expansion_search: int = Field(128, ge=8, description="HNSW search breadth: recall vs latency")
     history_length: int = Field(50, ge=1, description="Recent events kept per user in memory")
     exclude_seen: bool = True
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")

@@ -111,7 +111,10 @@ class Catalog:
 
     @property
     def n_alive(self) -> int:
-        return int(self.alive.sum())
+        cached = getattr(self, "_n_alive", None)
+        if cached is None or cached[0] != self.version:
+            cached = self._n_alive = (self.version, int(self.alive.sum()))
+        return cached[1]
 
     def alive_idx(self) -> np.ndarray:
         return np.flatnonzero(self.alive)

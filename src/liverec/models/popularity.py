@@ -97,17 +97,28 @@ class Trending(Learner):
         if w > 0:
             self._ensure(i + 1)
             self._add(i, w, event.timestamp, +1.0)
+            cache = self.__dict__.get("_cand_cache")
+            if cache is not None:
+                self._cand_cache = (cache[0], cache[1] + 1, cache[2])
 
     def _prior(self) -> np.ndarray | None:
-        """Pseudo-counts in [0, prior_weight] from the prior attribute (log-scaled)."""
+        """Pseudo-counts in [0, prior_weight] from the prior attribute (log-scaled).
+
+        Cached per catalog version: it only changes when items do.
+        """
         if not self.prior_attribute:
             return None
+        cached = self.__dict__.get("_prior_cache")
+        if cached is not None and cached[0] == self.catalog_.version:
+            return cached[1]
         values, present = self.catalog_.column(self.prior_attribute)
-        if values.dtype == object:
-            return None
-        v = np.log1p(np.where(present, np.maximum(values, 0.0), 0.0))
-        top = float(v.max()) if len(v) else 0.0
-        return self.prior_weight * v / top if top > 0 else None
+        out = None
+        if values.dtype != object:
+            v = np.log1p(np.where(present, np.maximum(values, 0.0), 0.0))
+            top = float(v.max()) if len(v) else 0.0
+            out = self.prior_weight * v / top if top > 0 else None
+        self._prior_cache = (self.catalog_.version, out)
+        return out
 
     def decayed(self, idx: np.ndarray) -> np.ndarray:
         """Decayed positive-feedback count (plus prior pseudo-counts) of items ``idx``."""
@@ -121,17 +132,29 @@ class Trending(Learner):
         return np.log1p(self.decayed(items.idx)).astype(np.float32)
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
-        """The ``n`` most popular live items right now (dense indices)."""
+        """The ``n`` most popular live items right now (dense indices).
+
+        A full pass over the catalog is O(items); it is cached and refreshed only when
+        the catalog changes or every ``n`` events, which bounds how stale the list
+        can get (the scores themselves are always exact at scoring time).
+        """
+        cache = self.__dict__.get("_cand_cache")
+        key = (self.catalog_.version, n)
+        if cache is not None and cache[0] == key and cache[1] < n:
+            return cache[2]
         n_cat = len(self.catalog_)
         raw = np.where(self.catalog_.alive, self.decayed(np.arange(n_cat)), -1.0)
-        n = min(n, len(raw))
-        if n <= 0:
+        m = min(n, len(raw))
+        if m <= 0:
             return np.zeros(0, dtype=np.int64)
-        top = np.argpartition(-raw, n - 1)[:n]
+        top = np.argpartition(-raw, m - 1)[:m]
         top = top[raw[top] > 0]
-        return top[np.argsort(-raw[top], kind="stable")]
+        top = top[np.argsort(-raw[top], kind="stable")]
+        self._cand_cache = (key, 0, top)
+        return top
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
+        self.__dict__.pop("_cand_cache", None)
         fb = self.feedback or FeedbackConfig()
         for e in events:
             i = self.catalog_.get_idx(e.item)

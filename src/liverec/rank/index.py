@@ -34,6 +34,8 @@ class VectorIndex:
         Catalogs up to this many live items are searched exactly.
     connectivity, expansion_add, expansion_search : int
         HNSW parameters (usearch).
+    threads : int
+        Threads for building (0 = all cores).
 
     Examples
     --------
@@ -51,6 +53,7 @@ class VectorIndex:
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 128,
+        threads: int = 0,
     ) -> None:
         self.catalog = catalog
         self.exact_max_items = exact_max_items
@@ -59,17 +62,28 @@ class VectorIndex:
         self.expansion_search = expansion_search
         self._ann = None
         self._in_ann = np.zeros(0, dtype=bool)
+        self._synced_version = -1
+        self.threads = threads
         self._lock = threading.Lock()
 
     @property
     def uses_ann(self) -> bool:
         return self.catalog.n_alive > self.exact_max_items
 
+    def sync(self) -> None:
+        """Build or extend the HNSW graph now (the engine calls it when items change),
+        so no request pays for indexing."""
+        if self.uses_ann:
+            with self._lock:
+                self._sync_ann()
+
     def _sync_ann(self) -> None:
         """Bring the HNSW graph in line with the catalog (adds, updates, removals)."""
         from usearch.index import Index
 
         cat = self.catalog
+        if self._synced_version == cat.version:
+            return
         n = len(cat)
         if self._ann is None:
             self._ann = Index(
@@ -85,8 +99,9 @@ class VectorIndex:
             self._in_ann[gone] = False
         new = np.flatnonzero(alive & ~self._in_ann[:n])
         if len(new):
-            self._ann.add(new, cat.vectors[new], threads=2)
+            self._ann.add(new, cat.vectors[new], threads=self.threads)
             self._in_ann[new] = True
+        self._synced_version = cat.version
 
     def update(self, idx: list[int] | np.ndarray) -> None:
         """Re-index items whose vectors changed (new ones are picked up automatically)."""
@@ -97,6 +112,7 @@ class VectorIndex:
             if len(idx):
                 self._ann.remove(idx)
                 self._in_ann[idx] = False
+                self._synced_version = -1
 
     def search(self, query: np.ndarray, n: int, *, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(dense indices, inner products) of the ``n`` nearest live items, best first."""

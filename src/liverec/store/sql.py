@@ -298,7 +298,9 @@ class Store:
         stmt = (
             self._insert(S.events)
             .on_conflict_do_nothing(index_elements=["id"])
-            .returning(S.events.c.id, sort_by_parameter_order=True)
+            # No sort_by_parameter_order: the ids go into a set, and asking for the order
+            # makes SQLAlchemy send one INSERT per row on SQLite (measured: 1.5x slower).
+            .returning(S.events.c.id)
         )
         with self._begin() as conn:
             if self.dialect == "postgresql":
