@@ -2,10 +2,18 @@
 
 from .base import REGISTRY, FeedbackConfig, InteractionLog, Learner, Recommender, UserState, register
 from .content import ContentProfile
+from .ease import EASE
+from .itemknn import ItemKNN
 from .mf import ALS, BPR
+from .neural import NeuralScorer
+from .pop import MostPopular
 from .popularity import Trending
+from .sequence import SequenceModel
+from .tfidf import TfidfContent
+from .userknn import UserKNN
 
 __all__ = [
+    "EASE", "ItemKNN", "MostPopular", "TfidfContent", "UserKNN",
     "ALS", "BPR", "REGISTRY", "ContentProfile", "FeedbackConfig", "InteractionLog", "Learner",
-    "Recommender", "Trending", "UserState", "register",
+    "NeuralScorer", "Recommender", "SequenceModel", "Trending", "UserState", "register",
 ]

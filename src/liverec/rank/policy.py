@@ -78,7 +78,7 @@ class Policy:
 
     def settle(self, served: Served, next_ctx: SlateContext | None) -> None:
         """The slate is closed: unrewarded slots count 0; update the examination curve."""
-        n = len(served.positions)
+        n = min(len(served.positions), len(self.shown_by_pos_))
         self.shown_by_pos_[:n] += 1
         for slot in served.rewards:
             if slot < 64 and served.rewards[slot] > 0:
@@ -86,6 +86,7 @@ class Policy:
 
     def examination(self, slot: int) -> float:
         """Estimated probability that position ``slot`` is looked at, relative to the top."""
+        slot = min(slot, len(self.shown_by_pos_) - 1)  # deep slots share the last estimate
         if slot == 0 or self.shown_by_pos_[slot] < 50 or self.clicks_by_pos_[0] < 5:
             return 1.0 / (1.0 + slot) ** 0.5 if slot else 1.0  # prior until there is evidence
         ctr0 = self.clicks_by_pos_[0] / self.shown_by_pos_[0]

@@ -1,0 +1,160 @@
+"""TF-IDF content baseline: the user as the sum of their items' tf-idf rows."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..encode.catalog import ItemIds
+from ..types import Event
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .pop import check_weighting, interaction_pairs, interaction_strength, merge_strength
+
+
+@register
+class TfidfContent(Learner):
+    """Cosine between the user's tf-idf profile and every item's tf-idf row.
+
+    A scikit-learn ``TfidfVectorizer`` (sublinear tf, word 1-2-grams, English stop
+    words, L2-normalised rows) is fitted on the catalog texts at ``fit``; items added
+    later are transformed with it the first time they are scored. The profile is the
+    sum of the user's interacted items' rows (each item once, with its strength), so
+    one event costs O(nnz of one row). Score = cosine(profile, item row); cold users
+    score 0 everywhere. The classic bag-of-words counterpart of ``content`` (LM vectors).
+
+    Parameters
+    ----------
+    weighting : {"binary", "feedback"}
+        An interaction counts 1, or its positive feedback weight.
+    all_events : bool
+        Count every event (e.g. every rating) as an interaction, not only positive ones.
+    feedback : FeedbackConfig, optional
+        Kind weights (default: the built-in ones).
+    seed : int
+        Unused (deterministic); kept for the protocol.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from liverec.encode import Catalog
+    >>> from liverec import Event
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b", "c"], np.ones((3, 2), np.float32), [{}] * 3,
+    ...                ["space opera starships", "starships and space battles", "a cookbook of soups"])
+    >>> m = TfidfContent().fit(InteractionLog.from_events([], cat))
+    >>> m.learn_one(Event(user="u", item="a", timestamp=0.0))
+    >>> s = m.score(UserState("u"), cat.select(["b", "c"]))
+    >>> bool(s[0] > s[1] == 0.0)
+    True
+    """
+
+    name: ClassVar[str] = "tfidf"
+
+    def __init__(
+        self,
+        *,
+        weighting: str = "binary",
+        all_events: bool = False,
+        feedback: FeedbackConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.weighting = weighting
+        self.all_events = all_events
+        self.feedback = feedback
+        self.seed = seed
+
+    @property
+    def _fb(self) -> FeedbackConfig:
+        return self.feedback or FeedbackConfig()
+
+    # ------------------------------------------------------------------ learning
+    def fit(self, log: InteractionLog) -> Self:
+        from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only when fitting
+
+        check_weighting(self.weighting)
+        self.catalog_ = log.catalog
+        self.fitted_ = True
+        self.vectorizer_: TfidfVectorizer | None = TfidfVectorizer(
+            sublinear_tf=True, min_df=1, ngram_range=(1, 2), stop_words="english", dtype=np.float64
+        )
+        texts = list(log.catalog.texts)
+        try:
+            self.rows_ = sp.csr_matrix(self.vectorizer_.fit_transform(texts))
+        except ValueError:  # empty vocabulary: no text, or only stop words
+            self.vectorizer_ = None
+            self.rows_ = sp.csr_matrix((len(texts), 0))
+        users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
+        self.items_: dict[str, dict[int, float]] = {}
+        self.profiles_: dict[str, dict[int, float]] = {}
+        if len(items):
+            prof = sp.csr_matrix((x, (uidx, items)), shape=(len(users), self.rows_.shape[0])) @ self.rows_
+            prof = sp.csr_matrix(prof)
+            bounds = np.flatnonzero(np.diff(uidx)) + 1
+            for j, (u, it, xs) in enumerate(zip(users, np.split(items, bounds), np.split(x, bounds))):
+                a, b = prof.indptr[j], prof.indptr[j + 1]
+                self.items_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
+                self.profiles_[str(u)] = dict(zip(prof.indices[a:b].tolist(), prof.data[a:b].tolist()))
+        return self
+
+    def _ensure_rows(self, n: int) -> None:
+        """Transform the texts of items added after fit (first time they are needed)."""
+        have = self.rows_.shape[0]
+        if n <= have:
+            return
+        texts = self.catalog_.texts[have:n]
+        if self.vectorizer_ is None:
+            new = sp.csr_matrix((len(texts), self.rows_.shape[1]))
+        else:
+            new = sp.csr_matrix(self.vectorizer_.transform(texts))
+        self.rows_ = sp.csr_matrix(sp.vstack([self.rows_, new], format="csr"))
+
+    def learn_one(self, event: Event) -> None:
+        self._check_fitted()
+        i = self.catalog_.get_idx(event.item)
+        if i is None:
+            return
+        s = interaction_strength(self._fb, event, self.weighting, self.all_events)
+        if s <= 0:
+            return
+        mine = self.items_.setdefault(event.user, {})
+        a = mine.get(i, 0.0)
+        b = merge_strength(a, s, self.weighting)
+        if b == a:
+            return
+        mine[i] = b
+        self._ensure_rows(i + 1)
+        lo, hi = self.rows_.indptr[i], self.rows_.indptr[i + 1]
+        prof = self.profiles_.setdefault(event.user, {})
+        for t, v in zip(self.rows_.indices[lo:hi].tolist(), self.rows_.data[lo:hi].tolist()):
+            prof[t] = prof.get(t, 0.0) + (b - a) * v
+
+    def forget(self, user: str, events: Sequence[Event]) -> None:
+        self.items_.pop(user, None)
+        self.profiles_.pop(user, None)
+
+    # ------------------------------------------------------------------- scoring
+    def query_vector(self, user: UserState) -> np.ndarray | None:
+        """The user's unit tf-idf profile (dense, vocabulary-sized); None when cold."""
+        self._check_fitted()
+        prof = self.profiles_.get(user.user)
+        if not prof:
+            return None
+        v = np.fromiter(prof.values(), dtype=np.float64, count=len(prof))
+        norm = float(np.sqrt(np.square(v).sum()))  # over the profile's terms, not the whole vocabulary
+        if norm < 1e-12:
+            return None
+        q = np.zeros(self.rows_.shape[1])
+        q[np.fromiter(prof, dtype=np.int64, count=len(prof))] = v / norm
+        return q
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        self._check_fitted()
+        q = self.query_vector(user)
+        if q is None or len(items) == 0:
+            return np.zeros(len(items), dtype=np.float32)
+        self._ensure_rows(len(self.catalog_))
+        rows = self.rows_ if len(items) * 4 > self.rows_.shape[0] else self.rows_[items.idx]
+        s = np.asarray(rows @ q)
+        return (s[items.idx] if rows is self.rows_ else s).astype(np.float32)
