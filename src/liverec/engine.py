@@ -160,6 +160,8 @@ class Engine:
             kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
             if "feedback" in accepted:
                 kwargs["feedback"] = self.feedback
+            if "cold_popularity" in accepted:  # trending already answers cold users
+                kwargs["cold_popularity"] = False
             kwargs.update(params)
             out[name] = cls(**kwargs)
         return out

@@ -68,14 +68,18 @@ class EASE(Learner):
         self,
         *,
         l2: float = 500.0,
+        max_items: int | None = 10_000,
         weighting: str = "binary",
         all_events: bool = False,
+        cold_popularity: bool = True,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.l2 = l2
+        self.max_items = max_items
         self.weighting = weighting
         self.all_events = all_events
+        self.cold_popularity = cold_popularity
         self.feedback = feedback
         self.seed = seed
 
@@ -106,7 +110,13 @@ class EASE(Learner):
 
     def _fit_b(self) -> None:
         X = self.X_fit_
-        active = np.flatnonzero(X.getnnz(axis=0) > 0)
+        counts = X.getnnz(axis=0)
+        active = np.flatnonzero(counts > 0)
+        if self.max_items is not None and len(active) > self.max_items:
+            # B is dense (items x items): keep memory bounded (10k items = 400 MB) by
+            # fitting on the most-interacted items; the rest score 0 from EASE.
+            top = active[np.argsort(-counts[active], kind="stable")[: self.max_items]]
+            active = np.sort(top)
         self.bidx_ = np.full(X.shape[1], -1, dtype=np.int64)
         self.bidx_[active] = np.arange(len(active))
         m = len(active)
@@ -172,6 +182,8 @@ class EASE(Learner):
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
         hist = self.hist_.get(user.user)
         if not hist:
+            if not self.cold_popularity:  # in a fused engine, trending covers cold users
+                return np.zeros(len(items), dtype=np.float32)
             return self.pop_[items.idx].astype(np.float32)  # cold user: popularity
         out = np.zeros(len(items), dtype=np.float32)
         nb = len(self.bidx_)

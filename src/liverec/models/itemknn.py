@@ -93,6 +93,7 @@ class ItemKNN(Learner):
         max_history: int | None = 200,
         weighting: str = "binary",
         all_events: bool = False,
+        cold_popularity: bool = True,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
     ) -> None:
@@ -101,6 +102,7 @@ class ItemKNN(Learner):
         self.max_history = max_history
         self.weighting = weighting
         self.all_events = all_events
+        self.cold_popularity = cold_popularity
         self.feedback = feedback
         self.seed = seed
 
@@ -270,6 +272,8 @@ class ItemKNN(Learner):
         self._ensure(n_cat)
         hx = self._history(user.user)
         if hx is None:
+            if not self.cold_popularity:  # in a fused engine, trending covers cold users
+                return np.zeros(len(items), dtype=np.float32)
             return self.n_[items.idx].astype(np.float32)  # cold user: popularity
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)

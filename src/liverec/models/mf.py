@@ -28,6 +28,9 @@ import scipy.sparse as sp
 
 from ..encode.catalog import ItemIds
 from ..types import Event
+#: Below this many interactions in total, matrix factorisation does not score.
+MIN_INTERACTIONS = 50
+
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 
 #: Exact Gram matrices are recomputed after this many rank-1 updates (bounds drift).
@@ -147,6 +150,7 @@ class _MatrixFactorization(Learner):
         csr.sort_indices()
         self.fitted_ = True
         self.base_ = csr
+        self.n_interactions_ = int(csr.nnz)
         self.extra_: dict[int, dict[int, float]] = {}
         self.user_ids_ = list(user_ids)
         self.users_ = {u: r for r, u in enumerate(self.user_ids_)}
@@ -262,6 +266,7 @@ class _MatrixFactorization(Learner):
         return r
 
     def _add_interaction(self, r: int, i: int, strength: float) -> None:
+        self.n_interactions_ = getattr(self, "n_interactions_", 0) + 1
         row = self.extra_.get(r)
         if row is None:
             idx, s = self._row(r)
@@ -286,7 +291,9 @@ class _MatrixFactorization(Learner):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         r = self.users_.get(user.user)
-        if r is None or len(items) == 0:
+        if r is None or len(items) == 0 or getattr(self, "n_interactions_", 0) < MIN_INTERACTIONS:
+            # Factors learned from a handful of interactions are noise: stay silent
+            # (score 0 contributes nothing after fusion) until there is enough data.
             return np.zeros(len(items), dtype=np.float32)
         self._sync_items()
         return items.project(self.item_factors_, self.user_factors_[r]).astype(np.float32)

@@ -59,12 +59,14 @@ class UserKNN(Learner):
         k_neighbours: int = 50,
         weighting: str = "binary",
         all_events: bool = False,
+        cold_popularity: bool = True,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.k_neighbours = k_neighbours
         self.weighting = weighting
         self.all_events = all_events
+        self.cold_popularity = cold_popularity
         self.feedback = feedback
         self.seed = seed
 
@@ -192,6 +194,8 @@ class UserKNN(Learner):
         self.pop_ = grow(self.pop_, n_cat)
         u = self.uidx_.get(user.user)
         if u is None or not self.uitems_[u]:
+            if not self.cold_popularity:  # in a fused engine, trending covers cold users
+                return np.zeros(len(items), dtype=np.float32)
             return self.pop_[items.idx].astype(np.float32)  # cold user: popularity
         nb, sim = self.neighbours(user.user)
         if len(nb) == 0 or len(items) == 0:
