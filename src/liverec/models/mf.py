@@ -291,7 +291,7 @@ class _MatrixFactorization(Learner):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         r = self.users_.get(user.user)
-        if r is None or len(items) == 0 or getattr(self, "n_interactions_", 0) < MIN_INTERACTIONS:
+        if r is None or len(items) == 0 or getattr(self, "n_interactions_", 0) < self.min_interactions:
             # Factors learned from a handful of interactions are noise: stay silent
             # (score 0 contributes nothing after fusion) until there is enough data.
             return np.zeros(len(items), dtype=np.float32)
@@ -375,7 +375,7 @@ class ALS(_MatrixFactorization):
     >>> _ = cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{}, {}], ["", ""])
     >>> evs = [Event(user="u", item="a"), Event(user="v", item="b")]
     >>> log = InteractionLog.from_events(evs, cat)
-    >>> m = ALS(factors=2, iterations=5).fit(log)
+    >>> m = ALS(factors=2, iterations=5, min_interactions=0).fit(log)
     >>> m.learn_one(Event(user="w", item="a"))
     >>> s = m.score(UserState("w"), cat.select(["a", "b"]))
     >>> bool(s[0] > s[1])
@@ -398,6 +398,7 @@ class ALS(_MatrixFactorization):
         iterations: int = 15,
         all_events: bool = False,
         map_l2: float = 1.0,
+        min_interactions: int = MIN_INTERACTIONS,
         num_threads: int = 1,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
@@ -408,6 +409,7 @@ class ALS(_MatrixFactorization):
         self.iterations = iterations
         self.all_events = all_events
         self.map_l2 = map_l2
+        self.min_interactions = min_interactions
         self.num_threads = num_threads
         self.feedback = feedback
         self.seed = seed
@@ -512,6 +514,7 @@ class BPR(_MatrixFactorization):
         online_learning_rate: float = 0.05,
         online_regularization: float = 0.01,
         map_l2: float = 1.0,
+        min_interactions: int = MIN_INTERACTIONS,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
     ) -> None:
@@ -524,6 +527,7 @@ class BPR(_MatrixFactorization):
         self.online_learning_rate = online_learning_rate
         self.online_regularization = online_regularization
         self.map_l2 = map_l2
+        self.min_interactions = min_interactions
         self.feedback = feedback
         self.seed = seed
 
