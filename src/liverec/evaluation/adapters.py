@@ -83,10 +83,11 @@ class EngineModel:
     def recommend(
         self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
     ) -> list[str]:
-        # The engine excludes the items the user has interacted with itself; ``exclude``
-        # is the same set by construction of the protocols.
+        # The engine excludes what it has seen itself; ``exclude`` adds what the
+        # protocol revealed without teaching it (a frozen model must not waste slots).
         recs = self.engine.recommend(
-            user, k=k, candidates=candidates, exclude_seen=candidates is None, explain=False, log=False
+            user, k=k, candidates=candidates, exclude_seen=candidates is None,
+            exclude=list(exclude) if exclude and candidates is None else None, explain=False, log=False,
         )
         return [r.item for r in recs]
 
