@@ -260,6 +260,9 @@ class DatasetName(str, Enum):
 
 @app.command("eval")
 def eval_(
+    target: Annotated[
+        Optional[str], typer.Argument(help="Leave empty for recommendation protocols; 'ope' for off-policy evaluation")
+    ] = None,
     protocol: Annotated[Protocol, typer.Option("--protocol", "-p", help="static | stream | cold")] = Protocol.static,
     dataset: Annotated[DatasetName, typer.Option("--dataset", "-d")] = DatasetName.movielens,
     data: Annotated[Optional[str], typer.Option("--data", help="Path to the dataset (folder or file)")] = None,
@@ -273,7 +276,18 @@ def eval_(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots here")] = None,
     cache: Annotated[Optional[str], typer.Option(help="Vector cache store URL (default ~/.cache/liverec/vectors.db)")] = None,
 ) -> None:
-    """Measure quality and speed of liverec against baselines on one protocol."""
+    """Measure quality and speed of liverec against baselines on one protocol.
+
+    ``liverec eval ope --data OBD_ROOT`` instead estimates the Bernoulli-TS policy's CTR
+    from the uniform-random log of the Open Bandit Dataset (IPS, SNIPS, DM, DR,
+    replay, with 95% bootstrap CIs) and compares it with its on-policy CTR.
+    """
+    if target is not None:
+        if target != "ope":
+            err.print(f"[bold red]error:[/] unknown eval target {target!r}: use 'liverec eval ope --data PATH'.")
+            raise typer.Exit(code=2)
+        _eval_ope(data, json_path)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rich.progress import track
@@ -511,6 +525,30 @@ def simulate(
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(out, indent=2) + "\n")
+        console.print(f"JSON written to {json_path}")
+
+
+def _eval_ope(data: str | None, json_path: Path | None) -> None:
+    from .evaluation.ope import format_obd_table, validate_on_obd
+
+    if data is None:
+        err.print("[bold red]error:[/] --data PATH is required: the Open Bandit Dataset folder (with random/ and bts/).")
+        raise typer.Exit(code=2)
+    try:
+        res = validate_on_obd(Path(data))
+    except LiverecError as exc:
+        _fail(exc)
+    console.print(format_obd_table(res))
+    main_variant = res["variants"].get("empirical") or next(iter(res["variants"].values()))
+    out = {
+        "estimators": main_variant,
+        "variants": res["variants"],
+        "on_policy_ctr": res["on_policy_ctr"],
+        "reference": res["reference"],
+        "settings": {"data": str(data), "n_rounds": res["n_rounds"], "runtime_s": res.get("runtime_s")},
+    }
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=2, default=float))
         console.print(f"JSON written to {json_path}")
 
 

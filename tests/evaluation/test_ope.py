@@ -333,3 +333,23 @@ def test_validate_on_obd() -> None:
             abs(rows[name]["estimate"] - 0.0042) / 0.0042
         )
     assert "runtime_s" in out and "IPS" not in O.format_obd_table(out)
+
+
+def test_cli_eval_ope(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from liverec.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "ope"])
+    assert res.exit_code == 2 and "--data" in res.output
+    root = Path(__file__).resolve().parents[2].parent / "shared/data/open-bandit-dataset"
+    if not root.exists():
+        pytest.skip("needs shared/data/open-bandit-dataset")
+    out = tmp_path / "ope.json"
+    res = CliRunner().invoke(app, ["eval", "ope", "--data", str(root), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = _json.loads(out.read_text())
+    assert {"ips", "snips", "dm", "dr"} <= set(got["estimators"])
+    assert all(len(v["ci95"]) == 2 and "relative_error" in v for v in got["estimators"].values())
