@@ -310,11 +310,30 @@ class ItemKNN(Learner):
             return ()
         self._ensure(max(len(self.catalog_), idx + 1))
         h, _ = hx
-        row = self._rows(np.array([idx], dtype=np.int64))
-        c = np.zeros(self.base_.shape[1], dtype=np.float32)
-        c[row.indices] = self._shrink_inplace(row.data)
-        isq = self._inv_sqrt_n()
-        sim = c[h] * isq[h] * isq[idx]
+        # C[idx, h] read straight from the CSR row and the delta log: no scipy objects or
+        # catalog-sized arrays here (this runs for every explained item of every request).
+        c_h = np.zeros(len(h), dtype=np.float64)
+        b = self.base_
+        if idx < b.shape[0]:
+            lo, hi = b.indptr[idx], b.indptr[idx + 1]
+            cols = b.indices[lo:hi]
+            if hi > lo:
+                pos = np.minimum(np.searchsorted(cols, h), hi - lo - 1)
+                hit = cols[pos] == h
+                c_h[hit] = b.data[lo:hi][pos[hit]]
+        f = self.dfill_
+        if f:
+            sel = np.flatnonzero(self.drow_[:f] == idx)
+            if len(sel):
+                where = {int(j): k for k, j in enumerate(h.tolist())}
+                for col, val in zip(self.dcol_[sel].tolist(), self.dval_[sel].tolist()):
+                    k = where.get(col)
+                    if k is not None:
+                        c_h[k] += val
+        c_h = self._shrink_inplace(c_h)
+        n_h, n_i = self.n_[h].astype(np.float64), float(self.n_[idx])
+        inv_h = np.divide(1.0, np.sqrt(n_h), out=np.zeros_like(n_h), where=n_h > 1e-12)
+        sim = c_h * inv_h * (1.0 / np.sqrt(n_i) if n_i > 1e-12 else 0.0)
         sim[h == idx] = 0.0
         order = np.lexsort((h, -sim))[:top]
         return tuple(self.catalog_.ids[int(h[o])] for o in order.tolist() if sim[o] > 0)
