@@ -336,3 +336,18 @@ def test_tune_fusion_learns_weights_from_the_log(tmp_path, encoder, books):
         assert e._weights(None)["content"] == 1.0
     with Engine.open(url, settings=s, encoder=encoder) as e2:
         assert e2.learned_weights == fit.weights
+
+
+def test_ann_path_keeps_candidates_of_sources_without_retrieval(encoder, books):
+    """ItemKNN has no index of its own: its favourites must still be candidates above the ANN threshold."""
+    rng = np.random.default_rng(5)
+    evs = [ev(f"u{j % 7}", str(1 + int(rng.integers(0, 80))), t=j, id=f"x{j}") for j in range(300)]
+    lists = []
+    for threshold in (100, 100_000):
+        s = Settings(encoder_progress=False, log_impressions=False, exact_index_max_items=threshold,
+                     sources={"itemknn": {}}, candidates_per_source=20)
+        with Engine.open(settings=s, encoder=encoder) as e:
+            e.add_items(books[:600])
+            e.record_many(evs)
+            lists.append([r.item for r in e.recommend("u3", k=10)])
+    assert lists[0] == lists[1]
