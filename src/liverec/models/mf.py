@@ -21,6 +21,8 @@ here would only count popularity twice.
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any, ClassVar, Self, Sequence
 
 import numpy as np
@@ -76,7 +78,7 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
 
-class _MatrixFactorization(Learner):
+class _MatrixFactorization(Learner, abc.ABC):
     """The data path shared by ALS and BPR: strengths, user rows, LM->CF map, forget.
 
     Learned state: ``user_ids_``/``users_`` (external id <-> row), ``user_factors_``
@@ -106,15 +108,17 @@ class _MatrixFactorization(Learner):
     def _new_user_row(self) -> np.ndarray:
         return np.zeros(self._width, dtype=np.float32)
 
+    @abc.abstractmethod
     def _batch_factors(self, csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        ...
 
     def _after_fit(self) -> None:
         """Build caches that depend on the fitted factors."""
 
+    @abc.abstractmethod
     def _update(self, row: int, item: int) -> None:
         """Fold one new interaction (user ``row`` x ``item``) into the factors."""
-        raise NotImplementedError
+        ...
 
     def _set_items(self, idx: np.ndarray, new: np.ndarray) -> None:
         self.item_factors_[idx] = new

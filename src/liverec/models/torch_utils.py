@@ -20,6 +20,8 @@ What lives here:
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import copy
 import math
@@ -382,7 +384,7 @@ def time_order(times: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(times)), times))
 
 
-class TorchLearner(Learner):
+class TorchLearner(Learner, abc.ABC):
     """The skeleton of a learner with a PyTorch model: batch fit, online SGD, forget.
 
     Subclasses implement ``_build(dim)`` (an ``nn.ModuleDict`` whose ``"item"`` entry
@@ -526,16 +528,19 @@ class TorchLearner(Learner):
         return alive[self.rng_.integers(0, len(alive), size=shape)]
 
     # ------------------------------------------------------- subclass hooks
+    @abc.abstractmethod
     def _build(self, dim: int) -> "nn.ModuleDict":
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _fit_arrays(
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray
     ) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _learn(self, user: str, item: int, weight: float, t: float) -> None:
-        raise NotImplementedError
+        ...
 
     def _online_step(self) -> None:
         """One Adam step (``online_lr``) on a replay minibatch, on ``_online_params`` only."""
@@ -555,14 +560,17 @@ class TorchLearner(Learner):
         self.online_opt_.zero_grad(set_to_none=True)
         self._after_online_step()
 
+    @abc.abstractmethod
     def _online_params(self) -> list[Any]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _replay_loss(self, batch: dict[str, np.ndarray]) -> "torch.Tensor | None":
-        raise NotImplementedError
+        ...
 
     def _after_online_step(self) -> None:
         """Hook: drop state derived from the weights the step changed."""
 
+    @abc.abstractmethod
     def _score(self, user: UserState, items: ItemIds) -> np.ndarray:
-        raise NotImplementedError
+        ...
