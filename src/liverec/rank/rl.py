@@ -52,6 +52,8 @@ Examples
 
 from __future__ import annotations
 
+import abc
+
 import copy
 import math
 import warnings
@@ -101,7 +103,7 @@ def _record(served: Served, slot: int, reward: float) -> None:
 
 
 # ============================================================================ tabular
-class _Tabular(Policy):
+class _Tabular(Policy, abc.ABC):
     """Shared machinery of :class:`QLearning` and :class:`SARSA`.
 
     Parameters
@@ -303,11 +305,12 @@ class _Tabular(Policy):
             self._learn(self._transitions(served), *self._next(next_ctx), served, next_ctx)
         super().settle(served, next_ctx)
 
+    @abc.abstractmethod
     def _learn(
         self, transitions: list[tuple[int, int, float, float]], s_next: int | None, avail: np.ndarray,
         served: Served, next_ctx: SlateContext | None,
     ) -> None:
-        raise NotImplementedError
+        """The temporal-difference update of one settled slate (Q-learning or SARSA)."""
 
 
 @register_policy
