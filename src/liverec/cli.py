@@ -246,6 +246,131 @@ def demo(
         _fail(exc)
 
 
+@app.command()
+def serve(
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    open_access: Annotated[
+        bool, typer.Option("--open", help="No API keys: anyone who reaches the port can write. Demo on localhost only.")
+    ] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Import the shipped book catalog if the store has no items")] = False,
+    simulate: Annotated[
+        float, typer.Option(help="Simulated readers sending this many events per second through the API (0 = off)")
+    ] = 0.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the HTTP service (API, OpenAPI docs at /docs, live page at /)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+
+    import uvicorn
+
+    from .service import create_app
+    from .settings import Settings
+
+    url = store or os.environ.get("LIVEREC_STORE") or DEFAULT_STORE
+    overrides: dict = {"store": url}
+    if open_access:
+        overrides["open_access"] = True
+    if "LIVEREC_IMPRESSION_FLUSH_SECONDS" not in os.environ:
+        overrides["impression_flush_seconds"] = 0.25  # batch impression writes off the request path
+    try:
+        settings = Settings(**overrides)
+    except Exception as exc:  # pydantic: name the bad variable
+        err.print(f"[bold red]error:[/] invalid settings: {exc}")
+        raise typer.Exit(code=2)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if demo:
+        from .data import load_goodbooks
+        from .engine import Engine
+
+        with Engine.open(url, settings=settings) as eng:
+            if eng.n_items == 0:
+                console.print("importing the shipped book catalog (first run encodes 10,000 books, ~40 s) ...")
+                eng.add_items(load_goodbooks())
+    if not settings.open_access and not settings.api_keys:
+        from .store import Store
+
+        st = Store.open(url)
+        try:
+            if not st.list_api_keys():
+                err.print("[yellow]no API keys exist: every call except /health, /ready, /metrics and the page "
+                          "will get 401. Create one with `liverec keys create NAME --role admin`, or use --open "
+                          "on localhost.[/]")
+        finally:
+            st.close()
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    console.print(f"liverec serving at [bold]http://{shown}:{port}/[/] (API docs: /docs) - Ctrl-C stops it")
+    if simulate > 0:
+        from .service.traffic import start_traffic
+
+        start_traffic(f"http://127.0.0.1:{port}", rate=simulate, key=os.environ.get("LIVEREC_API_KEY"))
+    # access_log off: uvicorn's access log prints raw paths, which carry user ids.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+keys_app = typer.Typer(help="API keys with roles read < write < admin (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A label for the key, e.g. the calling service")],
+    role: Annotated[str, typer.Option(help="read, write or admin")] = "read",
+    store: StoreOpt = None,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from .service.auth import ROLES, hash_key, new_key
+    from .store import Store
+
+    if role not in ROLES:
+        err.print(f"[bold red]error:[/] role must be one of {', '.join(ROLES)}, got {role!r}.")
+        raise typer.Exit(code=2)
+    st = Store.open(store or os.environ.get("LIVEREC_STORE") or DEFAULT_STORE)
+    try:
+        key = new_key()
+        st.add_api_key(name, role, hash_key(key))
+    except LiverecError as exc:
+        _fail(exc)
+    finally:
+        st.close()
+    console.print(key, soft_wrap=True, highlight=False)
+    err.print(f"key {name!r} ({role}) created; it is shown only now. Send it in the X-API-Key header.")
+
+
+@keys_app.command("list")
+def keys_list(store: StoreOpt = None) -> None:
+    """Names, roles and creation times of the keys (never the keys)."""
+    import datetime as dt
+
+    from .store import Store
+
+    st = Store.open(store or os.environ.get("LIVEREC_STORE") or DEFAULT_STORE)
+    try:
+        t = Table("name", "role", "created (UTC)")
+        for name, role, created in st.list_api_keys():
+            t.add_row(name, role, dt.datetime.fromtimestamp(created, dt.timezone.utc).strftime("%Y-%m-%d %H:%M"))
+        console.print(t)
+    finally:
+        st.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, store: StoreOpt = None) -> None:
+    """Delete a key; servers stop accepting it within 5 seconds."""
+    from .store import Store
+
+    st = Store.open(store or os.environ.get("LIVEREC_STORE") or DEFAULT_STORE)
+    try:
+        if not st.delete_api_key(name):
+            err.print(f"[bold red]error:[/] no API key named {name!r}; see `liverec keys list`.")
+            raise typer.Exit(code=2)
+    finally:
+        st.close()
+    console.print(f"revoked {name!r}")
+
+
 class Protocol(str, Enum):
     static = "static"
     stream = "stream"

@@ -26,7 +26,7 @@ from .encode.cache import CachedEncoder
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .encode.text import render_text
-from .errors import ConflictError, UnknownItemError, ValidationError
+from .errors import ConflictError, LiverecError, UnknownItemError, ValidationError
 from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank import ranker
@@ -102,6 +102,7 @@ class Engine:
         self._pending: dict[str, tuple[Served, dict[int, int]]] = {}  # user -> (slate, item idx -> slot)
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
+        self._impressions = _ImpressionWriter(store, settings.impression_flush_seconds)
         self._load()
 
     # ----------------------------------------------------------------- opening
@@ -125,7 +126,8 @@ class Engine:
         return cls(store, settings, encoder)
 
     def close(self) -> None:
-        """Release the store. The engine is unusable afterwards."""
+        """Write buffered impressions and release the store. The engine is unusable afterwards."""
+        self._impressions.close()
         self.store.close()
         if self._cache_store is not None:
             self._cache_store.close()
@@ -320,6 +322,7 @@ class Engine:
     def delete_user(self, user: str) -> dict[str, int]:
         """Erase the user's events, impressions, interests and derived state."""
         with self._lock:
+            self._impressions.flush()  # a buffered impression must not outlive the erasure
             events = self.store.user_events(user)
             counts = self.store.delete_user(user)
             if self._erased_during_fit is not None:  # a background fit read them: forget at swap
@@ -329,6 +332,10 @@ class Engine:
             self._users.pop(user, None)
             self._pending.pop(user, None)
             return counts
+
+    def flush(self) -> None:
+        """Write impressions buffered by ``Settings.impression_flush_seconds`` now."""
+        self._impressions.flush()
 
     # ------------------------------------------------------------------ events
     def _validate(self, e: Event, where: str) -> Event:
@@ -391,29 +398,61 @@ class Engine:
         Returns how many were new (repeated ids are skipped). ``learn=False`` only
         stores them (and updates seen items): for bulk imports followed by ``fit()``.
         """
-        events = [self._validate(e, f"events[{i}]") for i, e in enumerate(events)]
-        if not events:
-            return 0
+        out = self.record_groups([events], learn=learn)[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def record_groups(
+        self, groups: Sequence[Iterable[Event]], *, learn: bool = True
+    ) -> list[int | LiverecError]:
+        """Group commit: store several independent batches in one transaction.
+
+        Each group is validated on its own; a bad group gets its error in the result
+        (and nothing of it is stored) while the others are stored and learned from.
+        Returns, per group, how many events were new, or the error. The HTTP service
+        uses this to make one durable commit serve many concurrent requests.
+        """
+        results: list[int | LiverecError] = []
+        good: list[tuple[int, list[Event]]] = []
+        for g, group in enumerate(groups):
+            try:
+                evs = [self._validate(e, f"events[{i}]") for i, e in enumerate(group)]
+            except LiverecError as exc:
+                results.append(exc)
+                continue
+            results.append(0)
+            if evs:
+                good.append((g, evs))
+        if not good:
+            return results
         with self._lock:
-            missing = {e.item for e in events if e.item not in self.catalog}
-            if missing:
-                if not self.settings.auto_create_items:
-                    first = next(i for i, e in enumerate(events) if e.item in missing)
-                    raise UnknownItemError(
-                        f"events[{first}].item {events[first].item!r} is not in the catalog"
+            keep: list[tuple[int, list[Event]]] = []
+            for g, evs in good:
+                missing = {e.item for e in evs if e.item not in self.catalog}
+                if missing and not self.settings.auto_create_items:
+                    first = next(i for i, e in enumerate(evs) if e.item in missing)
+                    results[g] = UnknownItemError(
+                        f"events[{first}].item {evs[first].item!r} is not in the catalog"
                         + (f" (and {len(missing) - 1} more unknown items)" if len(missing) > 1 else "")
                         + ": add it with Engine.add_items, or set Settings(auto_create_items=True). "
                         "Nothing was stored.",
                         field=f"events[{first}].item",
                     )
-                self._auto_create(sorted(missing))
-            new = self.store.append_events(events)
+                    continue
+                if missing:
+                    self._auto_create(sorted(missing))
+                keep.append((g, evs))
+            flat = [e for _, evs in keep for e in evs]
+            owner = [g for g, evs in keep for _ in evs]
+            new = self.store.append_events(flat)
             for i in new:
+                results[owner[i]] += 1  # type: ignore[operator]
                 if learn:
-                    self._learn(events[i])
+                    self._learn(flat[i])
                 else:
-                    self._apply_to_user(self._users, events[i])
-            return len(new)
+                    self._apply_to_user(self._users, flat[i])
+            return results
 
     def _auto_create(self, ids: list[str]) -> None:
         # Text-less items: no LM vector (zeros) until someone adds their text.
@@ -648,18 +687,35 @@ class Engine:
             recs = ranker.to_recommendations(state, scored, order, self.learners, self.catalog, with_reasons=explain)
             # Per-source contributions go with the logged slate: fusion weights are learned from them.
             parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in order]
-        if recs and (self.settings.log_impressions if log is None else log):
-            rid, now = uuid.uuid4().hex, time.time()
-            self.store.log_impressions(
-                [
-                    Impression(
-                        rid, user, r.item, r.position, r.score, r.propensity, "greedy", now,
-                        {**dict(context or {}), "sources": part},
-                    )
-                    for r, part in zip(recs, parts)
-                ]
-            )
+            # Under the lock: an erasure running now cannot be followed by this user's impressions.
+            if recs and (self.settings.log_impressions if log is None else log):
+                rid, now = uuid.uuid4().hex, time.time()
+                self._impressions.write(
+                    [
+                        Impression(
+                            rid, user, r.item, r.position, r.score, r.propensity, "greedy", now,
+                            {**dict(context or {}), "sources": part},
+                        )
+                        for r, part in zip(recs, parts)
+                    ]
+                )
         return recs
+
+    def log_served(
+        self, user: str, recs: Sequence[Recommendation], *, policy: str = "greedy",
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Log a slate served again from a response cache as impressions (same propensities)."""
+        if recs:
+            rid, now = uuid.uuid4().hex, time.time()
+            with self._lock:  # see recommend(): never after an erasure
+                self._impressions.write(
+                    [
+                        Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now,
+                                   {**dict(context or {}), "cached": True})
+                        for r in recs
+                    ]
+                )
 
     def _serve_policy(
         self, name: str, state: UserState, scored: ranker.Scored, k: int,
@@ -679,7 +735,7 @@ class Engine:
         parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in served.positions]
         if recs and (self.settings.log_impressions if log is None else log):
             rid, now = uuid.uuid4().hex, time.time()
-            self.store.log_impressions(
+            self._impressions.write(
                 [
                     Impression(rid, state.user, r.item, r.position, r.score, r.propensity, name, now,
                                {**dict(context or {}), "sources": part})
@@ -707,6 +763,57 @@ class Engine:
                 reasons=ranker.explain(state, scored, pos, self.learners, self.catalog),
                 position=rank,
             )
+
+
+class _ImpressionWriter:
+    """Writes impressions now (``every == 0``) or batched by a background thread.
+
+    Why buffer: a durable SQLite commit per request costs ~2 ms, most of a cached
+    recommendation's budget; impressions are telemetry for OPE and CTR, so losing the
+    last fraction of a second of them on a crash is an acceptable trade (events are
+    never buffered).
+    """
+
+    def __init__(self, store: Store, every: float) -> None:
+        self.store, self.every = store, every
+        self._buf: list[Impression] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if every > 0:
+            self._thread = threading.Thread(target=self._run, name="liverec-impressions", daemon=True)
+            self._thread.start()
+
+    def write(self, rows: list[Impression]) -> None:
+        if self._thread is None:
+            self.store.log_impressions(rows)
+            return
+        with self._lock:
+            self._buf.extend(rows)
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._buf = self._buf, []
+            if rows:  # under the lock: a concurrent flush cannot reorder or interleave
+                self.store.log_impressions(rows)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.every)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep the writer alive; rows stay lost, not the thread
+                import logging
+
+                logging.getLogger("liverec").exception("writing buffered impressions failed")
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
 
 
 def _check_id(v: Any, field: str) -> None:

@@ -101,6 +101,40 @@ class Settings(BaseSettings):
     auto_create_items: bool = Field(False, description="Create unknown items named by events (text empty)")
     max_clock_skew_seconds: float = Field(86_400.0, ge=0)
     log_impressions: bool = Field(True, description="Log every served slate with propensities")
+    impression_flush_seconds: float = Field(
+        0.0, ge=0, le=60,
+        description="0 = write impressions inside recommend(); > 0 = a background writer batches them "
+        "every this many seconds (events are never buffered; a crash loses at most this window of "
+        "impressions). `liverec serve` uses 0.25 unless set",
+    )
+    # --- HTTP service (liverec serve)
+    open_access: bool = Field(
+        False, description="Serve without API keys. Only for a demo on localhost: anyone can write and erase"
+    )
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra API keys from the environment: SHA-256 hex of the key -> role "
+        "(read, write, admin). Keys made with `liverec keys create` live hashed in the store",
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body accepted (413 above)")
+    max_batch: int = Field(1000, ge=1, description="Most items or events in one request (413 above)")
+    variants: dict[str, dict] = Field(
+        default_factory=dict,
+        description="A/B variants: name -> {share, policy, diversity, weights, max_per_provider}; users are "
+        "assigned by a hash of (ab_salt, user). Empty = one variant 'default' with default_policy",
+    )
+    ab_salt: str = Field("liverec-ab", description="Change it to reshuffle every user's variant")
+    response_cache_size: int = Field(
+        20_000, ge=0, description="Greedy responses cached per (user, request); a user's event, a re-fit or a "
+        "catalog change invalidates them"
+    )
+    response_cache_seconds: float = Field(
+        30.0, ge=0, description="Oldest a cached response may be (other users' events move trending)"
+    )
+    dp_epsilon: float = Field(1.0, gt=0, description="Privacy budget of one differentially private export")
+    dp_max_contributions: int = Field(
+        20, ge=1, description="Most items (or served/clicked items per variant) one user adds to a DP export"
+    )
 
     @field_validator("kind_weights")
     @classmethod

@@ -72,7 +72,7 @@ class StoreContract:
         assert store.schema_version == S.SCHEMA_VERSION
         rows = sql(store, "SELECT key, value FROM liverec_meta WHERE key = 'schema_version'")
         assert rows == [("schema_version", str(S.SCHEMA_VERSION))]
-        for table in ("items", "users", "events", "impressions", "vectors", "snapshots"):
+        for table in ("items", "users", "events", "impressions", "vectors", "snapshots", "api_keys"):
             assert scalar(store, f"SELECT count(*) FROM {table}") == 0
 
     def test_reopen_does_not_remigrate(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -480,6 +480,36 @@ class StoreContract:
         more = events[::-1] + [ev("new-1"), ev("new-2")]
         assert store.append_events(more) == [n, n + 1]
         assert store.count_events() == n + 2
+
+    # ----------------------------------------------------------------- API keys
+    def test_api_keys_hashed_roundtrip(self, store: Store) -> None:
+        h1, h2 = "a" * 64, "b" * 64
+        store.add_api_key("ci", "write", h1)
+        store.add_api_key("O'Brien", "admin", h2)
+        assert store.find_api_key(h1) == ("ci", "write")
+        assert store.find_api_key(h2) == ("O'Brien", "admin")
+        assert store.find_api_key("c" * 64) is None
+        assert [(n, r) for n, r, _ in store.list_api_keys()] == [("O'Brien", "admin"), ("ci", "write")]
+        with pytest.raises(StoreError, match="already exists"):
+            store.add_api_key("ci", "read", "d" * 64)
+        with pytest.raises(StoreError, match="already exists"):
+            store.add_api_key("other", "read", h1)  # same hash twice
+        assert store.delete_api_key("ci") is True
+        assert store.delete_api_key("ci") is False
+        assert store.find_api_key(h1) is None
+        assert sql(store, "SELECT name, role, key_hash FROM api_keys") == [("O'Brien", "admin", h2)]
+
+    def test_migrates_a_v1_store(self, store: Store) -> None:
+        """A store created before API keys existed gains the table and keeps its data."""
+        store.append_events([ev("e1")])
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE api_keys"))
+            conn.execute(sa.text("UPDATE liverec_meta SET value = '1' WHERE key = 'schema_version'"))
+        again = Store(store.engine, store.url)
+        assert again.schema_version == S.SCHEMA_VERSION
+        again.add_api_key("k", "read", "e" * 64)
+        assert again.find_api_key("e" * 64) == ("k", "read")
+        assert again.has_event("e1")
 
     # -------------------------------------------------------------- concurrency
     def test_concurrent_overlapping_appends(self, store: Store) -> None:

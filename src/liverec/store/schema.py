@@ -92,13 +92,32 @@ snapshots = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
 )
 
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    # Only a SHA-256 of each key is stored: keys are 32 random bytes, so a fast hash is
+    # enough (no dictionary to attack), and a leaked table does not leak usable keys.
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
 sa.Index("ix_events_user_ts", events.c.user_id, events.c.ts)
 
 
+_V1_TABLES = [meta, items, users, events, impressions, vectors, snapshots]
+
+
 def _v1_create(conn: sa.Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=_V1_TABLES)
+
+
+def _v2_api_keys(conn: sa.Connection) -> None:
+    """Hashed API keys with roles, for the HTTP service."""
+    api_keys.create(conn, checkfirst=True)
 
 
 #: Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_create]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_create, _v2_api_keys]
 SCHEMA_VERSION = len(MIGRATIONS)

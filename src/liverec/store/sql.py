@@ -442,6 +442,39 @@ class Store:
         with self._begin() as conn:
             conn.execute(S.snapshots.delete())
 
+    # ----------------------------------------------------------------- API keys
+    def add_api_key(self, name: str, role: str, key_hash: str) -> None:
+        """Store a key's hash under a unique name. Raises StoreError if the name or hash exists."""
+        with self._begin() as conn:
+            taken = conn.execute(
+                sa.select(S.api_keys.c.name).where(
+                    (S.api_keys.c.name == name) | (S.api_keys.c.key_hash == key_hash)
+                )
+            ).first()
+            if taken is not None:
+                raise StoreError(f"an API key named {name!r} already exists; revoke it first or pick another name.")
+            conn.execute(S.api_keys.insert().values(name=name, role=role, key_hash=key_hash, created=time.time()))
+
+    def find_api_key(self, key_hash: str) -> tuple[str, str] | None:
+        """(name, role) of the key with this hash, or None."""
+        with self._connect() as conn:
+            r = conn.execute(
+                sa.select(S.api_keys.c.name, S.api_keys.c.role).where(S.api_keys.c.key_hash == key_hash)
+            ).first()
+        return None if r is None else (r.name, r.role)
+
+    def list_api_keys(self) -> list[tuple[str, str, float]]:
+        """(name, role, created) of every key, by name. Hashes are never returned."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                sa.select(S.api_keys.c.name, S.api_keys.c.role, S.api_keys.c.created).order_by(S.api_keys.c.name)
+            ).all()
+        return [(r.name, r.role, r.created) for r in rows]
+
+    def delete_api_key(self, name: str) -> bool:
+        with self._begin() as conn:
+            return conn.execute(S.api_keys.delete().where(S.api_keys.c.name == name)).rowcount > 0
+
     # ------------------------------------------------------------------ helpers
     def _count(self, table: sa.Table) -> int:
         with self._connect() as conn:

@@ -1,0 +1,199 @@
+"""Request and response models of the HTTP API (pydantic lives at this edge only).
+
+The engine speaks dataclasses (:mod:`liverec.types`); these models only validate
+JSON in and shape JSON out, and convert at the boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import Event, Item, Recommendation
+
+Id = Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemIn(_Strict):
+    id: str = Id
+    text: str = Field("", max_length=100_000, description="What the language model reads")
+    attributes: dict[str, Any] = Field(default_factory=dict, description="Filterable key/values; also fill the text template")
+
+    def to_item(self) -> Item:
+        return Item(id=self.id, text=self.text, attributes=self.attributes)
+
+
+class ItemsIn(_Strict):
+    items: list[ItemIn] = Field(min_length=1)
+
+
+class ItemOut(BaseModel):
+    id: str
+    text: str
+    attributes: dict[str, Any]
+
+
+class ItemsChanged(BaseModel):
+    received: int
+    changed: int = Field(description="New or changed items (only those were encoded)")
+
+
+class EventIn(_Strict):
+    user: str = Id
+    item: str = Id
+    kind: str = Field("click", min_length=1, max_length=64, description="click, like, purchase, rating, skip, ... (Settings.kind_weights)")
+    value: float = Field(1.0, description="Stars for rating; a multiplier for other kinds")
+    timestamp: float | None = Field(None, description="Unix seconds; default = now")
+    id: str | None = Field(None, min_length=1, max_length=256, description="Idempotency key: a repeated id is stored once")
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    def to_event(self) -> Event:
+        kw: dict[str, Any] = {}
+        if self.timestamp is not None:
+            kw["timestamp"] = self.timestamp
+        if self.id is not None:
+            kw["id"] = self.id
+        return Event(user=self.user, item=self.item, kind=self.kind, value=self.value, context=self.context, **kw)
+
+
+class EventsIn(_Strict):
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventsAccepted(BaseModel):
+    received: int
+    accepted: int = Field(description="Newly stored events (repeated ids are not stored twice)")
+    duplicates: int
+
+
+class ReasonOut(BaseModel):
+    source: str
+    contribution: float
+    text: str
+    because: list[str]
+
+
+class RecommendationOut(BaseModel):
+    item: str
+    score: float
+    propensity: float
+    position: int
+    title: str | None = None
+    image_url: str | None = None
+    explanation: str
+    reasons: list[ReasonOut]
+
+    @classmethod
+    def of(cls, r: Recommendation, attributes: dict[str, Any]) -> "RecommendationOut":
+        return cls(
+            item=r.item, score=r.score, propensity=r.propensity, position=r.position,
+            title=attributes.get("title"), image_url=attributes.get("image_url"),
+            explanation=r.explanation,
+            reasons=[ReasonOut(source=x.source, contribution=x.contribution, text=x.text, because=list(x.because))
+                     for x in r.reasons],
+        )
+
+
+class RecommendationsOut(BaseModel):
+    user: str
+    variant: str
+    policy: str
+    model_version: int
+    cached: bool = Field(description="Served from the per-user response cache (invalidated by the user's next event)")
+    took_ms: float
+    items: list[RecommendationOut]
+
+
+class ExplanationOut(BaseModel):
+    user: str
+    item: str
+    rank: int = Field(description="0-based rank the item would have among all items now")
+    score: float
+    explanation: str
+    reasons: list[ReasonOut]
+
+
+class InterestsIn(_Strict):
+    interests: str | None = Field(None, max_length=10_000, description="Free text; null clears them")
+
+
+class UserOut(BaseModel):
+    user: str
+    variant: str
+    interests: str | None
+    events: int
+    recent: list[dict[str, Any]]
+
+
+class ErasureOut(BaseModel):
+    user: str
+    deleted: dict[str, int]
+
+
+class FitOut(BaseModel):
+    started: bool
+    running: bool
+    model_version: int
+    last_fit_seconds: float | None
+    last_fit_error: str | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    items: int
+    model_version: int
+    fit_running: bool
+    open_access: bool
+
+
+class VariantOut(BaseModel):
+    name: str
+    share: float
+    policy: str
+    served: int
+    clicked: int
+    ctr: float | None
+    ctr_ci95: list[float]
+
+
+class VariantsOut(BaseModel):
+    variants: list[VariantOut]
+
+
+class StatsOut(BaseModel):
+    events_total: int
+    items: int
+    model_version: int
+    bucket_seconds: float
+    series: list[dict[str, Any]]
+    variants: list[VariantOut]
+
+
+class DPCountOut(BaseModel):
+    epsilon: float
+    sensitivity: int
+    mechanism: str
+    counts: dict[str, int]
+
+
+class DPVariantOut(BaseModel):
+    epsilon: float
+    sensitivity: int
+    mechanism: str
+    variants: dict[str, dict[str, float | int | None]]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    field: str | None = None
+    fix: str | None = None
