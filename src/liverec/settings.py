@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     response_cache_seconds: float = Field(
         30.0, ge=0, description="Oldest a cached response may be (other users' events move trending)"
     )
-    dp_epsilon: float = Field(1.0, gt=0, description="Privacy budget of one differentially private export")
+    dp_epsilon: float = Field(1.0, ge=0.001, le=100, description="Privacy budget of one differentially private export")
     dp_max_contributions: int = Field(
         20, ge=1, description="Most items (or served/clicked items per variant) one user adds to a DP export"
     )

@@ -320,7 +320,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # POST /events takes one event or {"events": [...]}: report only the branch the body meant.
         branches = {"EventIn", "EventsIn"}
         if any(len(e.get("loc", ())) > 1 and e["loc"][1] in branches for e in errs):
-            body = errs[0].get("input")
+            body = getattr(exc, "body", None)
             meant = "EventsIn" if isinstance(body, dict) and "events" in body else "EventIn"
             errs = [
                 {**e, "loc": (e["loc"][0], *e["loc"][2:])}
@@ -603,7 +603,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @app.get("/admin/export/popularity", response_model=S.DPCountOut, tags=["privacy"], dependencies=[admin])
     def export_popularity(
-        epsilon: float | None = Query(None, gt=0, le=100, description="Privacy budget (default: Settings.dp_epsilon)"),
+        epsilon: float | None = Query(None, ge=0.001, le=100, description="Privacy budget (default: Settings.dp_epsilon)"),
         top: int = Query(100, ge=1, le=100_000, description="Return the top items by noisy count"),
         svc: _Service = Depends(svc_dep),
     ) -> S.DPCountOut:
@@ -638,7 +638,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @app.get("/admin/export/variants", response_model=S.DPVariantOut, tags=["privacy"], dependencies=[admin])
     def export_variants(
-        epsilon: float | None = Query(None, gt=0, le=100),
+        epsilon: float | None = Query(None, ge=0.001, le=100, description="Privacy budget (default: Settings.dp_epsilon)"),
         svc: _Service = Depends(svc_dep),
     ) -> S.DPVariantOut:
         """ε-DP per-variant CTR: noisy served and clicked counts (ε/2 each), CTR from them."""
