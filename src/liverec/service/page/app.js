@@ -9,7 +9,7 @@
 
   const K = 10;                       // recommendations shown
   const STATS_EVERY_MS = 2000;        // live panel refresh
-  const WINDOW_BUCKETS = 60;          // chart window (x bucket_seconds)
+  const WINDOW_BUCKETS = 36;          // chart window (x bucket_seconds)
   const LS_USER = "liverec.user";
   const LS_KEY = "liverec.apiKey";
   const SUGGESTED = ["ana", "ben", "cleo", "dana"];
@@ -237,8 +237,8 @@
     box.append(
       h("span", { class: "chip" }, "variant ", h("b", { "data-testid": "user-variant" }, info.variant)),
       h("span", { class: "chip" }, h("b", { "data-testid": "user-events" }, fmtInt(info.events)), info.events === 1 ? " event" : " events"),
-      info.interests ? h("span", { class: "chip chip-accent", title: info.interests }, "interests set") : null,
     );
+    if (info.interests) box.append(h("span", { class: "chip chip-accent", title: info.interests }, "interests set"));
     if (recent.length) {
       const ul = h("ul", { class: "recent", "aria-label": "Latest events" });
       for (const e of recent) {
@@ -471,7 +471,7 @@
           h("span", { class: "score", title: `score ${r.score.toFixed(4)}, propensity ${r.propensity.toFixed(3)}` },
             r.score.toFixed(3))),
         h("p", { class: "byline", "data-testid": "rec-byline" }, byline(state.items.get(r.item))),
-        r.explanation ? h("p", { class: "why", "data-testid": "rec-explanation" }, r.explanation) : null,
+        r.explanation ? h("p", { class: "why", "data-testid": "rec-explanation", title: r.explanation }, r.explanation) : null,
         (r.reasons || []).length ? reasons : null,
         actions(r.item, main, "act")));
   }
@@ -587,7 +587,7 @@
     });
 
     drawChart($("chart-latency"), {
-      xs, bs, yFormat: (v) => (v >= 10 ? Math.round(v) : v.toFixed(1)) + " ms", minTop: 5, dots: true,
+      xs, bs, yFormat: (v) => (v >= 10 || v === 0 ? Math.round(v) : v.toFixed(1)) + " ms", minTop: 5, dots: true,
       series: [
         { name: "p50", color: "#2563eb", values: xs.map((t) => at(t, (b) => b.latency_p50_ms)) },
         { name: "p99", color: "#ea580c", values: xs.map((t) => at(t, (b) => b.latency_p99_ms)) },
@@ -611,17 +611,16 @@
           h("span", { class: "ci-point", style: `left:${((v.ctr || 0) / scale) * 100}%;background:${colorOf(v.name)}` }))
         : null;
       return h("tr", { "data-testid": "variant-row", dataset: { variant: v.name } },
-        h("th", { scope: "row" }, h("span", { class: "swatch", style: `background:${colorOf(v.name)}`, "aria-hidden": "true" }), v.name),
-        h("td", {}, v.policy),
-        h("td", { class: "num" }, fmtPct(v.share, 0)),
-        h("td", { class: "num" }, fmtInt(v.served)),
-        h("td", { class: "num" }, fmtInt(v.clicked)),
+        h("th", { scope: "row" },
+          h("span", { class: "swatch", style: `background:${colorOf(v.name)}`, "aria-hidden": "true" }), v.name,
+          h("span", { class: "sub" }, `${v.policy} · ${fmtPct(v.share, 0)} of readers`)),
+        h("td", { class: "num", "data-testid": "variant-served" }, fmtInt(v.served)),
+        h("td", { class: "num", "data-testid": "variant-clicked" }, fmtInt(v.clicked)),
         h("td", { class: "ctr-cell" },
-          h("span", { class: "ctr-val" }, fmtPct(v.ctr)),
-          ci,
-          h("span", { class: "ci-text" }, v.served ? `${fmtPct(lo)}–${fmtPct(hi)}` : "no data")));
+          h("span", { class: "ctr-line" }, h("span", { class: "ctr-val", "data-testid": "variant-ctr" }, fmtPct(v.ctr)), ci),
+          h("span", { class: "ci-text" }, v.served ? `95% CI ${fmtPct(lo)} – ${fmtPct(hi)}` : "no data yet")));
     }));
-    if (!vs.length) body.append(h("tr", {}, h("td", { colspan: "6", class: "muted" }, "no variants")));
+    if (!vs.length) body.append(h("tr", {}, h("td", { colspan: "4", class: "muted" }, "no variants")));
   }
 
   // ------------------------------------------------------------------ charts
