@@ -20,8 +20,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# The live page on the shipped catalog at http://localhost:8000/ until Ctrl-C (no API keys:
+# localhost only). SIMULATE=N adds N simulated reader events per second.
+SIMULATE ?= 2
 demo: $(STAMP)
-	$(BIN)/liverec demo
+	$(BIN)/liverec serve --demo --open --store sqlite:///liverec-demo.db --simulate $(SIMULATE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --doctest-modules src tests

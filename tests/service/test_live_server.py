@@ -103,3 +103,27 @@ def test_liverec_serve_and_keys_cli(tmp_path, books) -> None:
         logs = proc.communicate(timeout=30)[0]
     assert "liverec serving at" in logs
     assert "cli-user" not in logs  # no user ids in the log
+
+
+def test_simulated_traffic_drives_the_api(encoder, books) -> None:
+    import threading
+
+    from liverec.service.traffic import run_traffic
+
+    s = Settings(open_access=True, encoder_progress=False)
+    eng = Engine(Store.open("sqlite://"), s, encoder)
+    eng.add_items(books[:200])
+    with LiveServer(create_app(s, engine=eng)) as base:
+        stop = threading.Event()
+        t = threading.Thread(target=run_traffic, args=(base,), kwargs=dict(rate=50, stop=stop, readers=5))
+        t.start()
+        deadline = time.time() + 60
+        while eng.store.count_events() < 30 and time.time() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        t.join(30)
+        stats = httpx.get(base + "/stats").json()
+    assert eng.store.count_events() >= 30
+    assert all(u.startswith("sim-") for u in {e.user for _, e in eng.store.iter_events()})
+    assert stats["events_total"] >= 30 and stats["variants"][0]["served"] > 0
+    eng.close()

@@ -405,6 +405,7 @@
     }
     state.prevPos = new Map(items.map((r, i) => [r.item, i]));
     list.dataset.items = items.map((r) => r.item).join(",");
+    list.dataset.user = data.user;
 
     // Authors and year are not in the response: fill them from the item cache.
     ensureItems(items.map((r) => r.item)).then(() => {
