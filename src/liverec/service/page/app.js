@@ -33,6 +33,8 @@
     chain: Promise.resolve(), // serialises list-changing work
     varColors: new Map(),
     statsTimer: null,
+    statsBusy: false,
+    lastStats: null,
     interestsDirty: false,
   };
 
@@ -83,7 +85,7 @@
   }
   function fmtRate(x) {
     if (x == null || !isFinite(x)) return "–";
-    return x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(2);
+    return x === 0 ? "0" : x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(2);
   }
 
   /** "Title (Series, #2)" -> ["Title", "Series, #2"]. */
@@ -293,7 +295,7 @@
       try {
         const out = await api("DELETE", `/users/${enc(u)}`);
         const d = out.deleted || {};
-        const parts = Object.entries(d).filter(([, n]) => n).map(([k, n]) => `${n} ${k.replace(/_/g, " ")}`);
+        const parts = Object.entries(d).filter(([, n]) => n).map(([k, n]) => `${k.replace(/_/g, " ")} ${n}`);
         say(`Erased “${u}”` + (parts.length ? `: ${parts.join(", ")}.` : ": nothing was stored."), "ok");
         state.prevPos = new Map();
         state.interestsDirty = false;
@@ -356,6 +358,7 @@
   function showRoundTrip(total, tEvent, tList, tRender, changed, what) {
     const el = $("round-trip");
     el.classList.add("measured");
+    el.dataset.count = String(Number(el.dataset.count || 0) + 1); // lets tests wait for the next one
     el.replaceChildren(
       h("span", { class: "rt-main", "data-testid": "round-trip-text" },
         "round trip: ", h("b", { "data-testid": "round-trip-ms" }, total.toFixed(1)), ` ms (${what} → new list)`),
@@ -429,7 +432,8 @@
     const box = h("div", { class: "cover", "aria-hidden": "true" },
       h("span", { class: "ph" }, h("span", { class: "ph-i" }, initials(title))));
     if (url && !state.badImages.has(url)) {
-      const img = h("img", { alt: "", src: url, loading: "lazy", decoding: "async", referrerpolicy: "no-referrer" });
+      // loading/referrerpolicy before src: setting src first would start an eager download.
+      const img = h("img", { alt: "", loading: "lazy", decoding: "async", referrerpolicy: "no-referrer", src: url });
       img.addEventListener("load", () => box.classList.add("has-img"));
       img.addEventListener("error", () => { state.badImages.add(url); img.remove(); box.classList.remove("has-img"); });
       box.append(img);
@@ -528,16 +532,21 @@
 
   // ------------------------------------------------------------------- stats
   async function pollStats() {
+    if (state.statsBusy) return; // the request in flight schedules the next one
+    state.statsBusy = true;
     clearTimeout(state.statsTimer);
-    if (!document.hidden) {
-      try {
+    try {
+      if (!document.hidden) {
         const st = await api("GET", "/stats");
+        state.lastStats = st;
         renderStats(st);
-      } catch (e) {
-        if (e.status === 0) setConnection(false);
       }
+    } catch (e) {
+      if (e.status === 0) setConnection(false);
+    } finally {
+      state.statsBusy = false;
+      state.statsTimer = setTimeout(pollStats, STATS_EVERY_MS);
     }
-    state.statsTimer = setTimeout(pollStats, STATS_EVERY_MS);
   }
 
   function colorOf(variant) {
@@ -551,9 +560,10 @@
     const series = st.series || [];
     const bs = st.bucket_seconds || 5;
     const last = series.length ? series[series.length - 1] : null;
+    const empty = st.model_version == null; // the placeholder drawn before the first answer
     $("kpi-events").textContent = fmtInt(st.events_total);
     $("kpi-items").textContent = fmtInt(st.items);
-    $("kpi-model").textContent = "v" + st.model_version;
+    $("kpi-model").textContent = empty ? "–" : "v" + st.model_version;
     const nowBucket = Math.floor(Date.now() / 1000 / bs) * bs;
     // Use the browser clock unless it disagrees with the server's by more than a minute.
     let end = nowBucket;
@@ -563,8 +573,8 @@
     const xs = [];
     for (let t = start; t <= end; t += bs) xs.push(t);
     const cur = byT.get(end);
-    $("kpi-rps").textContent = fmtRate(cur ? cur.requests_per_s : 0);
-    setConnection(true, `connected · ${fmtInt(st.items)} items`);
+    $("kpi-rps").textContent = empty ? "–" : fmtRate(cur ? cur.requests_per_s : 0);
+    if (!empty) setConnection(true, `connected · ${fmtInt(st.items)} items`);
 
     for (const v of st.variants || []) colorOf(v.name);
     const at = (t, f) => { const b = byT.get(t); return b ? f(b) : null; };
@@ -595,12 +605,11 @@
       ],
     });
 
-    renderVariants(st.variants || []);
-    const d = new Date();
-    $("stats-updated").textContent = "updated " + d.toLocaleTimeString("en-GB", { hour12: false });
+    renderVariants(st.variants || [], empty);
+    if (!empty) $("stats-updated").textContent = "updated " + new Date().toLocaleTimeString("en-GB", { hour12: false });
   }
 
-  function renderVariants(vs) {
+  function renderVariants(vs, empty) {
     const body = $("variants-body");
     const top = Math.max(0.05, ...vs.map((v) => (v.served ? v.ctr_ci95[1] : 0)));
     const scale = niceCeil(Math.min(1, top));
@@ -621,7 +630,7 @@
           h("span", { class: "ctr-line" }, h("span", { class: "ctr-val", "data-testid": "variant-ctr" }, fmtPct(v.ctr)), ci),
           h("span", { class: "ci-text" }, v.served ? `95% CI ${fmtPct(lo)} – ${fmtPct(hi)}` : "no data yet")));
     }));
-    if (!vs.length) body.append(h("tr", {}, h("td", { colspan: "4", class: "muted" }, "no variants")));
+    if (!vs.length) body.append(h("tr", {}, h("td", { colspan: "4", class: "muted" }, empty ? "waiting for the server…" : "no variants")));
   }
 
   // ------------------------------------------------------------------ charts
@@ -751,7 +760,10 @@
       if (state.user) { refreshUser(); enqueue(() => loadRecs()); } else start();
     });
     let resizeTimer = null;
-    window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(pollStats, 150); });
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => renderStats(state.lastStats || EMPTY_STATS), 120);
+    });
     document.addEventListener("visibilitychange", () => { if (!document.hidden) pollStats(); });
   }
 
@@ -783,6 +795,9 @@
     pollStats();
   }
 
+  const EMPTY_STATS = { events_total: null, items: null, model_version: null, bucket_seconds: 5, series: [], variants: [] };
+
   wire();
+  renderStats(EMPTY_STATS);
   start();
 })();

@@ -1,0 +1,277 @@
+"""HTTP latency and throughput of `liverec serve` under load, measured with wrk.
+
+Targets (issue #5): GET /recommendations p99 <= 15 ms at 300 req/s, 10k items, 1 worker;
+POST event -> GET reflects it p99 <= 20 ms on one node; single-event ingestion >= 2k
+events/s over HTTP with durability on.
+
+Setup: a server PROCESS (uvicorn, 1 worker, the app from ``create_app``) over a SQLite
+FILE with default durability (WAL + synchronous=FULL), the 10,000 real goodbooks books
+with their real all-MiniLM-L6-v2 vectors (PrecomputedEncoder: no re-encoding), the
+default engine (content, trending, EASE, ALS, ItemKNN) fitted on ``--warm-events``
+simulated clicks by ``--users`` users, impressions logged by the background writer
+(0.25 s, as ``liverec serve`` does), open access (auth costs one dict lookup when on).
+Load comes from wrk (Debian package) in another process on loopback; both share the
+same 2 cores, so the load generator's CPU is inside the figures.
+
+Scenarios:
+1. ``reco-300``: open-loop load (``loadgen.py``: requests leave on a fixed schedule, latency
+   counted from the scheduled time) at ``--rate`` req/s, GET /recommendations/u<random>?k=10
+   over ``--users`` users, measured for ``--seconds`` after as long a warm-up at the same
+   rate. With 30 s response caching a user asked twice within 30 s with no event in
+   between is served from cache; the hit ratio is reported.
+2. ``reco-300-uncached``: the same with the response cache off (every request ranks).
+3. ``reco-max``: unpaced wrk, 8 connections: the most req/s one worker serves.
+4. ``ingest``: unpaced wrk, POST /events with one event per request, 32 connections:
+   durable single-event ingestion (each response after the commit; group commit).
+5. ``event->reco``: a Python client, sequential: POST a click, then GET the user's list and
+   check the clicked book is gone (seen exclusion proves the state moved); round-trip p99.
+
+    .venv/bin/python benchmarks/bench_http.py --seconds 20 --json benchmarks/.cache/http.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+from common import console, kv_table, latency_table
+
+TARGET = ("GET /recommendations p99 <= 15 ms at 300 req/s (10k items, 1 worker); event -> GET reflects it "
+          "p99 <= 20 ms; single-event ingestion >= 2k events/s over HTTP, durable")
+
+WRK_REPORT = r"""
+done = function(summary, latency, requests)
+  local p = {}
+  for _, q in ipairs({50, 90, 99, 99.9}) do p[tostring(q)] = latency:percentile(q) / 1000.0 end
+  io.write(string.format('WRKJSON {"requests": %d, "seconds": %f, "errors": %d, "non2xx": %d, '
+    .. '"p50": %f, "p90": %f, "p99": %f, "p999": %f, "max": %f, "mean": %f}\n',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, p["50"], p["90"], p["99"], p["99.9"], latency.max / 1000.0, latency.mean / 1000.0))
+end
+"""
+
+
+def reco_script(users: int, delay_ms: float | None) -> str:
+    pace = f"function delay() return {delay_ms:.3f} end\n" if delay_ms else ""
+    return (
+        f"math.randomseed(os.time())\n{pace}"
+        "request = function()\n"
+        f"  return wrk.format('GET', '/recommendations/u' .. math.random(0, {users - 1}) .. '?k=10')\n"
+        "end\n" + WRK_REPORT
+    )
+
+
+def ingest_script(users: int, items: list[str]) -> str:
+    sample = ",".join(f"'{i}'" for i in items[:2000])
+    return (
+        f"math.randomseed(os.time())\nlocal items = {{{sample}}}\n"
+        "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        "request = function()\n"
+        f"  local body = '{{\"user\": \"u' .. math.random(0, {users - 1}) .. '\", \"item\": \"' .. items[math.random(1, #items)] .. '\", \"kind\": \"click\"}}'\n"
+        "  return wrk.format(nil, '/events', nil, body)\n"
+        "end\n" + WRK_REPORT
+    )
+
+
+def run_wrk(base: str, script: str, *, seconds: int, connections: int, threads: int = 1) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s", "-s", f.name, base],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )
+    os.unlink(f.name)
+    m = re.search(r"WRKJSON (\{.*\})", out.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    r = json.loads(m.group(1))
+    r["req_per_s"] = r["requests"] / r["seconds"]
+    return r
+
+
+def loadgen(base: str, rate: float, seconds: int, users: int) -> dict:
+    """Run loadgen.py in its own process (its CPU is not the server's GIL) and read its JSON."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("loadgen.py")), base, "--rate", str(rate),
+         "--seconds", str(seconds), "--users", str(users)],
+        capture_output=True, text=True, timeout=seconds * 4 + 120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {out.stderr}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r.update(req_per_s=r["achieved_rate"], requests=r["n"], errors=r["failed"], p50=r["p50_ms"],
+             p90=r["p90_ms"], p99=r["p99_ms"], max=r["max_ms"], mean=r["mean_ms"])
+    return r
+
+
+def metric(base: str, name: str, label: str = "") -> float:
+    import httpx
+
+    text = httpx.get(base + "/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and label in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ---------------------------------------------------------------- the server
+def serve(db: str, port: int, cache: int) -> None:
+    """Child process: engine over the prepared store, uvicorn with one worker."""
+    import uvicorn
+
+    from liverec import Engine
+    from liverec.service import create_app
+    from liverec.settings import Settings
+    from liverec.store import Store
+
+    items, vectors = common.book_vectors(quiet=True)
+    enc = common.PrecomputedEncoder.for_items(items, vectors)
+    s = Settings(store=db, open_access=True, encoder_progress=False, popularity_prior="ratings_count",
+                 impression_flush_seconds=0.25, response_cache_size=cache)
+    eng = Engine(Store.open(db), s, enc)
+    uvicorn.run(create_app(s, engine=eng), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def prepare(db: str, users: int, warm: int, seed: int) -> list[str]:
+    from liverec import Engine, Event
+    from liverec.settings import Settings
+    from liverec.store import Store
+
+    items, vectors = common.book_vectors()
+    enc = common.PrecomputedEncoder.for_items(items, vectors)
+    s = Settings(store=db, encoder_progress=False, popularity_prior="ratings_count")
+    rng = random.Random(seed)
+    ids = [it.id for it in items]
+    now = time.time() - warm
+    with Engine(Store.open(db), s, enc) as eng:
+        eng.add_items(items)
+        # Each user has a taste: a random anchor book and its nearest neighbours get most clicks.
+        events = []
+        for k in range(warm):
+            u = rng.randrange(users)
+            item = ids[(u * 37 + int(rng.expovariate(0.05))) % len(ids)] if rng.random() < 0.7 else rng.choice(ids)
+            events.append(Event(user=f"u{u}", item=item, kind="click", timestamp=now + k))
+        eng.record_many(events, learn=False)
+    return ids
+
+
+def start_server(db: str, port: int, cache: int) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, __file__, "_serve", db, str(port), str(cache)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def event_then_reco(base: str, ids: list[str], users: int, n: int, seed: int) -> dict:
+    import httpx
+
+    rng = random.Random(seed + 1)
+    rts, stale = [], 0
+    with httpx.Client(base_url=base, timeout=10) as c:
+        for k in range(n + 50):
+            u = f"u{rng.randrange(users)}"
+            slate = [r["item"] for r in c.get(f"/recommendations/{u}", params={"k": 10}).json()["items"]]
+            item = rng.choice(slate) if slate and rng.random() < 0.5 else rng.choice(ids)
+            t0 = time.perf_counter()
+            r = c.post("/events", json={"user": u, "item": item, "kind": "click"})
+            got = c.get(f"/recommendations/{u}", params={"k": 10}).json()["items"]
+            dt = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise RuntimeError(f"POST /events answered {r.status_code}: {r.text}")
+            if k >= 50:
+                rts.append(dt)
+                stale += item in {g["item"] for g in got}
+    return {**common.percentiles(rts), "stale_responses": stale}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=20, help="duration of each wrk run")
+    ap.add_argument("--rate", type=float, default=300, help="paced GET rate (req/s in total)")
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--warm-events", type=int, default=50_000)
+    ap.add_argument("--n", type=int, default=500, help="event -> reco round trips")
+    ap.add_argument("--port", type=int, default=0, help="0 = a free port")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    started = time.time()
+    common.print_header("bench_http", TARGET)
+    tmp = tempfile.mkdtemp(prefix="liverec-http-")
+    db = f"sqlite:///{tmp}/http.db"
+    ids = prepare(db, args.users, args.warm_events, args.seed)
+    if not args.port:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            args.port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{args.port}"
+    results: dict = {}
+    for label, cache in (("reco-300", 20_000), ("reco-300-uncached", 0)):
+        proc = start_server(db, args.port, cache)
+        try:
+            loadgen(base, args.rate, args.seconds, args.users)  # warm-up at the same rate
+            hits0, miss0 = metric(base, "liverec_recommend_cache_total", 'result="hit"'), metric(
+                base, "liverec_recommend_cache_total", 'result="miss"')
+            r = loadgen(base, args.rate, args.seconds, args.users)
+            hits = metric(base, "liverec_recommend_cache_total", 'result="hit"') - hits0
+            miss = metric(base, "liverec_recommend_cache_total", 'result="miss"') - miss0
+            r["cache_hit_ratio"] = hits / (hits + miss) if hits + miss else 0.0
+            results[label] = r
+            if cache:
+                results["reco-max"] = run_wrk(base, reco_script(args.users, None), seconds=args.seconds, connections=8)
+                results["ingest"] = run_wrk(base, ingest_script(args.users, ids), seconds=args.seconds, connections=32)
+                results["event->reco"] = event_then_reco(base, ids, args.users, args.n, args.seed)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    rows = {}
+    for name in ("reco-300", "reco-300-uncached", "reco-max", "ingest"):
+        r = results[name]
+        rows[f"{name} ({r['req_per_s']:.0f} req/s, errors {r['errors'] + r['non2xx']})"] = {
+            "n": r["requests"], "p50_ms": r["p50"], "p90_ms": r["p90"], "p99_ms": r["p99"], "max_ms": r["max"],
+            "mean_ms": r["mean"]}
+    rt = results["event->reco"]
+    rows["event->reco round trip"] = rt
+    console.print(latency_table("HTTP, 1 uvicorn worker, 10k books, durable SQLite", rows))
+    console.print(kv_table("notes", [
+        ("cache hit ratio, reco-300", f"{results['reco-300']['cache_hit_ratio']:.2f}"),
+        ("event->reco stale responses", rt["stale_responses"]),
+        ("ingestion", f"{results['ingest']['req_per_s']:.0f} events/s (1 event per request)"),
+    ]))
+    common.write_json(args.json, benchmark="bench_http", target=TARGET, started=started,
+                      config=vars(args), results=results)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()
