@@ -92,6 +92,10 @@ class Engine:
         self._fit_thread: threading.Thread | None = None
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
         self.model_version = 0
+        #: Bumped by every erasure: caches keyed on it can never serve an erased user's state.
+        self.erasure_epoch = 0
+        self._user_ver: dict[str, int] = {}
+        self._ver_clock = 0
         self.learned_weights: dict[str, float] | None = None
         self.policies = make_policies(settings.policies, seed=settings.seed)
         if settings.default_policy not in self.policies:
@@ -305,6 +309,7 @@ class Engine:
         vec = self.encoder.encode([interests])[0] if interests else None
         with self._lock:
             self.store.set_interests(user, interests)
+            self._touch(user)
             u = self._user(user)
             u.interests, u.interests_text = vec, interests
 
@@ -331,7 +336,18 @@ class Engine:
                 m.forget(user, events)
             self._users.pop(user, None)
             self._pending.pop(user, None)
+            self._user_ver.pop(user, None)
+            self.erasure_epoch += 1
             return counts
+
+    def user_version(self, user: str) -> tuple[int, int, int, int]:
+        """Changes whenever what ``recommend(user)`` sees may have changed because of ``user``
+        (their events, interests, erasure) or of everyone (re-fit, catalog change)."""
+        return (self._user_ver.get(user, 0), self.model_version, self.catalog.version, self.erasure_epoch)
+
+    def _touch(self, user: str) -> None:
+        self._ver_clock += 1
+        self._user_ver[user] = self._ver_clock
 
     def flush(self) -> None:
         """Write impressions buffered by ``Settings.impression_flush_seconds`` now."""
@@ -461,6 +477,7 @@ class Engine:
         self.catalog.upsert(ids, np.zeros((len(ids), dim), dtype=np.float32), [{} for _ in ids], ["" for _ in ids])
 
     def _apply_to_user(self, users: dict[str, _User], e: Event) -> None:
+        self._touch(e.user)
         u = self._user(e.user, users)
         u.history.append(e)
         i = self.catalog.get_idx(e.item)
@@ -708,14 +725,15 @@ class Engine:
         """Log a slate served again from a response cache as impressions (same propensities)."""
         if recs:
             rid, now = uuid.uuid4().hex, time.time()
-            with self._lock:  # see recommend(): never after an erasure
-                self._impressions.write(
-                    [
-                        Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now,
-                                   {**dict(context or {}), "cached": True})
-                        for r in recs
-                    ]
-                )
+            # No engine lock (a cache hit must not wait for a commit); the caller checked
+            # user_version(), which every erasure changes, just before.
+            self._impressions.write(
+                [
+                    Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now,
+                               {**dict(context or {}), "cached": True})
+                    for r in recs
+                ]
+            )
 
     def _serve_policy(
         self, name: str, state: UserState, scored: ranker.Scored, k: int,

@@ -225,6 +225,7 @@ def test_erasure_leaves_no_trace(make_client) -> None:
     c.post("/events", json={"user": "stays", "item": "2", "kind": "like"})
     svc = c.app.state.svc
     assert svc.knows("erased-7f3a")
+    in_flight = svc.version("erased-7f3a")  # a request computing while the erasure runs
 
     r = c.delete("/users/erased-7f3a")
     assert r.status_code == 200
@@ -245,6 +246,8 @@ def test_erasure_leaves_no_trace(make_client) -> None:
                 ).scalar()
                 assert n == 0, f"{table}.{col} still mentions the erased user"
     assert "erased-7f3a" not in eng._users and "erased-7f3a" not in eng._pending
+    svc.cache_put("erased-7f3a", "k", in_flight, [], [])  # its answer must not be cached
+    assert svc.cache_get("erased-7f3a", "k") is None
     assert not svc.knows("erased-7f3a")
     for name, m in eng.learners.items():
         assert "erased-7f3a" not in json.dumps(getattr(m, "__dict__", {}), default=lambda o: None), name

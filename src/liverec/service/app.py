@@ -64,7 +64,6 @@ class _Service:
         self.stats = LiveStats(max_contributions=settings.dp_max_contributions)
         self._cache: OrderedDict[str, dict[str, tuple]] = OrderedDict()
         self._cache_n = 0
-        self._user_version: dict[str, int] = {}
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[float, str | None]] = {}
         self.queue: asyncio.Queue | None = None
@@ -103,12 +102,14 @@ class _Service:
         return role
 
     # ----------------------------------------------------------------- cache
-    def version(self, user: str) -> tuple[int, int, int]:
-        return (self._user_version.get(user, 0), self.engine.model_version, self.engine.catalog.version)
+    def version(self, user: str) -> tuple[int, int, int, int]:
+        # The engine's per-user version moves with every event it learns (from this
+        # replica or replayed from another), interests change and erasure.
+        return self.engine.user_version(user)
 
     def invalidate(self, user: str) -> None:
+        """Drop a user's cached responses now (they are already stale by version)."""
         with self._lock:
-            self._user_version[user] = self._user_version.get(user, 0) + 1
             entries = self._cache.pop(user, None)
             if entries:
                 self._cache_n -= len(entries)
@@ -147,13 +148,12 @@ class _Service:
         with self._lock:
             entries = self._cache.pop(user, None) or {}
             self._cache_n -= len(entries)
-            self._user_version.pop(user, None)
         self.stats.forget(user)
         return len(entries)
 
     def knows(self, user: str) -> bool:
         with self._lock:
-            cached = user in self._cache or user in self._user_version
+            cached = user in self._cache
         return cached or self.stats.knows(user)
 
     # ---------------------------------------------------------------- events
@@ -496,7 +496,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         hit = svc.cache_get(user, key) if cacheable else None
         if hit is not None:
             payload, recs = hit
-            svc.engine.log_served(user, recs, policy=pol, context={**ctx, "variant": vname})
+            if svc.settings.impression_flush_seconds > 0:  # buffered: a list append
+                svc.engine.log_served(user, recs, policy=pol, context={**ctx, "variant": vname})
+            else:  # a synchronous write: off the event loop
+                await asyncio.to_thread(svc.engine.log_served, user, recs, policy=pol,
+                                        context={**ctx, "variant": vname})
             svc.m_cache.labels("hit").inc()
             cached = True
         else:

@@ -85,6 +85,7 @@ class RecommendationOut(BaseModel):
     position: int
     title: str | None = None
     image_url: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, description="The item's attributes (authors, year, ...)")
     explanation: str
     reasons: list[ReasonOut]
 
@@ -92,7 +93,7 @@ class RecommendationOut(BaseModel):
     def of(cls, r: Recommendation, attributes: dict[str, Any]) -> "RecommendationOut":
         return cls(
             item=r.item, score=r.score, propensity=r.propensity, position=r.position,
-            title=attributes.get("title"), image_url=attributes.get("image_url"),
+            title=attributes.get("title"), image_url=attributes.get("image_url"), attributes=attributes,
             explanation=r.explanation,
             reasons=[ReasonOut(source=x.source, contribution=x.contribution, text=x.text, because=list(x.because))
                      for x in r.reasons],
