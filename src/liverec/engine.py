@@ -107,6 +107,16 @@ class Engine:
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
         self._impressions = _ImpressionWriter(store, settings.impression_flush_seconds)
+        # Replication (several engines over one store): see sync().
+        self.replicated = False
+        self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
+        self._cursor = 0  # last log seq this engine has learned (or skipped as its own)
+        self._own: set[str] = set()  # ids this engine learned at record time, not yet passed by the cursor
+        self._items_mark = 0.0
+        self._users_mark = time.time()
+        self._erasures_seen = store.counter("erasures")
+        self._erasures_applied: set[int] = set()
+        self._erasure_noticed: float | None = None
         self._load()
 
     # ----------------------------------------------------------------- opening
@@ -183,6 +193,7 @@ class Engine:
             vecs = self.encoder.encode(texts)
             self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
             self.index.sync()
+            self._items_mark = max(s.updated for s in stored)
         interests = list(self.store.iter_interests())
         if interests:
             vecs = self.encoder.encode([t for _, t in interests])
@@ -213,10 +224,13 @@ class Engine:
         for e in events:
             self._apply_to_user(users, e)
         with self._lock:
-            for _, e in self.store.iter_events(after_seq=cursor):
+            for seq, e in self.store.iter_events(after_seq=cursor):
                 for m in learners.values():
                     m.learn_one(e)
                 self._apply_to_user(users, e)
+                cursor = seq
+            self._cursor = cursor
+            self._own.clear()
             for user, erased in self._erased_during_fit:
                 for m in learners.values():
                     m.forget(user, erased)
@@ -330,15 +344,110 @@ class Engine:
             self._impressions.flush()  # a buffered impression must not outlive the erasure
             events = self.store.user_events(user)
             counts = self.store.delete_user(user)
+            for hook in self.on_erase:  # e.g. tell other replicas (they need the events to forget)
+                hook(user, events, counts["erasure_epoch"])
             if self._erased_during_fit is not None:  # a background fit read them: forget at swap
                 self._erased_during_fit.append((user, events))
-            for m in self.learners.values():
-                m.forget(user, events)
-            self._users.pop(user, None)
-            self._pending.pop(user, None)
-            self._user_ver.pop(user, None)
-            self.erasure_epoch += 1
+            self._forget_local(user, events)
+            self._erasures_applied.add(counts["erasure_epoch"])
             return counts
+
+    def _forget_local(self, user: str, events: Sequence[Event]) -> None:
+        for m in self.learners.values():
+            m.forget(user, events)
+        self._users.pop(user, None)
+        self._pending.pop(user, None)
+        self._user_ver.pop(user, None)
+        self.erasure_epoch += 1
+
+    def forget_user(self, user: str, events: Sequence[Event], *, epoch: int | None = None) -> None:
+        """Apply an erasure another replica performed (its rows are already gone from the store).
+
+        ``events`` are the user's events as they were before deletion, so learners can
+        subtract exactly what they learned; ``epoch`` is the store's erasure counter value
+        that erasure produced.
+        """
+        with self._lock:
+            if self._erased_during_fit is not None:
+                self._erased_during_fit.append((user, list(events)))
+            self._forget_local(user, events)
+            if epoch is not None:
+                self._erasures_applied.add(epoch)
+
+    def sync(self) -> dict[str, int]:
+        """Catch up with what other engines wrote to the shared store; returns what changed.
+
+        Events after this engine's cursor are learned in log order (its own, learned at
+        record time, are skipped); new or changed items and interests are loaded (vectors
+        come from the shared vector cache, so nothing is re-encoded that another replica
+        encoded); removed items leave the index. An erasure this engine was not told
+        about (the store's erasure counter moved) triggers a background re-fit, which
+        drops the erased user's state.
+        """
+        out = {"events": 0, "items": 0, "interests": 0, "refit": 0}
+        with self._lock:
+            last = self._cursor
+            for seq, e in self.store.iter_events(after_seq=self._cursor):
+                if e.id in self._own:
+                    self._own.discard(e.id)
+                else:
+                    self._learn(e)
+                    out["events"] += 1
+                last = seq
+            self._cursor = last
+        changed = self.store.items_changed_since(self._items_mark - 5.0)  # 5 s for clock skew
+        if changed:
+            with self._lock:
+                out["items"] = self._load_items(changed)
+                self._items_mark = max(self._items_mark, max(s.updated for s in changed))
+        if self.store.count_items() != self.catalog.n_alive:
+            alive = self.store.item_ids()
+            gone = [i for i, a in zip(self.catalog.ids, self.catalog.alive) if a and i not in alive]
+            if gone:
+                with self._lock:
+                    self.catalog.remove(gone)
+                    out["items"] += len(gone)
+        mark = time.time()
+        for user, text in self.store.interests_changed_since(self._users_mark - 5.0):
+            u = self._users.get(user)
+            if (u.interests_text if u else None) != text:
+                vec = self.encoder.encode([text])[0] if text else None
+                with self._lock:
+                    u = self._user(user)
+                    u.interests, u.interests_text = vec, text
+                    self._touch(user)
+                out["interests"] += 1
+        self._users_mark = mark
+        epoch = self.store.counter("erasures")
+        missed = [x for x in range(self._erasures_seen + 1, epoch + 1) if x not in self._erasures_applied]
+        if not missed:
+            self._erasures_seen, self._erasure_noticed = epoch, None
+        elif self._erasure_noticed is None:
+            self._erasure_noticed = time.monotonic()  # its notice may still be on the way
+        elif time.monotonic() - self._erasure_noticed > 2.0 and not self.fit_running:
+            self.fit(background=True)
+            self._erasures_seen, self._erasure_noticed = epoch, None
+            out["refit"] = 1
+        return out
+
+    def _load_items(self, stored: Sequence[Any]) -> int:
+        """Bring stored items into the in-memory catalog and index (already in the store)."""
+        fresh = []
+        for s_ in stored:
+            text = self._render(s_.text, s_.attributes)
+            idx = self.catalog.get_idx(s_.id)
+            alive = idx is not None and bool(self.catalog.alive[idx])
+            if alive and self.catalog.texts[idx] == text and self.catalog.attributes[idx] == dict(s_.attributes):
+                continue
+            fresh.append((s_, text, idx))
+        if not fresh:
+            return 0
+        vecs = self.encoder.encode([t for _, t, _ in fresh])
+        self.catalog.upsert([s_.id for s_, _, _ in fresh], vecs, [dict(s_.attributes) for s_, _, _ in fresh],
+                            [t for _, t, _ in fresh])
+        self.index.update([i for _, _, i in fresh if i is not None])
+        self.index.sync()
+        return len(fresh)
 
     def user_version(self, user: str) -> tuple[int, int, int, int]:
         """Changes whenever what ``recommend(user)`` sees may have changed because of ``user``
@@ -462,6 +571,8 @@ class Engine:
             flat = [e for _, evs in keep for e in evs]
             owner = [g for g, evs in keep for _ in evs]
             new = self.store.append_events(flat)
+            if self.replicated:  # sync() must not learn these twice
+                self._own.update(flat[i].id for i in new)
             for i in new:
                 results[owner[i]] += 1  # type: ignore[operator]
                 if learn:

@@ -407,8 +407,10 @@ class StoreContract:
         store.set_interests("u1", "secret")
         store.set_interests("u2", "public")
 
+        assert store.counter("erasures") == 0
         counts = store.delete_user("u1")
-        assert counts == {"events": 5, "impressions": 4, "users": 1}
+        assert counts == {"events": 5, "impressions": 4, "users": 1, "erasure_epoch": 1}
+        assert store.counter("erasures") == 1  # replicas notice erasures by this counter
 
         assert scalar(store, "SELECT count(*) FROM events WHERE user_id = 'u1'") == 0
         assert scalar(store, "SELECT count(*) FROM impressions WHERE user_id = 'u1'") == 0
@@ -419,7 +421,7 @@ class StoreContract:
         assert store.get_item("u1") is not None  # items are not user data
         assert store.user_events("u1") == [] and len(store.user_events("u2")) == 3
         # Deleting again (or an unknown user) deletes nothing.
-        assert store.delete_user("u1") == {"events": 0, "impressions": 0, "users": 0}
+        assert store.delete_user("u1") == {"events": 0, "impressions": 0, "users": 0, "erasure_epoch": 2}
         assert store.count_events() == 4 and store.count_impressions() == 1
 
     # ---------------------------------------------------------- hostile strings
@@ -456,7 +458,7 @@ class StoreContract:
         assert len(store.get_vectors(HOSTILE[2], [h[:64] for h in HOSTILE])) == len({h[:64] for h in HOSTILE})
         assert store.get_snapshot(HOSTILE[2][:128]) == (HOSTILE[2].encode(), 7)
         # Deleting a hostile user removes exactly that user.
-        assert store.delete_user(HOSTILE[2]) == {"events": 1, "impressions": 1, "users": 1}
+        assert store.delete_user(HOSTILE[2]) == {"events": 1, "impressions": 1, "users": 1, "erasure_epoch": 1}
         assert store.count_events() == len(HOSTILE) - 1
         assert store.delete_items([HOSTILE[3]]) == 1 and store.count_items() == len(HOSTILE) - 1
 
@@ -480,6 +482,17 @@ class StoreContract:
         more = events[::-1] + [ev("new-1"), ev("new-2")]
         assert store.append_events(more) == [n, n + 1]
         assert store.count_events() == n + 2
+
+    def test_changed_since_feeds_replicas(self, store: Store) -> None:
+        store.upsert_items([Item("a", "A"), Item("b", "B")], now=100.0)
+        store.upsert_items([Item("b", "B2")], now=200.0)
+        assert [i.id for i in store.items_changed_since(150.0)] == ["b"]
+        assert [i.id for i in store.items_changed_since(0.0)] == ["a", "b"]
+        assert store.item_ids() == {"a", "b"}
+        store.set_interests("u1", "cats", now=100.0)
+        store.set_interests("u2", "dogs", now=200.0)
+        store.set_interests("u1", None, now=300.0)
+        assert sorted(store.interests_changed_since(150.0)) == [("u1", None), ("u2", "dogs")]
 
     # ----------------------------------------------------------------- API keys
     def test_api_keys_hashed_roundtrip(self, store: Store) -> None:

@@ -220,6 +220,16 @@ class Store:
         for r in rows:
             yield StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
 
+    def items_changed_since(self, ts: float) -> list[StoredItem]:
+        """Items created or updated at or after ``ts`` (replicas catch up on the catalog)."""
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(S.items).where(S.items.c.updated >= ts).order_by(S.items.c.seq)).all()
+        return [StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated) for r in rows]
+
+    def item_ids(self) -> set[str]:
+        with self._connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(S.items.c.id))}
+
     def get_item(self, item_id: str) -> StoredItem | None:
         with self._connect() as conn:
             r = conn.execute(sa.select(S.items).where(S.items.c.id == item_id)).first()
@@ -253,6 +263,12 @@ class Store:
                 sa.select(S.users.c.interests).where(S.users.c.id == user)
             ).scalar_one_or_none()
 
+    def interests_changed_since(self, ts: float) -> list[tuple[str, str | None]]:
+        """(user, interests or None) for users whose interests changed at or after ``ts``."""
+        with self._connect() as conn:
+            q = sa.select(S.users.c.id, S.users.c.interests).where(S.users.c.updated >= ts)
+            return [(r.id, r.interests) for r in conn.execute(q)]
+
     def iter_interests(self) -> Iterator[tuple[str, str]]:
         """(user, interests) for every user who declared some."""
         with self._connect() as conn:
@@ -269,7 +285,24 @@ class Store:
                 S.impressions.delete().where(S.impressions.c.user_id == user)
             ).rowcount
             counts["users"] = conn.execute(S.users.delete().where(S.users.c.id == user)).rowcount
+            # A counter, no id: replicas that missed the erasure notice see it moved and re-fit.
+            counts["erasure_epoch"] = self._bump(conn, "erasures")
         return counts
+
+    def _bump(self, conn: sa.Connection, key: str) -> int:
+        stmt = self._insert(S.meta).values(key=key, value="1")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"value": sa.cast(sa.cast(S.meta.c.value, sa.Integer) + 1, sa.String)},
+        )
+        conn.execute(stmt)
+        return int(conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar_one())
+
+    def counter(self, key: str) -> int:
+        """A counter kept in ``liverec_meta`` (0 if never bumped)."""
+        with self._connect() as conn:
+            v = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar_one_or_none()
+        return int(v) if v is not None else 0
 
     # ------------------------------------------------------------------- events
     def append_events(self, events: Sequence[Event]) -> list[int]:
