@@ -258,6 +258,9 @@ def serve(
     simulate: Annotated[
         float, typer.Option(help="Simulated readers sending this many events per second through the API (0 = off)")
     ] = 0.0,
+    state: Annotated[
+        Optional[str], typer.Option(help="Redis URL: run as one of several replicas over a shared store. Env: LIVEREC_STATE")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the HTTP service (API, OpenAPI docs at /docs, live page at /)."""
@@ -273,6 +276,8 @@ def serve(
     overrides: dict = {"store": url}
     if open_access:
         overrides["open_access"] = True
+    if state:
+        overrides["state"] = state
     if "LIVEREC_IMPRESSION_FLUSH_SECONDS" not in os.environ:
         overrides["impression_flush_seconds"] = 0.25  # batch impression writes off the request path
     try:

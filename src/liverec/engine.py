@@ -907,6 +907,7 @@ class _ImpressionWriter:
         self.store, self.every = store, every
         self._buf: list[Impression] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -922,9 +923,12 @@ class _ImpressionWriter:
             self._buf.extend(rows)
 
     def flush(self) -> None:
-        with self._lock:
-            rows, self._buf = self._buf, []
-            if rows:  # under the lock: a concurrent flush cannot reorder or interleave
+        # Two locks: writers only ever wait for the list swap, never for the disk; the
+        # write lock makes a caller of flush() (an erasure) wait for a write in flight.
+        with self._write_lock:
+            with self._lock:
+                rows, self._buf = self._buf, []
+            if rows:
                 self.store.log_impressions(rows)
 
     def _run(self) -> None:

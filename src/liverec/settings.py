@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     response_cache_seconds: float = Field(
         30.0, ge=0, description="Oldest a cached response may be (other users' events move trending)"
     )
+    state: str | None = Field(
+        None, description="Redis URL (redis://host:6379/0) for running several replicas over one store: "
+        "update fan-out and fleet-wide A/B counters. None = a single replica"
+    )
+    state_prefix: str = Field("liverec", description="Prefix of every Redis key and channel (one per fleet)")
+    sync_seconds: float = Field(
+        1.0, ge=0, description="Replicas also poll the shared log this often (the fallback when Redis is down)"
+    )
     dp_epsilon: float = Field(1.0, ge=0.001, le=100, description="Privacy budget of one differentially private export")
     dp_max_contributions: int = Field(
         20, ge=1, description="Most items (or served/clicked items per variant) one user adds to a DP export"

@@ -21,8 +21,10 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -36,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from pydantic import TypeAdapter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..engine import Engine
@@ -67,6 +70,7 @@ class _Service:
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[float, str | None]] = {}
         self.queue: asyncio.Queue | None = None
+        self.rep: Any = None  # a Replicator when settings.state is set
         self.ready = True
         self.registry = CollectorRegistry()
         r = self.registry
@@ -86,14 +90,21 @@ class _Service:
         self.m_ctr = Gauge("liverec_variant_ctr", "Clicked / served items per A/B variant", ["variant"], registry=r)
 
     # ------------------------------------------------------------------ auth
-    def role_of(self, key: str) -> str | None:
+    def role_cached(self, key: str) -> tuple[bool, str | None]:
+        """(known, role) without touching the store: known=False means ask role_of."""
         h = hash_key(key)
         if h in self.settings.api_keys:
-            return self.settings.api_keys[h]
-        now = time.monotonic()
+            return True, self.settings.api_keys[h]
         hit = self._keys.get(h)
-        if hit is not None and now - hit[0] < _KEY_TTL:
-            return hit[1]
+        if hit is not None and time.monotonic() - hit[0] < _KEY_TTL:
+            return True, hit[1]
+        return False, None
+
+    def role_of(self, key: str) -> str | None:
+        known, role = self.role_cached(key)
+        if known:
+            return role
+        h, now = hash_key(key), time.monotonic()
         found = self.engine.store.find_api_key(h)
         role = found[1] if found else None
         if len(self._keys) > 10_000:
@@ -180,9 +191,14 @@ class _Service:
                 continue
             for e in evs:
                 self.invalidate(e.user)
-                variant = self.stats.event(e.user, e.item, self.engine.reward_of(e))
+                reward = self.engine.reward_of(e)
+                variant = self.stats.event(e.user, e.item, reward)
+                if self.rep is not None and reward > 0:
+                    variant = self.rep.clicked(e.user, e.item) or variant
                 if variant is not None:
                     self.m_clicked.labels(variant).inc()
+        if self.rep is not None and any(isinstance(r, int) and r > 0 for r in results):
+            self.rep.publish("events")
         return results
 
 
@@ -261,7 +277,21 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = engine is None
         eng = engine if engine is not None else await asyncio.to_thread(Engine.open, settings.store, settings=settings)
+        # The engine holds millions of long-lived objects (events, learner tables); a full
+        # cyclic-GC pass over them stalls every request for 100+ ms. Freeze what exists
+        # now into the permanent generation (re-done after each re-fit, see _Service).
+        gc.collect()
+        gc.freeze()
+        # The event loop is CPU-bound while the commit thread mostly waits on fsync: with
+        # the default 5 ms switch interval, every commit wakes up to 5 ms late (a GIL
+        # convoy) and caps group-commit throughput. 0.5 ms keeps the hand-off quick.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         svc = _Service(eng, settings)
+        if settings.state:
+            from .replication import Replicator
+
+            svc.rep = Replicator(eng, settings.state, prefix=settings.state_prefix,
+                                 sync_seconds=settings.sync_seconds, on_forget=svc.forget)
         svc.queue = asyncio.Queue()
         task = asyncio.create_task(svc.committer())
         holder["svc"] = svc
@@ -275,6 +305,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             task.cancel()
+            if svc.rep is not None:
+                svc.rep.close()
             holder.pop("svc", None)
             if own:
                 eng.close()
@@ -286,15 +318,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         version="0.1",
         summary="A recommender that learns from every event the moment it arrives.",
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics); FastAPI's native OpenTelemetry hook otherwise
+        # looks up the tracer/meter providers on every request (~5% of a request's CPU).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(_Edge, svc_of=lambda: holder.get("svc"), max_body=settings.max_body_bytes)
     api_key = APIKeyHeader(name=HEADER, auto_error=False, description="API key; roles read < write < admin")
 
-    def svc_dep(request: Request) -> _Service:
+    # Dependencies are async on purpose: FastAPI runs a sync dependency in the thread
+    # pool, a thread hand-off on every request for what is a dict lookup.
+    async def svc_dep(request: Request) -> _Service:
         return request.app.state.svc
 
     def need(role: str) -> Any:
-        def check(request: Request, key: str | None = Depends(api_key)) -> None:
+        async def check(request: Request, key: str | None = Depends(api_key)) -> None:
             svc: _Service = request.app.state.svc
             if svc.settings.open_access:
                 return
@@ -303,7 +340,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
             if not key:
                 raise HTTPException(401, f"this call needs an API key with role {role!r} in the {HEADER} header.")
-            have = svc.role_of(key)
+            known, have = svc.role_cached(key)
+            if not known:  # a store lookup, at most once per key every _KEY_TTL seconds
+                have = await asyncio.to_thread(svc.role_of, key)
             if have is None:
                 raise HTTPException(401, f"unknown or revoked API key; create one with `liverec keys create NAME --role {role}`.")
             if not allows(have, role):
@@ -383,8 +422,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             await asyncio.to_thread(svc.engine.store.last_event_seq)
         except Exception:  # noqa: BLE001 - not ready is the answer
             ok = False
+        replication = "off" if svc.rep is None else ("redis" if svc.rep.connected else "polling")
         body = S.ReadyOut(ready=ok, items=svc.engine.n_items, model_version=svc.engine.model_version,
-                          fit_running=svc.engine.fit_running, open_access=svc.settings.open_access)
+                          fit_running=svc.engine.fit_running, open_access=svc.settings.open_access,
+                          replication=replication)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
@@ -402,6 +443,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """Create or update items in bulk; only new or changed text is encoded."""
         _batch_limit(len(body.items), svc.settings.max_batch, "items")
         changed = svc.engine.add_items([i.to_item() for i in body.items])
+        if svc.rep is not None and changed:
+            svc.rep.publish("items")
         return S.ItemsChanged(received=len(body.items), changed=changed)
 
     @app.get("/items", response_model=list[S.ItemOut], tags=["items"], dependencies=[read])
@@ -432,6 +475,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         n = svc.engine.remove_items([item_id])
         if n == 0:
             raise HTTPException(404, f"unknown item {item_id!r}: it is not in the catalog.")
+        if svc.rep is not None:
+            svc.rep.publish("items")
         return {"deleted": n}
 
     # ------------------------------------------------------------- events
@@ -473,7 +518,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         filters: str | None = Query(None, max_length=10_000, description='JSON, e.g. {"year": {"gte": 1990}}'),
         context: str | None = Query(None, max_length=10_000, description="JSON object logged with the impressions"),
         explain: bool = Query(True, description="Include reasons (costs ~2 ms)"),
-    ) -> S.RecommendationsOut:
+    ) -> Response:
         """The top ``k`` items for ``user``, with reasons, propensities and the serving variant."""
         svc: _Service = request.app.state.svc
         t0 = time.perf_counter()
@@ -508,17 +553,21 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             recs = await asyncio.to_thread(
                 svc.engine.recommend, user, context={**ctx, "variant": vname}, **kw  # type: ignore[arg-type]
             )
-            attrs = svc.engine.catalog
-            payload = [S.RecommendationOut.of(r, _attrs(attrs, r.item)) for r in recs]
+            cat = svc.engine.catalog
+            # Serialised once: a cache hit sends these bytes again without pydantic.
+            payload = _ITEMS.dump_json([S.RecommendationOut.of(r, _attrs(cat, r.item)) for r in recs])
             if cacheable:
                 svc.m_cache.labels("miss").inc()
                 svc.cache_put(user, key, version, payload, recs)
             cached = False
         took = (time.perf_counter() - t0) * 1e3
         svc.stats.served(user, vname, [r.item for r in recs], took)
+        if svc.rep is not None:
+            svc.rep.served(user, vname, [r.item for r in recs])
         svc.m_served.labels(vname).inc(len(recs))
-        return S.RecommendationsOut(user=user, variant=vname, policy=pol, model_version=svc.engine.model_version,
-                                    cached=cached, took_ms=round(took, 3), items=payload)
+        head = json.dumps({"user": user, "variant": vname, "policy": pol, "model_version": svc.engine.model_version,
+                           "cached": cached, "took_ms": round(took, 3)})
+        return Response(head[:-1].encode() + b', "items": ' + payload + b"}", media_type="application/json")
 
     @app.get("/explain/{user}/{item}", response_model=S.ExplanationOut, tags=["recommendations"],
              dependencies=[read], responses={404: {"model": S.ErrorOut}})
@@ -550,6 +599,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """Declare (or clear with null) what the user says they like, as free text."""
         svc.engine.set_interests(user, body.interests)
         svc.invalidate(user)
+        if svc.rep is not None:
+            svc.rep.publish("interests")
         return get_user(user, svc)
 
     @app.delete("/users/{user}", response_model=S.ErasureOut, tags=["users"], dependencies=[write])
@@ -567,6 +618,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # ---------------------------------------------------------- A/B + stats
     def _variants(svc: _Service) -> list[S.VariantOut]:
         ctr = svc.stats.ctr()
+        fleet = svc.rep.counts() if svc.rep is not None else None
+        if fleet is not None:  # fleet-wide counters from Redis replace this replica's own
+            from .ab import wilson
+
+            ctr = {n: {"served": a, "clicked": b, "ctr": b / a if a else None, "ctr_ci95": list(wilson(b, a))}
+                   for n, (a, b) in fleet.items()}
         names = [v.name for v in svc.variants] + sorted(n for n in ctr if n not in svc.by_name)
         out = []
         for n in names:
@@ -667,6 +724,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     if PAGE.is_dir():
         app.mount("/static", StaticFiles(directory=PAGE), name="static")
     return app
+
+
+_ITEMS = TypeAdapter(list[S.RecommendationOut])
 
 
 def _attrs(catalog: Any, item: str) -> dict[str, Any]:

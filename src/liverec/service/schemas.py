@@ -154,6 +154,7 @@ class ReadyOut(BaseModel):
     model_version: int
     fit_running: bool
     open_access: bool
+    replication: str = Field("off", description="off (one replica), redis (notices flowing) or polling (Redis down)")
 
 
 class VariantOut(BaseModel):
