@@ -39,13 +39,18 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     return status
 
 
-async def run(base: str, make: Callable[[int], bytes], *, rate: float, seconds: float,
+async def run(base: str | list[str], make: Callable[[int], bytes], *, rate: float, seconds: float,
               connections: int = 64) -> dict:
-    """Open-loop load; ``make(k)`` returns request k's raw HTTP bytes. Returns latencies and errors."""
-    u = urlparse(base)
+    """Open-loop load; ``make(k)`` returns request k's raw HTTP bytes. Returns latencies and errors.
+
+    Several base URLs (replicas) share the connections round-robin.
+    """
+    bases = [base] if isinstance(base, str) else list(base)
     pool: asyncio.Queue = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection(u.hostname, u.port))
+    for c in range(connections):
+        u = urlparse(bases[c % len(bases)])
+        r, w = await asyncio.open_connection(u.hostname, u.port)
+        pool.put_nowait((r, w, u))
     lat: list[float] = []
     errors = {"non2xx": 0, "failed": 0}
     n = int(rate * seconds)
@@ -55,13 +60,15 @@ async def run(base: str, make: Callable[[int], bytes], *, rate: float, seconds: 
         due = t0 + k / rate
         conn = await pool.get()  # waiting for a free connection counts as latency (from `due`)
         try:
-            status = await _request(*conn, make(k))
+            status = await _request(conn[0], conn[1], make(k))
             if status >= 300:
                 errors["non2xx"] += 1
         except Exception:  # noqa: BLE001 - counted, connection replaced
             errors["failed"] += 1
             conn[1].close()
-            conn = await asyncio.open_connection(u.hostname, u.port)
+            u = conn[2]
+            r, w = await asyncio.open_connection(u.hostname, u.port)
+            conn = (r, w, u)
         finally:
             pool.put_nowait(conn)
         lat.append(time.perf_counter() - due)
@@ -86,6 +93,13 @@ def get_recommendations(host: str, users: int, seed: int = 0) -> Callable[[int],
         return (f"GET /recommendations/u{rng.randrange(users)}?k=10 HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
 
     return make
+
+
+def mixed(host: str, users: int, items: list[str], *, write_share: float = 0.2, seed: int = 0) -> Callable[[int], bytes]:
+    """``write_share`` of requests POST a click, the rest GET a user's recommendations."""
+    rng = random.Random(seed)
+    get, post = get_recommendations(host, users, seed), post_event(host, users, items, seed)
+    return lambda k: post(k) if rng.random() < write_share else get(k)
 
 
 def post_event(host: str, users: int, items: list[str], seed: int = 0) -> Callable[[int], bytes]:

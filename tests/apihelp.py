@@ -47,3 +47,56 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+class Replica:
+    """A `liverec serve` process on a free loopback port (open access), killable and restartable."""
+
+    def __init__(self, store: str, *, state: str | None = None, prefix: str = "liverec",
+                 sync_seconds: float = 0.3, port: int | None = None) -> None:
+        self.store, self.state, self.prefix, self.sync_seconds = store, state, prefix, sync_seconds
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, timeout: float = 180) -> "Replica":
+        import os
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LIVEREC_ENCODER_PROGRESS": "false",
+               "LIVEREC_STATE_PREFIX": self.prefix, "LIVEREC_SYNC_SECONDS": str(self.sync_seconds),
+               "OPENBLAS_NUM_THREADS": "1"}
+        args = [sys.executable, "-m", "liverec.cli", "serve", "--open", "--store", self.store,
+                "--port", str(self.port), "--log-level", "warning"]
+        if self.state:
+            args += ["--state", self.state]
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"replica exited: {self.proc.stderr.read()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("replica did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
