@@ -74,10 +74,13 @@ def test_two_replicas_share_state_survive_a_kill_and_erase_across_the_fleet(post
         print(f"cross-replica reflection: {lag * 1e3:.1f} ms")
         assert _recs(a, "reader") == _recs(b, "reader")  # same log -> same state
         # A click on B of an item A served is credited fleet-wide.
+        def clicked() -> int:
+            return {v["name"]: v for v in httpx.get(a.url + "/variants").json()["variants"]}["default"]["clicked"]
+
+        c0 = clicked()
         served = _recs(a, "reader")
         httpx.post(b.url + "/events", json={"user": "reader", "item": served[0], "kind": "click"})
-        va = {v["name"]: v for v in httpx.get(a.url + "/variants").json()["variants"]}
-        assert va["default"]["clicked"] == 1 and va["default"]["served"] >= 10
+        assert clicked() == c0 + 1
 
         # Kill A: B keeps serving and accepting; A restarts and catches up.
         a.kill()
@@ -89,11 +92,10 @@ def test_two_replicas_share_state_survive_a_kill_and_erase_across_the_fleet(post
 
         # New items reach the other replica's index.
         item = {"id": "fleet-new", "text": "A wizard school story with dragons", "attributes": {"title": "Fleet"}}
-        httpx.post(b.url + "/items", json={"items": [item]})
+        assert httpx.post(b.url + "/items", json={"items": [item]}, timeout=120).status_code == 200
         _wait(lambda: httpx.get(a.url + "/ready").json()["items"] == BOOKS + 1)
 
         # Erasure on B: PostgreSQL rows, Redis keys and A's in-memory state all go.
-        cold = _recs(a, "never-seen-user")
         assert r.keys(f"{prefix}:*reader*")
         assert httpx.delete(b.url + "/users/reader").status_code == 200
         assert not r.keys(f"{prefix}:*reader*")
@@ -102,7 +104,8 @@ def test_two_replicas_share_state_survive_a_kill_and_erase_across_the_fleet(post
             for table, col in (("events", "user_id"), ("impressions", "user_id"), ("users", "id")):
                 assert conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {col} = 'reader'")).scalar() == 0
         eng.dispose()
-        _wait(lambda: _recs(a, "reader") == cold)
+        # Served like a user never seen (trending moved too, so compare with one asked now).
+        _wait(lambda: _recs(a, "reader") == _recs(a, f"never-seen-{time.monotonic()}"))
         assert httpx.get(a.url + "/users/reader").json()["events"] == 0
     finally:
         a.stop()
