@@ -113,6 +113,7 @@ class Engine:
         self._cursor = 0  # last log seq this engine has learned (or skipped as its own)
         self._own: set[str] = set()  # ids this engine learned at record time, not yet passed by the cursor
         self._items_mark = 0.0
+        self._item_seen: dict[str, float] = {}  # item id -> `updated` of the row loaded
         self._users_mark = time.time()
         self._erasures_seen = store.counter("erasures")
         self._erasures_applied: set[int] = set()
@@ -194,6 +195,7 @@ class Engine:
             self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
             self.index.sync()
             self._items_mark = max(s.updated for s in stored)
+            self._item_seen = {s.id: s.updated for s in stored}
         interests = list(self.store.iter_interests())
         if interests:
             vecs = self.encoder.encode([t for _, t in interests])
@@ -374,8 +376,11 @@ class Engine:
             if epoch is not None:
                 self._erasures_applied.add(epoch)
 
-    def sync(self) -> dict[str, int]:
+    def sync(self, *, catalog: bool = True) -> dict[str, int]:
         """Catch up with what other engines wrote to the shared store; returns what changed.
+
+        ``catalog=False`` catches up on events and erasures only (the cheap, frequent
+        case); items and interests are read when ``catalog`` is True.
 
         Events after this engine's cursor are learned in log order (its own, learned at
         record time, are skipped); new or changed items and interests are loaded (vectors
@@ -395,7 +400,25 @@ class Engine:
                     out["events"] += 1
                 last = seq
             self._cursor = last
-        changed = self.store.items_changed_since(self._items_mark - 5.0)  # 5 s for clock skew
+        if catalog:
+            self._sync_catalog(out)
+        epoch = self.store.counter("erasures")
+        missed = [x for x in range(self._erasures_seen + 1, epoch + 1) if x not in self._erasures_applied]
+        if not missed:
+            self._erasures_seen, self._erasure_noticed = epoch, None
+        elif self._erasure_noticed is None:
+            self._erasure_noticed = time.monotonic()  # its notice may still be on the way
+        elif time.monotonic() - self._erasure_noticed > 2.0 and not self.fit_running:
+            self.fit(background=True)
+            self._erasures_seen, self._erasure_noticed = epoch, None
+            out["refit"] = 1
+        return out
+
+    def _sync_catalog(self, out: dict[str, int]) -> None:
+        """Items and interests changed by other engines (a 5 s overlap absorbs clock skew;
+        rows already loaded at the same ``updated`` are skipped without rendering)."""
+        todo = [i for i, u in self.store.item_versions_since(self._items_mark - 5.0) if self._item_seen.get(i) != u]
+        changed = self.store.get_items(todo) if todo else []
         if changed:
             with self._lock:
                 out["items"] = self._load_items(changed)
@@ -418,17 +441,6 @@ class Engine:
                     self._touch(user)
                 out["interests"] += 1
         self._users_mark = mark
-        epoch = self.store.counter("erasures")
-        missed = [x for x in range(self._erasures_seen + 1, epoch + 1) if x not in self._erasures_applied]
-        if not missed:
-            self._erasures_seen, self._erasure_noticed = epoch, None
-        elif self._erasure_noticed is None:
-            self._erasure_noticed = time.monotonic()  # its notice may still be on the way
-        elif time.monotonic() - self._erasure_noticed > 2.0 and not self.fit_running:
-            self.fit(background=True)
-            self._erasures_seen, self._erasure_noticed = epoch, None
-            out["refit"] = 1
-        return out
 
     def _load_items(self, stored: Sequence[Any]) -> int:
         """Bring stored items into the in-memory catalog and index (already in the store)."""
@@ -442,6 +454,8 @@ class Engine:
             fresh.append((s_, text, idx))
         if not fresh:
             return 0
+        for s_ in stored:
+            self._item_seen[s_.id] = s_.updated
         vecs = self.encoder.encode([t for _, t, _ in fresh])
         self.catalog.upsert([s_.id for s_, _, _ in fresh], vecs, [dict(s_.attributes) for s_, _, _ in fresh],
                             [t for _, t, _ in fresh])

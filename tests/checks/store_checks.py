@@ -489,6 +489,8 @@ class StoreContract:
         assert [i.id for i in store.items_changed_since(150.0)] == ["b"]
         assert [i.id for i in store.items_changed_since(0.0)] == ["a", "b"]
         assert store.item_ids() == {"a", "b"}
+        assert store.item_versions_since(150.0) == [("b", 200.0)]
+        assert [i.text for i in store.get_items(["b", "zz", "a"])] == ["A", "B2"]
         store.set_interests("u1", "cats", now=100.0)
         store.set_interests("u2", "dogs", now=200.0)
         store.set_interests("u1", None, now=300.0)

@@ -46,6 +46,8 @@ class Replicator:
         self.channel = f"{prefix}:log"
         self.r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
         self._wake = threading.Event()
+        self._catalog = True  # the next sync also reads items and interests
+        self._last_catalog = 0.0
         self._stop = threading.Event()
         self._warned = 0.0
         self.connected = False
@@ -90,6 +92,7 @@ class Replicator:
                 if not self.connected:
                     log.info("replication: subscribed to %s", self.channel)
                 self.connected = True
+                self._catalog = True
                 self._wake.set()  # catch up on whatever happened while disconnected
                 while not self._stop.is_set():
                     msg = ps.get_message(timeout=1.0)
@@ -106,6 +109,8 @@ class Replicator:
         if d.get("origin") == self.id:
             return
         self.notices += 1
+        if d.get("kind") != "events":
+            self._catalog = True
         if d.get("kind") == "erase":
             events = [Event(**{**e, "context": e.get("context") or {}}) for e in d.get("events", [])]
             self.engine.forget_user(d["user"], events, epoch=d.get("epoch"))
@@ -119,8 +124,15 @@ class Replicator:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            # Items and interests on a notice about them, and at least every 10 s (and on
+            # every poll while Redis is down); events and erasures on every wake-up.
+            now = time.monotonic()
+            catalog = self._catalog or not self.connected or now - self._last_catalog > 10
+            self._catalog = False
             try:
-                self.engine.sync()
+                self.engine.sync(catalog=catalog)
+                if catalog:
+                    self._last_catalog = now
             except Exception as exc:  # noqa: BLE001 - keep syncing; the store may be back next time
                 self._warn(f"sync from the store failed ({exc.__class__.__name__}: {exc})")
                 self._stop.wait(1.0)

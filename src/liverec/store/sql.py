@@ -226,6 +226,21 @@ class Store:
             rows = conn.execute(sa.select(S.items).where(S.items.c.updated >= ts).order_by(S.items.c.seq)).all()
         return [StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated) for r in rows]
 
+    def item_versions_since(self, ts: float) -> list[tuple[str, float]]:
+        """(id, updated) of items changed at or after ``ts``: cheap, no text or attributes."""
+        with self._connect() as conn:
+            q = sa.select(S.items.c.id, S.items.c.updated).where(S.items.c.updated >= ts)
+            return [(r.id, r.updated) for r in conn.execute(q)]
+
+    def get_items(self, ids: Sequence[str]) -> list[StoredItem]:
+        """The stored rows of ``ids`` (unknown ids are left out), in catalog order."""
+        out: list[StoredItem] = []
+        with self._connect() as conn:
+            for chunk in _chunks(list(ids)):
+                rows = conn.execute(sa.select(S.items).where(S.items.c.id.in_(chunk))).all()
+                out += [StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated) for r in rows]
+        return sorted(out, key=lambda x: x.seq)
+
     def item_ids(self) -> set[str]:
         with self._connect() as conn:
             return {r[0] for r in conn.execute(sa.select(S.items.c.id))}
