@@ -561,6 +561,7 @@ def simulate(
     ] = "static,retrain-1000,realtime,vw",
     skips: Annotated[bool, typer.Option("--skips/--no-skips", help="Also send a skip for the top unclicked item")] = True,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure and the settings here")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with CTR curves here")] = None,
     cache: Annotated[Optional[str], typer.Option(help="Vector cache store URL (default ~/.cache/liverec/vectors.db)")] = None,
 ) -> None:
     """Simulated users on the real book catalog: does learning from every event pay off?
@@ -656,6 +657,12 @@ def simulate(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(out, indent=2) + "\n")
         console.print(f"JSON written to {json_path}")
+    if report:
+        from .evaluation.report import write_simulation_html
+
+        report.parent.mkdir(parents=True, exist_ok=True)
+        write_simulation_html(out, report)
+        console.print(f"HTML report written to {report}")
 
 
 def _eval_ope(data: str | None, json_path: Path | None) -> None:

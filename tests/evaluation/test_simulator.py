@@ -250,9 +250,13 @@ def test_cli_simulate_writes_json(encoder, tmp_path, monkeypatch):
     res = CliRunner().invoke(
         app,
         ["simulate", "--seeds", "2", "--steps", "120", "--warmup", "60", "--users", "15", "--catalog-size", "150",
-         "--agents", agents, "--drift", "--json", str(out), "--cache", f"sqlite:///{tmp_path}/v.db"],
+         "--agents", agents, "--drift", "--json", str(out), "--cache", f"sqlite:///{tmp_path}/v.db",
+         "--report", str(tmp_path / "sim.html")],
     )
     assert res.exit_code == 0, res.output
+    page = (tmp_path / "sim.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # CTR curves + cumulative CTR
+    assert all(f"<th>{a}</th>" in page for a in agents.split(","))
     got = json.loads(out.read_text())
     assert set(got["policies"]) == set(agents.split(","))
     for p in got["policies"].values():

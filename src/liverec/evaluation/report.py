@@ -154,3 +154,65 @@ encoder {html.escape(str(s['encoder']))}; run time {s['run_seconds']} s.</p>
 <details><summary>All settings</summary><pre>{html.escape(json.dumps(s, indent=2))}</pre></details>
 </body></html>"""
     Path(path).write_text(page)
+
+
+def write_simulation_html(out: Mapping[str, Any], path: str | Path) -> None:
+    """A single-file HTML report of ``liverec simulate``: CTR curves per agent, the table, settings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, pol = out["settings"], out["policies"]
+    steps = s.get("steps") or 1
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for name, p in pol.items():
+        curve = p.get("curve") or []
+        if curve:
+            xs = [(i + 0.5) * steps / len(curve) for i in range(len(curve))]
+            ax.plot(xs, curve, label=name, lw=2.2 if name in ("realtime", "liverec") else 1.2)
+    if s.get("drift_at") is not None:
+        ax.axvline(s["drift_at"], color="#868e96", ls="--", lw=1)
+        ax.text(s["drift_at"], ax.get_ylim()[1], " taste shift", va="top", fontsize=8, color="#495057")
+    ax.set_xlabel("agent step (slates served)")
+    ax.set_ylabel("CTR (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    curves = _png(fig)
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(pol)))
+    names = list(pol)
+    ctr = [pol[n]["ctr"] or 0.0 for n in names]
+    err = [[max(0.0, c - (pol[n]["ctr_ci95"][0] or c)) for n, c in zip(names, ctr)],
+           [max(0.0, (pol[n]["ctr_ci95"][1] or c) - c) for n, c in zip(names, ctr)]]
+    ax.barh(names, ctr, xerr=err, color=["#d9480f" if n.startswith("realtime") else "#868e96" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("cumulative CTR with 95% CI over seeds")
+    bars = _png(fig)
+
+    def f(x: Any, fmt: str = ".4f") -> str:
+        return "—" if x is None else format(x, fmt)
+
+    rows = "".join(
+        f"<tr><th>{html.escape(n)}</th><td>{f(p['ctr'])}</td><td>[{f(p['ctr_ci95'][0])}, {f(p['ctr_ci95'][1])}]</td>"
+        f"<td>{f(p.get('ctr_before_drift'))}</td><td>{f(p.get('ctr_after_drift'))}</td>"
+        f"<td>{f(p.get('recovery_events'), '.1f')}</td></tr>"
+        for n, p in pol.items()
+    )
+    ratios = "".join(
+        f"<li>{html.escape(k)}: {f(r['ratio'], '.3f')} (95% CI [{f(r['ci95'][0], '.3f')}, {f(r['ci95'][1], '.3f')}])</li>"
+        for k, r in (out.get("ratios") or {}).items()
+    )
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>liverec simulate</title>
+<style>body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1000px;color:#212529;padding:0 1rem}}
+table{{border-collapse:collapse;font-variant-numeric:tabular-nums}}td,th{{padding:.3rem .6rem;border-bottom:1px solid #dee2e6;text-align:right}}
+tbody th{{text-align:left}}img{{max-width:100%}}figcaption{{font-weight:600}}
+details pre{{background:#f8f9fa;padding:1rem;overflow:auto;font-size:12px}}</style></head><body>
+<h1>Simulated users on the book catalog</h1>
+<p>{s.get('catalog_size')} books, {s.get('users')} users, {len(s.get('seeds', [])) or s.get('seeds')} seeds × {steps} steps, k = {s.get('k')}.</p>
+<figure><figcaption>CTR over time</figcaption><img alt="CTR over time per agent" src="data:image/png;base64,{curves}"></figure>
+<figure><figcaption>Cumulative CTR</figcaption><img alt="cumulative CTR per agent" src="data:image/png;base64,{bars}"></figure>
+<table><thead><tr><th>agent</th><th>CTR</th><th>95% CI</th><th>pre-shift</th><th>post-shift</th><th>recovery (slates)</th></tr></thead>
+<tbody>{rows}</tbody></table><ul>{ratios}</ul>
+<details><summary>All settings</summary><pre>{html.escape(json.dumps(s, indent=2, default=str))}</pre></details>
+</body></html>"""
+    Path(path).write_text(page)
