@@ -53,8 +53,19 @@ def main() -> None:
         "torch_texts_per_s": round(len(texts) / cold_s, 1),
         "cache_hit_texts_per_s": round(len(texts) / hit_s, 1),
         "torch_threads": torch.get_num_threads(),
-        "onnx": "not implemented in liverec",
     }
+    from liverec.encode.onnx import OnnxEncoder
+
+    onnx = OnnxEncoder(batch_size=args.batch_size, threads=args.threads or None)
+    t = time.perf_counter()
+    onnx.encode(["warm up"])  # exports the model on the very first run (cached afterwards)
+    results["onnx_export_or_load_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    ovecs = onnx.encode(texts)
+    onnx_s = time.perf_counter() - t
+    results["onnx_texts_per_s"] = round(len(texts) / onnx_s, 1)
+    results["onnx_speedup_vs_torch"] = round(cold_s / onnx_s, 2)
+    results["onnx_max_abs_diff_vs_torch"] = float(abs(ovecs - enc.encode(texts)).max())
     console.print(kv_table("encoding", results.items()))
     write_json(args.json, benchmark="bench_encode", target=TARGET, config=vars(args), results=results, started=started)
 

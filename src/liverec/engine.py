@@ -136,6 +136,10 @@ class Engine:
         """
         settings = settings or Settings()
         store = Store.open(url or settings.store)
+        if encoder is None and settings.encoder_backend == "onnx":
+            from .encode.onnx import OnnxEncoder
+
+            encoder = OnnxEncoder(settings.encoder_model, batch_size=settings.encoder_batch_size)
         if encoder is None:
             encoder = SentenceTransformerEncoder(settings.encoder_model, batch_size=settings.encoder_batch_size)
         return cls(store, settings, encoder)
