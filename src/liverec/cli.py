@@ -666,7 +666,7 @@ def simulate(
 
 
 def _eval_ope(data: str | None, json_path: Path | None) -> None:
-    from .evaluation.ope import format_obd_table, validate_on_obd
+    from .evaluation.ope import format_obd_table, learned_policies, load_open_bandit, validate_on_obd
 
     if data is None:
         err.print("[bold red]error:[/] --data PATH is required: the Open Bandit Dataset folder (with random/ and bts/).")
@@ -676,12 +676,28 @@ def _eval_ope(data: str | None, json_path: Path | None) -> None:
     except LiverecError as exc:
         _fail(exc)
     console.print(format_obd_table(res))
+    try:
+        mine = learned_policies(load_open_bandit(Path(data) / "random" / "all"))
+    except LiverecError as exc:
+        _fail(exc)
+    t = Table(title=f"liverec policies learned on the first {mine['n_rounds']['train']} random-log rounds, "
+                    f"estimated on the last {mine['n_rounds']['test']}")
+    for col in ("policy", "DR", "DR 95% CI", "IPS", "SNIPS", "beats random (DR lower bound)"):
+        t.add_column(col, justify="right" if col != "policy" else "left")
+    lo, hi = mine["random"]["ci95"]
+    t.add_row("random (on-policy)", f"{mine['random']['ctr']:.5f}", f"[{lo:.5f}, {hi:.5f}]", "", "", "")
+    for name, r in mine["policies"].items():
+        t.add_row(name, f"{r['dr']['estimate']:.5f}", f"[{r['dr']['ci95'][0]:.5f}, {r['dr']['ci95'][1]:.5f}]",
+                  f"{r['ips']['estimate']:.5f}", f"{r['snips']['estimate']:.5f}",
+                  "yes" if mine["beats_random"][name] else "no")
+    console.print(t)
     main_variant = res["variants"].get("empirical") or next(iter(res["variants"].values()))
     out = {
         "estimators": main_variant,
         "variants": res["variants"],
         "on_policy_ctr": res["on_policy_ctr"],
         "reference": res["reference"],
+        "liverec_policies": mine,
         "settings": {"data": str(data), "n_rounds": res["n_rounds"], "runtime_s": res.get("runtime_s")},
     }
     if json_path:

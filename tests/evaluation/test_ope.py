@@ -353,3 +353,45 @@ def test_cli_eval_ope(tmp_path):
     got = _json.loads(out.read_text())
     assert {"ips", "snips", "dm", "dr"} <= set(got["estimators"])
     assert all(len(v["ci95"]) == 2 and "relative_error" in v for v in got["estimators"].values())
+
+
+def _uniform_log(n: int, ctr_of: np.ndarray, *, seed: int = 0, ctx_effect: bool = False) -> "O.LoggedBandit":
+    """A uniform-random logger over len(ctr_of) items, 2 positions; optional context effect."""
+    rng = np.random.default_rng(seed)
+    A = len(ctr_of)
+    x = rng.integers(0, 2, size=n)
+    a = rng.integers(0, A, size=n)
+    pos = rng.integers(0, 2, size=n)
+    p_click = ctr_of[a].copy()
+    if ctx_effect:  # item 0 is great for x=1 users only, item 1 for x=0
+        p_click = np.where((a == 0) & (x == 1), 0.3, np.where((a == 1) & (x == 0), 0.3, 0.02))
+    r = (rng.random(n) < p_click).astype(float)
+    return O.LoggedBandit(context=x.reshape(-1, 1).astype(float), action=a, position=pos, reward=r,
+                          propensity=np.full(n, 1.0 / A), n_actions=A, n_positions=2)
+
+
+def test_learned_policies_beat_random_when_there_is_something_to_learn() -> None:
+    ctr = np.array([0.02] * 9 + [0.25])  # one item is far better
+    out = O.learned_policies(_uniform_log(20_000, ctr), n_boot=300)
+    assert out["n_rounds"] == {"train": 10_000, "test": 10_000}
+    rnd = out["random"]["ctr"]
+    assert abs(rnd - ctr.mean()) < 0.01
+    for name in ("greedy", "epsilon", "thompson", "contextual"):
+        dr = out["policies"][name]["dr"]
+        assert out["beats_random"][name], name
+        assert dr["ci95"][0] > rnd
+    assert abs(out["policies"]["greedy"]["dr"]["estimate"] - 0.25) < 0.04  # the truth for greedy
+    assert abs(out["policies"]["epsilon"]["dr"]["estimate"] - (0.9 * 0.25 + 0.1 * ctr.mean())) < 0.04
+
+
+def test_learned_policies_do_not_beat_random_when_nothing_differs() -> None:
+    out = O.learned_policies(_uniform_log(6_000, np.full(8, 0.05), seed=3), n_boot=300)
+    assert not any(out["beats_random"].values())
+
+
+def test_contextual_policy_uses_the_context() -> None:
+    out = O.learned_policies(_uniform_log(20_000, np.zeros(4), ctx_effect=True, seed=1), n_boot=200)
+    # Only a policy that looks at the user can pick the right item for everyone.
+    assert out["policies"]["contextual"]["dr"]["estimate"] > out["policies"]["greedy"]["dr"]["estimate"] + 0.05
+    with pytest.raises(ValidationError, match="train_share"):
+        O.learned_policies(_uniform_log(100, np.full(4, 0.1)), train_share=1.0)
