@@ -17,7 +17,7 @@ Scenarios:
 1. ``reco-300``: open-loop load (``loadgen.py``: requests leave on a fixed schedule, latency
    counted from the scheduled time) at ``--rate`` req/s, GET /recommendations/u<random>?k=10
    over ``--users`` users, measured for ``--seconds`` after as long a warm-up at the same
-   rate. With 30 s response caching a user asked twice within 30 s with no event in
+   rate. With response caching (5 min) a user asked again with no event in
    between is served from cache; the hit ratio is reported.
 2. ``reco-300-uncached``: the same with the response cache off (every request ranks).
 3. ``reco-max``: unpaced wrk, 8 connections: the most req/s one worker serves.

@@ -135,7 +135,9 @@ class Settings(BaseSettings):
         "catalog change invalidates them"
     )
     response_cache_seconds: float = Field(
-        30.0, ge=0, description="Oldest a cached response may be (other users' events move trending)"
+        300.0, ge=0, description="Oldest a cached response may be. The user's own events, interests, erasure, "
+        "a re-fit or a catalog change end it at once; this bounds how long other users' events (trending, "
+        "co-occurrence) can take to show in an idle user's list"
     )
     state: str | None = Field(
         None, description="Redis URL (redis://host:6379/0) for running several replicas over one store: "
