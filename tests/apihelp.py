@@ -53,7 +53,8 @@ class Replica:
     """A `liverec serve` process on a free loopback port (open access), killable and restartable."""
 
     def __init__(self, store: str, *, state: str | None = None, prefix: str = "liverec",
-                 sync_seconds: float = 0.3, port: int | None = None) -> None:
+                 sync_seconds: float = 0.3, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.extra = extra
         self.store, self.state, self.prefix, self.sync_seconds = store, state, prefix, sync_seconds
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -74,6 +75,7 @@ class Replica:
                 "--port", str(self.port), "--log-level", "warning"]
         if self.state:
             args += ["--state", self.state]
+        args += list(self.extra)
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -261,6 +261,7 @@ def serve(
     state: Annotated[
         Optional[str], typer.Option(help="Redis URL: run as one of several replicas over a shared store. Env: LIVEREC_STATE")
     ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes on this node, over the same store")] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the HTTP service (API, OpenAPI docs at /docs, live page at /)."""
@@ -278,6 +279,8 @@ def serve(
         overrides["open_access"] = True
     if state:
         overrides["state"] = state
+    if workers > 1:
+        overrides["workers"] = workers
     if "LIVEREC_IMPRESSION_FLUSH_SECONDS" not in os.environ:
         overrides["impression_flush_seconds"] = 0.25  # batch impression writes off the request path
     try:
@@ -312,6 +315,16 @@ def serve(
 
         start_traffic(f"http://127.0.0.1:{port}", rate=simulate, key=os.environ.get("LIVEREC_API_KEY"))
     # access_log off: uvicorn's access log prints raw paths, which carry user ids.
+    if settings.workers > 1:
+        if settings.store in ("sqlite://", "sqlite:///:memory:"):
+            err.print("[bold red]error:[/] --workers needs a store every process can open: a SQLite file or PostgreSQL.")
+            raise typer.Exit(code=2)
+        # Each worker process builds its app from the environment.
+        for name, value in overrides.items():
+            os.environ[f"LIVEREC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        uvicorn.run("liverec.service.app:app_from_env", factory=True, workers=settings.workers, host=host,
+                    port=port, log_level=log_level, access_log=False)
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -118,6 +118,7 @@ class Engine:
         self._erasures_seen = store.counter("erasures")
         self._erasures_applied: set[int] = set()
         self._erasure_noticed: float | None = None
+        self._changes_seen = store.counter("changes")
         self._load()
 
     # ----------------------------------------------------------------- opening
@@ -379,6 +380,16 @@ class Engine:
             self._forget_local(user, events)
             if epoch is not None:
                 self._erasures_applied.add(epoch)
+
+    def catch_up(self) -> dict[str, int] | None:
+        """Read-your-writes across processes: if another engine wrote to the store since
+        this one last looked (one cheap query), :meth:`sync` now. None if nothing was new."""
+        seq, changes = self.store.head()
+        if seq <= self._cursor and changes == self._changes_seen:
+            return None
+        catalog = changes != self._changes_seen
+        self._changes_seen = changes  # read before syncing: a later change is seen next time
+        return self.sync(catalog=catalog)
 
     def sync(self, *, catalog: bool = True) -> dict[str, int]:
         """Catch up with what other engines wrote to the shared store; returns what changed.

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
         "a re-fit or a catalog change end it at once; this bounds how long other users' events (trending, "
         "co-occurrence) can take to show in an idle user's list"
     )
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes on this node (liverec serve --workers); above 1 every "
+        "read first catches up with what the other processes wrote (read-your-writes)"
+    )
     state: str | None = Field(
         None, description="Redis URL (redis://host:6379/0) for running several replicas over one store: "
         "update fan-out and fleet-wide A/B counters. None = a single replica"

@@ -98,7 +98,7 @@ class StoreContract:
         again = Store(store.engine, store.url)  # same database, migrate runs again
         assert calls == []
         assert again.schema_version == S.SCHEMA_VERSION
-        assert scalar(store, "SELECT count(*) FROM liverec_meta") == 1
+        assert scalar(store, "SELECT count(*) FROM liverec_meta WHERE key = 'schema_version'") == 1
         assert [i.id for i in again.iter_items()] == ["b", "a"]
         assert again.count_events() == 2
 
@@ -482,6 +482,18 @@ class StoreContract:
         more = events[::-1] + [ev("new-1"), ev("new-2")]
         assert store.append_events(more) == [n, n + 1]
         assert store.count_events() == n + 2
+
+    def test_head_tells_other_processes_what_moved(self, store: Store) -> None:
+        assert store.head() == (0, 0)
+        store.append_events([ev("e1"), ev("e2")])
+        seq, changes = store.head()
+        assert seq == store.last_event_seq() and changes == 0
+        store.upsert_items([Item("a", "A")])
+        store.set_interests("u1", "cats")
+        store.delete_items(["nope"])  # nothing deleted: nothing changed
+        assert store.head() == (seq, 2)
+        store.delete_items(["a"])
+        assert store.head()[1] == 3
 
     def test_changed_since_feeds_replicas(self, store: Store) -> None:
         store.upsert_items([Item("a", "A"), Item("b", "B")], now=100.0)

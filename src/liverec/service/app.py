@@ -71,6 +71,11 @@ class _Service:
         self._keys: dict[str, tuple[float, str | None]] = {}
         self.queue: asyncio.Queue | None = None
         self.rep: Any = None  # a Replicator when settings.state is set
+        # Several processes over one store (workers > 1, or replicas): every read first
+        # catches up with the log, so an event accepted by any process is reflected.
+        self.shared = settings.workers > 1 or bool(settings.state)
+        if self.shared:
+            engine.replicated = True
         self.ready = True
         self.registry = CollectorRegistry()
         r = self.registry
@@ -522,6 +527,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """The top ``k`` items for ``user``, with reasons, propensities and the serving variant."""
         svc: _Service = request.app.state.svc
         t0 = time.perf_counter()
+        if svc.shared:
+            await asyncio.to_thread(svc.engine.catch_up)
         f = _json_param(filters, "filters")
         ctx = _json_param(context, "context") or {}
         if variant is not None and variant not in svc.by_name:
@@ -574,6 +581,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     def explain(user: str = PathParam(max_length=256), item: str = PathParam(max_length=256),
                 svc: _Service = Depends(svc_dep)) -> S.ExplanationOut:
         """Why ``item`` would (or would not) be recommended to ``user`` now."""
+        if svc.shared:
+            svc.engine.catch_up()
         r = svc.engine.explain(user, item)
         return S.ExplanationOut(
             user=user, item=item, rank=r.position, score=r.score, explanation=r.explanation,
@@ -585,6 +594,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @app.get("/users/{user}", response_model=S.UserOut, tags=["users"], dependencies=[read])
     def get_user(user: str = PathParam(min_length=1, max_length=256), svc: _Service = Depends(svc_dep)) -> S.UserOut:
         """The user's variant, declared interests and latest events."""
+        if svc.shared:
+            svc.engine.catch_up()
         hist = svc.engine.history(user)
         st = svc.engine.user_state(user)
         v = assign(svc.variants, user, salt=svc.settings.ab_salt)
@@ -727,6 +738,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
 
 _ITEMS = TypeAdapter(list[S.RecommendationOut])
+
+
+def app_from_env() -> FastAPI:
+    """The app with settings from ``LIVEREC_*`` variables: the factory each worker process
+    of ``liverec serve --workers N`` imports."""
+    return create_app(Settings())
 
 
 def _attrs(catalog: Any, item: str) -> dict[str, Any]:

@@ -212,6 +212,7 @@ class Store:
         )
         with self._begin() as conn:
             conn.execute(stmt, rows)
+            self._bump(conn, "changes")  # other processes see the catalog moved (see head())
 
     def iter_items(self) -> Iterator[StoredItem]:
         """Every item in catalog order (``seq``)."""
@@ -256,6 +257,8 @@ class Store:
         with self._begin() as conn:
             for chunk in _chunks(list(ids)):
                 n += conn.execute(S.items.delete().where(S.items.c.id.in_(chunk))).rowcount
+            if n:
+                self._bump(conn, "changes")
         return n
 
     def count_items(self) -> int:
@@ -271,6 +274,7 @@ class Store:
         )
         with self._begin() as conn:
             conn.execute(stmt)
+            self._bump(conn, "changes")
 
     def get_interests(self, user: str) -> str | None:
         with self._connect() as conn:
@@ -312,6 +316,18 @@ class Store:
         )
         conn.execute(stmt)
         return int(conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar_one())
+
+    def head(self) -> tuple[int, int]:
+        """(last event seq, catalog/interests change counter) in one round trip: how a
+        process sharing this store tells, cheaply, whether others wrote something."""
+        with self._connect() as conn:
+            r = conn.execute(
+                sa.select(
+                    sa.select(sa.func.max(S.events.c.seq)).scalar_subquery(),
+                    sa.select(S.meta.c.value).where(S.meta.c.key == "changes").scalar_subquery(),
+                )
+            ).one()
+        return int(r[0] or 0), int(r[1] or 0)
 
     def counter(self, key: str) -> int:
         """A counter kept in ``liverec_meta`` (0 if never bumped)."""
