@@ -23,8 +23,12 @@ Scenarios:
 3. ``reco-max``: unpaced wrk, 8 connections: the most req/s one worker serves.
 4. ``ingest``: unpaced wrk, POST /events with one event per request, 32 connections:
    durable single-event ingestion (each response after the commit; group commit).
-5. ``event->reco``: a Python client, sequential: POST a click, then GET the user's list and
-   check the clicked book is gone (seen exclusion proves the state moved); round-trip p99.
+5. ``event->reco``: a Python client, sequential: POST a click, then GET the user's list (on a
+   second connection) and check the clicked book is gone (seen exclusion proves the state
+   moved); round-trip p99.
+
+``--workers N`` runs N server processes over the same SQLite file (read-your-writes:
+each read first catches up with what the other processes wrote).
 
     .venv/bin/python benchmarks/bench_http.py --seconds 20 --json benchmarks/.cache/http.json
 """
@@ -129,21 +133,31 @@ def metric(base: str, name: str, label: str = "") -> float:
 
 
 # ---------------------------------------------------------------- the server
-def serve(db: str, port: int, cache: int) -> None:
-    """Child process: engine over the prepared store, uvicorn with one worker."""
-    import uvicorn
-
+def app_factory():
+    """One server process's app (engine over the prepared store); settings from BENCH_* variables."""
     from liverec import Engine
     from liverec.service import create_app
     from liverec.settings import Settings
     from liverec.store import Store
 
+    db, cache, workers = os.environ["BENCH_DB"], int(os.environ["BENCH_CACHE"]), int(os.environ["BENCH_WORKERS"])
     items, vectors = common.book_vectors(quiet=True)
     enc = common.PrecomputedEncoder.for_items(items, vectors)
     s = Settings(store=db, open_access=True, encoder_progress=False, popularity_prior="ratings_count",
-                 impression_flush_seconds=0.25, response_cache_size=cache)
-    eng = Engine(Store.open(db), s, enc)
-    uvicorn.run(create_app(s, engine=eng), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+                 impression_flush_seconds=0.25, response_cache_size=cache, workers=workers)
+    return create_app(s, engine=Engine(Store.open(db), s, enc))
+
+
+def serve(db: str, port: int, cache: int, workers: int = 1) -> None:
+    """Child process: uvicorn with ``workers`` processes (each builds its own engine)."""
+    import uvicorn
+
+    os.environ.update(BENCH_DB=db, BENCH_CACHE=str(cache), BENCH_WORKERS=str(workers))
+    if workers == 1:
+        uvicorn.run(app_factory(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    else:
+        uvicorn.run("bench_http:app_factory", factory=True, workers=workers, app_dir=str(Path(__file__).parent),
+                    host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def prepare(db: str, users: int, warm: int, seed: int) -> list[str]:
@@ -169,11 +183,11 @@ def prepare(db: str, users: int, warm: int, seed: int) -> list[str]:
     return ids
 
 
-def start_server(db: str, port: int, cache: int) -> subprocess.Popen:
+def start_server(db: str, port: int, cache: int, workers: int = 1) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, __file__, "_serve", db, str(port), str(cache)], env=env)
+    proc = subprocess.Popen([sys.executable, __file__, "_serve", db, str(port), str(cache), str(workers)], env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -191,14 +205,16 @@ def event_then_reco(base: str, ids: list[str], users: int, n: int, seed: int) ->
 
     rng = random.Random(seed + 1)
     rts, stale = [], 0
-    with httpx.Client(base_url=base, timeout=10) as c:
+    # POST and GET on two keep-alive connections: with several workers they usually land
+    # on different processes, so the GET tests read-your-writes across processes.
+    with httpx.Client(base_url=base, timeout=10) as c, httpx.Client(base_url=base, timeout=10) as g:
         for k in range(n + 50):
             u = f"u{rng.randrange(users)}"
-            slate = [r["item"] for r in c.get(f"/recommendations/{u}", params={"k": 10}).json()["items"]]
+            slate = [r["item"] for r in g.get(f"/recommendations/{u}", params={"k": 10}).json()["items"]]
             item = rng.choice(slate) if slate and rng.random() < 0.5 else rng.choice(ids)
             t0 = time.perf_counter()
             r = c.post("/events", json={"user": u, "item": item, "kind": "click"})
-            got = c.get(f"/recommendations/{u}", params={"k": 10}).json()["items"]
+            got = g.get(f"/recommendations/{u}", params={"k": 10}).json()["items"]
             dt = time.perf_counter() - t0
             if r.status_code != 200:
                 raise RuntimeError(f"POST /events answered {r.status_code}: {r.text}")
@@ -216,6 +232,7 @@ def main() -> None:
     ap.add_argument("--warm-events", type=int, default=50_000)
     ap.add_argument("--n", type=int, default=500, help="event -> reco round trips")
     ap.add_argument("--port", type=int, default=0, help="0 = a free port")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (read-your-writes across them)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -235,7 +252,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
     results: dict = {}
     for label, cache in (("reco-300", 20_000), ("reco-300-uncached", 0)):
-        proc = start_server(db, args.port, cache)
+        proc = start_server(db, args.port, cache, args.workers)
         try:
             loadgen(base, args.rate, args.seconds, args.users)  # warm-up at the same rate
             hits0, miss0 = metric(base, "liverec_recommend_cache_total", 'result="hit"'), metric(
@@ -260,7 +277,7 @@ def main() -> None:
             "mean_ms": r["mean"]}
     rt = results["event->reco"]
     rows["event->reco round trip"] = rt
-    console.print(latency_table("HTTP, 1 uvicorn worker, 10k books, durable SQLite", rows))
+    console.print(latency_table(f"HTTP, {args.workers} uvicorn worker(s), 10k books, durable SQLite", rows))
     console.print(kv_table("notes", [
         ("cache hit ratio, reco-300", f"{results['reco-300']['cache_hit_ratio']:.2f}"),
         ("event->reco stale responses", rt["stale_responses"]),
@@ -272,6 +289,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
-        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 1)
     else:
         main()
