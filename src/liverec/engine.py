@@ -381,6 +381,11 @@ class Engine:
             if epoch is not None:
                 self._erasures_applied.add(epoch)
 
+    def behind(self) -> bool:
+        """Whether another engine wrote to the shared store since this one last looked."""
+        seq, changes = self.store.head()
+        return seq > self._cursor or changes != self._changes_seen
+
     def catch_up(self) -> dict[str, int] | None:
         """Read-your-writes across processes: if another engine wrote to the store since
         this one last looked (one cheap query), :meth:`sync` now. None if nothing was new."""

@@ -527,7 +527,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """The top ``k`` items for ``user``, with reasons, propensities and the serving variant."""
         svc: _Service = request.app.state.svc
         t0 = time.perf_counter()
-        if svc.shared:
+        if svc.shared and svc.engine.behind():  # one indexed query inline; learning off the loop
             await asyncio.to_thread(svc.engine.catch_up)
         f = _json_param(filters, "filters")
         ctx = _json_param(context, "context") or {}
