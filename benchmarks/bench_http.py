@@ -47,7 +47,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 import common
 from common import console, kv_table, latency_table

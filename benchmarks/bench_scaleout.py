@@ -28,20 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-import numpy as np
 import sqlalchemy as sa
 
 import common
@@ -49,7 +44,7 @@ import loadgen
 from common import console, kv_table, latency_table
 
 sys.path.insert(0, str(common.REPO / "tests"))
-from apihelp import Replica  # noqa: E402  (the test suite's process launcher)
+from apihelp import Replica, kill_cycles  # noqa: E402  (the test suite's process helpers)
 
 TARGET = ("cross-replica reflection p99 <= 100 ms; 60 s mixed load 0 errors, p99 <= 30 ms, RSS growth <= 10%; "
           "crash: 0 acknowledged events lost or duplicated over 20 kill/restart cycles")
@@ -132,34 +127,7 @@ def mixed(reps: list[Replica], ids: list[str], users: int, rate: float, seconds:
 
 
 def crash(store: str, ids: list[str], cycles: int) -> dict:
-    rep = Replica(store, sync_seconds=0)
-    acked: list[str] = []
-    lock = threading.Lock()
-    for cycle in range(cycles):
-        rep.start()
-        stop = threading.Event()
-
-        def send(w: int) -> None:
-            with httpx.Client(base_url=rep.url, timeout=5) as c:
-                k = 0
-                while not stop.is_set():
-                    eid = f"c{cycle}-w{w}-{k}"
-                    k += 1
-                    try:
-                        r = c.post("/events", json={"user": f"u{k % 50}", "item": ids[k % len(ids)], "id": eid})
-                        if r.status_code == 200:
-                            with lock:
-                                acked.append(eid)
-                    except httpx.HTTPError:
-                        return
-        threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        rep.kill()
-        stop.set()
-        for t in threads:
-            t.join(10)
+    acked = kill_cycles(Replica(store, sync_seconds=0), ids, cycles, users=50)
     eng = sa.create_engine(store.replace("postgresql://", "postgresql+psycopg://"))
     with eng.connect() as c:
         stored = [r[0] for r in c.execute(sa.text("SELECT id FROM events WHERE id LIKE 'c%-w%'"))]

@@ -102,3 +102,42 @@ class Replica:
                 self.proc.wait(30)
             except Exception:  # noqa: BLE001
                 self.proc.kill()
+
+
+def kill_cycles(rep: Replica, item_ids: list[str], cycles: int, *, users: int = 7, writers: int = 4,
+                run_seconds: float = 1.0) -> list[str]:
+    """Start ``rep``, let ``writers`` threads post events with unique ids, SIGKILL it after
+    ``run_seconds``; ``cycles`` times. Returns the ids the server acknowledged (HTTP 200)."""
+    import threading
+    import time
+
+    import httpx
+
+    acked: list[str] = []
+    lock = threading.Lock()
+    for cycle in range(cycles):
+        rep.start()
+        stop = threading.Event()
+
+        def send(worker: int, cycle: int = cycle) -> None:
+            with httpx.Client(base_url=rep.url, timeout=5) as c:
+                k = 0
+                while not stop.is_set():
+                    eid = f"c{cycle}-w{worker}-{k}"
+                    k += 1
+                    ev = {"user": f"u{k % users}", "item": item_ids[k % len(item_ids)], "kind": "click", "id": eid}
+                    try:
+                        if c.post("/events", json=ev).status_code == 200:
+                            with lock:
+                                acked.append(eid)
+                    except httpx.HTTPError:
+                        return  # the server died mid-request: not acknowledged
+        threads = [threading.Thread(target=send, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        time.sleep(run_seconds)
+        rep.kill()  # SIGKILL mid-stream
+        stop.set()
+        for t in threads:
+            t.join(10)
+    return acked

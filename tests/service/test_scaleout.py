@@ -7,14 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from apihelp import Replica, free_port
+from apihelp import Replica, free_port, kill_cycles
 
 pytestmark = pytest.mark.slow
 BOOKS = 40
@@ -151,33 +150,7 @@ def test_losing_redis_loses_nothing(postgres_url, books, tmp_path) -> None:
 
 def _crash_cycles(store: str, books, cycles: int) -> None:
     rep = Replica(store)
-    acked: list[str] = []
-    lock = threading.Lock()
-    for cycle in range(cycles):
-        rep.start()
-        stop = threading.Event()
-
-        def send(worker: int) -> None:
-            with httpx.Client(base_url=rep.url, timeout=5) as c:
-                k = 0
-                while not stop.is_set():
-                    eid = f"c{cycle}-w{worker}-{k}"
-                    k += 1
-                    ev = {"user": f"u{k % 7}", "item": books[k % BOOKS].id, "kind": "click", "id": eid}
-                    try:
-                        if c.post("/events", json=ev).status_code == 200:
-                            with lock:
-                                acked.append(eid)
-                    except httpx.HTTPError:
-                        return  # the server died mid-request: not acknowledged
-        threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        rep.kill()  # SIGKILL mid-stream
-        stop.set()
-        for t in threads:
-            t.join(10)
+    acked = kill_cycles(rep, [b.id for b in books[:BOOKS]], cycles)
     rep.start()
     try:
         eng = sa.create_engine(store.replace("postgresql://", "postgresql+psycopg://"))
