@@ -165,6 +165,11 @@ class Learner:
         """A fresh, unfitted learner with the same hyperparameters."""
         return type(self)(**copy.deepcopy(self.get_params()))
 
+    @property
+    def _fb(self) -> FeedbackConfig:
+        """The learner's feedback weighting (``feedback`` hyperparameter, or the defaults)."""
+        return getattr(self, "feedback", None) or FeedbackConfig()
+
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise NotFittedError(

@@ -58,10 +58,6 @@ class ContentProfile(Learner):
         self.feedback = feedback
         self.seed = seed
 
-    @property
-    def _fb(self) -> FeedbackConfig:
-        return self.feedback or FeedbackConfig()
-
     def fit(self, log: InteractionLog) -> Self:
         self.catalog_ = log.catalog
         self.fitted_ = True

@@ -106,10 +106,6 @@ class ItemKNN(Learner):
         self.feedback = feedback
         self.seed = seed
 
-    @property
-    def _fb(self) -> FeedbackConfig:
-        return self.feedback or FeedbackConfig()
-
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
         check_weighting(self.weighting)

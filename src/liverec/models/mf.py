@@ -124,10 +124,6 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.item_factors_[idx] = new
 
     # --------------------------------------------------------------- data path
-    @property
-    def _fb(self) -> FeedbackConfig:
-        return self.feedback or FeedbackConfig()
-
     def _strengths(self, kinds: np.ndarray, values: np.ndarray) -> np.ndarray:
         # Unknown kinds must still raise, so weights are computed in both modes.
         w = self._fb.weights(kinds, values)

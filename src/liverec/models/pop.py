@@ -144,10 +144,6 @@ class MostPopular(Learner):
         self.feedback = feedback
         self.seed = seed
 
-    @property
-    def _fb(self) -> FeedbackConfig:
-        return self.feedback or FeedbackConfig()
-
     def fit(self, log: InteractionLog) -> Self:
         check_weighting(self.weighting)
         self.catalog_ = log.catalog

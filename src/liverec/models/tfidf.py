@@ -65,10 +65,6 @@ class TfidfContent(Learner):
         self.feedback = feedback
         self.seed = seed
 
-    @property
-    def _fb(self) -> FeedbackConfig:
-        return self.feedback or FeedbackConfig()
-
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
         from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only when fitting

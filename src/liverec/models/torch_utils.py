@@ -410,10 +410,6 @@ class TorchLearner(Learner, abc.ABC):
     num_threads: int
     seed: int
 
-    @property
-    def _fb(self) -> FeedbackConfig:
-        return self.feedback or FeedbackConfig()
-
     # ------------------------------------------------------------------ fit
     def fit(self, log: InteractionLog) -> Self:
         keep = log.item_idx >= 0
