@@ -191,6 +191,9 @@ class VWAgent:
 
     Choices (documented because they decide how strong the peer is):
 
+    - **Vectors.** ``center=True`` (default) gives VW the mean-centred, re-normalised LM
+      vectors, the representation liverec's content source scores with (see
+      :class:`~liverec.models.content.ContentProfile`), so both see the same information.
     - **Features.** Shared (context): the mean LM vector of the user's last
       ``history`` clicked items, reduced to ``dims`` dimensions by a fixed seeded
       Gaussian projection (namespace ``U``). Each action: the item's reduced LM
@@ -235,6 +238,7 @@ class VWAgent:
         history: int = 20,
         explore: str = "--squarecb",
         extra_args: str = "",
+        center: bool = True,
         name: str | None = None,
     ) -> None:
         try:
@@ -243,7 +247,11 @@ class VWAgent:
             raise ValidationError(
                 "VWAgent needs the vowpalwabbit package: pip install vowpalwabbit", field="agents"
             ) from exc
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vecs = np.asarray(vectors, dtype=np.float64)
+        if center:
+            vecs = vecs - vecs.mean(axis=0)
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        self.vectors = np.ascontiguousarray(vecs, dtype=np.float32)
         self.item_ids = list(item_ids)
         self.index = {i: j for j, i in enumerate(self.item_ids)}
         self.pool, self.n_random, self.history = pool, n_random, history

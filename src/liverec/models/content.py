@@ -19,7 +19,8 @@ _DAY = 86_400.0
 class ContentProfile(Learner):
     """The user as two directions in the LM space: long-term taste and current intent.
 
-    Long-term: ``sum_e w(kind_e) * 2^(-(t_last - t_e)/half_life) * v(item_e)``, plus
+    Long-term: ``sum_e w(kind_e) * 2^(-(t_last - t_e)/half_life - n_e/half_life_events) * v(item_e)``
+    (``n_e``: how many of the user's events came after ``e``), plus
     ``interest_weight`` times the declared-interests vector. Short-term (the session's
     intent): ``sum_e w(kind_e) * short_decay^(events since e) * v(item_e)``, so the last
     few events dominate and the list follows what the user does now. Positive kinds
@@ -52,6 +53,7 @@ class ContentProfile(Learner):
         self,
         *,
         half_life_days: float = 30.0,
+        half_life_events: float | None = 100.0,
         interest_weight: float = 2.0,
         short_decay: float = 0.7,
         short_weight: float = 0.5,
@@ -60,6 +62,7 @@ class ContentProfile(Learner):
         seed: int = 0,
     ) -> None:
         self.half_life_days = half_life_days
+        self.half_life_events = half_life_events
         self.interest_weight = interest_weight
         self.short_decay = short_decay
         self.short_weight = short_weight
@@ -89,6 +92,14 @@ class ContentProfile(Learner):
             return v
         norms = self._norms()  # first: it may set the mean
         return (v - self.mean_) / norms[i]
+
+    def item_vectors(self, idx: np.ndarray) -> np.ndarray:
+        """The vectors the profile is made of, for catalog rows ``idx`` (centred and unit when ``center``)."""
+        v = self.catalog_.vectors[idx].astype(np.float64)
+        if not self.center:
+            return v
+        norms = self._norms()
+        return (v - self.mean_) / norms[idx][:, None]
 
     def fit(self, log: InteractionLog) -> Self:
         self.catalog_ = log.catalog
@@ -121,6 +132,8 @@ class ContentProfile(Learner):
             pos[order] = np.arange(len(ts)) - starts[uidx[order]]
             after = counts[uidx] - 1 - pos
             short_coef = w * self.short_decay ** after.astype(np.float64)
+            if self.half_life_events:
+                coef = coef * np.exp2(-after / float(self.half_life_events))
             vecs = log.catalog.vectors
             shape = (len(uniq), len(log.catalog))
             if self.center:  # sum w (v - m)/|v - m| without a centred copy of the catalog
@@ -155,8 +168,9 @@ class ContentProfile(Learner):
             self.profiles_[event.user] = w * v
             self.last_t_[event.user] = event.timestamp
         elif event.timestamp >= t0:
-            # Fade the old profile to the new event's time, then add it: O(d).
-            self.profiles_[event.user] = p * math.exp2(-(event.timestamp - t0) / h) + w * v
+            # Fade the old profile to the new event's time (and by one event), then add it: O(d).
+            fade = -(event.timestamp - t0) / h - (1.0 / self.half_life_events if self.half_life_events else 0.0)
+            self.profiles_[event.user] = p * math.exp2(fade) + w * v
             self.last_t_[event.user] = event.timestamp
         else:  # a late event: add it already faded
             self.profiles_[event.user] = p + w * math.exp2(-(t0 - event.timestamp) / h) * v

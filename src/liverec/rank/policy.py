@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
@@ -39,6 +39,9 @@ class SlateContext:
     fused: np.ndarray  # fused score per candidate
     query: np.ndarray | None  # the user's LM query vector (None for a cold user)
     catalog: Catalog
+    # catalog idx -> item vectors in the query's space (the content source's centred
+    # vectors); None = the catalog's raw LM vectors.
+    item_vectors: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass
@@ -148,7 +151,8 @@ class _Linear(Policy):
         if self.proj_ is None or self.proj_.shape[0] != d_lm:
             rng = np.random.default_rng(self.seed + 7919)
             self.proj_ = rng.normal(size=(d_lm, self.dim)) / math.sqrt(self.dim)
-        v = ctx.catalog.vectors[ctx.items.idx[pool]].astype(np.float64)
+        idx = ctx.items.idx[pool]
+        v = (ctx.item_vectors(idx) if ctx.item_vectors is not None else ctx.catalog.vectors[idx]).astype(np.float64)
         q = ctx.query.astype(np.float64) if ctx.query is not None else np.zeros(d_lm)
         f = ctx.fused[pool].astype(np.float64)
         span = f.max() - f.min() if len(f) else 0.0
@@ -199,36 +203,59 @@ class LinUCB(_Linear):
 class LinearTS(_Linear):
     """Linear Thompson sampling (Agrawal & Goyal 2013).
 
-    Propensities are estimated by re-drawing the posterior ``n_propensity`` times and
-    counting how often each served item lands at its position.
+    The pool is the top ``pool`` items by fused score plus ``n_random`` other
+    candidates drawn uniformly: a taste the fused score does not know yet (a new
+    interest, a shifted one) can only be discovered among items it ranks low.
+    Propensities are estimated by re-drawing the random candidates and the posterior
+    ``n_propensity`` times and counting how often each served item lands at its
+    position.
     """
 
     name: ClassVar[str] = "lints"
     stochastic: ClassVar[bool] = True
 
     def __init__(
-        self, *, v: float = 0.3, dim: int = 32, l2: float = 1.0, pool: int = 100, n_propensity: int = 64,
-        seed: int = 0,
+        self, *, v: float = 0.3, dim: int = 32, l2: float = 1.0, pool: int = 100, n_random: int = 20,
+        n_propensity: int = 64, seed: int = 0,
     ) -> None:
         super().__init__(dim=dim, l2=l2, pool=pool, seed=seed)
         self.v = v
+        self.n_random = n_random
         self.n_propensity = n_propensity
 
+    def _extras(self, n: int, top: np.ndarray, draws: int) -> np.ndarray:
+        """(draws, n_random) candidate positions outside ``top`` (-1 = none left)."""
+        m = min(self.n_random, n - len(top))
+        if m <= 0:
+            return np.full((draws, 0), -1, dtype=np.int64)
+        rest = np.setdiff1d(np.arange(n), top, assume_unique=True)
+        return np.stack([self.rng_.choice(rest, size=m, replace=False) for _ in range(draws)])
+
     def choose(self, ctx: SlateContext, k: int) -> Served:
-        pool = top_k(ctx.fused, max(self.pool, k))
-        X = self._features(ctx, pool)
+        top = top_k(ctx.fused, max(self.pool, k))
+        extras = self._extras(len(ctx.fused), top, self.n_propensity + 1)  # row 0 serves, the rest re-draw
+        universe = np.unique(np.concatenate([top, extras.ravel()]))
+        X = self._features(ctx, universe)
+        where = {int(p): j for j, p in enumerate(universe)}
         A_inv = np.linalg.inv(self.A_)
         mean = A_inv @ self.b_
         chol = np.linalg.cholesky(self.v**2 * A_inv + 1e-12 * np.eye(len(mean)))
         draws = mean[:, None] + chol @ self.rng_.standard_normal((len(mean), self.n_propensity + 1))
-        scores = X @ draws  # (pool, draws)
+        scores = X @ draws  # (universe, draws)
+        # Draw d may only pick from the top pool and its own random candidates.
+        allowed = np.zeros(scores.shape, dtype=bool)
+        allowed[[where[int(p)] for p in top], :] = True
+        for d in range(extras.shape[0]):
+            allowed[[where[int(p)] for p in extras[d]], d] = True
+        scores = np.where(allowed, scores, -np.inf)
         order = top_k(scores[:, 0], k)
+        order = order[np.isfinite(scores[order, 0])]
         kk = len(order)
         # Each other draw's slate: where would it put the served items?
-        tops = np.argsort(-scores[:, 1:], axis=0)[:kk]  # (kk, n_propensity)
+        tops = np.argsort(-scores[:, 1:], axis=0, kind="stable")[:kk]  # (kk, n_propensity)
         props = np.array([(tops[slot] == order[slot]).mean() for slot in range(kk)])
         props = np.clip(props, 1.0 / (self.n_propensity + 1), 1.0)
-        return Served(pool[order], props, self.name, features=X[order])
+        return Served(universe[order], props, self.name, features=X[order])
 
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Policy, EpsilonGreedy, LinUCB, LinearTS)}
