@@ -570,9 +570,10 @@ def simulate(
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Slate size")] = 5,
     catalog_size: Annotated[int, typer.Option("--catalog-size", min=1, help="First N goodbooks books (10000 = all)")] = 10_000,
     agents: Annotated[
-        str, typer.Option(help="Comma-separated: static, retrain-N, realtime, realtime+retrain-N, vw, random, pop")
+        str, typer.Option(help="Comma-separated: static, retrain-N, realtime, realtime+retrain-N, MODE@POLICY (e.g. realtime@lints), vw, random, pop")
     ] = "static,retrain-1000,realtime,vw",
     skips: Annotated[bool, typer.Option("--skips/--no-skips", help="Also send a skip for the top unclicked item")] = True,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes; seeds run in parallel (same figures)")] = 1,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure and the settings here")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with CTR curves here")] = None,
     cache: Annotated[Optional[str], typer.Option(help="Vector cache store URL (default ~/.cache/liverec/vectors.db)")] = None,
@@ -630,12 +631,12 @@ def simulate(
             t = time.perf_counter()
             out = compare_agents(
                 vectors, ids, factories, seeds=list(range(seeds)), steps=steps, warmup=warmup, n_users=users, k=k,
-                drift_at=at, drift_mode=drift_mode, skips=skips, progress=advance,
+                drift_at=at, drift_mode=drift_mode, skips=skips, progress=advance, jobs=jobs,
             )
         run_s = time.perf_counter() - t
     except LiverecError as exc:
         _fail(exc)
-    out["settings"].update({"catalog_size": len(ids), "users": users, "k": k, "drift": drift, "drift_at": at,
+    out["settings"].update({"catalog_size": len(ids), "users": users, "k": k, "drift": drift, "drift_at": at, "jobs": jobs,
                             "run_seconds": round(run_s, 1)})
 
     def num(x, fmt: str = ".4f") -> str:

@@ -268,3 +268,31 @@ def test_cli_simulate_writes_json(encoder, tmp_path, monkeypatch):
     bad = CliRunner().invoke(app, ["simulate", "--agents", "nonsense", "--catalog-size", "150", "--steps", "5",
                                    "--seeds", "1", "--cache", f"sqlite:///{tmp_path}/v.db"])
     assert bad.exit_code == 2 and "retrain-N" in bad.output
+
+
+def test_parallel_seeds_give_the_same_figures(catalog):
+    vecs, ids = catalog
+    facs = {
+        "realtime@lints": lambda s: make_agent("realtime@lints", vecs, ids, seed=s, settings=LM_ONLY),
+        "pop": lambda s: PopularityAgent(ids, seed=s),
+    }
+    kw = dict(seeds=[0, 1, 2], steps=150, warmup=60, n_users=15, drift_at=75, ratios=[("realtime@lints", "pop")])
+    seen: list[tuple[str, int, int]] = []
+    one = compare_agents(vecs, ids, facs, jobs=1, **kw)
+    two = compare_agents(vecs, ids, facs, jobs=2, progress=lambda n, s, k: seen.append((n, s, k)), **kw)
+    for name in facs:
+        assert one["policies"][name]["ctr_per_seed"] == two["policies"][name]["ctr_per_seed"]
+        assert one["policies"][name]["curve"] == two["policies"][name]["curve"]
+    assert one["ratios"] == two["ratios"]
+    # progress from the worker processes reached the parent: every agent step of every seed
+    assert sum(k for _, _, k in seen) == 3 * 150 * len(facs)
+
+
+def test_agent_names_pick_the_policy(catalog):
+    vecs, ids = catalog
+    agent = make_agent("realtime@lints", vecs, ids, settings=LM_ONLY)
+    assert agent.name == "realtime@lints" and agent.engine.settings.default_policy == "lints"
+    with pytest.raises(ValidationError, match="unknown policy"):
+        make_agent("realtime@nope", vecs, ids, settings=LM_ONLY)
+    with pytest.raises(ValidationError, match="retrain-N"):
+        make_agent("sometimes@lints", vecs, ids, settings=LM_ONLY)

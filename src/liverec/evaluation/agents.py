@@ -37,8 +37,9 @@ from .simulator import Agent, RandomAgent
 
 __all__ = ["EngineAgent", "PopularityAgent", "RandomAgent", "VWAgent", "make_agent", "AGENT_NAMES"]
 
-#: Names ``make_agent`` understands (``retrain-N`` for any N >= 1).
-AGENT_NAMES = ("static", "retrain-N", "realtime", "realtime+retrain-N", "vw", "random", "pop")
+#: Names ``make_agent`` understands (``retrain-N`` for any N >= 1). An engine mode may
+#: name the policy that picks its slates: ``realtime@lints`` (default: greedy).
+AGENT_NAMES = ("static", "retrain-N", "realtime", "realtime+retrain-N", "MODE@POLICY", "vw", "random", "pop")
 
 
 class _LookupEncoder:
@@ -426,8 +427,19 @@ def make_agent(
         return RandomAgent(item_ids, seed=seed)
     if name == "pop":
         return PopularityAgent(item_ids, seed=seed)
-    _parse_mode(name)  # raises a helpful error for unknown names
-    return EngineAgent.build(vectors, item_ids, name, settings=settings)
+    mode, _, policy = name.partition("@")
+    _parse_mode(mode)  # raises a helpful error for unknown names
+    if policy:
+        from ..settings import Settings
+
+        base = settings or Settings()
+        if policy != "greedy" and policy not in base.policies:
+            raise ValidationError(
+                f"unknown policy {policy!r} in agent {name!r}; use one of {sorted(['greedy', *base.policies])}.",
+                field="agents",
+            )
+        settings = base.model_copy(update={"default_policy": policy})
+    return EngineAgent.build(vectors, item_ids, mode, settings=settings, name=name)
 
 
 def agent_factories(
@@ -436,5 +448,5 @@ def agent_factories(
     """``{name: seed -> fresh agent}`` for :func:`~liverec.evaluation.simulator.compare_agents`."""
     for n in names:
         if n not in ("vw", "random", "pop"):
-            _parse_mode(n)
+            _parse_mode(n.partition("@")[0])
     return {n: (lambda seed, _n=n: make_agent(_n, vectors, item_ids, seed=seed, **kwargs)) for n in names}

@@ -712,12 +712,14 @@ def compare_agents(
     recovery_window: int = 5,
     ratios: Sequence[tuple[str, str]] = (("realtime", "static"), ("realtime", "retrain-1000")),
     progress: Callable[[str, int, int], None] | None = None,
+    jobs: int = 1,
     **sim_kwargs: Any,
 ) -> dict[str, Any]:
     """Run every agent on every seed's world; JSON-ready summary with 95% t-intervals over seeds.
 
     ``factories[name](seed)`` builds a fresh agent. ``progress(name, seed, n)``
-    reports ``n`` more agent steps. Ratios ``a/b`` are paired by seed (same world,
+    reports ``n`` more agent steps. ``jobs > 1`` runs seeds in that many forked
+    processes (same figures as ``jobs=1``). Ratios ``a/b`` are paired by seed (same world,
     same warm-up log, same arrival sequence) before averaging.
     """
     per: dict[str, dict[str, list]] = {
@@ -725,28 +727,105 @@ def compare_agents(
             "curve": [], "agent_s": [], "sim_sps": []}
         for n in factories
     }
-    for seed in seeds:
-        sim = Simulator(catalog_vectors, item_ids, seed=seed, **sim_kwargs)
-        for name, make in factories.items():
+    job = _SeedJob(catalog_vectors, item_ids, factories, steps, warmup, curve_bins, recovery_window, sim_kwargs)
+    for seed, name, row in _run_seeds(job, list(seeds), jobs, progress):
+        d = per[name]
+        for key, value in row.items():
+            d[key].append(value)
+    return _summarise(per, factories, seeds, steps, warmup, curve_bins, recovery_window, ratios,
+                      catalog_vectors, item_ids, sim_kwargs)
+
+
+@dataclass
+class _SeedJob:
+    """Everything one seed's run needs (inherited by forked worker processes)."""
+
+    vectors: np.ndarray
+    item_ids: Sequence[str]
+    factories: Mapping[str, Callable[[int], Agent]]
+    steps: int
+    warmup: int
+    curve_bins: int
+    recovery_window: int
+    sim_kwargs: dict[str, Any]
+
+    def run(self, seed: int, progress: Callable[[str, int, int], None] | None) -> list[tuple[str, dict[str, Any]]]:
+        sim = Simulator(self.vectors, self.item_ids, seed=seed, **self.sim_kwargs)
+        out = []
+        for name, make in self.factories.items():
             agent = make(seed)
-            cb = (lambda n, _name=name, _seed=seed: progress(_name, _seed, n)) if progress else None
-            res = sim.run(agent, steps, warmup=warmup, progress=cb)
+            cb = (lambda n, _name=name: progress(_name, seed, n)) if progress else None
+            res = sim.run(agent, self.steps, warmup=self.warmup, progress=cb)
             close = getattr(agent, "close", None)
             if callable(close):
                 close()
-            d = per[name]
-            d["ctr"].append(res.ctr)
-            d["expected_ctr"].append(res.expected_ctr)
             cut = res.drift_at if res.drift_at is not None else res.steps
-            d["before"].append(res.ctr_between(0, cut))
-            d["after"].append(res.ctr_between(cut) if res.drift_at is not None else float("nan"))
-            rec = res.recovery(window=recovery_window)
-            d["rec"].append(rec["recovery_events"])
-            d["rec_ok"].append(rec["recovery_events_recovered"])
-            d["rec_frac"].append(rec["recovered_frac"])
-            d["curve"].append(res.ctr_curve(curve_bins))
-            d["agent_s"].append(res.agent_seconds)
-            d["sim_sps"].append(res.sim_steps_per_second)
+            rec = res.recovery(window=self.recovery_window)
+            out.append((name, {
+                "ctr": res.ctr, "expected_ctr": res.expected_ctr, "before": res.ctr_between(0, cut),
+                "after": res.ctr_between(cut) if res.drift_at is not None else float("nan"),
+                "rec": rec["recovery_events"], "rec_ok": rec["recovery_events_recovered"],
+                "rec_frac": rec["recovered_frac"], "curve": res.ctr_curve(self.curve_bins),
+                "agent_s": res.agent_seconds, "sim_sps": res.sim_steps_per_second,
+            }))
+        return out
+
+
+_JOB: _SeedJob | None = None  # set in the parent before forking workers
+_QUEUE: Any = None
+
+
+def _worker(seed: int) -> list[tuple[str, dict[str, Any]]]:
+    assert _JOB is not None
+    q = _QUEUE
+    return _JOB.run(seed, (lambda name, s, n: q.put((name, s, n))) if q is not None else None)
+
+
+def _run_seeds(
+    job: _SeedJob, seeds: list[int], jobs: int, progress: Callable[[str, int, int], None] | None
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """Run every seed (in ``jobs`` forked processes when > 1); rows in seed order."""
+    global _JOB, _QUEUE
+    if jobs <= 1 or len(seeds) <= 1:
+        return [(seed, name, row) for seed in seeds for name, row in job.run(seed, progress)]
+    import multiprocessing as mp
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Fork, not spawn: agents are built by closures (factories), which cannot be pickled;
+    # forked workers inherit them. Seeds are independent worlds, so results do not
+    # depend on how they are spread over processes.
+    ctx = mp.get_context("fork")
+    _JOB, _QUEUE = job, (ctx.Queue() if progress is not None else None)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set() or (_QUEUE is not None and not _QUEUE.empty()):
+            try:
+                name, s, n = _QUEUE.get(timeout=0.2)
+            except Exception:  # queue.Empty
+                continue
+            progress(name, s, n)  # type: ignore[misc]
+
+    t = threading.Thread(target=drain, daemon=True) if progress is not None else None
+    if t is not None:
+        t.start()
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
+            results = list(pool.map(_worker, seeds))
+    finally:
+        stop.set()
+        if t is not None:
+            t.join()
+        _JOB, _QUEUE = None, None
+    return [(seed, name, row) for seed, rows in zip(seeds, results) for name, row in rows]
+
+
+def _summarise(
+    per: dict[str, dict[str, list]], factories: Mapping[str, Any], seeds: Sequence[int], steps: int, warmup: int,
+    curve_bins: int, recovery_window: int, ratios: Sequence[tuple[str, str]], catalog_vectors: np.ndarray,
+    item_ids: Sequence[str], sim_kwargs: dict[str, Any],
+) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     for name, d in per.items():
         m, lo, hi = t_interval(d["ctr"])
