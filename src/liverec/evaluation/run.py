@@ -88,9 +88,12 @@ def evaluate(
     def factory(spec):
         return lambda: build_model(spec, catalog=catalog, items=dataset.items, encoder=enc, base_settings=base)
 
-    factories = [factory(s) for s in specs]
+    jobs = max(1, min((os.cpu_count() or 1) if jobs is None else jobs, len(specs)))
+    # In parallel, the costliest models start first so no worker is left with a long one
+    # at the end: engines (five sources each) before single learners.
+    order = sorted(range(len(specs)), key=lambda i: specs[i].kind != "engine") if jobs > 1 else list(range(len(specs)))
+    factories = [factory(specs[i]) for i in order]
     prog = progress or (lambda it, desc, total: it)
-    jobs = max(1, min((os.cpu_count() or 1) if jobs is None else jobs, len(factories)))
     t = time.perf_counter()
     if protocol == "static":
         res = run_static(
@@ -100,6 +103,7 @@ def evaluate(
         res = run_stream(dataset.events, factories, k=k, learns=learns, progress=prog, jobs=jobs)
     else:
         res = run_cold(dataset.events, factories, k=k, seed=seed, progress=prog, jobs=jobs)
+    res = [r for _, r in sorted(zip(order, res), key=lambda p: p[0])]  # back in the order asked
     total_s = time.perf_counter() - t
     return {
         "results": {r.model: _clean(r.summary()) for r in res},
