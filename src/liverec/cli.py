@@ -418,6 +418,9 @@ def eval_(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure and the settings here")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots here")] = None,
     cache: Annotated[Optional[str], typer.Option(help="Vector cache store URL (default ~/.cache/liverec/vectors.db)")] = None,
+    jobs: Annotated[
+        Optional[int], typer.Option("--jobs", "-j", min=1, help="Models run at once, each in its own process (default: one per CPU, at most one per model)")
+    ] = None,
 ) -> None:
     """Measure quality and speed of liverec against baselines on one protocol.
 
@@ -452,12 +455,13 @@ def eval_(
             k=k,
             seed=seed,
             cache_url=cache,
+            jobs=jobs,
             progress=lambda it, desc, total: track(it, description=desc, total=total, console=err, transient=True),
         )
     except LiverecError as exc:
         _fail(exc)
     console.print(results_table(out))
-    console.print(f"run time {out['settings']['run_seconds']} s (encoding {out['settings']['encode_seconds']} s)")
+    console.print(f"run time {out['settings']['run_seconds']} s with {out['settings']['jobs']} job(s) (encoding {out['settings']['encode_seconds']} s)")
     if json_path:
         write_json(out, json_path)
         console.print(f"JSON written to {json_path}")

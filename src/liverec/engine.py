@@ -742,7 +742,7 @@ class Engine:
         if blocked is not None:
             idx = idx[~blocked[idx]]
         if exclude:
-            drop = np.fromiter((i for i in map(cat.get_idx, exclude) if i is not None), dtype=np.int64)
+            drop = cat.live_indices(exclude)
             idx = idx[~np.isin(idx, drop)]
         if exclude_seen and state.user in self._users:
             seen = self._users[state.user].seen

@@ -80,3 +80,45 @@ def test_cli_eval_on_generic_folder(tiny, encoder, tmp_path, monkeypatch):
     assert set(got["results"]) == {"liverec", "trending"} and "ndcg@10" in got["results"]["liverec"]
     bad = CliRunner().invoke(app, ["eval", "--dataset", "movielens", "--models", "nonsense"])
     assert bad.exit_code == 2 and "--data" in bad.output
+
+
+@pytest.mark.parametrize("protocol", ["static", "stream", "cold"])
+def test_jobs_give_the_same_figures_in_the_same_order(tiny, encoder, protocol, tmp_path):
+    models = ["trending", "liverec", "itemknn", "ease"] + (["liverec@frozen"] if protocol == "stream" else [])
+    runs, seen = {}, {}
+    for jobs in (1, 2):
+        calls: list[tuple[str, int, int]] = []
+
+        def progress(it, desc, total, calls=calls):
+            n = 0
+            for x in it:
+                n += 1
+                yield x
+            calls.append((desc, total, n))
+
+        runs[jobs] = evaluate(tiny, models, protocol=protocol, encoder=encoder, jobs=jobs, progress=progress,
+                              cache_url=f"sqlite:///{tmp_path}/v.db")
+        seen[jobs] = calls
+    timing = {"fit_s", "latency_p50_ms", "latency_p99_ms"}
+    one, two = runs[1], runs[2]
+    assert list(two["results"]) == list(one["results"]) == models
+    for m in models:
+        figures = {k: v for k, v in one["results"][m].items() if k not in timing}
+        assert {k: v for k, v in two["results"][m].items() if k not in timing} == figures, m
+        assert two["latencies_ms"][m]["n"] == one["latencies_ms"][m]["n"]
+    assert two["curves"] == one["curves"]
+    assert (one["settings"]["jobs"], two["settings"]["jobs"]) == (1, 2)
+    # Sequential: one bar per model; parallel: one bar for all, run to its end.
+    assert len(seen[1]) == len(models) and all(total == n for _, total, n in seen[1])
+    [(desc, total, n)] = seen[2]
+    assert "2 jobs" in desc and total == n == sum(t for _, t, _ in seen[1])
+
+
+def test_a_failing_model_in_a_worker_raises_in_the_caller(tiny, encoder, tmp_path):
+    from liverec.evaluation.harness import run_models
+
+    def boom():
+        raise RuntimeError("model exploded")
+
+    with pytest.raises(RuntimeError, match="model exploded"):
+        run_models([lambda: 1, boom], lambda f, progress: f(), jobs=2)

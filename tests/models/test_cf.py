@@ -47,8 +47,16 @@ def co_consumption() -> tuple[Catalog, list[Event]]:
 # ------------------------------------------------------------------------ ItemKNN
 @pytest.mark.parametrize("params", [{}, {"shrink": 0.0}, {"k_neighbours": 3}, {"weighting": "feedback", "all_events": True}])
 def test_itemknn_per_event_equals_batch_refit_exactly(params, monkeypatch):
-    # A tiny merge threshold makes the delta fold into the CSR base several times mid-stream.
-    monkeypatch.setattr(itemknn_module, "_MIN_DELTA", 40)
+    # A tiny tail and no slack make rows re-sort, move and the arrays compact mid-stream
+    # (and scores also read unsorted tails).
+    monkeypatch.setattr(itemknn_module, "_TAIL", 2)
+    monkeypatch.setattr(itemknn_module, "_SLACK", 0)
+    calls = {"_move": 0, "_compact": 0, "_sort_row": 0}
+    for name in calls:
+        def spy(self, *a, _name=name, _f=getattr(itemknn_module._RowStore, name)):
+            calls[_name] += 1
+            return _f(self, *a)
+        monkeypatch.setattr(itemknn_module._RowStore, name, spy)
     cat = make_catalog()
     events = make_events(cat)
     half = len(events) // 2
@@ -59,8 +67,9 @@ def test_itemknn_per_event_equals_batch_refit_exactly(params, monkeypatch):
         streamed.learn_one(e)
     for e in events:
         online.learn_one(e)
-    if "weighting" not in params:  # (with all_events the merges happen to line up with the end)
-        assert streamed.dfill_, "scoring must also read rows from the delta, not only the merged base"
+    assert all(calls.values()), calls
+    for m in (streamed, online):
+        assert (m.counts_.size > m.counts_.nsorted).any(), "scoring must also read rows' unsorted tails"
     items = everything(cat)
     for u in ("u0", "u3", "u7", "u11", "nobody"):
         expected = batch.score(UserState(u), items)

@@ -56,8 +56,9 @@ class LearnerModel:
         items = self.catalog.select(candidates) if candidates is not None else self._all
         scores = np.asarray(self.learner.score(UserState(user), items), dtype=np.float64).copy()
         if exclude:
-            ex = np.fromiter((self.catalog.index[i] for i in exclude if i in self.catalog.index), dtype=np.int64)
-            scores[np.isin(items.idx, ex)] = -np.inf
+            hide = np.zeros(len(self.catalog), dtype=bool)
+            hide[self.catalog.live_indices(exclude)] = True
+            scores[hide[items.idx]] = -np.inf
         order = top_k(scores, k)
         order = order[np.isfinite(scores[order])]
         ids = items.ids

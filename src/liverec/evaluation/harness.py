@@ -8,15 +8,23 @@
 - **cold**: 10% of the items with >= 5 interactions removed from training; rank only
   those items for the users who interacted with them.
 
+With ``jobs > 1`` the models of a protocol run in that many forked worker processes
+(each model wholly in one worker, on the same split); results are the same as a
+sequential run, in the order given, and progress is one bar over all models.
+
 Every function returns plain rows/dicts; nothing here prints.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import queue
+import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +34,7 @@ from .adapters import EvalModel
 from .splits import cold_item_split, stream_split, temporal_user_split
 
 RANKING = ("recall", "ndcg", "map", "hr", "mrr")
+Progress = Callable[[Iterable, str, int], Iterable]
 COLD_USER_MAX_TRAIN = 5  # users with at most this many training interactions form the cold-user slice
 
 
@@ -89,7 +98,8 @@ def run_static(
     k: int = 10,
     n_items: int,
     vectors: Mapping[str, np.ndarray] | None = None,
-    progress: Callable[[Iterable, str, int], Iterable] = lambda it, desc, total: it,
+    progress: Progress = lambda it, desc, total: it,
+    jobs: int = 1,
 ) -> list[ModelResult]:
     """Temporal per-user hold-out with full ranking (train items excluded)."""
     split = temporal_user_split(events)
@@ -98,14 +108,14 @@ def run_static(
     train_counts = {u: len(s) for u, s in split.train_by_user.items()}
     item_counts = pop
     cold_users = [u for u in split.test_by_user if train_counts.get(u, 0) <= COLD_USER_MAX_TRAIN]
-    results = []
-    for factory in models:
+    users = [u for u, rel in split.test_by_user.items() if rel]
+
+    def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()
         t = time.perf_counter()
         model.fit(split.train)
         res = ModelResult(model.name, fit_seconds=time.perf_counter() - t)
         lists: dict[str, list[str]] = {}
-        users = [u for u, rel in split.test_by_user.items() if rel]
         for u in progress(users, f"static {model.name}", len(users)):
             t = time.perf_counter()
             lists[u] = model.recommend(u, k, exclude=split.train_by_user.get(u, set()))
@@ -118,9 +128,10 @@ def run_static(
             u: {i for i in rel if item_counts.get(i, 0) < COLD_USER_MAX_TRAIN} for u, rel in split.test_by_user.items()
         }
         res.metrics[f"recall@{k}_cold_items"] = _ranking_metrics(lists, cold_rel, k)[f"recall@{k}"]
-        results.append(res)
         _close(model)
-    return results
+        return res
+
+    return run_models(models, one, jobs=jobs, progress=progress, label="static", units=len(users))
 
 
 def run_stream(
@@ -130,12 +141,13 @@ def run_stream(
     k: int = 10,
     learns: Mapping[str, bool] | None = None,
     window: int = 2000,
-    progress: Callable[[Iterable, str, int], Iterable] = lambda it, desc, total: it,
+    progress: Progress = lambda it, desc, total: it,
+    jobs: int = 1,
 ) -> list[ModelResult]:
     """Prequential: predict each event before revealing it. ``learns[name]=False`` = frozen model."""
     split = stream_split(events)
-    results = []
-    for factory in models:
+
+    def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()
         t = time.perf_counter()
         model.fit(split.warmup)
@@ -158,9 +170,10 @@ def run_stream(
             seen[e.user].add(e.item)
         res.metrics[f"hr@{k}"] = float(np.mean(hits)) if hits else float("nan")
         res.metrics["predictions"] = float(len(hits))
-        results.append(res)
         _close(model)
-    return results
+        return res
+
+    return run_models(models, one, jobs=jobs, progress=progress, label="stream", units=len(split.stream))
 
 
 def run_cold(
@@ -169,28 +182,120 @@ def run_cold(
     *,
     k: int = 10,
     seed: int = 0,
-    progress: Callable[[Iterable, str, int], Iterable] = lambda it, desc, total: it,
+    progress: Progress = lambda it, desc, total: it,
+    jobs: int = 1,
 ) -> list[ModelResult]:
     """Cold items: rank only the held-out items for the users who interacted with them."""
     split = cold_item_split(events, seed=seed)
     cold = sorted(split.cold_items)
-    results = []
-    for factory in models:
+    users = [u for u, rel in split.test_by_user.items() if rel]
+
+    def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()
         t = time.perf_counter()
         model.fit(split.train)
         res = ModelResult(model.name, fit_seconds=time.perf_counter() - t)
         lists: dict[str, list[str]] = {}
-        users = [u for u, rel in split.test_by_user.items() if rel]
         for u in progress(users, f"cold {model.name}", len(users)):
             t = time.perf_counter()
             lists[u] = model.recommend(u, k, candidates=cold)
             res.latencies_ms.append((time.perf_counter() - t) * 1000)
         res.metrics.update(_ranking_metrics(lists, split.test_by_user, k))
         res.metrics["cold_items"] = float(len(cold))
-        results.append(res)
         _close(model)
-    return results
+        return res
+
+    return run_models(models, one, jobs=jobs, progress=progress, label="cold", units=len(users))
+
+
+# ------------------------------------------------------------------ workers
+#: What forked workers run: (per-model function, factories, progress queue). Set just
+#: before the pool forks, so workers inherit it instead of unpickling closures.
+_WORK: tuple[Callable[..., ModelResult], Sequence[Callable[[], EvalModel]], Any] | None = None
+_TICK = 200  # a worker reports progress every this many units
+
+
+def run_models(
+    models: Sequence[Callable[[], EvalModel]],
+    one: Callable[[Callable[[], EvalModel], Progress], ModelResult],
+    *,
+    jobs: int = 1,
+    progress: Progress = lambda it, desc, total: it,
+    label: str = "",
+    units: int = 0,
+) -> list[ModelResult]:
+    """``one(factory, progress)`` for every model, in up to ``jobs`` worker processes.
+
+    Results come back in the order of ``models`` whatever order they finish in. With
+    more than one job, each worker counts the units it gets through (``one`` iterates
+    ``progress(...)``) and the parent shows one bar of ``units`` per model for all.
+    Workers are forked (the split and the models' factories are inherited, not
+    pickled); the results are pickled back.
+
+    Examples
+    --------
+    >>> square = lambda f, progress: sum(progress([f()] * 3, "", 3))
+    >>> run_models([lambda: 1, lambda: 2], square, jobs=2)
+    [3, 6]
+    """
+    global _WORK
+    jobs = max(1, min(jobs, len(models)))
+    if jobs == 1:
+        return [one(factory, progress) for factory in models]
+    ctx = mp.get_context("fork")
+    ticks = ctx.SimpleQueue()
+    _WORK = (one, models, ticks)
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = [pool.submit(_run_work, i) for i in range(len(models))]
+            desc = f"{label} {len(models)} models, {jobs} jobs"
+            try:
+                for _ in progress(_ticks(ticks, futures), desc, units * len(models)):
+                    pass
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        _WORK = None
+
+
+def _init_worker() -> None:
+    # One thread per worker: the workers already share the cores (and torch's thread
+    # pool, if the parent used it to encode, is not usable across a fork).
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _run_work(i: int) -> ModelResult:
+    assert _WORK is not None, "run_models sets the work before forking"
+    one, models, ticks = _WORK
+    return one(models[i], lambda it, desc, total: _counting(it, ticks))
+
+
+def _counting(it: Iterable, ticks: Any) -> Iterator:
+    n = 0
+    for x in it:
+        yield x
+        n += 1
+        if n == _TICK:
+            ticks.put(n)
+            n = 0
+    if n:
+        ticks.put(n)
+
+
+def _ticks(ticks: Any, futures: Sequence[Any]) -> Iterator[None]:
+    """One item per unit the workers report, until every model has finished."""
+    while True:
+        done = all(f.done() for f in futures)  # a worker's ticks are all sent before its result
+        while not ticks.empty():
+            yield from (None for _ in range(ticks.get()))
+        if done:
+            return
+        time.sleep(0.05)
 
 
 def _close(model: Any) -> None:

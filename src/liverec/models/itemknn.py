@@ -12,11 +12,187 @@ from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
 
-#: The delta is merged into the CSR base once it holds this many entries, or a fiftieth
-#: of the base, whichever is larger: a merge costs O(base nnz), so this amortises it to a
-#: few vectorised operations per delta entry, while the vectorised scan of the delta
-#: every score call makes stays around a millisecond.
-_MIN_DELTA = 100_000
+#: A row's unsorted tail (columns added since the row was last sorted) is sorted into it
+#: beyond this many entries: short enough that searching every tail an event touches
+#: stays one small vectorised gather, long enough that re-sorting rows stays rare.
+_TAIL = 32
+#: Free entries each row gets when the arrays are laid out (besides a quarter of its size).
+_SLACK = 8
+
+
+class _RowStore:
+    """The co-occurrence counts ``C`` as growable rows: in-place increments, no merge to score.
+
+    Row ``r`` lives in ``cols[start[r] : start[r] + size[r]]`` (and ``vals`` alike),
+    inside a slot of ``cap[r]`` entries: its first ``nsorted[r]`` columns are sorted,
+    the rest is a short unsorted tail of columns added since (at most ``_TAIL`` entries
+    before the row is re-sorted). An increment of an existing entry is applied in place
+    (found by a binary search, vectorised over rows); a new entry is appended to the
+    tail, the row moving to the end of the arrays with room to grow when its slot is
+    full. Reading rows for scoring is then a plain gather, in the order asked: no
+    sparse addition or sorting per request. The arrays are compacted (slots laid out
+    again in row order with fresh slack) when they fill up.
+    """
+
+    def __init__(self, csr: sp.csr_matrix) -> None:
+        self._layout(csr.indices, csr.data, csr.indptr[:-1], np.diff(csr.indptr), np.diff(csr.indptr))
+
+    # ------------------------------------------------------------------ layout
+    def _layout(self, cols: np.ndarray, vals: np.ndarray, start: np.ndarray, size: np.ndarray,
+                nsorted: np.ndarray) -> None:
+        """Copy the rows described by ``start``/``size`` into fresh arrays, with slack per row."""
+        size = size.astype(np.int64)
+        cap = size + size // 4 + _SLACK
+        new_start = np.zeros(len(size), dtype=np.int64)
+        np.cumsum(cap[:-1], out=new_start[1:])
+        total = int(cap.sum())
+        live = int(size.sum())
+        self.cols = np.zeros(total + total // 2 + 16, dtype=np.int32)  # room for rows to move
+        self.vals = np.zeros(len(self.cols), dtype=np.float32)
+        if live:
+            src = np.repeat(start.astype(np.int64) - np.cumsum(size) + size, size) + np.arange(live)
+            dst = np.repeat(new_start - np.cumsum(size) + size, size) + np.arange(live)
+            self.cols[dst] = cols[src]
+            self.vals[dst] = vals[src]
+        self.start, self.size, self.cap = new_start, size, cap
+        self.nsorted = nsorted.astype(np.int64)
+        self.fill = total
+
+    def _compact(self) -> None:
+        self._layout(self.cols, self.vals, self.start, self.size, self.nsorted)
+
+    @property
+    def n(self) -> int:
+        return len(self.start)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.size.sum())
+
+    def resize(self, n: int) -> None:
+        """Add empty rows up to ``n``."""
+        k = n - self.n
+        if k > 0:
+            self.start = np.concatenate([self.start, np.full(k, self.fill, dtype=np.int64)])
+            self.size, self.cap, self.nsorted = (
+                np.concatenate([a, np.zeros(k, dtype=np.int64)]) for a in (self.size, self.cap, self.nsorted)
+            )
+
+    def _reserve(self, rows: np.ndarray, need: np.ndarray) -> None:
+        """Room for ``need[k]`` entries in each row ``rows[k]`` (moving rows to the end).
+
+        The arrays are compacted (or grown) at most once, before any row moves, so every
+        row asked for has its room on return.
+        """
+        short = need > self.cap[rows]
+        if not short.any():
+            return
+        caps = need + need // 2 + 8
+        if self.fill + int(caps[short].sum()) > len(self.cols):
+            self._compact()
+            short = need > self.cap[rows]
+            end = self.fill + int(caps[short].sum())
+            if end > len(self.cols):
+                self.cols, self.vals = grow(self.cols, end), grow(self.vals, end)
+        for r, cap in zip(rows[short].tolist(), caps[short].tolist()):
+            self._move(r, cap)
+
+    def _move(self, r: int, cap: int) -> None:
+        """Row ``r`` to a new slot of ``cap`` entries at the end (its old slot is garbage)."""
+        s, n, to = int(self.start[r]), int(self.size[r]), self.fill
+        self.cols[to : to + n] = self.cols[s : s + n]
+        self.vals[to : to + n] = self.vals[s : s + n]
+        self.start[r], self.cap[r] = to, cap
+        self.fill += cap
+
+    def _sort_row(self, r: int) -> None:
+        s, n = int(self.start[r]), int(self.size[r])
+        order = np.argsort(self.cols[s : s + n], kind="stable")  # two sorted runs: a merge
+        self.cols[s : s + n] = self.cols[s : s + n][order]
+        self.vals[s : s + n] = self.vals[s : s + n][order]
+        self.nsorted[r] = n
+
+    # ------------------------------------------------------------------ access
+    def find(self, rows: np.ndarray, col: int) -> np.ndarray:
+        """Position of entry ``(r, col)`` for each row ``r`` in ``rows``, -1 where absent."""
+        s = self.start[rows]
+        lo, hi = s.copy(), s + self.nsorted[rows]
+        end = hi.copy()
+        cols = self.cols
+        active = np.flatnonzero(lo < hi)
+        while len(active):  # binary search in every row's sorted part at once
+            mid = (lo[active] + hi[active]) // 2
+            less = cols[mid] < col
+            lo[active[less]] = mid[less] + 1
+            hi[active[~less]] = mid[~less]
+            active = active[lo[active] < hi[active]]
+        pos = np.where((lo < end) & (cols[np.minimum(lo, len(cols) - 1)] == col), lo, -1)
+        tail = np.flatnonzero((pos < 0) & (self.size[rows] > self.nsorted[rows]))
+        if len(tail):  # the short unsorted tails, gathered in one go
+            a = end[tail]
+            n = s[tail] + self.size[rows[tail]] - a
+            at = np.repeat(a - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+            hit = np.flatnonzero(cols[at] == col)
+            pos[tail[np.searchsorted(np.cumsum(n), hit, side="right")]] = at[hit]
+        return pos
+
+    def find_in_row(self, r: int, cols: np.ndarray) -> np.ndarray:
+        """Position of entry ``(r, c)`` for each ``c`` in ``cols``, -1 where absent."""
+        s, m, n = int(self.start[r]), int(self.nsorted[r]), int(self.size[r])
+        pos = np.full(len(cols), -1, dtype=np.int64)
+        if m:
+            head = self.cols[s : s + m]
+            p = np.minimum(np.searchsorted(head, cols), m - 1)
+            hit = head[p] == cols
+            pos[hit] = s + p[hit]
+        if n > m:
+            tail = self.cols[s + m : s + n]
+            order = np.argsort(tail, kind="stable")
+            p = np.minimum(np.searchsorted(tail[order], cols), n - m - 1)
+            hit = tail[order][p] == cols
+            pos[hit] = s + m + order[p[hit]]
+        return pos
+
+    def add(self, pos: np.ndarray, v: np.ndarray) -> None:
+        """``C += v`` at existing positions (distinct): summed in float64, rounded once."""
+        self.vals[pos] = (self.vals[pos].astype(np.float64) + v).astype(np.float32)
+
+    def append_to_row(self, r: int, cols: np.ndarray, v: np.ndarray) -> None:
+        """New entries ``(r, c)`` (absent until now)."""
+        n = int(self.size[r])
+        self._reserve(np.array([r]), np.array([n + len(cols)]))
+        a = int(self.start[r]) + n
+        self.cols[a : a + len(cols)] = cols
+        self.vals[a : a + len(cols)] = v.astype(np.float32)
+        self.size[r] = n + len(cols)
+        if self.size[r] - self.nsorted[r] > _TAIL:
+            self._sort_row(r)
+
+    def append_to_rows(self, rows: np.ndarray, col: int, v: np.ndarray) -> None:
+        """New entries ``(r, col)`` for each (distinct) ``r`` in ``rows``."""
+        self._reserve(rows, self.size[rows] + 1)
+        at = self.start[rows] + self.size[rows]
+        self.cols[at] = col
+        self.vals[at] = v.astype(np.float32)
+        self.size[rows] += 1
+        for r in rows[self.size[rows] - self.nsorted[rows] > _TAIL].tolist():
+            self._sort_row(r)
+
+    def gather(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Rows ``rows`` (in that order) as a fresh float32 CSR; columns unsorted within a row."""
+        s, n = self.start[rows].tolist(), self.size[rows]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(n, out=indptr[1:])
+        cols = np.concatenate([self.cols[a : a + k] for a, k in zip(s, n.tolist())]) if len(rows) else np.zeros(0, np.int32)
+        vals = np.concatenate([self.vals[a : a + k] for a, k in zip(s, n.tolist())]) if len(rows) else np.zeros(0, np.float32)
+        return sp.csr_matrix((vals, cols, indptr), shape=(len(rows), self.n))
+
+    def to_csr(self) -> sp.csr_matrix:
+        """The whole matrix, canonical (sorted, no explicit zeros)."""
+        m = self.gather(np.arange(self.n))
+        m.sort_indices()
+        m.eliminate_zeros()
+        return m
 
 
 @register
@@ -44,14 +220,13 @@ class ItemKNN(Learner):
     top-k reach about the same recall on MovieLens-small (recall@20 0.136-0.141).
 
     Storage: ``C`` for MovieLens-small already has 26M non-zeros, far too many for a
-    dict of dicts (~100 bytes per entry, and slow to turn into arrays) but fine as a
-    float32 CSR (~8 bytes). CSR cannot take inserts, so per-event increments are
-    appended to a COO *delta* log (growable numpy arrays: O(|history|) per event);
-    scoring selects the log entries of the rows it reads with one vectorised mask and
-    adds them with one C-level sparse add, and the log is merged into the CSR when it
-    grows large. (A dict-of-dicts delta was tried first: turning its rows into arrays
-    at every score cost ~100 ms per call while streaming MovieLens.) ``fit`` builds
-    the CSR in one sparse product ``X^T X``.
+    dict of dicts (~100 bytes per entry, and slow to turn into arrays) but fine as
+    float32 arrays (~8 bytes). ``fit`` builds it in one sparse product ``X^T X``; it is
+    then kept as rows with slack (:class:`_RowStore`), so a per-event increment is made
+    in place (vectorised over the O(|history|) entries an event touches) and a score
+    call only gathers the history's rows. (Earlier designs: a dict-of-dicts delta cost
+    ~100 ms per score to turn into arrays; a COO delta log merged into a CSR base cost a
+    sparse addition over all the history's rows per score, ~3 ms of the ~5 ms.)
 
     Parameters
     ----------
@@ -122,8 +297,7 @@ class ItemKNN(Learner):
         del rows
         C.eliminate_zeros()
         C.sort_indices()
-        self.base_ = C
-        self._reset_delta()
+        self.counts_ = _RowStore(C)
         self.items_: dict[str, dict[int, float]] = {}
         bounds = np.flatnonzero(np.diff(uidx)) + 1
         for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
@@ -157,46 +331,24 @@ class ItemKNN(Learner):
         if b == a:
             return
         others = [j for j in hist if j != i]
+        self._ensure(max(len(self.catalog_), i + 1))
         if others:
             js = np.array(others, dtype=np.int64)
             v = (b - a) * np.fromiter((hist[j] for j in others), dtype=np.float64, count=len(others))
-            self._append(np.full(len(js), i, dtype=np.int64), js, v)  # C_ij += d x_j ...
-            self._append(js, np.full(len(js), i, dtype=np.int64), v)  # ... and C_ji alike
+            C = self.counts_
+            # C_ij += d x_j and C_ji alike: existing entries in place first (appending
+            # may move rows), then the new ones.
+            pi, pj = C.find_in_row(i, js), C.find(js, i)
+            C.add(pi[pi >= 0], v[pi >= 0])
+            C.add(pj[pj >= 0], v[pj >= 0])
+            C.append_to_row(i, js[pi < 0], v[pi < 0])
+            C.append_to_rows(js[pj < 0], i, v[pj < 0])
         hist[i] = b
-        self.n_ = grow(self.n_, i + 1)
         self.n_[i] += b * b - a * a
-        if self.dfill_ > max(_MIN_DELTA, self.base_.nnz // 50):
-            self._consolidate()
-
-    def _reset_delta(self) -> None:
-        self.drow_ = np.zeros(1024, dtype=np.int32)
-        self.dcol_ = np.zeros(1024, dtype=np.int32)
-        self.dval_ = np.zeros(1024, dtype=np.float64)
-        self.dfill_ = 0
-
-    def _append(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
-        a, b = self.dfill_, self.dfill_ + len(rows)
-        if b > len(self.drow_):
-            self.drow_, self.dcol_, self.dval_ = (grow(arr, b) for arr in (self.drow_, self.dcol_, self.dval_))
-        self.drow_[a:b], self.dcol_[a:b], self.dval_[a:b] = rows, cols, vals
-        self.dfill_ = b
 
     def _ensure(self, n: int) -> None:
         self.n_ = grow(self.n_, n)
-        if self.base_.shape[0] < n:
-            self.base_.resize((n, n))
-
-    def _consolidate(self) -> None:
-        """Merge the delta into the CSR base: O(base nnz)."""
-        n = max(len(self.catalog_), self.base_.shape[0])
-        self._ensure(n)
-        f = self.dfill_
-        if f:
-            D = sp.csr_matrix((self.dval_[:f], (self.drow_[:f], self.dcol_[:f])), shape=self.base_.shape)
-            self.base_ = (self.base_ + D.astype(np.float32)).tocsr()
-            self.base_.eliminate_zeros()
-            self.base_.sort_indices()
-        self._reset_delta()
+        self.counts_.resize(n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         hist = self.items_.pop(user, None)
@@ -205,35 +357,20 @@ class ItemKNN(Learner):
             return
         # Vectorised: subtract the user's outer product x x^T (off-diagonal) from the
         # base; a Python loop over |history|^2 pairs would take seconds for heavy users.
-        self._consolidate()
         h = np.fromiter(hist, dtype=np.int64, count=len(hist))
         x = np.fromiter(hist.values(), dtype=np.float64, count=len(hist))
-        n = self.base_.shape[0]
+        n = self.counts_.n
         xs = sp.csr_matrix((x, (np.zeros(len(h), dtype=np.int64), h)), shape=(1, n))
         outer = (xs.T @ xs).tocsr()
         outer.setdiag(0.0)
-        self.base_ = (self.base_ - outer.astype(np.float32)).tocsr()
-        self.base_.eliminate_zeros()
-        self.base_.sort_indices()
+        C = (self.counts_.to_csr() - outer.astype(np.float32)).tocsr()
+        C.eliminate_zeros()
+        C.sort_indices()
+        self.counts_ = _RowStore(C)
         self.n_[h] = np.maximum(self.n_[h] - x * x, 0.0)
         self.n_[h[self.n_[h] < 1e-12]] = 0.0
 
     # ------------------------------------------------------------------- scoring
-    def _rows(self, h: np.ndarray) -> sp.csr_matrix:
-        """Rows ``h`` of C (base + delta) as float32 CSR (one row per entry of ``h``)."""
-        sub = self.base_[h]
-        f = self.dfill_
-        if f:
-            pos_of = np.full(self.base_.shape[0], -1, dtype=np.int64)
-            pos_of[h] = np.arange(len(h))
-            p = pos_of[self.drow_[:f]]
-            sel = p >= 0
-            if sel.any():
-                # Duplicates are summed in float64, then rounded once like the merged base.
-                D = sp.csr_matrix((self.dval_[:f][sel], (p[sel], self.dcol_[:f][sel])), shape=sub.shape)
-                sub = (sub + D.astype(np.float32)).tocsr()
-        return sub
-
     def _history(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
         hist = self.items_.get(user)
         if not hist:
@@ -274,7 +411,7 @@ class ItemKNN(Learner):
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
         h, x = hx
-        sub = self._rows(h)
+        sub = self.counts_.gather(h)
         isq = self._inv_sqrt_n()
         self._shrink_inplace(sub.data)
         k = self.k_neighbours
@@ -306,26 +443,11 @@ class ItemKNN(Learner):
             return ()
         self._ensure(max(len(self.catalog_), idx + 1))
         h, _ = hx
-        # C[idx, h] read straight from the CSR row and the delta log: no scipy objects or
-        # catalog-sized arrays here (this runs for every explained item of every request).
+        # C[idx, h] read straight from the row: no scipy objects or catalog-sized arrays
+        # here (this runs for every explained item of every request).
         c_h = np.zeros(len(h), dtype=np.float64)
-        b = self.base_
-        if idx < b.shape[0]:
-            lo, hi = b.indptr[idx], b.indptr[idx + 1]
-            cols = b.indices[lo:hi]
-            if hi > lo:
-                pos = np.minimum(np.searchsorted(cols, h), hi - lo - 1)
-                hit = cols[pos] == h
-                c_h[hit] = b.data[lo:hi][pos[hit]]
-        f = self.dfill_
-        if f:
-            sel = np.flatnonzero(self.drow_[:f] == idx)
-            if len(sel):
-                where = {int(j): k for k, j in enumerate(h.tolist())}
-                for col, val in zip(self.dcol_[sel].tolist(), self.dval_[sel].tolist()):
-                    k = where.get(col)
-                    if k is not None:
-                        c_h[k] += val
+        pos = self.counts_.find_in_row(idx, h)
+        c_h[pos >= 0] = self.counts_.vals[pos[pos >= 0]]
         c_h = self._shrink_inplace(c_h)
         n_h, n_i = self.n_[h].astype(np.float64), float(self.n_[idx])
         inv_h = np.divide(1.0, np.sqrt(n_h), out=np.zeros_like(n_h), where=n_h > 1e-12)
