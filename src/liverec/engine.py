@@ -888,7 +888,7 @@ class Engine:
         content = self.learners.get("content")
         query = content.query_vector(state) if content is not None and hasattr(content, "query_vector") else None
         vecs = getattr(content, "item_vectors", None) if query is not None else None
-        ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs)
+        ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs, scored.parts)
         prev = self._pending.pop(state.user, None)
         if prev is not None:
             self.policies[prev[0].policy].settle(prev[0], ctx)

@@ -93,8 +93,10 @@ def test_engine_policies_log_propensities_and_learn(encoder, books):
         assert [i.propensity for i in imps] == [r.propensity for r in recs]
         assert all(0 < r.propensity <= 1 for r in recs)
         lin = eng.policies["linucb"]
-        before = lin.b_.copy()
         served = eng.recommend("u", k=5, policy="linucb")
+        # features: 32 projected dims, fused score, one score per source, bias
+        assert lin.b_.shape == (32 + 1 + len(eng.learners) + 1,) and lin.sources_ == tuple(sorted(eng.learners))
+        before = lin.b_.copy()
         eng.record(Event(user="u", item=served[2].item, kind="click"))
         assert not np.allclose(lin.b_, before)   # the click reached the policy at once
         eng.recommend("u", k=5, policy="linucb")  # settles the previous slate (zeros for the rest)

@@ -42,6 +42,8 @@ class SlateContext:
     # catalog idx -> item vectors in the query's space (the content source's centred
     # vectors); None = the catalog's raw LM vectors.
     item_vectors: Callable[[np.ndarray], np.ndarray] | None = None
+    # per-source normalised scores over the candidates (source -> array), if known
+    parts: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -135,7 +137,9 @@ class _Linear(Policy):
 
     Features of (user, item): a fixed seeded random projection of ``q ⊙ v_item``
     (the LM-space agreement of user and item, reduced to ``dim``), the item's fused
-    score and a bias term. Ridge regression statistics A, b are updated per reward.
+    score, each source's normalised score (so the policy learns online which source
+    predicts what this audience clicks: the blend adapts per event) and a bias term.
+    Ridge regression statistics A, b are updated per reward.
     """
 
     def __init__(self, *, dim: int = 32, l2: float = 1.0, pool: int = 100, seed: int = 0) -> None:
@@ -145,6 +149,7 @@ class _Linear(Policy):
         self.A_ = np.eye(dim + 2) * l2
         self.b_ = np.zeros(dim + 2)
         self.proj_: np.ndarray | None = None
+        self.sources_: tuple[str, ...] = ()
 
     def _features(self, ctx: SlateContext, pool: np.ndarray) -> np.ndarray:
         d_lm = ctx.catalog.dim or 1
@@ -157,7 +162,14 @@ class _Linear(Policy):
         f = ctx.fused[pool].astype(np.float64)
         span = f.max() - f.min() if len(f) else 0.0
         f = (f - f.min()) / span if span > 1e-12 else np.zeros_like(f)
-        return np.hstack([(v * q) @ self.proj_ * math.sqrt(d_lm), f[:, None], np.ones((len(pool), 1))])
+        sources = tuple(sorted(ctx.parts)) if ctx.parts else ()
+        if sources != self.sources_:
+            # The feature layout changed (first slate, or other sources): start the model over.
+            self.sources_ = sources
+            self.A_ = np.eye(self.dim + 2 + len(sources)) * self.l2
+            self.b_ = np.zeros(self.dim + 2 + len(sources))
+        per = [_unit_range(np.asarray(ctx.parts[n], dtype=np.float64)[pool]) for n in sources]  # type: ignore[index]
+        return np.column_stack([(v * q) @ self.proj_ * math.sqrt(d_lm), f, *per, np.ones(len(pool))])
 
     def _update(self, x: np.ndarray, r: float, weight: float = 1.0) -> None:
         self.A_ += weight * np.outer(x, x)
@@ -259,6 +271,11 @@ class LinearTS(_Linear):
 
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Policy, EpsilonGreedy, LinUCB, LinearTS)}
+
+
+def _unit_range(x: np.ndarray) -> np.ndarray:
+    span = x.max() - x.min() if len(x) else 0.0
+    return (x - x.min()) / span if span > 1e-12 else np.zeros_like(x)
 
 
 def register_policy(cls: type[Policy]) -> type[Policy]:
