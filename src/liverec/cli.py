@@ -636,6 +636,8 @@ def simulate(
             out = compare_agents(
                 vectors, ids, factories, seeds=list(range(seeds)), steps=steps, warmup=warmup, n_users=users, k=k,
                 drift_at=at, drift_mode=drift_mode, skips=skips, progress=advance, jobs=jobs,
+                ratios=[("realtime", "static"), ("realtime", "retrain-1000"),
+                        *((n, "vw") for n in names if n.startswith("realtime") and "vw" in names)],
             )
         run_s = time.perf_counter() - t
     except LiverecError as exc:
