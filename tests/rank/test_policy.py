@@ -103,3 +103,16 @@ def test_engine_policies_log_propensities_and_learn(encoder, books):
         assert lin.shown_by_pos_[:5].sum() == 5
         with pytest.raises(ValidationError, match="unknown policy"):
             eng.recommend("u", policy="psychic")
+
+
+def test_thompson_explores_beyond_the_top_pool_only_when_asked():
+    cat = make_catalog(60)
+    ctx = ctx_for(cat, np.linspace(1, 0, 60), cat.vectors[0])
+    top = set(range(10))  # pool=10: the ten best fused items
+    reach = set()
+    pol = LinearTS(v=3.0, pool=10, n_random=10, n_propensity=16, seed=2)
+    for _ in range(200):
+        reach |= set(pol.choose(ctx, 3).positions.tolist())
+    assert reach - top, "random candidates must sometimes be served"
+    closed = LinearTS(v=3.0, pool=10, n_random=0, n_propensity=16, seed=2)
+    assert all(set(closed.choose(ctx, 3).positions.tolist()) <= top for _ in range(100))
