@@ -102,7 +102,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     # exact_max_items=...) with the usearch defaults, so the benchmark replaces the index
     # (before any item is added) to apply --connectivity / --expansion-add / --expansion-search.
     eng.index = VectorIndex(eng.catalog, exact_max_items=args.exact_max, connectivity=args.connectivity,
-                            expansion_add=args.expansion_add, expansion_search=args.expansion_search)
+                            expansion_add=args.expansion_add, expansion_search=args.expansion_search,
+                            center=eng.index.center)
     add_s = common.add_items_in_batches(eng, items)
     mode = "ANN (usearch HNSW)" if eng.index.uses_ann else "exact (below exact_index_max_items)"
     console.print(f"add_items: {add_s:.1f} s; engine retrieval: {mode}")
@@ -113,7 +114,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
         ann_index = eng.index
     else:
         ann_index = VectorIndex(eng.catalog, exact_max_items=0, connectivity=args.connectivity,
-                                expansion_add=args.expansion_add, expansion_search=args.expansion_search)
+                                expansion_add=args.expansion_add, expansion_search=args.expansion_search,
+                                center=eng.index.center)
     probe = vecs[0].copy()
     with Stopwatch() as sw_build:
         ann_index.search(probe, 10)  # first search syncs (builds) the whole graph

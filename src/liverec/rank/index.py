@@ -36,6 +36,10 @@ class VectorIndex:
         HNSW parameters (usearch).
     threads : int
         Threads for building (0 = all cores).
+    center : bool
+        Search by the cosine of mean-centred item vectors, ``(v - m)·q / |v - m|`` with
+        ``m`` the catalog mean when the graph is first built: the score of a content
+        source that works on centred vectors, so its ANN candidates are its true top-n.
 
     Examples
     --------
@@ -54,8 +58,11 @@ class VectorIndex:
         expansion_add: int = 128,
         expansion_search: int = 128,
         threads: int = 0,
+        center: bool = False,
     ) -> None:
         self.catalog = catalog
+        self.center = center
+        self.mean_: np.ndarray | None = None
         self.exact_max_items = exact_max_items
         self.connectivity = connectivity
         self.expansion_add = expansion_add
@@ -86,6 +93,8 @@ class VectorIndex:
             return
         n = len(cat)
         if self._ann is None:
+            if self.center:  # fixed for the graph's life: every stored vector depends on it
+                self.mean_ = cat.vectors[cat.alive_idx()].astype(np.float64).mean(axis=0)
             self._ann = Index(
                 ndim=cat.dim, metric="ip", dtype="f32", connectivity=self.connectivity,
                 expansion_add=self.expansion_add, expansion_search=self.expansion_search,
@@ -99,9 +108,16 @@ class VectorIndex:
             self._in_ann[gone] = False
         new = np.flatnonzero(alive & ~self._in_ann[:n])
         if len(new):
-            self._ann.add(new, cat.vectors[new], threads=self.threads)
+            self._ann.add(new, self._stored(cat.vectors[new]), threads=self.threads)
             self._in_ann[new] = True
         self._synced_version = cat.version
+
+    def _stored(self, v: np.ndarray) -> np.ndarray:
+        """Vectors as the graph holds them: raw, or centred and unit."""
+        if self.mean_ is None:
+            return v
+        c = v.astype(np.float64) - self.mean_
+        return (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
     def update(self, idx: list[int] | np.ndarray) -> None:
         """Re-index items whose vectors changed (new ones are picked up automatically)."""
@@ -119,6 +135,10 @@ class VectorIndex:
         cat = self.catalog
         if exact or (exact is None and not self.uses_ann):
             scores = cat.vectors @ query
+            if self.center:
+                m = self.mean_ if self.mean_ is not None else cat.vectors[cat.alive_idx()].astype(np.float64).mean(0)
+                norms = np.maximum(np.linalg.norm(cat.vectors.astype(np.float64) - m, axis=1), 1e-6)
+                scores = (scores - float(m @ query)) / norms
             scores = np.where(cat.alive, scores, -np.inf)
             top = top_k(scores, min(n, cat.n_alive))
             return top, scores[top]
@@ -126,5 +146,5 @@ class VectorIndex:
             self._sync_ann()
             m = self._ann.search(query.astype(np.float32), min(n, len(self._ann)))
         keys = np.asarray(m.keys, dtype=np.int64)
-        # usearch "ip" distance is 1 - <q, v>
+        # usearch "ip" distance is 1 - <q, v> (v as stored: centred and unit when center)
         return keys, 1.0 - np.asarray(m.distances, dtype=np.float32)
