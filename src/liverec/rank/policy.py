@@ -28,6 +28,7 @@ import numpy as np
 from ..encode.catalog import Catalog, ItemIds
 from ..models.base import UserState
 from .index import top_k
+from .ranker import minmax
 
 
 @dataclass
@@ -159,16 +160,14 @@ class _Linear(Policy):
         idx = ctx.items.idx[pool]
         v = (ctx.item_vectors(idx) if ctx.item_vectors is not None else ctx.catalog.vectors[idx]).astype(np.float64)
         q = ctx.query.astype(np.float64) if ctx.query is not None else np.zeros(d_lm)
-        f = ctx.fused[pool].astype(np.float64)
-        span = f.max() - f.min() if len(f) else 0.0
-        f = (f - f.min()) / span if span > 1e-12 else np.zeros_like(f)
+        f = minmax(ctx.fused[pool])
         sources = tuple(sorted(ctx.parts)) if ctx.parts else ()
         if sources != self.sources_:
             # The feature layout changed (first slate, or other sources): start the model over.
             self.sources_ = sources
             self.A_ = np.eye(self.dim + 2 + len(sources)) * self.l2
             self.b_ = np.zeros(self.dim + 2 + len(sources))
-        per = [_unit_range(np.asarray(ctx.parts[n], dtype=np.float64)[pool]) for n in sources]  # type: ignore[index]
+        per = [minmax(np.asarray(ctx.parts[n])[pool]) for n in sources]  # type: ignore[index]
         return np.column_stack([(v * q) @ self.proj_ * math.sqrt(d_lm), f, *per, np.ones(len(pool))])
 
     def _update(self, x: np.ndarray, r: float, weight: float = 1.0) -> None:
@@ -271,11 +270,6 @@ class LinearTS(_Linear):
 
 
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (Policy, EpsilonGreedy, LinUCB, LinearTS)}
-
-
-def _unit_range(x: np.ndarray) -> np.ndarray:
-    span = x.max() - x.min() if len(x) else 0.0
-    return (x - x.min()) / span if span > 1e-12 else np.zeros_like(x)
 
 
 def register_policy(cls: type[Policy]) -> type[Policy]:
