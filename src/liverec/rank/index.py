@@ -112,6 +112,21 @@ class VectorIndex:
             self._in_ann[new] = True
         self._synced_version = cat.version
 
+    def _exact_norms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, |v - mean| per row) for centred exact search; cached per catalog version."""
+        cat = self.catalog
+        cached = getattr(self, "_norms_cache", None)
+        key = (cat.version, self.mean_ is None)  # the graph's mean replaces the provisional one
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        m = self.mean_ if self.mean_ is not None else cat.vectors[cat.alive_idx()].astype(np.float64).mean(0)
+        norms = np.empty(len(cat.vectors))
+        for a in range(0, len(norms), 65_536):  # in blocks: no catalog-sized float64 copy
+            norms[a : a + 65_536] = np.linalg.norm(cat.vectors[a : a + 65_536].astype(np.float64) - m, axis=1)
+        norms = np.maximum(norms, 1e-6)
+        self._norms_cache = (key, m, norms)
+        return m, norms
+
     def _stored(self, v: np.ndarray) -> np.ndarray:
         """Vectors as the graph holds them: raw, or centred and unit."""
         if self.mean_ is None:
@@ -136,8 +151,7 @@ class VectorIndex:
         if exact or (exact is None and not self.uses_ann):
             scores = cat.vectors @ query
             if self.center:
-                m = self.mean_ if self.mean_ is not None else cat.vectors[cat.alive_idx()].astype(np.float64).mean(0)
-                norms = np.maximum(np.linalg.norm(cat.vectors.astype(np.float64) - m, axis=1), 1e-6)
+                m, norms = self._exact_norms()
                 scores = (scores - float(m @ query)) / norms
             scores = np.where(cat.alive, scores, -np.inf)
             top = top_k(scores, min(n, cat.n_alive))
