@@ -265,3 +265,20 @@ class Catalog:
             else:
                 mask &= present & np.asarray(values == cond, dtype=bool)
         return mask
+
+
+def centred_norms(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``|v - mean|`` per row (floored at 1e-6), in blocks: no catalog-sized float64 copy.
+
+    Shared by the content source and the vector index, which both work on mean-centred
+    unit vectors ``(v - mean) / |v - mean|``.
+
+    Examples
+    --------
+    >>> centred_norms(np.eye(2, dtype=np.float32), np.array([0.5, 0.5])).round(3).tolist()
+    [0.707, 0.707]
+    """
+    out = np.empty(len(vectors))
+    for a in range(0, len(out), 65_536):
+        out[a : a + 65_536] = np.linalg.norm(vectors[a : a + 65_536].astype(np.float64) - mean, axis=1)
+    return np.maximum(out, 1e-6)

@@ -8,7 +8,7 @@ from typing import ClassVar, Self, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..encode.catalog import ItemIds
+from ..encode.catalog import ItemIds, centred_norms
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 
@@ -80,9 +80,8 @@ class ContentProfile(Learner):
             self.mean_ = self.catalog_.vectors[alive].astype(np.float64).mean(axis=0)
             self.norms_ = np.zeros(0)
         if len(self.norms_) < n:
-            v = self.catalog_.vectors[len(self.norms_) : n].astype(np.float64)
-            new = np.linalg.norm(v - self.mean_, axis=1)
-            self.norms_ = np.concatenate([self.norms_, np.maximum(new, 1e-6)])
+            new = centred_norms(self.catalog_.vectors[len(self.norms_) : n], self.mean_)
+            self.norms_ = np.concatenate([self.norms_, new])
         return self.norms_
 
     def _vec(self, i: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from ..encode.catalog import Catalog
+from ..encode.catalog import Catalog, centred_norms
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -120,10 +120,7 @@ class VectorIndex:
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         m = self.mean_ if self.mean_ is not None else cat.vectors[cat.alive_idx()].astype(np.float64).mean(0)
-        norms = np.empty(len(cat.vectors))
-        for a in range(0, len(norms), 65_536):  # in blocks: no catalog-sized float64 copy
-            norms[a : a + 65_536] = np.linalg.norm(cat.vectors[a : a + 65_536].astype(np.float64) - m, axis=1)
-        norms = np.maximum(norms, 1e-6)
+        norms = centred_norms(cat.vectors, m)
         self._norms_cache = (key, m, norms)
         return m, norms
 
@@ -131,8 +128,7 @@ class VectorIndex:
         """Vectors as the graph holds them: raw, or centred and unit."""
         if self.mean_ is None:
             return v
-        c = v.astype(np.float64) - self.mean_
-        return (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-6)).astype(np.float32)
+        return ((v.astype(np.float64) - self.mean_) / centred_norms(v, self.mean_)[:, None]).astype(np.float32)
 
     def update(self, idx: list[int] | np.ndarray) -> None:
         """Re-index items whose vectors changed (new ones are picked up automatically)."""
