@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -30,12 +30,16 @@ from .errors import ConflictError, LiverecError, UnknownItemError, ValidationErr
 from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank import ranker
+from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
 from .rank.policy import Served, SlateContext, make_policies
 from .rank.slate import build_slate
 
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
+
+#: Users whose last slate is remembered for online fusion learning (oldest forgotten first).
+_MAX_SLATES = 100_000
 from .settings import Settings
 from .store import Impression, Store
 from .types import Event, Item, Recommendation, is_finite_number
@@ -106,6 +110,9 @@ class Engine:
                 field="default_policy",
             )
         self._pending: dict[str, tuple[Served, dict[int, int]]] = {}  # user -> (slate, item idx -> slot)
+        # user -> (item idx -> slot, per-slot normalised source scores, slots acted on): see OnlineFusion.
+        self._slates: OrderedDict[str, tuple[dict[int, int], list[dict[str, float]], set[int]]] = OrderedDict()
+        self.online_fusion: OnlineFusion | None = None
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
         self._impressions = _ImpressionWriter(store, settings.impression_flush_seconds)
@@ -122,6 +129,7 @@ class Engine:
         self._erasure_noticed: float | None = None
         self._changes_seen = store.counter("changes")
         self._load()
+        self._reset_online_fusion()
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -150,6 +158,7 @@ class Engine:
     def close(self) -> None:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
         self._impressions.close()
+        self._save_online_fusion()
         self.store.close()
         if self._cache_store is not None:
             self._cache_store.close()
@@ -366,6 +375,7 @@ class Engine:
             m.forget(user, events)
         self._users.pop(user, None)
         self._pending.pop(user, None)
+        self._slates.pop(user, None)
         self._user_ver.pop(user, None)
         self.erasure_epoch += 1
 
@@ -651,6 +661,60 @@ class Engine:
                 r = self.reward_of(e)
                 if r != 0:
                     self.policies[served.policy].feedback(served, slot, r)
+        self._learn_fusion(e)
+
+    def _learn_fusion(self, e: Event) -> None:
+        """A positive event on an item of the user's last slate teaches the fusion weights."""
+        memo = self._slates.get(e.user)
+        if memo is None or self.online_fusion is None:
+            return
+        slots, xs, acted = memo
+        i = self.catalog.get_idx(e.item)
+        j = slots.get(i) if i is not None else None
+        if j is None or j in acted or self.reward_of(e) <= 0:
+            return
+        acted.add(j)
+        # Skip-above and skip-next: the items shown above j and the one right below, not acted on.
+        others = [xs[o] for o in range(min(j + 2, len(xs))) if o != j and o not in acted]
+        if self.online_fusion.update(xs[j], others):
+            self._fusion_dirty += 1
+            if self._fusion_dirty >= 1000:
+                self._save_online_fusion()
+
+    def _remember_slate(self, user: str, scored: ranker.Scored, positions: Sequence[int], w: Mapping[str, float]) -> None:
+        """Keep the served slate's per-source normalised scores until the user acts on it."""
+        if self.online_fusion is None:
+            return
+        xs = [{n: float(v[p]) / w[n] for n, v in scored.parts.items() if w.get(n)} for p in positions]
+        self._slates[user] = ({int(scored.items.idx[p]): slot for slot, p in enumerate(positions)}, xs, set())
+        self._slates.move_to_end(user)
+        if len(self._slates) > _MAX_SLATES:
+            self._slates.popitem(last=False)
+
+    def _reset_online_fusion(self) -> None:
+        """(Re)start per-event fusion learning from the current weights (settings, tuned, or saved)."""
+        lr = self.settings.fusion_learning_rate
+        self._fusion_dirty = 0
+        if lr <= 0:
+            self.online_fusion = None
+            return
+        base = self.learned_weights or self.settings.fusion_weights
+        initial = {n: base.get(n, self.settings.fusion_weights.get(n, 1.0)) for n in self.learners}
+        self.online_fusion = OnlineFusion(initial, lr=lr)
+        snap = self.store.get_snapshot("fusion_weights_online")
+        if snap is not None:
+            saved = json.loads(snap[0].decode())
+            if saved.get("initial") == initial:  # learned from these starting weights: resume
+                self.online_fusion._w.update({n: float(v) for n, v in saved["weights"].items() if n in initial})
+                self.online_fusion.n_updates = int(saved.get("n_updates", 0))
+
+    def _save_online_fusion(self) -> None:
+        f = self.online_fusion
+        if f is None or not self._fusion_dirty:
+            return
+        blob = {"initial": f.initial, "weights": f.weights, "n_updates": f.n_updates}
+        self.store.put_snapshot("fusion_weights_online", json.dumps(blob).encode(), self.store.last_event_seq())
+        self._fusion_dirty = 0
 
     def fit(self, *, background: bool = False) -> threading.Thread | None:
         """Batch (re)fit every learner from the durable log, then swap them in atomically.
@@ -699,11 +763,14 @@ class Engine:
         self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
         with self._lock:
             self.learned_weights = dict(fit.weights)
+            self._reset_online_fusion()  # per-event learning goes on from the tuned weights
         return fit
 
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
         base = self.learned_weights or self.settings.fusion_weights
         w = {name: base.get(name, self.settings.fusion_weights.get(name, 1.0)) for name in self.learners}
+        if self.online_fusion is not None:
+            w.update(self.online_fusion.weights)
         if weights:
             unknown = set(weights) - set(self.learners)
             if unknown:
@@ -838,7 +905,7 @@ class Engine:
             if scored is None:
                 return []
             if policy != "greedy":
-                return self._serve_policy(policy, state, scored, k, context, explain, log)
+                return self._serve_policy(policy, state, scored, k, context, explain, log, w)
             providers = None
             if cap is not None and self.settings.provider_attribute:
                 attr = self.settings.provider_attribute
@@ -849,6 +916,7 @@ class Engine:
                 providers=providers, max_per_provider=cap if providers is not None else None,
             )
             recs = ranker.to_recommendations(state, scored, order, self.learners, self.catalog, with_reasons=explain)
+            self._remember_slate(user, scored, order, w)
             # Per-source contributions go with the logged slate: fusion weights are learned from them.
             parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in order]
             # Under the lock: an erasure running now cannot be followed by this user's impressions.
@@ -884,7 +952,7 @@ class Engine:
 
     def _serve_policy(
         self, name: str, state: UserState, scored: ranker.Scored, k: int,
-        context: Mapping[str, Any] | None, explain: bool, log: bool | None,
+        context: Mapping[str, Any] | None, explain: bool, log: bool | None, w: Mapping[str, float],
     ) -> list[Recommendation]:
         """Let an exploring policy pick the slate; remember it so feedback can reward it."""
         content = self.learners.get("content")
@@ -895,6 +963,7 @@ class Engine:
         if prev is not None:
             self.policies[prev[0].policy].settle(prev[0], ctx)
         served = self.policies[name].choose(ctx, k)
+        self._remember_slate(state.user, scored, served.positions, w)
         self._pending[state.user] = (served, {int(scored.items.idx[p]): slot for slot, p in enumerate(served.positions)})
         recs = ranker.to_recommendations(state, scored, served.positions, self.learners, self.catalog, with_reasons=explain)
         recs = [replace(r, propensity=float(p)) for r, p in zip(recs, served.propensities)]

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         description="Weight per source; a source without a weight gets 1.0 "
         "(defaults: the best fusion measured on MovieLens, see README)",
     )
+    fusion_learning_rate: float = Field(
+        0.05, ge=0, le=1,
+        description="Per-event learning rate of the fusion weights: a click on a served item moves weight "
+        "toward the sources that ranked it above the items shown over it (0 = fixed weights)",
+    )
     # --- retrieval and ranking
     exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")
     candidates_per_source: int = Field(300, ge=1)

@@ -351,3 +351,67 @@ def test_ann_path_keeps_candidates_of_sources_without_retrieval(encoder, books):
             e.record_many(evs)
             lists.append([r.item for r in e.recommend("u3", k=10)])
     assert lists[0] == lists[1]
+
+
+def _click_where(e, user, better, worse, k=10):
+    """Serve ``user`` a slate; click the slot that ``better`` ranks most above its skip-above/next pairs."""
+    recs = e.recommend(user, k=k, log=False)
+    xs = e._slates[user][1]
+    gap = np.array([x[better] - x[worse] for x in xs])
+    margin = [gap[j] - np.mean(np.r_[gap[:j], gap[j + 1 : j + 2]]) for j in range(1, len(xs))]
+    j = int(np.argmax(margin)) + 1  # below the top slot: items above it were shown and not chosen
+    if margin[j - 1] <= 0:
+        return None
+    e.record(ev(user, recs[j].item, t=len(e.history(user)) + 1.0))
+    return j
+
+
+def test_online_fusion_learns_from_clicks_on_served_slates(tmp_path, encoder, books):
+    """Clicks that one source ranks higher than the items shown above move weight to it, at once."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    s = Settings(encoder_progress=False, log_impressions=False, sources={"content": {}, "trending": {}},
+                 fusion_weights={"content": 1.0, "trending": 1.0}, fusion_learning_rate=0.2)
+    with Engine.open(url, settings=s, encoder=encoder) as e:
+        e.add_items(books[:200])
+        e.record_many([ev(f"p{j}", str(2 + j % 40), t=j) for j in range(120)])
+        e.record(ev("u", "5", t=0.5))
+        before = e._weights(None)
+        clicks = [_click_where(e, "u", "content", "trending") for _ in range(4)]
+        assert clicks[0] is not None
+        after = e._weights(None)
+        assert after["content"] > before["content"] and after["trending"] < before["trending"]
+        assert math.isclose(sum(after.values()), 2.0) and after["trending"] >= 0.1  # fixed sum, floor
+        # the weights serve the very next request and show in the explanations
+        top = e.recommend("u", k=1)[0]
+        part = {r.source: r.contribution for r in top.reasons}
+        assert part.get("content", 0.0) == pytest.approx(after["content"] * e._slates["u"][1][0]["content"], abs=1e-5)
+        # no slate, an item not in it, a skip, or a second click on the same slot: no step
+        n = e.online_fusion.n_updates
+        slate = [r.item for r in e.recommend("u", k=5, log=False)]
+        outside = next(b.id for b in books[:200] if b.id not in slate and b.id not in {x.item for x in e.history("u")})
+        e.record(ev("u", outside, t=100.0))
+        e.record(ev("u", slate[2], kind="skip", t=101.0))
+        e.record(ev("nobody-served", slate[2], t=102.0))
+        assert e.online_fusion.n_updates == n
+        e.record(ev("u", slate[3], t=103.0))
+        assert e.online_fusion.n_updates == n + 4  # slots 0, 1, 2 (skipped) and 4 were shown and not chosen
+        e.record(ev("u", slate[3], kind="like", t=104.0))
+        assert e.online_fusion.n_updates == n + 4
+        learned = e._weights(None)
+        e.delete_user("u")
+        assert "u" not in e._slates
+    with Engine.open(url, settings=s, encoder=encoder) as e2:  # the learned blend survives a restart
+        assert e2._weights(None) == pytest.approx(learned)
+
+
+def test_online_fusion_off_keeps_weights_fixed(encoder, books):
+    s = Settings(encoder_progress=False, sources={"content": {}, "trending": {}},
+                 fusion_weights={"content": 1.0, "trending": 1.0}, fusion_learning_rate=0.0)
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:200])
+        e.record_many([ev(f"p{j}", str(2 + j % 40), t=j) for j in range(120)])
+        e.record(ev("u", "5", t=0.5))
+        for _ in range(3):
+            _ = e.recommend("u", k=5, log=False)
+            e.record(ev("u", _[3].item, t=len(e.history("u")) + 1.0))
+        assert e.online_fusion is None and e._weights(None) == {"content": 1.0, "trending": 1.0}
