@@ -650,7 +650,7 @@ def simulate(
 
     table = Table(title=f"simulated CTR · {len(ids)} books · {users} users · {seeds} seeds × {steps} steps · k={k}")
     table.add_column("agent", no_wrap=True)
-    for col in ("CTR ± 95% CI", "pre", "post", "recovery", "back", "ms/step"):
+    for col in ("CTR ± 95% CI", "pre", "post", "recovery", "back", "clicks", "1st click", "ms/step"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, p in out["policies"].items():
         lo, hi = p["ctr_ci95"]
@@ -659,12 +659,15 @@ def simulate(
             name, f"{num(p['ctr'])} ± {num(half)}", num(p["ctr_before_drift"]), num(p["ctr_after_drift"]),
             num(p["recovery_events"], ".1f"),
             "—" if p["recovered_frac"] is None else f"{100 * p['recovered_frac']:.0f}%",
+            num(p.get("recovery_clicks"), ".1f"), num(p.get("first_click_slates"), ".1f"),
             num(p["agent_ms_per_step"], ".2f"),
         )
     table.caption = (
         "CTR = clicks / impressions, mean over seeds (t-interval); pre/post = CTR before/after the taste "
         "shift. recovery = a user's slates after the shift until their rolling CTR is back to 90% of their "
-        "pre-shift level (users who never get back count all their slates; back = share who did)."
+        "pre-shift level (users who never get back count all their slates; back = share who did); clicks = "
+        "the user's post-shift clicks before that slate (the evidence the learner needed); 1st click = slates "
+        "to the first post-shift click (finding the new taste)."
     )
     console.print(table)
     for label, r in out["ratios"].items():
@@ -711,6 +714,10 @@ def _eval_ope(data: str | None, json_path: Path | None) -> None:
                   f"{r['ips']['estimate']:.5f}", f"{r['snips']['estimate']:.5f}",
                   "yes" if mine["beats_random"][name] else "no")
     console.print(t)
+    if mine.get("detectable_ctr"):
+        console.print(f"a deterministic policy would need a click rate of about {mine['detectable_ctr']:.4f} "
+                      f"({mine['detectable_ctr'] / mine['random']['ctr']:.0f}x random) for its lower 95% bound to "
+                      f"clear random on these {mine['n_rounds']['test']} rounds")
     main_variant = res["variants"].get("empirical") or next(iter(res["variants"].values()))
     out = {
         "estimators": main_variant,

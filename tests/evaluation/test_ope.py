@@ -395,3 +395,19 @@ def test_contextual_policy_uses_the_context() -> None:
     assert out["policies"]["contextual"]["dr"]["estimate"] > out["policies"]["greedy"]["dr"]["estimate"] + 0.05
     with pytest.raises(ValidationError, match="train_share"):
         O.learned_policies(_uniform_log(100, np.full(4, 0.1)), train_share=1.0)
+
+
+def test_detectable_ctr_matches_a_simulated_policy() -> None:
+    """At the detectable click rate, about half of the IPS lower bounds clear the baseline."""
+    n, A, base = 4000, 20, 0.02
+    c = O.detectable_ctr(n, float(A), base)
+    assert base < c < 1 and O.detectable_ctr(4 * n, float(A), base) < c  # more rounds, smaller effects show
+    rng = np.random.default_rng(0)
+    wins = 0
+    for _ in range(200):
+        match = rng.random(n) < 1 / A
+        terms = A * match * (rng.random(n) < c)
+        wins += terms.mean() - 1.96 * terms.std(ddof=1) / np.sqrt(n) > base
+    assert 0.35 < wins / 200 < 0.65
+    with pytest.raises(ValidationError):
+        O.detectable_ctr(0, 2.0, 0.1)

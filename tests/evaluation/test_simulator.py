@@ -149,6 +149,9 @@ def test_recovery_counts_slates_until_back_to_90_percent():
     # Rolling over the last 2 post-shift slates: [0, 0, .2, .4] -> back to >= 0.36 at the 4th.
     assert res.recovery(window=2)["recovery_events"] == 4
     assert res.recovery(window=2)["recovered_frac"] == 1.0
+    # evidence: the 2 clicks of the 3rd post-shift slate came before the 4th; found at the 3rd slate
+    assert res.recovery(window=2)["recovery_clicks"] == 2.0
+    assert res.recovery(window=2)["first_click_slates"] == 3.0
     assert np.isnan(res.recovery(window=20)["recovery_events"])  # too few slates to judge
     assert res.ctr == pytest.approx(exp.sum() / 75)
 

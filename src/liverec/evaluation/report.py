@@ -195,7 +195,8 @@ def write_simulation_html(out: Mapping[str, Any], path: str | Path) -> None:
     rows = "".join(
         f"<tr><th>{html.escape(n)}</th><td>{f(p['ctr'])}</td><td>[{f(p['ctr_ci95'][0])}, {f(p['ctr_ci95'][1])}]</td>"
         f"<td>{f(p.get('ctr_before_drift'))}</td><td>{f(p.get('ctr_after_drift'))}</td>"
-        f"<td>{f(p.get('recovery_events'), '.1f')}</td></tr>"
+        f"<td>{f(p.get('recovery_events'), '.1f')}</td><td>{f(p.get('recovery_clicks'), '.1f')}</td>"
+        f"<td>{f(p.get('first_click_slates'), '.1f')}</td></tr>"
         for n, p in pol.items()
     )
     ratios = "".join(
@@ -211,7 +212,7 @@ details pre{{background:#f8f9fa;padding:1rem;overflow:auto;font-size:12px}}</sty
 <p>{s.get('catalog_size')} books, {s.get('users')} users, {len(s.get('seeds', [])) or s.get('seeds')} seeds × {steps} steps, k = {s.get('k')}.</p>
 <figure><figcaption>CTR over time</figcaption><img alt="CTR over time per agent" src="data:image/png;base64,{curves}"></figure>
 <figure><figcaption>Cumulative CTR</figcaption><img alt="cumulative CTR per agent" src="data:image/png;base64,{bars}"></figure>
-<table><thead><tr><th>agent</th><th>CTR</th><th>95% CI</th><th>pre-shift</th><th>post-shift</th><th>recovery (slates)</th></tr></thead>
+<table><thead><tr><th>agent</th><th>CTR</th><th>95% CI</th><th>pre-shift</th><th>post-shift</th><th>recovery (slates)</th><th>clicks before recovery</th><th>slates to 1st click</th></tr></thead>
 <tbody>{rows}</tbody></table><ul>{ratios}</ul>
 <details><summary>All settings</summary><pre>{html.escape(json.dumps(s, indent=2, default=str))}</pre></details>
 </body></html>"""

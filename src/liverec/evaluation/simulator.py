@@ -198,19 +198,29 @@ class SimResult:
         click noise). A user who never gets back counts with all their post-shift
         slates (a lower bound) and lowers ``recovered_frac``.
 
+        The slates split into *finding* the new taste and *adapting* to it: a random
+        slate of the default world gets ~2% CTR, so the first post-shift click alone
+        takes ~10 slates whatever learns from it. ``recovery_clicks`` counts the
+        evidence instead: the user's post-shift clicks before the slate that is back
+        (the events a learner needed), ``first_click_slates`` the slates up to and
+        including the first post-shift click.
+
         Returns ``{"recovery_events": mean slates (censored included),
         "recovery_events_recovered": mean over recovered users, "recovered_frac",
-        "users": how many users were eligible}`` (NaN without drift).
+        "recovery_clicks": mean post-shift clicks before recovery (censored: all of
+        them), "first_click_slates": mean slates to the first post-shift click (users
+        with one), "users": how many users were eligible}`` (NaN without drift).
         """
         nan = {"recovery_events": float("nan"), "recovery_events_recovered": float("nan"),
-               "recovered_frac": float("nan"), "users": 0}
+               "recovered_frac": float("nan"), "recovery_clicks": float("nan"),
+               "first_click_slates": float("nan"), "users": 0}
         if self.drift_at is None or self.drift_at >= self.steps:
             return nan
         num = self.expected if expected else self.clicks.astype(np.float64)
         order = np.argsort(self.users, kind="stable")
         users_sorted = self.users[order]
         bounds = np.searchsorted(users_sorted, np.arange(self.n_users + 1))
-        counts, recovered = [], []
+        counts, recovered, clicks_before, first_click = [], [], [], []
         for u in range(self.n_users):
             steps = order[bounds[u] : bounds[u + 1]]  # this user's steps, in time order
             pre = steps[steps < self.drift_at]
@@ -228,9 +238,14 @@ class SimResult:
             if len(hit):
                 counts.append(int(hit[0]) + 1)
                 recovered.append(True)
+                clicks_before.append(int(self.clicks[post[: hit[0]]].sum()))
             else:
                 counts.append(len(post))
                 recovered.append(False)
+                clicks_before.append(int(self.clicks[post].sum()))
+            clicked = np.flatnonzero(self.clicks[post] > 0)
+            if len(clicked):
+                first_click.append(int(clicked[0]) + 1)
         if not counts:
             return nan
         rec = np.asarray(recovered)
@@ -239,6 +254,8 @@ class SimResult:
             "recovery_events": float(arr.mean()),
             "recovery_events_recovered": float(arr[rec].mean()) if rec.any() else float("nan"),
             "recovered_frac": float(rec.mean()),
+            "recovery_clicks": float(np.mean(clicks_before)),
+            "first_click_slates": float(np.mean(first_click)) if first_click else float("nan"),
             "users": int(len(arr)),
         }
 
@@ -724,7 +741,7 @@ def compare_agents(
     """
     per: dict[str, dict[str, list]] = {
         n: {"ctr": [], "expected_ctr": [], "before": [], "after": [], "rec": [], "rec_ok": [], "rec_frac": [],
-            "curve": [], "agent_s": [], "sim_sps": []}
+            "rec_clicks": [], "first_click": [], "curve": [], "agent_s": [], "sim_sps": []}
         for n in factories
     }
     job = _SeedJob(catalog_vectors, item_ids, factories, steps, warmup, curve_bins, recovery_window, sim_kwargs)
@@ -765,7 +782,8 @@ class _SeedJob:
                 "ctr": res.ctr, "expected_ctr": res.expected_ctr, "before": res.ctr_between(0, cut),
                 "after": res.ctr_between(cut) if res.drift_at is not None else float("nan"),
                 "rec": rec["recovery_events"], "rec_ok": rec["recovery_events_recovered"],
-                "rec_frac": rec["recovered_frac"], "curve": res.ctr_curve(self.curve_bins),
+                "rec_frac": rec["recovered_frac"], "rec_clicks": rec["recovery_clicks"],
+                "first_click": rec["first_click_slates"], "curve": res.ctr_curve(self.curve_bins),
                 "agent_s": res.agent_seconds, "sim_sps": res.sim_steps_per_second,
             }))
         return out
@@ -841,6 +859,9 @@ def _summarise(
             "recovery_events_ci95": [rlo, rhi],
             "recovery_events_recovered": t_interval(d["rec_ok"])[0],
             "recovered_frac": t_interval(d["rec_frac"])[0],
+            "recovery_clicks": t_interval(d["rec_clicks"])[0],
+            "recovery_clicks_ci95": list(t_interval(d["rec_clicks"])[1:]),
+            "first_click_slates": t_interval(d["first_click"])[0],
             "curve": [float(x) for x in np.nanmean(np.asarray(d["curve"], dtype=np.float64), axis=0)],
             "agent_seconds_per_seed": t_interval(d["agent_s"])[0],
             "agent_ms_per_step": 1000 * t_interval(d["agent_s"])[0] / max(steps, 1),
