@@ -702,18 +702,14 @@ class Engine:
         initial = {n: base.get(n, self.settings.fusion_weights.get(n, 1.0)) for n in self.learners}
         self.online_fusion = OnlineFusion(initial, lr=lr)
         snap = self.store.get_snapshot("fusion_weights_online")
-        if snap is not None:
-            saved = json.loads(snap[0].decode())
-            if saved.get("initial") == initial:  # learned from these starting weights: resume
-                self.online_fusion._w.update({n: float(v) for n, v in saved["weights"].items() if n in initial})
-                self.online_fusion.n_updates = int(saved.get("n_updates", 0))
+        if snap is not None:  # resumes only what was learned from these same starting weights
+            self.online_fusion.restore(json.loads(snap[0].decode()))
 
     def _save_online_fusion(self) -> None:
         f = self.online_fusion
         if f is None or not self._fusion_dirty:
             return
-        blob = {"initial": f.initial, "weights": f.weights, "n_updates": f.n_updates}
-        self.store.put_snapshot("fusion_weights_online", json.dumps(blob).encode(), self.store.last_event_seq())
+        self.store.put_snapshot("fusion_weights_online", json.dumps(f.state()).encode(), self.store.last_event_seq())
         self._fusion_dirty = 0
 
     def fit(self, *, background: bool = False) -> threading.Thread | None:

@@ -402,6 +402,9 @@ def test_online_fusion_learns_from_clicks_on_served_slates(tmp_path, encoder, bo
         assert "u" not in e._slates
     with Engine.open(url, settings=s, encoder=encoder) as e2:  # the learned blend survives a restart
         assert e2._weights(None) == pytest.approx(learned)
+    changed = s.model_copy(update={"fusion_weights": {"content": 0.5, "trending": 1.5}})
+    with Engine.open(url, settings=changed, encoder=encoder) as e3:  # new starting weights: a fresh start
+        assert e3._weights(None) == {"content": 0.5, "trending": 1.5}
 
 
 def test_online_fusion_off_keeps_weights_fixed(encoder, books):

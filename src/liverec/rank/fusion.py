@@ -147,6 +147,20 @@ class OnlineFusion:
     def weights(self) -> dict[str, float]:
         return dict(self._w)
 
+    def state(self) -> dict[str, object]:
+        """What to save to resume later: ``OnlineFusion(initial).restore(state)``."""
+        return {"initial": dict(self.initial), "weights": self.weights, "n_updates": self.n_updates}
+
+    def restore(self, state: Mapping[str, object]) -> bool:
+        """Resume from :meth:`state` if it was learned from the same initial weights (else keep a fresh start)."""
+        if state.get("initial") != self.initial:
+            return False
+        weights = state.get("weights")
+        assert isinstance(weights, Mapping)
+        self._w.update({n: float(v) for n, v in weights.items() if n in self.initial})
+        self.n_updates = int(state.get("n_updates", 0))  # type: ignore[call-overload]
+        return True
+
     def update(self, clicked: Mapping[str, float], others: Sequence[Mapping[str, float]]) -> int:
         """One pairwise step per item in ``others`` (not chosen) against ``clicked``; returns the pairs used.
 
