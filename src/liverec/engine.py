@@ -37,12 +37,12 @@ from .rank.slate import build_slate
 
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
-
-#: Users whose last slate is remembered for online fusion learning (oldest forgotten first).
-_MAX_SLATES = 100_000
 from .settings import Settings
 from .store import Impression, Store
 from .types import Event, Item, Recommendation, is_finite_number
+
+#: Users whose last slate is remembered for online fusion learning (oldest forgotten first).
+_MAX_SLATES = 100_000
 
 _MAX_ID = 256
 _MAX_K = 1000
@@ -698,9 +698,7 @@ class Engine:
         if lr <= 0:
             self.online_fusion = None
             return
-        base = self.learned_weights or self.settings.fusion_weights
-        initial = {n: base.get(n, self.settings.fusion_weights.get(n, 1.0)) for n in self.learners}
-        self.online_fusion = OnlineFusion(initial, lr=lr)
+        self.online_fusion = OnlineFusion(self._base_weights(), lr=lr)
         snap = self.store.get_snapshot("fusion_weights_online")
         if snap is not None:  # resumes only what was learned from these same starting weights
             self.online_fusion.restore(json.loads(snap[0].decode()))
@@ -762,11 +760,13 @@ class Engine:
             self._reset_online_fusion()  # per-event learning goes on from the tuned weights
         return fit
 
-    def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
+    def _base_weights(self) -> dict[str, float]:
+        """Per source: ``tune_fusion``'s weight, else the settings', else 1.0."""
         base = self.learned_weights or self.settings.fusion_weights
-        w = {name: base.get(name, self.settings.fusion_weights.get(name, 1.0)) for name in self.learners}
-        if self.online_fusion is not None:
-            w.update(self.online_fusion.weights)
+        return {name: base.get(name, self.settings.fusion_weights.get(name, 1.0)) for name in self.learners}
+
+    def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
+        w = self.online_fusion.weights if self.online_fusion is not None else self._base_weights()
         if weights:
             unknown = set(weights) - set(self.learners)
             if unknown:
