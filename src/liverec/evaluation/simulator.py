@@ -235,14 +235,10 @@ class SimResult:
             lo = np.maximum(idx - window, 0)
             rolling = (c[idx] - c[lo]) / np.maximum(n[idx] - n[lo], 1.0)
             hit = np.flatnonzero(rolling >= target - 1e-12)
-            if len(hit):
-                counts.append(int(hit[0]) + 1)
-                recovered.append(True)
-                clicks_before.append(int(self.clicks[post[: hit[0]]].sum()))
-            else:
-                counts.append(len(post))
-                recovered.append(False)
-                clicks_before.append(int(self.clicks[post].sum()))
+            stop = int(hit[0]) if len(hit) else len(post)  # slates before the one that is back
+            counts.append(stop + 1 if len(hit) else stop)
+            recovered.append(bool(len(hit)))
+            clicks_before.append(int(self.clicks[post[:stop]].sum()))
             clicked = np.flatnonzero(self.clicks[post] > 0)
             if len(clicked):
                 first_click.append(int(clicked[0]) + 1)
@@ -848,6 +844,7 @@ def _summarise(
     for name, d in per.items():
         m, lo, hi = t_interval(d["ctr"])
         rm, rlo, rhi = t_interval(d["rec"])
+        cm, clo, chi = t_interval(d["rec_clicks"])
         policies[name] = {
             "ctr": m,
             "ctr_ci95": [lo, hi],
@@ -859,8 +856,8 @@ def _summarise(
             "recovery_events_ci95": [rlo, rhi],
             "recovery_events_recovered": t_interval(d["rec_ok"])[0],
             "recovered_frac": t_interval(d["rec_frac"])[0],
-            "recovery_clicks": t_interval(d["rec_clicks"])[0],
-            "recovery_clicks_ci95": list(t_interval(d["rec_clicks"])[1:]),
+            "recovery_clicks": cm,
+            "recovery_clicks_ci95": [clo, chi],
             "first_click_slates": t_interval(d["first_click"])[0],
             "curve": [float(x) for x in np.nanmean(np.asarray(d["curve"], dtype=np.float64), axis=0)],
             "agent_seconds_per_seed": t_interval(d["agent_s"])[0],
