@@ -54,7 +54,16 @@ class Settings(BaseSettings):
         description="Weight per event kind; add custom kinds here. Negative = pushes away.",
     )
     rating_center: float = Field(3.0, description="Star value that counts as neutral")
-    rating_scale: float = Field(2.0, gt=0, description="Stars away from the center that make weight ±1")
+    rating_scale: float = Field(2.0, gt=0, description="Stars away from the center that make valence ±1")
+    rating_engagement: float = Field(
+        1.0, ge=0, description="What any rating counts as evidence of engagement (x the rating kind weight); "
+        "Engine.fit(tune=True) searches it"
+    )
+    rating_valence: float = Field(
+        0.5, ge=0, description="How much stars move a rating's weight: weight = engagement + valence_weight * "
+        "clip((stars - center) / scale, -1, 1). 0 = every rating counts the same; engagement 0 + valence 1 = "
+        "low ratings push away. Engine.fit(tune=True) searches it"
+    )
     rating_min: float = 0.0
     rating_max: float = 5.0
     # --- learners

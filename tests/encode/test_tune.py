@@ -17,6 +17,7 @@ from liverec.encode.encoder import SentenceTransformerEncoder, model_id_for
 from liverec.encode.text import render_text
 from liverec.encode.tune import behaviour_pairs, check_no_cold_text, cold_split_pairs, tune_encoder
 from liverec.errors import ValidationError
+from liverec.models import FeedbackConfig
 from liverec.settings import DEFAULT_TEXT_TEMPLATE
 
 T0 = 1_600_000_000.0
@@ -45,11 +46,14 @@ def test_pairs_never_cross_users_and_skip_negative_and_unknown():
         ev("u", "a", 1),
         ev("v", "b", 2),            # another user: no (a, b)
         ev("u", "c", 3, kind="dislike"),  # negative: not a step
-        ev("u", "d", 4, kind="rating", value=2.0),  # 2 stars: negative
+        ev("u", "d", 4, kind="rating", value=2.0),  # 2 stars: negative when stars are read signed
         ev("u", "zzz", 5),          # no text: left out of the chain
         ev("u", "e", 6, kind="rating", value=5.0),
     ]
-    assert behaviour_pairs(evs, TEXTS) == [("text a", "text e")]
+    signed = FeedbackConfig(rating_engagement=0.0, rating_valence=1.0)
+    assert behaviour_pairs(evs, TEXTS, feedback=signed) == [("text a", "text e")]
+    # By default any rating is engagement: the 2-star item is a step of the chain.
+    assert behaviour_pairs(evs, TEXTS) == [("text a", "text d"), ("text d", "text e")]
 
 
 def test_pairs_skip_identical_items_and_texts_and_dedupe():

@@ -10,7 +10,10 @@ from checks.learner_checks import make_catalog, make_events
 from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import ValidationError
-from liverec.models import EASE, InteractionLog, ItemKNN, MostPopular, TfidfContent, UserKNN, UserState
+from liverec.models import EASE, FeedbackConfig, InteractionLog, ItemKNN, MostPopular, TfidfContent, UserKNN, UserState
+
+#: Stars read as signed (low ratings push away): the setting under which a 1-star rating is not an interaction.
+SIGNED = FeedbackConfig(rating_engagement=0.0, rating_valence=1.0)
 
 T0 = 1_700_000_000.0
 
@@ -289,7 +292,10 @@ def test_most_popular_all_events_and_feedback_weighting():
     every = fit(MostPopular(all_events=True), events, cat)
     np.testing.assert_array_equal(every.score(UserState("x"), everything(cat)), [1, 2, 1])
     weighted = fit(MostPopular(weighting="feedback"), events, cat)
-    np.testing.assert_array_equal(weighted.score(UserState("x"), everything(cat)), [0, 2, 3])
+    # A 1-star rating is engagement with half the weight of a 5-star one (1 * (1 + 0.5 * -1)).
+    np.testing.assert_array_equal(weighted.score(UserState("x"), everything(cat)), [0, 2.5, 3])
+    signed = fit(MostPopular(weighting="feedback", feedback=SIGNED), events, cat)
+    np.testing.assert_array_equal(signed.score(UserState("x"), everything(cat)), [0, 2, 3])
     cat.upsert(["late"], np.ones((1, 4), np.float32), [{}], ["late"])
     assert every.score(UserState("x"), cat.select(["late"]))[0] == 0.0
 
@@ -298,8 +304,8 @@ def test_most_popular_all_events_and_feedback_weighting():
 def test_all_events_counts_every_rating(cls):
     cat, events = co_consumption()
     low = [Event(user="low", item="i2", kind="rating", value=1.0, timestamp=T0 + 200)]
-    default = fit(cls(), events + low, cat)
-    every = fit(cls(all_events=True), events + low, cat)
+    default = fit(cls(feedback=SIGNED), events + low, cat)
+    every = fit(cls(all_events=True, feedback=SIGNED), events + low, cat)
     probe = Event(user="low", item="i0", kind="click", timestamp=T0 + 201)
     # With all_events the 1-star rating is an interaction too: "low"'s history holds i2 besides i0.
     default.learn_one(probe)

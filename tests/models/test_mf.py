@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from checks.learner_checks import make_catalog
 from liverec import Event
-from liverec.models import ALS, BPR, InteractionLog, Learner, UserState
+from liverec.models import ALS, BPR, FeedbackConfig, InteractionLog, Learner, UserState
 
 CLUSTERS = 6
 T0 = 1_700_000_000.0
@@ -112,9 +112,10 @@ def test_all_events_counts_every_event_with_strength_one(data):
         Event(user="a", item="i2", kind="like", timestamp=T0),
         Event(user="a", item="i2", kind="rating", value=1.0, timestamp=T0),
     ]
-    idx, s = fit(ALS(factors=4, iterations=2), cat, evs).user_items("a")
+    signed = FeedbackConfig(rating_engagement=0.0, rating_valence=1.0)  # 1 star pushes away
+    idx, s = fit(ALS(factors=4, iterations=2, feedback=signed), cat, evs).user_items("a")
     assert dict(zip(idx.tolist(), s.tolist())) == {2: 2.0}  # only positive weight counts
-    idx, s = fit(ALS(factors=4, iterations=2, all_events=True), cat, evs).user_items("a")
+    idx, s = fit(ALS(factors=4, iterations=2, all_events=True, feedback=signed), cat, evs).user_items("a")
     assert dict(zip(idx.tolist(), s.tolist())) == {1: 1.0, 2: 2.0}
 
 
