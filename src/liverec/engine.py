@@ -82,6 +82,8 @@ class Engine:
             kind_weights=dict(settings.kind_weights),
             rating_center=settings.rating_center,
             rating_scale=settings.rating_scale,
+            rating_engagement=settings.rating_engagement,
+            rating_valence=settings.rating_valence,
         )
         self.catalog = Catalog()
         self.index = VectorIndex(
