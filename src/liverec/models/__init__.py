@@ -10,10 +10,11 @@ from .pop import MostPopular
 from .popularity import Trending
 from .sequence import SequenceModel
 from .tfidf import TfidfContent
+from .transition import Transition
 from .userknn import UserKNN
 
 __all__ = [
     "EASE", "ItemKNN", "MostPopular", "TfidfContent", "UserKNN",
     "ALS", "BPR", "REGISTRY", "ContentProfile", "FeedbackConfig", "InteractionLog", "Learner",
-    "NeuralScorer", "Recommender", "SequenceModel", "Trending", "UserState", "register",
+    "NeuralScorer", "Recommender", "SequenceModel", "Transition", "Trending", "UserState", "register",
 ]

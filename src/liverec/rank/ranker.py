@@ -142,6 +142,7 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "als": ("matches your taste pattern (like {because})", "matches your taste pattern"),
     "bpr": ("matches your taste pattern (like {because})", "matches your taste pattern"),
     "sequence": ("usually comes next after {because}", "usually comes next after what you just did"),
+    "transition": ("often chosen right after {because}", "often chosen right after what you just chose"),
     "neural": ("predicted to please you, given {because}", "predicted to please you"),
     "tfidf": ("shares words with {because}", "shares words with what you liked"),
     "pop": ("popular with everyone", "popular with everyone"),

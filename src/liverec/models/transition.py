@@ -1,0 +1,207 @@
+"""Session transitions: what people choose right after what this user just chose.
+
+A directed item-to-item kNN over the order of events (the session-based kNN family:
+Ludewig & Jannach 2018). Every positive event of user ``u`` on item ``b`` adds
+``1/d`` to ``T[a, b]`` for each of u's previous ``window`` items ``a`` (``d`` = how
+many steps back ``a`` is). A user is scored by the rows of their last ``history``
+items, the most recent first, each row normalised by its mass and faded by
+``recency ** r``::
+
+    score(i) = sum_r recency**r * T[a_r, i] / (sum_j T[a_r, j] + 1)
+
+Learning one event costs O(window); a score reads ``history`` rows. Order is the
+signal the co-occurrence sources (ItemKNN, EASE, ALS) throw away: on logs where what
+comes next depends on what came just before (series, sequels, sessions), it is the
+strongest real-time evidence.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import ClassVar, Self, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..encode.catalog import ItemIds
+from ..types import Event
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .itemknn import _RowStore
+
+
+@register
+class Transition(Learner):
+    """Items that often come right after the user's last items.
+
+    Parameters
+    ----------
+    window : int
+        How many of a user's previous items each new item is linked from.
+    history : int
+        How many of the user's last items score the next one.
+    recency : float
+        Fade per step back in the user's history (1 = all last items count alike).
+    feedback : FeedbackConfig, optional
+        Which events are positive (weight > 0); only those enter sequences.
+    seed : int
+        Unused (deterministic); kept for the protocol.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from liverec.encode import Catalog
+    >>> cat = Catalog(dim=2); _ = cat.upsert(["a", "b", "c"], np.ones((3, 2), np.float32), [{}] * 3, [""] * 3)
+    >>> evs = [Event(user="x", item="a", timestamp=0.0), Event(user="x", item="b", timestamp=1.0)]
+    >>> m = Transition().fit(InteractionLog.from_events(evs, cat))
+    >>> m.learn_one(Event(user="y", item="a", timestamp=2.0))
+    >>> m.score(UserState("y"), cat.select(["b", "c"])).round(3).tolist()
+    [0.5, 0.0]
+    >>> m.because(UserState("y"), cat.get_idx("b"))
+    ('a',)
+    """
+
+    name: ClassVar[str] = "transition"
+    #: Searched by Engine.fit(tune=True).
+    search_space: ClassVar[dict[str, tuple]] = {"window": (1, 3, 10), "history": (1, 3, 10), "recency": (0.5, 0.8)}
+
+    def __init__(
+        self,
+        *,
+        window: int = 3,
+        history: int = 3,
+        recency: float = 0.7,
+        feedback: FeedbackConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.window = window
+        self.history = history
+        self.recency = recency
+        self.feedback = feedback
+        self.seed = seed
+
+    # ------------------------------------------------------------------ learning
+    def _positive(self, kinds: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return self._fb.weights(kinds, values) > 0
+
+    def fit(self, log: InteractionLog) -> Self:
+        self.catalog_ = log.catalog
+        self.fitted_ = True
+        n = max(len(log.catalog), 1)
+        order = np.argsort(log.timestamps, kind="stable")
+        keep = order[(log.item_idx[order] >= 0) & self._positive(log.kinds[order], log.values[order])]
+        seqs: dict[str, list[int]] = {}
+        for t in keep.tolist():
+            seqs.setdefault(str(log.users[t]), []).append(int(log.item_idx[t]))
+        rows, cols, vals = [], [], []
+        for seq in seqs.values():
+            s = np.asarray(seq, dtype=np.int64)
+            for d in range(1, min(self.window, len(s) - 1) + 1):
+                a, b = s[:-d], s[d:]
+                ok = a != b
+                rows.append(a[ok])
+                cols.append(b[ok])
+                vals.append(np.full(int(ok.sum()), 1.0 / d, dtype=np.float32))
+        if rows:
+            T = sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float32
+            )
+        else:
+            T = sp.csr_matrix((n, n), dtype=np.float32)
+        T.sum_duplicates()
+        T.sort_indices()
+        self.T_ = _RowStore(T)
+        self.mass_ = np.asarray(T.sum(1), dtype=np.float64).ravel()
+        keepn = max(self.window, self.history)
+        self.recent_: dict[str, deque[int]] = {u: deque(s[-keepn:], maxlen=keepn) for u, s in seqs.items()}
+        return self
+
+    def learn_one(self, event: Event) -> None:
+        self._check_fitted()
+        b = self.catalog_.get_idx(event.item)
+        if b is None or self._fb.weight(event.kind, event.value) <= 0:
+            return
+        self._ensure(max(len(self.catalog_), b + 1))
+        keepn = max(self.window, self.history)
+        recent = self.recent_.setdefault(event.user, deque(maxlen=keepn))
+        prev = list(recent)[-self.window :][::-1]  # d = 1, 2, ...
+        for d, a in enumerate(prev, start=1):
+            if a != b:
+                self._add(a, b, 1.0 / d)
+        recent.append(b)
+
+    def _add(self, a: int, b: int, v: float) -> None:
+        cols = np.array([b], dtype=np.int64)
+        pos = self.T_.find_in_row(a, cols)
+        if pos[0] >= 0:
+            self.T_.add(pos, np.array([v], dtype=np.float32))
+        else:
+            self.T_.append_to_row(a, cols, np.array([v], dtype=np.float32))
+        self.mass_[a] += np.float32(v)
+
+    def _ensure(self, n: int) -> None:
+        if n > len(self.mass_):
+            self.mass_ = np.concatenate([self.mass_, np.zeros(n - len(self.mass_))])
+        self.T_.resize(n)
+
+    def forget(self, user: str, events: Sequence[Event]) -> None:
+        """Subtract the user's transitions (replayed from their events in time order)."""
+        self.recent_.pop(user, None)
+        mine = [e for e in sorted(events, key=lambda e: e.timestamp) if self._fb.weight(e.kind, e.value) > 0]
+        seq = [i for i in (self.catalog_.get_idx(e.item) for e in mine) if i is not None]
+        for k, b in enumerate(seq):
+            for d in range(1, min(self.window, k) + 1):
+                a = seq[k - d]
+                if a != b:
+                    pos = self.T_.find_in_row(a, np.array([b], dtype=np.int64))
+                    if pos[0] >= 0:
+                        self.T_.add(pos, np.array([-1.0 / d], dtype=np.float32))
+                        self.mass_[a] = max(0.0, self.mass_[a] - 1.0 / d)
+
+    # ------------------------------------------------------------------- scoring
+    def _last(self, user: str) -> list[int]:
+        """The user's last ``history`` items, most recent first."""
+        return list(self.recent_.get(user, ()))[-self.history :][::-1]
+
+    def _scores(self, user: str) -> np.ndarray | None:
+        last = self._last(user)
+        if not last:
+            return None
+        n = max(len(self.catalog_), 1)
+        self._ensure(n)
+        rows = np.asarray(last, dtype=np.int64)
+        sub = self.T_.gather(rows)
+        coef = (self.recency ** np.arange(len(last))) / (self.mass_[rows] + 1.0)
+        return np.asarray(sub.T @ coef.astype(np.float32), dtype=np.float64)[:n]
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        self._check_fitted()
+        s = self._scores(user.user)
+        if s is None:
+            return np.zeros(len(items), dtype=np.float64)
+        out = np.zeros(len(items), dtype=np.float64)
+        ok = items.idx < len(s)
+        out[ok] = s[items.idx[ok]]
+        return out
+
+    def candidates(self, user: UserState, n: int) -> np.ndarray:
+        """The ``n`` best-scored items (only items that followed the user's last ones)."""
+        self._check_fitted()
+        s = self._scores(user.user)
+        if s is None:
+            return np.zeros(0, dtype=np.int64)
+        nz = np.flatnonzero(s > 0)
+        if len(nz) > n:
+            nz = nz[np.argpartition(-s[nz], n - 1)[:n]]
+        return nz.astype(np.int64)
+
+    def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
+        """The user's last items that ``idx`` most often follows (external ids)."""
+        self._check_fitted()
+        last = self._last(user.user)
+        pulls = []
+        for r, a in enumerate(last):
+            pos = self.T_.find_in_row(a, np.array([idx], dtype=np.int64))
+            v = float(self.T_.vals[pos[0]]) if pos[0] >= 0 else 0.0
+            pulls.append((v * self.recency**r / (self.mass_[a] + 1.0), a))
+        best = sorted((p for p in pulls if p[0] > 0), key=lambda p: -p[0])[:top]
+        return tuple(self.catalog_.ids[a] for _, a in best)
