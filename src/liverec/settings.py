@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         "every this many seconds (events are never buffered; a crash loses at most this window of "
         "impressions). `liverec serve` uses 0.25 unless set",
     )
+    max_event_value: float = Field(
+        1e6, gt=0, le=1e12, description="Largest |value| of an event (a multiplier; ratings are bounded by "
+        "rating_min/rating_max): one caller's huge value must not swamp or overflow shared scores"
+    )
     # --- HTTP service (liverec serve)
     open_access: bool = Field(
         False, description="Serve without API keys. Only for a demo on localhost: anyone can write and erase"
@@ -168,6 +172,10 @@ class Settings(BaseSettings):
     dp_epsilon: float = Field(1.0, ge=0.001, le=100, description="Privacy budget of one differentially private export")
     dp_max_contributions: int = Field(
         20, ge=1, description="Most items (or served/clicked items per variant) one user adds to a DP export"
+    )
+    dp_budget: float = Field(
+        10.0, gt=0, description="Total ε all DP exports of this store may spend (each export spends its ε; "
+        "refused with 429 once spent). Privacy loss adds up over exports: raise it knowingly"
     )
 
     @field_validator("kind_weights")

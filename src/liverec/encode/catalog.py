@@ -26,8 +26,9 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import UnknownItemError, ValidationError
+from ..validate import check_filters
 
-_OPS = {
+_OPS: dict[str, Any] = {
     "eq": lambda col, v: col == v,
     "ne": lambda col, v: col != v,
     "gt": lambda col, v: col > v,
@@ -219,16 +220,29 @@ class Catalog:
 
     # --------------------------------------------------------------- filters
     def column(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(values, present) arrays of one attribute, rebuilt when the catalog changes."""
+        """(values, present) arrays of one attribute, rebuilt when the catalog changes.
+
+        float64 when every present value is a number that fits one (comparisons in
+        numpy); otherwise an object array compared value by value, so one odd value
+        (a string year, an integer beyond float range) never breaks a filter.
+        """
         cached = self._columns.get(key)
         if cached is not None and cached[0] == self.version:
             return cached[1], cached[2]
         raw = [a.get(key) for a in self.attributes]
         present = np.array([v is not None for v in raw], dtype=bool)
+        values: np.ndarray | None = None
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw if v is not None):
-            values = np.array([v if v is not None else np.nan for v in raw], dtype=np.float64)
-        else:
-            values = np.array(raw, dtype=object)
+            try:
+                values = np.array([v if v is not None else np.nan for v in raw], dtype=np.float64)
+            except OverflowError:  # an integer beyond float64: compare exactly, as objects
+                values = None
+            if values is not None and np.isinf(values).any():
+                values = None
+        if values is None:
+            values = np.empty(len(raw), dtype=object)  # element by element: lists stay one element
+            for i, v in enumerate(raw):
+                values[i] = v
         self._columns[key] = (self.version, values, present)
         return values, present
 
@@ -239,32 +253,48 @@ class Catalog:
         (``{"genre": ["Fantasy", "Horror"]}``) or a dict of operators among
         eq, ne, gt, gte, lt, lte (``{"year": {"gte": 1990, "lt": 2000}}``).
         """
+        check_filters(filters)
         mask = self.alive.copy()
         for key, cond in filters.items():
             values, present = self.column(key)
             if isinstance(cond, Mapping):
                 for op, v in cond.items():
-                    if op not in _OPS:
-                        raise ValidationError(
-                            f"unknown filter operator {op!r} for {key!r}; use one of {sorted(_OPS)}.",
-                            field=f"filters.{key}",
-                        )
-                    try:
-                        with np.errstate(invalid="ignore"):
-                            m = np.asarray(_OPS[op](values, v), dtype=bool)
-                    except TypeError as exc:
-                        raise ValidationError(
-                            f"filter {key}.{op}={v!r} cannot compare with the item attribute values: {exc}. "
-                            "Use a value of the attribute's type.",
-                            field=f"filters.{key}",
-                        ) from exc
+                    if values.dtype == object:
+                        m = np.fromiter((_compare(_OPS[op], x, v) for x in values), dtype=bool, count=len(values))
+                    else:
+                        try:
+                            with np.errstate(invalid="ignore"):
+                                m = np.asarray(_OPS[op](values, v), dtype=bool)
+                        except TypeError as exc:
+                            raise ValidationError(
+                                f"filter {key}.{op}={v!r:.40} cannot compare with {key!r}, which holds numbers: "
+                                f"{exc}. Send a number, e.g. {{\"{key}\": {{\"{op}\": 1990}}}}.",
+                                field=f"filters.{key}",
+                            ) from exc
                     mask &= m & present
-            elif isinstance(cond, (list, tuple, set)):
+            elif isinstance(cond, (list, tuple)):
                 allowed = set(cond)
-                mask &= present & np.fromiter((v in allowed for v in values), dtype=bool, count=len(values))
+                mask &= present & np.fromiter((_member(x, allowed) for x in values), dtype=bool, count=len(values))
             else:
                 mask &= present & np.asarray(values == cond, dtype=bool)
         return mask
+
+
+def _compare(op: Any, x: Any, v: Any) -> bool:
+    """``op(x, v)`` for one stored value; values of another type never match (never raise)."""
+    if x is None:
+        return False
+    try:
+        return bool(op(x, v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _member(x: Any, allowed: set[Any]) -> bool:
+    try:
+        return x in allowed
+    except TypeError:  # an unhashable stored value (a list, an object) is in no set of scalars
+        return False
 
 
 def centred_norms(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
