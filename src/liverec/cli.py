@@ -149,6 +149,55 @@ def fit(store: StoreOpt = None) -> None:
         _fail(exc)
 
 
+def _parse_budget(raw: str) -> float:
+    """'90', '90s', '5m', '1h' -> seconds."""
+    text = raw.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1.0)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise typer.BadParameter(f"--budget {raw!r} is not a duration; write seconds or e.g. 90s, 5m, 1h.")
+    return value
+
+
+def _show_tuned(tuned) -> None:  # type: ignore[no-untyped-def]
+    t = tuned.summary()
+    console.print(
+        f"validation score {t['score']:.4f} (starting configuration {t['default_score']:.4f}; {t['objective']}) "
+        f"on {t['n_validation_users']} users, {t['n_trials']} trials ({t['failed_trials']} failed) in "
+        f"{t['seconds']:.0f} s{' (stopped by the budget)' if t['stopped_by_budget'] else ''}, seed {t['seed']}"
+    )
+    table = Table("source", "weight", "hyperparameters")
+    for name, w in sorted(t["weights"].items(), key=lambda kv: -kv[1]):
+        params = ", ".join(f"{k}={v}" for k, v in sorted(t["sources"].get(name, {}).items())) or "defaults"
+        table.add_row(name, f"{w:.3f}", params)
+    console.print(table)
+    console.print("feedback: " + ", ".join(f"{k}={v}" for k, v in t["feedback"].items()))
+
+
+@app.command()
+def tune(
+    store: StoreOpt = None,
+    budget: Annotated[str, typer.Option(help="Time budget, e.g. 300, 90s, 5m (default: the tune_budget_seconds setting)")] = "",
+    show: Annotated[bool, typer.Option("--show", help="Only show the stored configuration")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the split and the search order")] = None,
+) -> None:
+    """Search every source's hyperparameters, the feedback reading and the fusion weights on
+    a time split of the stored log; store the result (reused by every fit and restart)."""
+    try:
+        with _open(store) as eng:
+            if not show:
+                eng.fit(tune=True, budget=_parse_budget(budget) if budget else None, progress=True, seed=seed)
+            if eng.tuned is None:
+                console.print("no tuned configuration stored yet: run `liverec tune`.")
+                raise typer.Exit(1)
+            _show_tuned(eng.tuned)
+    except LiverecError as exc:
+        _fail(exc)
+
+
 def _parse_filters(raw: list[str]) -> dict:
     out: dict = {}
     for f in raw:

@@ -34,6 +34,7 @@ from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
 from .rank.policy import Served, SlateContext, make_policies
 from .rank.slate import build_slate
+from .rank.tuner import TunedConfig, Tuner
 
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
@@ -78,13 +79,10 @@ class Engine:
         self.settings = settings
         self._cache_store = Store.open(settings.vector_cache) if settings.vector_cache else None
         self.encoder = CachedEncoder(encoder, self._cache_store or store, progress=settings.encoder_progress)
-        self.feedback = FeedbackConfig(
-            kind_weights=dict(settings.kind_weights),
-            rating_center=settings.rating_center,
-            rating_scale=settings.rating_scale,
-            rating_engagement=settings.rating_engagement,
-            rating_valence=settings.rating_valence,
-        )
+        snap = store.get_snapshot("tuned_config")
+        #: What ``fit(tune=True)`` chose (persisted in the store), or None.
+        self.tuned: TunedConfig | None = TunedConfig.from_json(snap[0].decode()) if snap is not None else None
+        self.feedback = self._feedback()
         self.catalog = Catalog()
         self.index = VectorIndex(
             self.catalog,
@@ -171,8 +169,23 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _new_learners(self) -> dict[str, Learner]:
-        """Fresh, unfitted learners for every configured source."""
+    def _feedback(self) -> FeedbackConfig:
+        """The settings' feedback reading; the tuned one where the settings leave it at its default."""
+        s, fb = self.settings, dict(self.tuned.feedback) if self.tuned is not None else {}
+        for key in ("rating_engagement", "rating_valence"):
+            if key in s.model_fields_set or key not in fb:
+                fb[key] = getattr(s, key)
+        return FeedbackConfig(
+            kind_weights=dict(s.kind_weights), rating_center=s.rating_center, rating_scale=s.rating_scale, **fb
+        )
+
+    def _source_params(self) -> dict[str, dict[str, Any]]:
+        """Per source: tuned hyperparameters, overridden by any written in Settings.sources."""
+        tuned = self.tuned.sources if self.tuned is not None else {}
+        return {name: {**tuned.get(name, {}), **params} for name, params in self.settings.sources.items()}
+
+    def _make_learner(self, name: str, params: Mapping[str, Any], feedback: FeedbackConfig) -> Learner:
+        """One fresh, unfitted learner of source ``name`` as this engine configures it."""
         s = self.settings
         defaults: dict[str, dict[str, Any]] = {
             "content": dict(
@@ -183,23 +196,24 @@ class Engine:
             ),
             "trending": dict(half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior),
         }
-        out: dict[str, Learner] = {}
-        for name, params in s.sources.items():
-            cls = REGISTRY.get(name)
-            if cls is None:
-                raise ValidationError(
-                    f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
-                    field="sources",
-                )
-            accepted = inspect.signature(cls.__init__).parameters
-            kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
-            if "feedback" in accepted:
-                kwargs["feedback"] = self.feedback
-            if "cold_popularity" in accepted:  # trending already answers cold users
-                kwargs["cold_popularity"] = False
-            kwargs.update(params)
-            out[name] = cls(**kwargs)
-        return out
+        cls = REGISTRY.get(name)
+        if cls is None:
+            raise ValidationError(
+                f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
+                field="sources",
+            )
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
+        if "feedback" in accepted:
+            kwargs["feedback"] = feedback
+        if "cold_popularity" in accepted:  # trending already answers cold users
+            kwargs["cold_popularity"] = False
+        kwargs.update(params)
+        return cls(**kwargs)
+
+    def _new_learners(self) -> dict[str, Learner]:
+        """Fresh, unfitted learners for every configured source."""
+        return {name: self._make_learner(name, params, self.feedback) for name, params in self._source_params().items()}
 
     def _load(self) -> None:
         """Restore the catalog, declared interests, learned weights and every learner from the store."""
@@ -712,26 +726,84 @@ class Engine:
         self.store.put_snapshot("fusion_weights_online", json.dumps(f.state()).encode(), self.store.last_event_seq())
         self._fusion_dirty = 0
 
-    def fit(self, *, background: bool = False) -> threading.Thread | None:
+    def fit(
+        self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
+        seed: int | None = None,
+    ) -> threading.Thread | None:
         """Batch (re)fit every learner from the durable log, then swap them in atomically.
+
+        With ``tune=True`` the fit first searches every source's hyperparameters, the
+        feedback reading and the fusion weights on a time split of the log (the most
+        recent part of each sampled user's events held out; see
+        :mod:`liverec.rank.tuner`) within ``budget`` seconds (default
+        ``Settings.tune_budget_seconds``), then stores the chosen configuration with
+        its validation score; every later fit and every restart reuse it. Without
+        ``tune``, the last tuned configuration (if any) is used.
 
         With ``background=True`` the fit runs in a thread while the current learners
         keep serving; events recorded meanwhile are replayed into the new learners at
         the swap. Returns the thread (``join()`` it to wait). A second background fit
         while one runs raises :class:`~liverec.errors.ConflictError`.
+
+        Examples
+        --------
+        >>> eng.fit(tune=True, budget=120)           # doctest: +SKIP
+        >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
         """
         if not background:
+            if tune:
+                self.tune(budget=budget, progress=progress, seed=seed, refit=False)
             self._rebuild()
             return None
         with self._lock:
             if self.fit_running:
                 raise ConflictError("a re-fit is already running; wait for it (Engine.fit_running) and retry.")
-            self._fit_thread = threading.Thread(target=self._background_fit, name="liverec-fit", daemon=True)
+            self._fit_thread = threading.Thread(
+                target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed),
+                name="liverec-fit", daemon=True,
+            )
             self._fit_thread.start()
             return self._fit_thread
 
-    def _background_fit(self) -> None:
+    def tune(
+        self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
+        max_trials: int | None = None,
+    ) -> TunedConfig:
+        """Search the configuration on the engine's own log, store it, and (``refit``) fit with it.
+
+        Raises :class:`~liverec.errors.ValidationError` when the log is too small to tune.
+        """
+        budget = self.settings.tune_budget_seconds if budget is None else budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+            raise ValidationError(f"budget must be a number of seconds > 0, got {budget!r}.", field="budget")
+        with self._lock:
+            cursor = self.store.last_event_seq()
+        events = [e for seq, e in self.store.iter_events() if seq <= cursor]
+        weights = self._base_weights()
+        tuner = Tuner(
+            self._make_learner, self._source_params(), weights, self.feedback,
+            budget_seconds=float(budget), seed=self.settings.seed if seed is None else seed,
+            history_length=self.settings.history_length, max_trials=max_trials, progress=progress,
+        )
         try:
+            tuned = tuner.run(events, self.catalog)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="tune") from None
+        self.store.put_snapshot("tuned_config", tuned.to_json().encode(), cursor)
+        self.store.put_snapshot("fusion_weights", json.dumps(tuned.weights).encode(), cursor)
+        with self._lock:
+            self.tuned = tuned
+            self.feedback = self._feedback()
+            self.learned_weights = dict(tuned.weights)
+            self._reset_online_fusion()  # per-event learning goes on from the tuned weights
+        if refit:
+            self._rebuild()
+        return tuned
+
+    def _background_fit(self, tune: bool = False, budget: float | None = None, seed: int | None = None) -> None:
+        try:
+            if tune:
+                self.tune(budget=budget, seed=seed, refit=False)
             self._rebuild()
             self.last_fit_error = None
         except Exception as exc:  # keep serving with the old models; report the failure

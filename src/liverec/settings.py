@@ -76,11 +76,13 @@ class Settings(BaseSettings):
         None, description="Numeric item attribute seeding popularity for cold start (e.g. ratings_count)"
     )
     sources: dict[str, dict] = Field(
-        default_factory=lambda: {"content": {}, "trending": {}, "ease": {}, "als": {}, "itemknn": {}},
+        default_factory=lambda: {"content": {}, "trending": {}, "ease": {}, "als": {}, "itemknn": {}, "transition": {}},
         description="Learners that score candidates (registry name -> hyperparameters)",
     )
     fusion_weights: dict[str, float] = Field(
-        default_factory=lambda: {"content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5},
+        default_factory=lambda: {
+            "content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5, "transition": 0.5
+        },
         description="Weight per source; a source without a weight gets 1.0 "
         "(defaults: the best fusion measured on MovieLens, see README)",
     )
@@ -88,6 +90,10 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1,
         description="Per-event learning rate of the fusion weights: a click on a served item moves weight "
         "toward the sources that ranked it above the items shown over it (0 = fixed weights)",
+    )
+    tune_budget_seconds: float = Field(
+        300.0, gt=0, description="Time budget of fit(tune=True) / `liverec tune`: the search stops starting "
+        "trials after this many seconds"
     )
     # --- retrieval and ranking
     exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")

@@ -59,6 +59,8 @@ class EASE(Learner):
     """
 
     name: ClassVar[str] = "ease"
+    #: Searched by Engine.fit(tune=True).
+    search_space: ClassVar[dict[str, tuple]] = {"l2": (50.0, 100.0, 200.0, 1000.0, 2000.0)}
     #: B is fitted in batch and learn_one does not change it (only the user's row
     #: x_u), so fit(log) and fit(empty) + learn_one per event differ by design; the
     #: shared batch-vs-incremental check is skipped for EASE.

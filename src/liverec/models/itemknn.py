@@ -259,6 +259,8 @@ class ItemKNN(Learner):
     """
 
     name: ClassVar[str] = "itemknn"
+    #: Searched by Engine.fit(tune=True).
+    search_space: ClassVar[dict[str, tuple]] = {"shrink": (0.0, 10.0, 100.0), "weighting": ("binary", "feedback")}
 
     def __init__(
         self,

@@ -383,6 +383,10 @@ class ALS(_MatrixFactorization):
     """
 
     name: ClassVar[str] = "als"
+    #: Searched by Engine.fit(tune=True).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (2.0, 10.0, 40.0)
+    }
     # Batch ALS alternates `iterations` sweeps over users AND items from a random start;
     # fold-in re-solves only the user (and items that had no batch interactions)
     # against fixed factors. fit(log) and fit(empty) + learn_one per event therefore
@@ -496,6 +500,8 @@ class BPR(_MatrixFactorization):
     """
 
     name: ClassVar[str] = "bpr"
+    #: Searched by Engine.fit(tune=True).
+    search_space: ClassVar[dict[str, tuple]] = {"factors": (32, 64, 128), "learning_rate": (0.01, 0.05)}
     # The per-event update is an approximation: a handful of SGD steps on one user's
     # vector with random negatives, while the batch fit runs `iterations` epochs over
     # all users and items. They cannot reach the same factors, so the shared suite's

@@ -38,6 +38,8 @@ class Trending(Learner):
     """
 
     name: ClassVar[str] = "trending"
+    #: Searched by Engine.fit(tune=True).
+    search_space: ClassVar[dict[str, tuple]] = {"half_life_hours": (24.0, 168.0, 720.0)}
 
     def __init__(
         self,

@@ -1,0 +1,413 @@
+"""Self-tuning: pick every source's hyperparameters, the feedback reading and the fusion
+weights on a time split of the engine's own log.
+
+The split: for (a seeded sample of) users with enough positive events, the most recent
+``holdout`` share of their events (at least one) is held out; everything else is the
+training log. Learners are fitted on the training log; each validation user is ranked
+from their training history (their training items excluded) exactly as the engine
+ranks: every source scored over the candidates, min-max normalised per source, fused by
+weighted sum. The objective mixes what a user does next and what they do later::
+
+    objective = 0.5 * HR@k(the user's next item) + 0.5 * NDCG@k(all held-out items)
+
+The search is coordinate-wise on that one fused objective, within a time budget:
+  1. the feedback reading (``rating_engagement`` / ``rating_valence``; only when the
+     log holds ratings) — every source is refitted for each option;
+  2. each source's declared ``search_space`` (one source refitted per trial, the
+     others' validation scores cached);
+  3. the fusion weights (coordinate ascent over multiplicative steps; no refit).
+Trials run in a fixed, seeded order; a trial that raises is recorded with its error and
+skipped. A trial is only started while the budget lasts, so a short budget stops early
+(recorded as ``stopped_by_budget``) — with the same budget on the same machine the run
+is deterministic; ``max_trials`` makes it so on any machine.
+
+Examples
+--------
+>>> tuned = Tuner(make_learner, sources, weights, feedback, budget_seconds=60).run(events, catalog)  # doctest: +SKIP
+>>> tuned.weights, tuned.score, tuned.default_score                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..encode.catalog import Catalog
+from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
+from ..types import Event
+
+#: Feedback readings tried when the log holds ratings: (rating_engagement, rating_valence).
+FEEDBACK_OPTIONS: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (1.0, 0.9), (0.0, 1.0))
+
+#: Multiplicative steps of the fusion-weight search (0 switches a source off).
+WEIGHT_STEPS: tuple[float, ...] = (0.0, 0.25, 0.5, 2.0, 4.0)
+
+MakeLearner = Callable[[str, Mapping[str, Any], FeedbackConfig], Learner]
+
+
+@dataclass(frozen=True)
+class TunedConfig:
+    """What the tuner chose, with the evidence.
+
+    ``score`` is the validation objective of the chosen configuration and
+    ``default_score`` the same objective for the configuration it started from.
+    """
+
+    sources: dict[str, dict[str, Any]]
+    weights: dict[str, float]
+    feedback: dict[str, float]
+    score: float
+    default_score: float
+    objective: str
+    n_validation_users: int
+    n_train_events: int
+    seconds: float
+    seed: int
+    stopped_by_budget: bool
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TunedConfig":
+        return cls(**json.loads(text))
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the trial list (for /stats and reports)."""
+        d = asdict(self)
+        d["n_trials"] = len(d.pop("trials"))
+        d["failed_trials"] = sum(1 for t in self.trials if t.get("error"))
+        return d
+
+
+@dataclass
+class _Split:
+    train: list[Event]
+    users: list[str]
+    states: list[UserState]
+    next_item: np.ndarray  # (U,) dense idx of each user's first held-out item
+    heldout: list[np.ndarray]  # per user: dense idx of all held-out items
+
+
+def time_split(
+    events: Sequence[Event],
+    catalog: Catalog,
+    feedback: FeedbackConfig,
+    *,
+    holdout: float = 0.2,
+    min_events: int = 5,
+    max_users: int = 600,
+    history_length: int = 50,
+    seed: int = 0,
+    users: Callable[[str], bool] | None = None,
+) -> _Split:
+    """Per-user time split of ``events`` (see the module docstring).
+
+    ``users`` restricts which users may be held out (e.g. a held-out check that
+    tunes on one half of the users and reports on the other).
+    """
+    events = sorted(events, key=lambda e: e.timestamp)
+    by_user: dict[str, list[int]] = {}
+    for n, e in enumerate(events):
+        if catalog.get_idx(e.item) is not None and feedback.weight(e.kind, e.value) > 0:
+            by_user.setdefault(e.user, []).append(n)
+    eligible = sorted(u for u, ns in by_user.items() if len(ns) >= min_events and (users is None or users(u)))
+    rng = np.random.default_rng(seed)
+    if len(eligible) > max_users:
+        eligible = sorted(rng.choice(np.array(eligible, dtype=object), size=max_users, replace=False).tolist())
+    tails: dict[str, list[int]] = {}
+    for u in eligible:
+        ns = by_user[u]
+        tails[u] = ns[-max(1, int(len(ns) * holdout)) :]
+    # A validation user's events from their first held-out event on are hidden (skips too).
+    first_cut = {u: tails[u][0] for u in eligible}
+    train = [e for n, e in enumerate(events) if n < first_cut.get(e.user, len(events))]
+    hist: dict[str, deque[Event]] = {}
+    for e in train:
+        if e.user in first_cut:
+            hist.setdefault(e.user, deque(maxlen=history_length)).append(e)
+    kept = [u for u in eligible if u in hist]
+    states = [UserState(u, tuple(hist[u]), now=hist[u][-1].timestamp) for u in kept]
+    next_item = np.array([catalog.get_idx(events[tails[u][0]].item) for u in kept], dtype=np.int64)
+    heldout = [np.unique([catalog.get_idx(events[n].item) for n in tails[u]]).astype(np.int64) for u in kept]
+    return _Split(train, kept, states, next_item, heldout)
+
+
+class _Board:
+    """Validation users x candidate items: each source's normalised scores, the targets."""
+
+    def __init__(self, split: _Split, catalog: Catalog, k: int) -> None:
+        self.split, self.catalog, self.k = split, catalog, k
+        self.pool = catalog.alive_idx()
+        pos = np.full(len(catalog), -1, dtype=np.int64)
+        pos[self.pool] = np.arange(len(self.pool))
+        U, P = len(split.users), len(self.pool)
+        self.seen = np.zeros((U, P), dtype=bool)
+        seen_by: dict[str, set[int]] = {}
+        for e in split.train:
+            i = catalog.get_idx(e.item)
+            if i is not None:
+                seen_by.setdefault(e.user, set()).add(i)
+        for r, u in enumerate(split.users):
+            s = np.fromiter(seen_by.get(u, ()), dtype=np.int64)
+            s = pos[s]
+            self.seen[r, s[s >= 0]] = True
+        self.next_pos = pos[split.next_item]
+        self.held = np.zeros((U, P), dtype=bool)
+        for r, h in enumerate(split.heldout):
+            p = pos[h]
+            self.held[r, p[p >= 0]] = True
+        self.n_held = self.held.sum(1)
+        self.discount = 1.0 / np.log2(np.arange(2, k + 2))
+        self.idcg = np.array([self.discount[: min(int(n), k)].sum() for n in self.n_held])
+
+    def normalised(self, learner: Learner) -> np.ndarray:
+        """The learner's per-user scores over the pool, min-max normalised over unseen items."""
+        items = self.catalog.from_idx(self.pool)
+        out = np.zeros(self.seen.shape, dtype=np.float32)
+        for r, st in enumerate(self.split.states):
+            s = np.asarray(learner.score(st, items), dtype=np.float64)
+            s = np.where(self.seen[r], np.nan, s)
+            lo, hi = np.nanmin(s), np.nanmax(s)
+            if np.isfinite(lo) and np.isfinite(hi) and hi - lo > 1e-12:
+                out[r] = np.nan_to_num((s - lo) / (hi - lo), nan=0.0)
+        return out
+
+    def objective(self, parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> float:
+        fused = np.zeros(self.seen.shape, dtype=np.float32)
+        for name, m in parts.items():
+            w = weights.get(name, 0.0)
+            if w:
+                fused += np.float32(w) * m
+        fused[self.seen] = -np.inf
+        k = self.k
+        top = np.argpartition(-fused, k - 1, axis=1)[:, :k]
+        rows = np.arange(len(fused))[:, None]
+        order = np.argsort(-fused[rows, top], axis=1, kind="stable")
+        top = top[rows, order]
+        hit_next = (top == self.next_pos[:, None]).any(1)
+        gains = self.held[rows, top].astype(np.float64)
+        ndcg = (gains * self.discount).sum(1) / np.maximum(self.idcg, 1e-12)
+        return float(0.5 * hit_next.mean() + 0.5 * ndcg.mean())
+
+
+class Tuner:
+    """Searches hyperparameters, feedback reading and fusion weights (see module docstring).
+
+    ``make_learner(name, params, feedback)`` builds an unfitted learner the way the
+    engine does; ``sources`` are the starting hyperparameters per source (overrides
+    of the learner defaults) and ``weights`` the starting fusion weights.
+    """
+
+    def __init__(
+        self,
+        make_learner: MakeLearner,
+        sources: Mapping[str, Mapping[str, Any]],
+        weights: Mapping[str, float],
+        feedback: FeedbackConfig,
+        *,
+        budget_seconds: float = 300.0,
+        seed: int = 0,
+        holdout: float = 0.2,
+        max_users: int = 600,
+        k: int = 10,
+        history_length: int = 50,
+        max_trials: int | None = None,
+        tune_feedback: bool = True,
+        users: Callable[[str], bool] | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.make_learner = make_learner
+        self.sources = {n: dict(p) for n, p in sources.items()}
+        self.weights = {n: float(weights.get(n, 1.0)) for n in sources}
+        self.feedback = feedback
+        self.budget_seconds = budget_seconds
+        self.seed = seed
+        self.holdout, self.max_users, self.k = holdout, max_users, k
+        self.history_length = history_length
+        self.max_trials = max_trials
+        self.tune_feedback = tune_feedback
+        self.users = users
+        self.progress = progress
+
+    # ------------------------------------------------------------------ pieces
+    def _split(self, events: Sequence[Event], catalog: Catalog, feedback: FeedbackConfig) -> _Split:
+        return time_split(
+            events, catalog, feedback, holdout=self.holdout, max_users=self.max_users,
+            history_length=self.history_length, seed=self.seed, users=self.users,
+        )
+
+    def _fit_part(self, board: _Board, name: str, params: Mapping[str, Any], fb: FeedbackConfig) -> np.ndarray:
+        log = InteractionLog.from_events(board.split.train, board.catalog)
+        return board.normalised(self.make_learner(name, params, fb).fit(log))
+
+    def evaluate(
+        self, events: Sequence[Event], catalog: Catalog, sources: Mapping[str, Mapping[str, Any]],
+        weights: Mapping[str, float], feedback: FeedbackConfig,
+    ) -> float:
+        """The objective of one configuration on this tuner's split (for held-out checks)."""
+        board = _Board(self._split(events, catalog, feedback), catalog, self.k)
+        parts = {n: self._fit_part(board, n, p, feedback) for n, p in sources.items() if weights.get(n, 0)}
+        return board.objective(parts, weights)
+
+    # ------------------------------------------------------------------ search
+    def run(self, events: Sequence[Event], catalog: Catalog) -> TunedConfig:
+        """Search within the budget; returns the best configuration found."""
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        trials: list[dict[str, Any]] = []
+        rng = np.random.default_rng(self.seed)
+        fb = self.feedback
+        sources = {n: dict(p) for n, p in self.sources.items()}
+        weights = dict(self.weights)
+        stopped = False
+
+        def over() -> bool:
+            nonlocal stopped
+            if time.perf_counter() - t0 > self.budget_seconds or (
+                self.max_trials is not None and len(trials) >= self.max_trials
+            ):
+                stopped = True
+            return stopped
+
+        # The split depends on which events are positive; the default reading decides it
+        # once, so every option is scored on the same held-out items.
+        split = self._split(events, catalog, fb)
+        if not split.users:
+            raise ValueError(
+                "not enough history to tune: need users with at least 5 positive events; "
+                "record more events, or call fit() without tune=True."
+            )
+        board = _Board(split, catalog, self.k)
+        plan = self._plan(events, rng)
+        bar = tqdm(total=len(plan) + 1, desc="tuning", unit="trial", disable=not self.progress)
+
+        def trial(stage: str, source: str | None, params: Mapping[str, Any], run: Callable[[], float]) -> float | None:
+            a = time.perf_counter()
+            rec: dict[str, Any] = {"stage": stage, "source": source, "params": dict(params)}
+            try:
+                rec["score"] = round(run(), 6)
+            except Exception as exc:  # noqa: BLE001 - a failed trial is reported, not fatal
+                rec["error"] = f"{type(exc).__name__}: {exc}"
+            rec["seconds"] = round(time.perf_counter() - a, 3)
+            trials.append(rec)
+            bar.update(1)
+            return rec.get("score")
+
+        parts: dict[str, np.ndarray] = {}
+
+        def fit_all(f: FeedbackConfig) -> dict[str, np.ndarray]:
+            return {n: self._fit_part(board, n, p, f) for n, p in sources.items()}
+
+        def start() -> float:
+            parts.update(fit_all(fb))
+            return board.objective(parts, weights)
+
+        default = trial("start", None, {}, start)
+        if default is None:
+            bar.close()
+            raise RuntimeError(f"tuning could not fit the starting configuration: {trials[-1]['error']}")
+        best = default
+        for stage, source, params in plan:
+            if over():
+                break
+            if stage == "feedback":
+                cand = replace(fb, rating_engagement=params["rating_engagement"], rating_valence=params["rating_valence"])
+                got: dict[str, np.ndarray] = {}
+
+                def run_fb(cand: FeedbackConfig = cand, got: dict[str, np.ndarray] = got) -> float:
+                    got.update(fit_all(cand))
+                    return board.objective(got, weights)
+
+                s = trial(stage, None, params, run_fb)
+                if s is not None and s > best:
+                    best, fb = s, cand
+                    parts.update(got)
+            elif stage == "source":
+                assert source is not None
+                merged = {**sources[source], **params}
+                got1: dict[str, np.ndarray] = {}
+
+                def run_src(source: str = source, merged: dict[str, Any] = merged,
+                            got1: dict[str, np.ndarray] = got1) -> float:
+                    got1[source] = self._fit_part(board, source, merged, fb)
+                    return board.objective({**parts, source: got1[source]}, weights)
+
+                s = trial(stage, source, params, run_src)
+                if s is not None and s > best:
+                    best = s
+                    sources[source] = merged
+                    parts[source] = got1[source]
+            elif stage == "weights":
+                w, s = self._search_weights(board, parts, weights, best)
+                trials.append({"stage": "weights", "source": None, "params": dict(w), "score": round(s, 6)})
+                bar.update(1)
+                if s > best:
+                    best, weights = s, w
+        bar.close()
+        return TunedConfig(
+            sources=sources, weights={n: round(float(v), 6) for n, v in weights.items()},
+            feedback={"rating_engagement": fb.rating_engagement, "rating_valence": fb.rating_valence},
+            score=round(best, 6), default_score=round(default, 6),
+            objective=f"0.5*HR@{self.k}(next item) + 0.5*NDCG@{self.k}(held-out items)",
+            n_validation_users=len(split.users), n_train_events=len(split.train),
+            seconds=round(time.perf_counter() - t0, 2), seed=self.seed, stopped_by_budget=stopped, trials=trials,
+        )
+
+    def _plan(self, events: Sequence[Event], rng: np.random.Generator) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """Trials in order: weights, feedback, each source's space (seeded order), weights again."""
+        plan: list[tuple[str, str | None, dict[str, Any]]] = [("weights", None, {})]
+        if self.tune_feedback and any(e.kind == "rating" for e in events):
+            cur = (self.feedback.rating_engagement, self.feedback.rating_valence)
+            plan += [("feedback", None, {"rating_engagement": a, "rating_valence": b})
+                     for a, b in FEEDBACK_OPTIONS if (a, b) != cur]
+        per_source: list[list[tuple[str, str | None, dict[str, Any]]]] = []
+        for name in self.sources:
+            space = getattr(self.make_learner(name, {}, self.feedback), "search_space", None) or {}
+            grid = _grid(space)
+            order = rng.permutation(len(grid)) if grid else []
+            per_source.append([("source", name, grid[int(i)]) for i in order])
+        # Interleave sources so a short budget still visits each of them.
+        longest = max((len(p) for p in per_source), default=0)
+        for r in range(longest):
+            plan += [p[r] for p in per_source if r < len(p)]
+        plan.append(("weights", None, {}))
+        return plan
+
+    def _search_weights(
+        self, board: _Board, parts: Mapping[str, np.ndarray], weights: Mapping[str, float], best: float, rounds: int = 3
+    ) -> tuple[dict[str, float], float]:
+        """Coordinate ascent over multiplicative steps of each weight (0 switches a source off)."""
+        w = dict(weights)
+        cur = board.objective(parts, w)
+        top = max(w.values(), default=1.0) or 1.0
+        for _ in range(rounds):
+            moved = False
+            for name in sorted(parts):
+                base = w.get(name, 0.0)
+                options = [base * m for m in WEIGHT_STEPS] if base > 0 else [0.05 * top, 0.25 * top, top]
+                for v in options:
+                    trial_w = {**w, name: v}
+                    if sum(trial_w.values()) <= 0:
+                        continue
+                    s = board.objective(parts, trial_w)
+                    if s > cur + 1e-9:
+                        cur, w, moved = s, trial_w, True
+            if not moved:
+                break
+        return w, cur
+
+
+def _grid(space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of a ``{param: values}`` space, in a fixed order."""
+    out: list[dict[str, Any]] = [{}]
+    for key in sorted(space):
+        out = [{**d, key: v} for d in out for v in space[key]]
+    return [d for d in out if d]

@@ -1,0 +1,159 @@
+"""The self-tuning search: its split, its choices on data with a known answer, its robustness."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from checks.learner_checks import make_catalog
+from liverec import Engine, Event, Settings
+from liverec.errors import ValidationError
+from liverec.models import REGISTRY, FeedbackConfig, Learner
+from liverec.rank.tuner import TunedConfig, Tuner, _grid, time_split
+
+T0 = 1_700_000_000.0
+
+
+def chains(n_users: int = 40, length: int = 12, n_items: int = 60, seed: int = 0) -> list[Event]:
+    """Every user walks i, i+1, i+2, ... from a random start: what comes next is the next id."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(n_users):
+        start = int(rng.integers(0, n_items))
+        for s in range(length):
+            out.append(Event(user=f"u{u}", item=f"i{(start + s) % n_items}", kind="click",
+                             timestamp=T0 + 1000 * s + u, id=f"e{u}-{s}"))
+    return out
+
+
+def make(name, params, fb) -> Learner:
+    kw = dict(params)
+    if name != "trending":
+        kw["feedback"] = fb
+    return REGISTRY[name](**kw)
+
+
+def test_time_split_holds_out_each_users_latest_events():
+    cat = make_catalog()
+    events = chains()
+    split = time_split(events, cat, FeedbackConfig(), holdout=0.25, max_users=10, seed=1)
+    assert len(split.users) == 10
+    train_ids = {e.id for e in split.train}
+    for u, st, nxt, held in zip(split.users, split.states, split.next_item, split.heldout):
+        mine = sorted((e for e in events if e.user == u), key=lambda e: e.timestamp)
+        tail = mine[-3:]  # 25% of 12
+        assert not train_ids & {e.id for e in tail}  # held out ...
+        assert {e.id for e in mine[:-3]} <= train_ids  # ... and only those
+        assert cat.ids[int(nxt)] == tail[0].item
+        assert sorted(cat.ids[int(i)] for i in held) == sorted({e.item for e in tail})
+        assert st.history[-1].id == mine[-4].id  # the state ends right before the tail
+    # Users not sampled keep every event.
+    others = {e.user for e in events} - set(split.users)
+    assert all(e.id in train_ids for e in events if e.user in others)
+    again = time_split(events, cat, FeedbackConfig(), holdout=0.25, max_users=10, seed=1)
+    assert again.users == split.users
+
+
+def test_tuner_finds_the_sequential_source_on_sequential_data():
+    cat = make_catalog()
+    tuner = Tuner(make, {"trending": {}, "transition": {"window": 1}}, {"trending": 1.0, "transition": 0.01},
+                  FeedbackConfig(), budget_seconds=60, seed=0)
+    tuned = tuner.run(chains(), cat)
+    assert tuned.score > tuned.default_score
+    assert tuned.weights["transition"] > tuned.weights["trending"]
+    assert tuned.score >= 0.9  # the next item is always the next id: HR@10 ~1, NDCG high
+    stages = [t["stage"] for t in tuned.trials]
+    assert stages[0] == "start" and "weights" in stages and "source" in stages
+    assert not tuned.stopped_by_budget
+    assert TunedConfig.from_json(tuned.to_json()) == tuned
+
+
+def test_a_failing_trial_is_recorded_not_fatal():
+    cat = make_catalog()
+
+    def fragile(name, params, fb):
+        if params.get("window") == 10:
+            raise RuntimeError("boom")
+        return make(name, params, fb)
+
+    tuned = Tuner(fragile, {"transition": {}}, {"transition": 1.0}, FeedbackConfig(), seed=0).run(chains(), cat)
+    failed = [t for t in tuned.trials if t.get("error")]
+    assert failed and all("boom" in t["error"] for t in failed)
+    assert tuned.sources["transition"].get("window") != 10
+
+
+def test_same_seed_same_choice_and_max_trials_bounds_the_search():
+    cat = make_catalog()
+    args = (make, {"trending": {}, "transition": {}}, {"trending": 1.0, "transition": 0.5}, FeedbackConfig())
+    a = Tuner(*args, seed=3, max_trials=6).run(chains(), cat)
+    b = Tuner(*args, seed=3, max_trials=6).run(chains(), cat)
+    assert (a.sources, a.weights, a.score) == (b.sources, b.weights, b.score)
+    assert len(a.trials) == 6 and a.stopped_by_budget
+
+
+def test_feedback_reading_is_searched_only_when_there_are_ratings():
+    cat = make_catalog()
+    clicks = Tuner(make, {"transition": {}}, {"transition": 1.0}, FeedbackConfig(), seed=0).run(chains(), cat)
+    assert not [t for t in clicks.trials if t["stage"] == "feedback"]
+    rated = [Event(user=e.user, item=e.item, kind="rating", value=float(1 + int(e.id.split("-")[1]) % 5),
+                   timestamp=e.timestamp, id=e.id) for e in chains()]
+    tuned = Tuner(make, {"transition": {}}, {"transition": 1.0}, FeedbackConfig(), seed=0).run(rated, cat)
+    assert len([t for t in tuned.trials if t["stage"] == "feedback"]) == 3
+
+
+def test_grid_is_every_combination_in_a_fixed_order():
+    assert _grid({"b": (1, 2), "a": ("x",)}) == [{"a": "x", "b": 1}, {"a": "x", "b": 2}]
+    assert _grid({}) == []
+
+
+def test_too_little_history_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 5 positive events"):
+        Tuner(make, {"transition": {}}, {"transition": 1.0}, FeedbackConfig()).run(chains(length=3), make_catalog())
+
+
+# ------------------------------------------------------------------ through the engine
+class _Vectors:
+    """A tiny deterministic encoder (hash of the text), so the engine test needs no LM."""
+
+    model_id, dim = "test-hash", 8
+
+    def encode(self, texts, progress=False):
+        out = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=self.dim) for t in texts])
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_engine_fit_tune_persists_and_is_reused_after_restart(tmp_path):
+    from liverec import Item
+
+    url = f"sqlite:///{tmp_path / 'tuned.db'}"
+    settings = Settings(
+        encoder_progress=False, sources={"trending": {}, "transition": {}, "itemknn": {}},
+        fusion_weights={"trending": 1.0, "transition": 0.05, "itemknn": 0.05}, fusion_learning_rate=0.0,
+    )
+    with Engine.open(url, settings=settings, encoder=_Vectors()) as eng:
+        eng.add_items([Item(id=f"i{j}", text=f"item number {j}") for j in range(60)])
+        eng.record_many(chains(), learn=False)
+        eng.fit(tune=True, budget=60)
+        tuned = eng.tuned
+        assert tuned is not None and tuned.score > tuned.default_score
+        assert eng.learners["transition"].get_params()["window"] == tuned.sources["transition"].get("window", 3)
+        assert eng.recommend("u0", k=3)  # serves with the tuned configuration
+    with Engine.open(url, settings=settings, encoder=_Vectors()) as again:
+        assert again.tuned == tuned
+        assert again._base_weights() == tuned.weights
+    # A hyperparameter written in the settings wins over the tuned one.
+    pinned = settings.model_copy(update={"sources": {"trending": {}, "transition": {"window": 7}, "itemknn": {}}})
+    with Engine.open(url, settings=pinned, encoder=_Vectors()) as eng3:
+        assert eng3.learners["transition"].window == 7
+
+
+def test_engine_tune_on_an_empty_log_names_the_fix():
+    settings = Settings(encoder_progress=False, sources={"transition": {}})
+    with Engine.open(settings=settings, encoder=_Vectors()) as eng:
+        with pytest.raises(ValidationError, match="record more events") as err:
+            eng.fit(tune=True, budget=5)
+        assert err.value.field == "tune"
+        with pytest.raises(ValidationError, match="budget"):
+            eng.tune(budget=0)
