@@ -7,7 +7,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean check-wheel
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,5 +29,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --doctest-modules src tests
 
+# Build sdist + wheel, install the wheel into a fresh venv (torch CPU first, then [redis])
+# and run the README quick start and `liverec serve` from outside the checkout.
+check-wheel: $(STAMP)
+	$(BIN)/python scripts/check_wheel.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist

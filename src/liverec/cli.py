@@ -21,19 +21,57 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
+from ._extras import MissingExtraError, require
 from .errors import LiverecError
+
+console = Console()
+err = Console(stderr=True)
+
+
+class _Group(TyperGroup):
+    """Every command: a missing optional package is a one-line error and exit code 2."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except MissingExtraError as exc:
+            _fail(exc)
+
 
 app = typer.Typer(
     name="liverec",
+    cls=_Group,
     help="A recommender that learns from every piece of feedback the moment it arrives.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("liverec")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            from . import __version__ as v
+        console.print(f"liverec {v}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the installed version and exit.")
+    ] = False,
+) -> None:
+    """A recommender that learns from every piece of feedback the moment it arrives."""
+
 
 DEFAULT_STORE = "sqlite:///liverec.db"
 StoreOpt = Annotated[
@@ -68,7 +106,8 @@ def _open(store: str | None, **overrides):
 
 
 def _fail(exc: LiverecError) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    # escape: messages carry brackets that are not markup (pip install 'liverec[redis]')
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -337,6 +376,7 @@ def serve(
     except Exception as exc:  # pydantic: name the bad variable
         err.print(f"[bold red]error:[/] invalid settings: {exc}")
         raise typer.Exit(code=2)
+    _require_extras(settings)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if demo:
         from .data import load_goodbooks
@@ -375,6 +415,22 @@ def serve(
                     port=port, log_level=log_level, access_log=False)
         return
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _require_extras(settings) -> None:  # type: ignore[no-untyped-def]
+    """Import now what the settings name, so a missing optional package is a one-line error.
+
+    Inside the server's start-up the same failure would be a logged traceback.
+    """
+    from .store.sql import require_driver
+
+    require_driver(settings.store)
+    if settings.state:
+        from .service import replication  # noqa: F401  (needs liverec[redis])
+    if settings.encoder_backend == "onnx":
+        from .encode.onnx import require_runtime
+
+        require_runtime()
 
 
 keys_app = typer.Typer(help="API keys with roles read < write < admin (stored hashed).", no_args_is_help=True)
@@ -485,6 +541,8 @@ def eval_(
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if report:  # before the run, not after it
+        require("matplotlib", "eval", "the HTML report (--report)")
     from rich.progress import track
 
     from .evaluation.adapters import split_models
@@ -657,10 +715,9 @@ def simulate(
         if not names:
             raise ValidationError("no agents given; e.g. --agents static,retrain-1000,realtime,vw", field="agents")
         if "vw" in names:
-            try:
-                import vowpalwabbit  # noqa: F401
-            except ImportError:
-                raise ValidationError("agent 'vw' needs vowpalwabbit: pip install vowpalwabbit", field="agents") from None
+            require("vowpalwabbit", "eval", "the simulator agent 'vw' (Vowpal Wabbit)")
+        if report:  # before the run, not after it
+            require("matplotlib", "eval", "the HTML report (--report)")
         t = time.perf_counter()
         vectors, ids, _ = load_book_vectors(catalog_size, cache_url=cache)
         console.print(f"{len(ids)} books, {vectors.shape[1]}-d LM vectors ({time.perf_counter() - t:.1f} s)")

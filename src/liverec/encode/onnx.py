@@ -1,11 +1,12 @@
 """The same sentence encoder run by ONNX Runtime instead of PyTorch (≈1.5× faster on CPU).
 
 The transformer is exported once from the local weights (``torch.onnx.export``, the
-TorchScript exporter: no download, no extra packages) into ``cache_dir`` and then run by
+TorchScript exporter, which needs ``onnx``; no download) into ``cache_dir`` and then run by
 ``onnxruntime`` with the model's own ``tokenizer.json`` (Hugging Face ``tokenizers``);
 pooling (mean over tokens, as the model's ``1_Pooling`` config says) and L2
 normalisation follow in numpy. Vectors match the PyTorch path to ~1e-6, so both share
-the vector cache (same ``model_id``).
+the vector cache (same ``model_id``). ``onnx`` and ``onnxruntime`` come with the extra
+``liverec[onnx]``.
 
 Examples
 --------
@@ -25,8 +26,15 @@ from typing import Sequence
 
 import numpy as np
 
+from .._extras import require
 from ..errors import LiverecError
 from .encoder import model_id_for, shipped_model_path
+
+
+def require_runtime() -> None:
+    """Raise :class:`~liverec._extras.MissingExtraError` unless ``liverec[onnx]`` is installed."""
+    for module in ("onnxruntime", "onnx"):  # onnx: torch's exporter writes the model with it
+        require(module, "onnx", "the ONNX encoder backend (encoder_backend='onnx')")
 
 
 class OnnxEncoder:
@@ -41,6 +49,7 @@ class OnnxEncoder:
 
     def __init__(self, model: str | None = None, *, batch_size: int = 64, cache_dir: str | None = None,
                  threads: int | None = None) -> None:
+        require_runtime()
         self.path = model or shipped_model_path()
         if not os.path.isdir(self.path):
             raise LiverecError(f"the ONNX backend needs a local model folder, got {self.path!r}; "

@@ -27,11 +27,11 @@ import uuid
 from dataclasses import asdict
 from typing import Any, Callable
 
-import redis
-
+from .._extras import require
 from ..engine import Engine
 from ..types import Event
 
+redis = require("redis", "redis", "replicas sharing state through Redis (--state / LIVEREC_STATE)")
 log = logging.getLogger("liverec.replication")
 
 

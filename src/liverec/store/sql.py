@@ -28,6 +28,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
+from .._extras import require
 from ..errors import StoreError
 from ..types import Event, Item
 from . import schema as S
@@ -35,6 +36,26 @@ from . import schema as S
 _CHUNK = 500  # rows per IN (...) list; far below every backend's parameter limit
 # pg_advisory_xact_lock key serialising event appends on PostgreSQL (any fixed bigint).
 _APPEND_LOCK_KEY = 0x6C69766572656301
+
+
+def require_driver(url: str | sa.engine.URL) -> None:
+    """Raise :class:`~liverec._extras.MissingExtraError` if the store at ``url`` needs a
+    database driver that is not installed (PostgreSQL: ``liverec[postgres]``).
+
+    Unparseable URLs pass: :meth:`Store.open` reports those with the accepted forms.
+
+    Examples
+    --------
+    >>> require_driver("sqlite:///books.db")  # SQLite is built into Python
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:
+        return
+    # postgresql:// means psycopg 3 here (see Store.open); another driver named on purpose
+    # (postgresql+psycopg2://) is the user's to install.
+    if parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        require("psycopg", "postgres", f"the PostgreSQL store {parsed.render_as_string(hide_password=True)!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +152,7 @@ class Store:
         elif backend == "postgresql":
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
+            require_driver(parsed)
             engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
         else:
             raise StoreError(
