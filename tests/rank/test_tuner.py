@@ -157,3 +157,18 @@ def test_engine_tune_on_an_empty_log_names_the_fix():
         assert err.value.field == "tune"
         with pytest.raises(ValidationError, match="budget"):
             eng.tune(budget=0)
+
+
+def test_new_items_are_part_of_the_objective_for_sources_that_can_rank_them():
+    cat = make_catalog(n_items=200)
+    events = chains(n_users=150, n_items=200)
+    tuner = Tuner(make, {"transition": {}, "content": {}}, {"transition": 1.0, "content": 0.5},
+                  FeedbackConfig(), seed=0, max_trials=3)
+    boards = tuner._boards(events, cat, FeedbackConfig())
+    assert boards.cold is not None and "new items" in boards.describe()
+    new = set(boards.cold.pool.tolist())
+    assert not any(cat.get_idx(e.item) in new for e in boards._log(boards.cold).events)  # truly unseen
+    warm, cold = boards.fit("content", {}, FeedbackConfig())
+    assert cold is not None and cold.shape == (len(boards.cold.split.users), len(new)) and cold.any()
+    assert boards.fit("transition", {}, FeedbackConfig())[1] is None  # cannot rank unseen items
+    assert "new items" in tuner.run(events, cat).objective

@@ -184,6 +184,9 @@ class Learner:
     """
 
     name: ClassVar[str] = "learner"
+    #: Whether the learner ranks items nobody has interacted with yet (from their text
+    #: or LM vector): the tuner weighs such sources on new items too.
+    scores_new_items: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         sig = inspect.signature(type(self).__init__)

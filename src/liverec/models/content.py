@@ -48,6 +48,7 @@ class ContentProfile(Learner):
     """
 
     name: ClassVar[str] = "content"
+    scores_new_items: ClassVar[bool] = True
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"half_life_events": (30.0, 100.0, 300.0), "short_weight": (0.3, 0.5, 0.7)}
 

@@ -383,6 +383,7 @@ class ALS(_MatrixFactorization):
     """
 
     name: ClassVar[str] = "als"
+    scores_new_items: ClassVar[bool] = True
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {
         "factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (2.0, 10.0, 40.0)
@@ -500,6 +501,7 @@ class BPR(_MatrixFactorization):
     """
 
     name: ClassVar[str] = "bpr"
+    scores_new_items: ClassVar[bool] = True
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"factors": (32, 64, 128), "learning_rate": (0.01, 0.05)}
     # The per-event update is an approximation: a handful of SGD steps on one user's

@@ -91,6 +91,7 @@ class NeuralScorer(TorchLearner):
     """
 
     name: ClassVar[str] = "neural"
+    scores_new_items: ClassVar[bool] = True
     # SGD online updates (a user-tower/bias step every few events, from a replay
     # buffer) are not equal to a batch fit of Adam epochs over the whole log, so the
     # shared suite's batch == incremental check does not apply.

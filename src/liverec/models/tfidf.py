@@ -51,6 +51,7 @@ class TfidfContent(Learner):
     """
 
     name: ClassVar[str] = "tfidf"
+    scores_new_items: ClassVar[bool] = True
 
     def __init__(
         self,

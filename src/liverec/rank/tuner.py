@@ -9,6 +9,13 @@ ranks: every source scored over the candidates, min-max normalised per source, f
 weighted sum. The objective mixes what a user does next and what they do later::
 
     objective = 0.5 * HR@k(the user's next item) + 0.5 * NDCG@k(all held-out items)
+                + new_item_share * NDCG@k(ranking new items)
+
+The last term keeps new items in view: a seeded 10% of the items with enough events
+are hidden from a second training log (as if just added to the catalog), and the
+users who chose them rank only those items. Only sources that declare
+``scores_new_items`` (text, LM vectors, the LM->CF map) are fitted for it; the others
+cannot tell unseen items apart, so they add nothing there.
 
 The search is coordinate-wise on that one fused objective, within a time budget:
   1. the feedback reading (``rating_engagement`` / ``rating_valence``; only when the
@@ -139,12 +146,52 @@ def time_split(
     return _Split(train, kept, states, next_item, heldout)
 
 
+def new_item_split(
+    split: _Split, catalog: Catalog, feedback: FeedbackConfig, *, share: float = 0.1, min_events: int = 5,
+    max_users: int = 600, history_length: int = 50, seed: int = 0,
+) -> tuple[list[Event], _Split] | None:
+    """Hide ``share`` of the items with ``min_events`` positive events from the training log.
+
+    Returns (the training log without them, a split whose users rank only them), or None
+    when there are too few such items.
+    """
+    counts: dict[int, int] = {}
+    for e in split.train:
+        i = catalog.get_idx(e.item)
+        if i is not None and feedback.weight(e.kind, e.value) > 0:
+            counts[i] = counts.get(i, 0) + 1
+    eligible = np.array(sorted(i for i, c in counts.items() if c >= min_events), dtype=np.int64)
+    n_new = int(len(eligible) * share)
+    if n_new < 10:
+        return None
+    rng = np.random.default_rng(seed + 1)
+    new = set(rng.choice(eligible, size=n_new, replace=False).tolist())
+    train = [e for e in split.train if catalog.get_idx(e.item) not in new]
+    chose: dict[str, set[int]] = {}
+    for e in split.train:
+        i = catalog.get_idx(e.item)
+        if i in new and feedback.weight(e.kind, e.value) > 0:
+            chose.setdefault(e.user, set()).add(i)
+    hist: dict[str, deque[Event]] = {}
+    for e in train:
+        if e.user in chose:
+            hist.setdefault(e.user, deque(maxlen=history_length)).append(e)
+    users = sorted(u for u in chose if u in hist)
+    if len(users) > max_users:
+        users = sorted(rng.choice(np.array(users, dtype=object), size=max_users, replace=False).tolist())
+    if not users:
+        return None
+    states = [UserState(u, tuple(hist[u]), now=hist[u][-1].timestamp) for u in users]
+    heldout = [np.array(sorted(chose[u]), dtype=np.int64) for u in users]
+    return train, _Split(train, users, states, np.full(len(users), -1, dtype=np.int64), heldout)
+
+
 class _Board:
     """Validation users x candidate items: each source's normalised scores, the targets."""
 
-    def __init__(self, split: _Split, catalog: Catalog, k: int) -> None:
+    def __init__(self, split: _Split, catalog: Catalog, k: int, pool: np.ndarray | None = None) -> None:
         self.split, self.catalog, self.k = split, catalog, k
-        self.pool = catalog.alive_idx()
+        self.pool = catalog.alive_idx() if pool is None else pool
         pos = np.full(len(catalog), -1, dtype=np.int64)
         pos[self.pool] = np.arange(len(self.pool))
         U, P = len(split.users), len(self.pool)
@@ -158,13 +205,13 @@ class _Board:
             s = np.fromiter(seen_by.get(u, ()), dtype=np.int64)
             s = pos[s]
             self.seen[r, s[s >= 0]] = True
-        self.next_pos = pos[split.next_item]
+        self.next_pos = np.where(split.next_item >= 0, pos[np.maximum(split.next_item, 0)], -1)
         self.held = np.zeros((U, P), dtype=bool)
         for r, h in enumerate(split.heldout):
             p = pos[h]
             self.held[r, p[p >= 0]] = True
         self.n_held = self.held.sum(1)
-        self.discount = 1.0 / np.log2(np.arange(2, k + 2))
+        self.discount = 1.0 / np.log2(np.arange(2, min(k, P) + 2))
         self.idcg = np.array([self.discount[: min(int(n), k)].sum() for n in self.n_held])
 
     def normalised(self, learner: Learner) -> np.ndarray:
@@ -187,13 +234,16 @@ class _Board:
                 fused += np.float32(w) * m
         fused[self.seen] = -np.inf
         k = self.k
+        k = min(k, fused.shape[1])
         top = np.argpartition(-fused, k - 1, axis=1)[:, :k]
         rows = np.arange(len(fused))[:, None]
         order = np.argsort(-fused[rows, top], axis=1, kind="stable")
         top = top[rows, order]
-        hit_next = (top == self.next_pos[:, None]).any(1)
         gains = self.held[rows, top].astype(np.float64)
         ndcg = (gains * self.discount).sum(1) / np.maximum(self.idcg, 1e-12)
+        if (self.next_pos < 0).all():  # new items: no "next" item, the held-out set only
+            return float(ndcg.mean())
+        hit_next = (top == self.next_pos[:, None]).any(1)
         return float(0.5 * hit_next.mean() + 0.5 * ndcg.mean())
 
 
@@ -221,6 +271,7 @@ class Tuner:
         max_trials: int | None = None,
         tune_feedback: bool = True,
         users: Callable[[str], bool] | None = None,
+        new_item_share: float = 0.25,
         progress: bool = False,
     ) -> None:
         self.make_learner = make_learner
@@ -234,6 +285,7 @@ class Tuner:
         self.max_trials = max_trials
         self.tune_feedback = tune_feedback
         self.users = users
+        self.new_item_share = new_item_share
         self.progress = progress
 
     # ------------------------------------------------------------------ pieces
@@ -243,18 +295,30 @@ class Tuner:
             history_length=self.history_length, seed=self.seed, users=self.users,
         )
 
-    def _fit_part(self, board: _Board, name: str, params: Mapping[str, Any], fb: FeedbackConfig) -> np.ndarray:
-        log = InteractionLog.from_events(board.split.train, board.catalog)
-        return board.normalised(self.make_learner(name, params, fb).fit(log))
+    def _boards(self, events: Sequence[Event], catalog: Catalog, feedback: FeedbackConfig) -> "_Boards":
+        split = self._split(events, catalog, feedback)
+        if not split.users:
+            raise ValueError(
+                "not enough history to tune: need users with at least 5 positive events; "
+                "record more events, or call fit() without tune=True."
+            )
+        cold = None
+        if self.new_item_share > 0:
+            found = new_item_split(split, catalog, feedback, max_users=self.max_users,
+                                   history_length=self.history_length, seed=self.seed)
+            if found is not None:
+                new = np.unique(np.concatenate(found[1].heldout))
+                cold = _Board(found[1], catalog, self.k, pool=new)
+        return _Boards(_Board(split, catalog, self.k), cold, self.new_item_share, self.make_learner)
 
     def evaluate(
         self, events: Sequence[Event], catalog: Catalog, sources: Mapping[str, Mapping[str, Any]],
         weights: Mapping[str, float], feedback: FeedbackConfig,
     ) -> float:
         """The objective of one configuration on this tuner's split (for held-out checks)."""
-        board = _Board(self._split(events, catalog, feedback), catalog, self.k)
-        parts = {n: self._fit_part(board, n, p, feedback) for n, p in sources.items() if weights.get(n, 0)}
-        return board.objective(parts, weights)
+        boards = self._boards(events, catalog, feedback)
+        parts = {n: boards.fit(n, p, feedback) for n, p in sources.items() if weights.get(n, 0)}
+        return boards.objective(parts, weights)
 
     # ------------------------------------------------------------------ search
     def run(self, events: Sequence[Event], catalog: Catalog) -> TunedConfig:
@@ -277,15 +341,9 @@ class Tuner:
                 stopped = True
             return stopped
 
-        # The split depends on which events are positive; the default reading decides it
+        # The split depends on which events are positive; the starting reading decides it
         # once, so every option is scored on the same held-out items.
-        split = self._split(events, catalog, fb)
-        if not split.users:
-            raise ValueError(
-                "not enough history to tune: need users with at least 5 positive events; "
-                "record more events, or call fit() without tune=True."
-            )
-        board = _Board(split, catalog, self.k)
+        boards = self._boards(events, catalog, fb)
         plan = self._plan(events, rng)
         bar = tqdm(total=len(plan) + 1, desc="tuning", unit="trial", disable=not self.progress)
 
@@ -301,14 +359,14 @@ class Tuner:
             bar.update(1)
             return rec.get("score")
 
-        parts: dict[str, np.ndarray] = {}
+        parts: dict[str, _Part] = {}
 
-        def fit_all(f: FeedbackConfig) -> dict[str, np.ndarray]:
-            return {n: self._fit_part(board, n, p, f) for n, p in sources.items()}
+        def fit_all(f: FeedbackConfig) -> dict[str, _Part]:
+            return {n: boards.fit(n, p, f) for n, p in sources.items()}
 
         def start() -> float:
             parts.update(fit_all(fb))
-            return board.objective(parts, weights)
+            return boards.objective(parts, weights)
 
         default = trial("start", None, {}, start)
         if default is None:
@@ -320,11 +378,11 @@ class Tuner:
                 break
             if stage == "feedback":
                 cand = replace(fb, rating_engagement=params["rating_engagement"], rating_valence=params["rating_valence"])
-                got: dict[str, np.ndarray] = {}
+                got: dict[str, _Part] = {}
 
-                def run_fb(cand: FeedbackConfig = cand, got: dict[str, np.ndarray] = got) -> float:
+                def run_fb(cand: FeedbackConfig = cand, got: dict[str, _Part] = got) -> float:
                     got.update(fit_all(cand))
-                    return board.objective(got, weights)
+                    return boards.objective(got, weights)
 
                 s = trial(stage, None, params, run_fb)
                 if s is not None and s > best:
@@ -333,12 +391,12 @@ class Tuner:
             elif stage == "source":
                 assert source is not None
                 merged = {**sources[source], **params}
-                got1: dict[str, np.ndarray] = {}
+                got1: dict[str, _Part] = {}
 
                 def run_src(source: str = source, merged: dict[str, Any] = merged,
-                            got1: dict[str, np.ndarray] = got1) -> float:
-                    got1[source] = self._fit_part(board, source, merged, fb)
-                    return board.objective({**parts, source: got1[source]}, weights)
+                            got1: dict[str, _Part] = got1) -> float:
+                    got1[source] = boards.fit(source, merged, fb)
+                    return boards.objective({**parts, source: got1[source]}, weights)
 
                 s = trial(stage, source, params, run_src)
                 if s is not None and s > best:
@@ -346,8 +404,10 @@ class Tuner:
                     sources[source] = merged
                     parts[source] = got1[source]
             elif stage == "weights":
-                w, s = self._search_weights(board, parts, weights, best)
-                trials.append({"stage": "weights", "source": None, "params": dict(w), "score": round(s, 6)})
+                a = time.perf_counter()
+                w, s = boards.search_weights(parts, weights)
+                trials.append({"stage": "weights", "source": None, "params": dict(w), "score": round(s, 6),
+                               "seconds": round(time.perf_counter() - a, 3)})
                 bar.update(1)
                 if s > best:
                     best, weights = s, w
@@ -355,9 +415,8 @@ class Tuner:
         return TunedConfig(
             sources=sources, weights={n: round(float(v), 6) for n, v in weights.items()},
             feedback={"rating_engagement": fb.rating_engagement, "rating_valence": fb.rating_valence},
-            score=round(best, 6), default_score=round(default, 6),
-            objective=f"0.5*HR@{self.k}(next item) + 0.5*NDCG@{self.k}(held-out items)",
-            n_validation_users=len(split.users), n_train_events=len(split.train),
+            score=round(best, 6), default_score=round(default, 6), objective=boards.describe(),
+            n_validation_users=len(boards.warm.split.users), n_train_events=len(boards.warm.split.train),
             seconds=round(time.perf_counter() - t0, 2), seed=self.seed, stopped_by_budget=stopped, trials=trials,
         )
 
@@ -381,12 +440,51 @@ class Tuner:
         plan.append(("weights", None, {}))
         return plan
 
-    def _search_weights(
-        self, board: _Board, parts: Mapping[str, np.ndarray], weights: Mapping[str, float], best: float, rounds: int = 3
+
+_Part = tuple[np.ndarray, np.ndarray | None]  # (warm board scores, new-item board scores or None)
+
+
+class _Boards:
+    """The warm board and, when the log allows one, the new-item board; one objective."""
+
+    def __init__(self, warm: _Board, cold: _Board | None, share: float, make_learner: MakeLearner) -> None:
+        self.warm, self.cold, self.share, self.make_learner = warm, cold, share, make_learner
+        self._logs: dict[int, InteractionLog] = {}
+
+    def _log(self, board: _Board) -> InteractionLog:
+        if id(board) not in self._logs:
+            self._logs[id(board)] = InteractionLog.from_events(board.split.train, board.catalog)
+        return self._logs[id(board)]
+
+    def fit(self, name: str, params: Mapping[str, Any], fb: FeedbackConfig) -> _Part:
+        """Fit source ``name`` on each board's training log; its normalised validation scores."""
+        warm = self.warm.normalised(self.make_learner(name, params, fb).fit(self._log(self.warm)))
+        cold = None
+        learner = self.make_learner(name, params, fb)
+        if self.cold is not None and learner.scores_new_items:
+            cold = self.cold.normalised(learner.fit(self._log(self.cold)))
+        return warm, cold
+
+    def objective(self, parts: Mapping[str, _Part], weights: Mapping[str, float]) -> float:
+        s = self.warm.objective({n: p[0] for n, p in parts.items()}, weights)
+        if self.cold is not None:
+            cold = {n: p[1] for n, p in parts.items() if p[1] is not None}
+            s += self.share * (self.cold.objective(cold, weights) if cold else 0.0)
+        return s
+
+    def describe(self) -> str:
+        k = self.warm.k
+        text = f"0.5*HR@{k}(next item) + 0.5*NDCG@{k}(held-out items)"
+        if self.cold is not None:
+            text += f" + {self.share}*NDCG@{k}(new items among themselves)"
+        return text
+
+    def search_weights(
+        self, parts: Mapping[str, _Part], weights: Mapping[str, float], rounds: int = 3
     ) -> tuple[dict[str, float], float]:
         """Coordinate ascent over multiplicative steps of each weight (0 switches a source off)."""
         w = dict(weights)
-        cur = board.objective(parts, w)
+        cur = self.objective(parts, w)
         top = max(w.values(), default=1.0) or 1.0
         for _ in range(rounds):
             moved = False
@@ -397,7 +495,7 @@ class Tuner:
                     trial_w = {**w, name: v}
                     if sum(trial_w.values()) <= 0:
                         continue
-                    s = board.objective(parts, trial_w)
+                    s = self.objective(parts, trial_w)
                     if s > cur + 1e-9:
                         cur, w, moved = s, trial_w, True
             if not moved:
