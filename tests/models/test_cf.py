@@ -319,3 +319,26 @@ def test_all_events_counts_every_rating(cls):
 def test_unknown_weighting_is_a_validation_error(cls):
     with pytest.raises(ValidationError, match="weighting"):
         fit(cls(weighting="stars"), [], catalog(2))
+
+
+def test_transition_follows_order_and_both_ways_ignores_it():
+    from liverec.models import Transition
+
+    cat = catalog(4)
+    evs = [Event(user=f"u{n}", item=f"i{j}", timestamp=T0 + 10 * n + j) for n in range(5) for j in (0, 1, 2)]
+    fwd = fit(Transition(window=1, history=1), evs, cat)
+    fwd.learn_one(Event(user="new", item="i1", timestamp=T0 + 500))
+    s = fwd.score(UserState("new"), everything(cat))
+    assert s[2] > 0 and s[0] == 0 and s[3] == 0  # i2 follows i1; i0 only precedes it
+    assert fwd.because(UserState("new"), 2) == ("i1",)
+    both = fit(Transition(window=1, history=1, both_ways=True), evs, cat)
+    both.learn_one(Event(user="new", item="i1", timestamp=T0 + 500))
+    s = both.score(UserState("new"), everything(cat))
+    assert s[0] > 0 and s[2] > 0 and s[0] == pytest.approx(s[2])
+    assert set(fwd.candidates(UserState("new"), 5).tolist()) == {2}
+    # forgetting a user removes exactly their transitions, both ways
+    mine = [e for e in evs if e.user == "u0"]
+    both.forget("u0", mine)
+    ref = fit(Transition(window=1, history=1, both_ways=True), [e for e in evs if e.user != "u0"], cat)
+    ref.learn_one(Event(user="new", item="i1", timestamp=T0 + 500))
+    np.testing.assert_allclose(both.score(UserState("new"), everything(cat)), ref.score(UserState("new"), everything(cat)))

@@ -41,6 +41,9 @@ class Transition(Learner):
         How many of the user's last items score the next one.
     recency : float
         Fade per step back in the user's history (1 = all last items count alike).
+    both_ways : bool
+        Also link ``b -> a`` when ``b`` follows ``a`` (order-free co-occurrence within
+        the window: for logs whose order within a session is noise).
     feedback : FeedbackConfig, optional
         Which events are positive (weight > 0); only those enter sequences.
     seed : int
@@ -62,7 +65,9 @@ class Transition(Learner):
 
     name: ClassVar[str] = "transition"
     #: Searched by Engine.fit(tune=True).
-    search_space: ClassVar[dict[str, tuple]] = {"window": (1, 3, 10), "history": (1, 3, 10), "recency": (0.5, 0.8)}
+    search_space: ClassVar[dict[str, tuple]] = {
+        "window": (1, 3, 10), "history": (1, 3, 10), "recency": (0.5, 0.8), "both_ways": (False, True)
+    }
 
     def __init__(
         self,
@@ -70,12 +75,14 @@ class Transition(Learner):
         window: int = 3,
         history: int = 3,
         recency: float = 0.7,
+        both_ways: bool = False,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.window = window
         self.history = history
         self.recency = recency
+        self.both_ways = both_ways
         self.feedback = feedback
         self.seed = seed
 
@@ -98,9 +105,11 @@ class Transition(Learner):
             for d in range(1, min(self.window, len(s) - 1) + 1):
                 a, b = s[:-d], s[d:]
                 ok = a != b
-                rows.append(a[ok])
-                cols.append(b[ok])
-                vals.append(np.full(int(ok.sum()), 1.0 / d, dtype=np.float32))
+                pairs = [(a[ok], b[ok]), (b[ok], a[ok])] if self.both_ways else [(a[ok], b[ok])]
+                for x, y in pairs:
+                    rows.append(x)
+                    cols.append(y)
+                    vals.append(np.full(int(ok.sum()), 1.0 / d, dtype=np.float32))
         if rows:
             T = sp.csr_matrix(
                 (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float32
@@ -127,6 +136,8 @@ class Transition(Learner):
         for d, a in enumerate(prev, start=1):
             if a != b:
                 self._add(a, b, 1.0 / d)
+                if self.both_ways:
+                    self._add(b, a, 1.0 / d)
         recent.append(b)
 
     def _add(self, a: int, b: int, v: float) -> None:
@@ -152,10 +163,11 @@ class Transition(Learner):
             for d in range(1, min(self.window, k) + 1):
                 a = seq[k - d]
                 if a != b:
-                    pos = self.T_.find_in_row(a, np.array([b], dtype=np.int64))
-                    if pos[0] >= 0:
-                        self.T_.add(pos, np.array([-1.0 / d], dtype=np.float32))
-                        self.mass_[a] = max(0.0, self.mass_[a] - 1.0 / d)
+                    for x, y in ((a, b), (b, a)) if self.both_ways else ((a, b),):
+                        pos = self.T_.find_in_row(x, np.array([y], dtype=np.int64))
+                        if pos[0] >= 0:
+                            self.T_.add(pos, np.array([-1.0 / d], dtype=np.float32))
+                            self.mass_[x] = max(0.0, self.mass_[x] - 1.0 / d)
 
     # ------------------------------------------------------------------- scoring
     def _last(self, user: str) -> list[int]:

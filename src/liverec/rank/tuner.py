@@ -390,6 +390,8 @@ class Tuner:
                     parts.update(got)
             elif stage == "source":
                 assert source is not None
+                if not weights.get(source):  # switched off by the weight search: its params change nothing
+                    continue
                 merged = {**sources[source], **params}
                 got1: dict[str, _Part] = {}
 
