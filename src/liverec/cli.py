@@ -526,6 +526,12 @@ def eval_(
     jobs: Annotated[
         Optional[int], typer.Option("--jobs", "-j", min=1, help="Models run at once, each in its own process (default: one per CPU, at most one per model)")
     ] = None,
+    tune_baselines: Annotated[
+        bool, typer.Option("--tune-baselines/--no-tune-baselines", help="Pick baseline hyperparameters on a validation split of the training part")
+    ] = True,
+    tune_liverec: Annotated[
+        bool, typer.Option("--tune-liverec/--no-tune-liverec", help="Fit liverec with fit(tune=True) where the engine supports it")
+    ] = True,
 ) -> None:
     """Measure quality and speed of liverec against baselines on one protocol.
 
@@ -547,7 +553,7 @@ def eval_(
 
     from .evaluation.adapters import split_models
     from .evaluation.datasets import load_dataset
-    from .evaluation.report import results_table, write_html, write_json
+    from .evaluation.report import results_table, tuning_lines, write_html, write_json
     from .evaluation.run import evaluate
 
     try:
@@ -564,10 +570,14 @@ def eval_(
             cache_url=cache,
             jobs=jobs,
             progress=lambda it, desc, total: track(it, description=desc, total=total, console=err, transient=True),
+            tune_baselines=tune_baselines,
+            tune_liverec=tune_liverec,
         )
     except LiverecError as exc:
         _fail(exc)
     console.print(results_table(out))
+    for line in tuning_lines(out):
+        console.print(f"tuned {line}")
     console.print(f"run time {out['settings']['run_seconds']} s with {out['settings']['jobs']} job(s) (encoding {out['settings']['encode_seconds']} s)")
     if json_path:
         write_json(out, json_path)

@@ -3,12 +3,16 @@
 A model under evaluation is fitted on history, optionally sees each revealed event
 (``learn_one``), and recommends ``k`` item ids for a user, excluding given items or
 restricted to candidates. ``LearnerModel`` wraps any registered learner (the
-baselines Pop, ItemKNN, EASE, ALS, BPR, TF-IDF are learners too); ``EngineModel``
-wraps a whole in-memory :class:`~liverec.Engine`.
+baselines Pop, ItemKNN, EASE, ALS, BPR, UserKNN are learners too) or one of the
+evaluation-only baselines of :mod:`.baselines` (``sknn``, ``tfidf``, ``bow``; their
+names take precedence, so ``tfidf`` here is the reference mean-tf-idf profile, not
+the engine's ``tfidf`` source); ``EngineModel`` wraps a whole in-memory
+:class:`~liverec.Engine`.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
@@ -21,6 +25,7 @@ from ..models.base import REGISTRY, InteractionLog, Learner, UserState
 from ..rank.index import top_k
 from ..settings import Settings
 from ..types import Event
+from .baselines import EVAL_BASELINES
 
 
 class EvalModel(Protocol):
@@ -66,17 +71,35 @@ class LearnerModel:
 
 
 class EngineModel:
-    """A full liverec engine (in-memory store) with the given settings."""
+    """A full liverec engine (in-memory store) with the given settings.
 
-    def __init__(self, name: str, settings: Settings, encoder: Any, items: Sequence[Any]) -> None:
+    With ``tune`` the engine fits with ``fit(tune=True)`` (its own validation-based
+    tuning) when its ``fit`` accepts that keyword, else with ``fit()``; ``tuning``
+    records which call was made.
+    """
+
+    def __init__(
+        self, name: str, settings: Settings, encoder: Any, items: Sequence[Any], *, tune: bool = True
+    ) -> None:
         self.name = name
+        self.tune = tune
+        self.tuning: dict[str, Any] | None = None
         self.engine = Engine.open("sqlite://", settings=settings, encoder=encoder)
         self.engine.add_items(items)
 
     def fit(self, train: Sequence[Event]) -> None:
         for i in range(0, len(train), 20_000):
             self.engine.record_many(train[i : i + 20_000], learn=False)
-        self.engine.fit()
+        supported = "tune" in inspect.signature(self.engine.fit).parameters
+        if self.tune and supported:
+            self.engine.fit(tune=True)
+        else:
+            self.engine.fit()
+        self.tuning = {
+            "engine_fit": "fit(tune=True)" if self.tune and supported else "fit()",
+            "tune_requested": self.tune,
+            "tune_supported": supported,
+        }
 
     def learn_one(self, event: Event) -> None:
         self.engine.record(event)
@@ -107,15 +130,19 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-#: Baselines are compared with every event counted as an interaction ("all ratings").
+#: Baselines are compared with every event counted as an interaction ("all ratings"),
+#: and ItemKNN scores from the user's whole history (the engine's source reads only
+#: the latest 200 items for latency), as in the reference definitions.
 BASELINE_PARAMS: dict[str, dict[str, Any]] = {
     "pop": {"all_events": True},
-    "itemknn": {"all_events": True},
+    "itemknn": {"all_events": True, "max_history": None},
     "userknn": {"all_events": True},
     "ease": {"all_events": True},
     "als": {"all_events": True},
     "bpr": {"all_events": True},
     "tfidf": {"all_events": True},
+    "bow": {"all_events": True},
+    "sknn": {"all_events": True},
 }
 
 
@@ -143,9 +170,10 @@ def parse_model(spec: str) -> ModelSpec:
                     field="models",
                 ) from None
         return ModelSpec(spec, "engine", weights=weights)
-    if name not in REGISTRY:
+    if name not in REGISTRY and name not in EVAL_BASELINES:
         raise ValidationError(
-            f"unknown model {spec!r}: use 'liverec', 'liverec:source=weight,...' or one of {sorted(REGISTRY)}.",
+            f"unknown model {spec!r}: use 'liverec', 'liverec:source=weight,...' or one of "
+            f"{sorted(set(REGISTRY) | set(EVAL_BASELINES))}.",
             field="models",
         )
     params = dict(BASELINE_PARAMS.get(name, {}))
@@ -183,9 +211,32 @@ def _literal(v: str) -> Any:
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
+def make_learner(name: str, params: Mapping[str, Any]) -> Learner:
+    """The learner ``name`` (an evaluation baseline first, else a registered learner) with ``params``.
+
+    Examples
+    --------
+    >>> make_learner("bow", {}).get_params()["vectorizer"]
+    'count'
+    >>> make_learner("ease", {"l2": 200.0}).l2
+    200.0
+    """
+    if name in EVAL_BASELINES:
+        cls, defaults = EVAL_BASELINES[name]
+        return cls(**{**defaults, **params})
+    return REGISTRY[name](**params)
+
+
 def build_model(
-    spec: ModelSpec, *, catalog: Catalog, items: Sequence[Any], encoder: Any, base_settings: Settings
+    spec: ModelSpec,
+    *,
+    catalog: Catalog,
+    items: Sequence[Any],
+    encoder: Any,
+    base_settings: Settings,
+    tune_engine: bool = True,
 ) -> EvalModel:
+    """The model ``spec`` names; an engine fits with ``fit(tune=True)`` if ``tune_engine`` and it can."""
     if spec.kind == "engine":
         weights = dict(base_settings.fusion_weights)
         weights.update(spec.weights)
@@ -194,9 +245,8 @@ def build_model(
         for name in spec.weights:
             sources.setdefault(name, {})
         settings = base_settings.model_copy(update={"fusion_weights": weights, "sources": sources})
-        return EngineModel(spec.name, settings, encoder, items)
-    cls = REGISTRY[spec.learner]  # type: ignore[index]
-    return LearnerModel(spec.name, cls(**spec.params), catalog)
+        return EngineModel(spec.name, settings, encoder, items, tune=tune_engine)
+    return LearnerModel(spec.name, make_learner(spec.learner, spec.params), catalog)  # type: ignore[arg-type]
 
 
 Factory = Callable[[], EvalModel]

@@ -8,6 +8,9 @@
 - **cold**: 10% of the items with >= 5 interactions removed from training; rank only
   those items for the users who interacted with them.
 
+A model that tunes itself on its training part (:class:`.tuning.TunedModel`) reports
+how in ``ModelResult.tuning``; its ``fit_seconds`` are those of the final fit only.
+
 With ``jobs > 1`` the models of a protocol run in that many forked worker processes
 (each model wholly in one worker, on the same split); results are the same as a
 sequential run, in the order given, and progress is one bar over all models.
@@ -47,6 +50,7 @@ class ModelResult:
     fit_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     curve: list[tuple[int, float]] = field(default_factory=list)  # stream: (events seen, rolling HR)
+    tuning: dict[str, Any] | None = None  # how the model's hyperparameters were chosen, if they were
 
     def summary(self) -> dict[str, float]:
         out = dict(self.metrics)
@@ -65,7 +69,7 @@ def _popularity(events: Iterable[Event]) -> dict[str, int]:
     return {i: len(u) for i, u in users_per_item.items()}
 
 
-def _ranking_metrics(
+def ranking_metrics(
     lists: Mapping[str, list[str]], relevant: Mapping[str, set[str]], k: int, users: Iterable[str] | None = None
 ) -> dict[str, float]:
     users = [u for u in (lists if users is None else users) if relevant.get(u)]
@@ -91,6 +95,99 @@ def _list_metrics(
     return out
 
 
+def rank_users(
+    model: EvalModel,
+    users: Sequence[str],
+    k: int,
+    *,
+    exclude: Mapping[str, set[str]] | None = None,
+    candidates: Sequence[str] | None = None,
+    progress: Progress = lambda it, desc, total: it,
+    desc: str = "",
+    latencies: list[float] | None = None,
+) -> dict[str, list[str]]:
+    """Each user's top ``k`` (their ``exclude`` items hidden, or only ``candidates`` ranked).
+
+    Examples
+    --------
+    >>> class Fixed:
+    ...     def recommend(self, user, k, *, exclude=(), candidates=None):
+    ...         return [i for i in "abc" if i not in exclude][:k]
+    >>> rank_users(Fixed(), ["u"], 2, exclude={"u": {"a"}})
+    {'u': ['b', 'c']}
+    """
+    lists: dict[str, list[str]] = {}
+    for u in progress(users, desc, len(users)):
+        t = time.perf_counter()
+        if candidates is not None:
+            lists[u] = model.recommend(u, k, candidates=candidates)
+        else:
+            lists[u] = model.recommend(u, k, exclude=(exclude or {}).get(u, set()))
+        if latencies is not None:
+            latencies.append((time.perf_counter() - t) * 1000)
+    return lists
+
+
+def prequential(
+    model: EvalModel,
+    history: Iterable[Event],
+    stream: Sequence[Event],
+    k: int,
+    *,
+    learn: bool = True,
+    window: int = 2000,
+    progress: Progress = lambda it, desc, total: it,
+    desc: str = "",
+    latencies: list[float] | None = None,
+    curve: list[tuple[int, float]] | None = None,
+) -> list[int]:
+    """Replay ``stream``: recommend ``k`` for each event's user before revealing it; 1 = hit.
+
+    A re-interaction (an item in the user's ``history`` or already streamed) is not a
+    target, and the user's known items are excluded from the list. With ``learn`` the
+    model sees every event (``learn_one``) after its prediction. ``curve`` collects
+    (events seen, hit rate over the last ``window`` predictions).
+
+    Examples
+    --------
+    >>> from liverec import Event
+    >>> class Last:
+    ...     def __init__(self): self.last = None
+    ...     def recommend(self, user, k, *, exclude=(), candidates=None): return [self.last]
+    ...     def learn_one(self, e): self.last = e.item
+    >>> evs = [Event(user=u, item="x", timestamp=float(t)) for t, u in enumerate("abc")]
+    >>> prequential(Last(), [], evs, 1)
+    [0, 1, 1]
+    """
+    seen: dict[str, set[str]] = defaultdict(set)
+    for e in history:
+        seen[e.user].add(e.item)
+    hits: list[int] = []
+    for n, e in enumerate(progress(stream, desc, len(stream))):
+        if e.item not in seen[e.user]:  # a re-interaction is not a recommendation target
+            t = time.perf_counter()
+            ranked = model.recommend(e.user, k, exclude=seen[e.user])
+            if latencies is not None:
+                latencies.append((time.perf_counter() - t) * 1000)
+            hits.append(int(e.item in ranked[:k]))
+            if curve is not None and len(hits) % window == 0:
+                curve.append((n + 1, float(np.mean(hits[-window:]))))
+        if learn:
+            model.learn_one(e)
+        seen[e.user].add(e.item)
+    return hits
+
+
+def fit_timed(model: EvalModel, train: Sequence[Event]) -> ModelResult:
+    """Fit ``model``; the result holds the fit time and, if it tuned itself, how (time apart)."""
+    t = time.perf_counter()
+    model.fit(train)
+    took = time.perf_counter() - t
+    tuning = getattr(model, "tuning", None)
+    tuned_s = float(tuning.get("seconds", 0.0)) if tuning else 0.0
+    return ModelResult(model.name, fit_seconds=max(took - tuned_s, 0.0), tuning=tuning)
+
+
 def run_static(
     events: Sequence[Event],
     models: Sequence[Callable[[], EvalModel]],
@@ -112,23 +209,18 @@ def run_static(
 
     def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()
-        t = time.perf_counter()
-        model.fit(split.train)
-        res = ModelResult(model.name, fit_seconds=time.perf_counter() - t)
-        lists: dict[str, list[str]] = {}
-        for u in progress(users, f"static {model.name}", len(users)):
-            t = time.perf_counter()
-            lists[u] = model.recommend(u, k, exclude=split.train_by_user.get(u, set()))
-            res.latencies_ms.append((time.perf_counter() - t) * 1000)
-        res.metrics.update(_ranking_metrics(lists, split.test_by_user, k))
+        res = fit_timed(model, split.train)
+        lists = rank_users(model, users, k, exclude=split.train_by_user, progress=progress,
+                           desc=f"static {model.name}", latencies=res.latencies_ms)
+        res.metrics.update(ranking_metrics(lists, split.test_by_user, k))
         res.metrics.update(_list_metrics(lists, n_items, pop, n_users, vectors))
         # Slices: users with little history, and held-out items with little history.
-        res.metrics[f"ndcg@{k}_cold_users"] = _ranking_metrics(lists, split.test_by_user, k, cold_users)[f"ndcg@{k}"]
+        res.metrics[f"ndcg@{k}_cold_users"] = ranking_metrics(lists, split.test_by_user, k, cold_users)[f"ndcg@{k}"]
         cold_rel = {
             u: {i for i in rel if item_counts.get(i, 0) < COLD_USER_MAX_TRAIN} for u, rel in split.test_by_user.items()
         }
-        res.metrics[f"recall@{k}_cold_items"] = _ranking_metrics(lists, cold_rel, k)[f"recall@{k}"]
-        _close(model)
+        res.metrics[f"recall@{k}_cold_items"] = ranking_metrics(lists, cold_rel, k)[f"recall@{k}"]
+        close_model(model)
         return res
 
     return run_models(models, one, jobs=jobs, progress=progress, label="static", units=len(users))
@@ -149,28 +241,13 @@ def run_stream(
 
     def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()
-        t = time.perf_counter()
-        model.fit(split.warmup)
-        res = ModelResult(model.name, fit_seconds=time.perf_counter() - t)
+        res = fit_timed(model, split.warmup)
         learn = True if learns is None else learns.get(model.name, True)
-        seen: dict[str, set[str]] = defaultdict(set)
-        for e in split.warmup:
-            seen[e.user].add(e.item)
-        hits: list[int] = []
-        for n, e in enumerate(progress(split.stream, f"stream {model.name}", len(split.stream))):
-            if e.item not in seen[e.user]:  # a re-interaction is not a recommendation target
-                t = time.perf_counter()
-                ranked = model.recommend(e.user, k, exclude=seen[e.user])
-                res.latencies_ms.append((time.perf_counter() - t) * 1000)
-                hits.append(int(e.item in ranked[:k]))
-                if len(hits) % window == 0:
-                    res.curve.append((n + 1, float(np.mean(hits[-window:]))))
-            if learn:
-                model.learn_one(e)
-            seen[e.user].add(e.item)
+        hits = prequential(model, split.warmup, split.stream, k, learn=learn, window=window, progress=progress,
+                           desc=f"stream {model.name}", latencies=res.latencies_ms, curve=res.curve)
         res.metrics[f"hr@{k}"] = float(np.mean(hits)) if hits else float("nan")
         res.metrics["predictions"] = float(len(hits))
-        _close(model)
+        close_model(model)
         return res
 
     return run_models(models, one, jobs=jobs, progress=progress, label="stream", units=len(split.stream))
@@ -192,17 +269,12 @@ def run_cold(
 
     def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()
-        t = time.perf_counter()
-        model.fit(split.train)
-        res = ModelResult(model.name, fit_seconds=time.perf_counter() - t)
-        lists: dict[str, list[str]] = {}
-        for u in progress(users, f"cold {model.name}", len(users)):
-            t = time.perf_counter()
-            lists[u] = model.recommend(u, k, candidates=cold)
-            res.latencies_ms.append((time.perf_counter() - t) * 1000)
-        res.metrics.update(_ranking_metrics(lists, split.test_by_user, k))
+        res = fit_timed(model, split.train)
+        lists = rank_users(model, users, k, candidates=cold, progress=progress,
+                           desc=f"cold {model.name}", latencies=res.latencies_ms)
+        res.metrics.update(ranking_metrics(lists, split.test_by_user, k))
         res.metrics["cold_items"] = float(len(cold))
-        _close(model)
+        close_model(model)
         return res
 
     return run_models(models, one, jobs=jobs, progress=progress, label="cold", units=len(users))
@@ -298,7 +370,8 @@ def _ticks(ticks: Any, futures: Sequence[Any]) -> Iterator[None]:
         time.sleep(0.05)
 
 
-def _close(model: Any) -> None:
+def close_model(model: Any) -> None:
+    """Release what ``model`` holds (an engine's store), if it has anything to release."""
     close = getattr(model, "close", None)
     if close is not None:
         close()

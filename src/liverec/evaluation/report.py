@@ -38,6 +38,31 @@ def results_table(out: Mapping[str, Any], title: str | None = None) -> Table:
     return table
 
 
+def tuning_lines(out: Mapping[str, Any]) -> list[str]:
+    """One line per model saying how its hyperparameters were chosen (or which fit an engine made).
+
+    Examples
+    --------
+    >>> out = {"tuning": {"ease": {"grid": [{"l2": 50.0}, {"l2": 500.0}], "scores": [0.1, 0.2],
+    ...        "chosen": {"l2": 500.0}, "metric": "ndcg@10", "seconds": 3.0}}}
+    >>> tuning_lines(out)
+    ['ease: l2=500.0 (validation ndcg@10 0.2000, best of 2, 3.0 s)']
+    """
+    lines = []
+    for name, t in (out.get("tuning") or {}).items():
+        if "chosen" in t:
+            chosen = ", ".join(f"{k}={v}" for k, v in t["chosen"].items())
+            best = max((v for v in t["scores"] if v is not None), default=None)
+            score = "—" if best is None else f"{best:.4f}"
+            lines.append(
+                f"{name}: {chosen} (validation {t['metric']} {score}, best of {len(t['grid'])}, {t['seconds']} s)"
+            )
+        elif "engine_fit" in t:
+            note = "" if t.get("tune_supported") or not t.get("tune_requested") else " (engine has no fit(tune=...))"
+            lines.append(f"{name}: engine.{t['engine_fit']}{note}")
+    return lines
+
+
 def _lower_is_better(m: str) -> bool:
     return m.endswith("_ms") or m.endswith("_s")
 
@@ -132,6 +157,8 @@ def write_html(out: Mapping[str, Any], path: str | Path) -> None:
         )
         cls = ' class="ours"' if name.startswith("liverec") else ""
         rows.append(f"<tr{cls}><th>{html.escape(name)}</th>{cells}</tr>")
+    tuned = "".join(f"<li>{html.escape(line)}</li>" for line in tuning_lines(out))
+    tuned = f"<h2>Hyperparameters</h2><ul>{tuned}</ul>" if tuned else ""
     figs = "".join(
         f'<figure><figcaption>{html.escape(t)}</figcaption><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"></figure>'
         for t, b in _plots(out)
@@ -150,6 +177,7 @@ details pre{{background:#f8f9fa;padding:1rem;overflow:auto;font-size:12px}}
 <p>{s['n_users']} users, {s['n_items']} items, {s['n_events']} events; k = {s['k']}; seed {s['seed']};
 encoder {html.escape(str(s['encoder']))}; run time {s['run_seconds']} s.</p>
 <table><thead><tr><th>model</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
+{tuned}
 {figs}
 <details><summary>All settings</summary><pre>{html.escape(json.dumps(s, indent=2))}</pre></details>
 </body></html>"""

@@ -23,9 +23,10 @@ from ..encode.text import render_text
 from ..errors import ValidationError
 from ..settings import Settings
 from ..store import Store
-from .adapters import build_model, parse_model
+from .adapters import LearnerModel, ModelSpec, build_model, make_learner, parse_model
 from .datasets import Dataset
 from .harness import ModelResult, run_cold, run_static, run_stream
+from .tuning import TunedModel, grid_for
 
 PROTOCOLS = ("static", "stream", "cold")
 DEFAULT_MODELS = ("liverec", "pop", "itemknn", "ease", "als", "bpr", "tfidf")
@@ -49,6 +50,8 @@ def evaluate(
     cache_url: str | None = None,
     progress: Callable[[Iterable, str, int], Iterable] | None = None,
     jobs: int | None = 1,
+    tune_baselines: bool = True,
+    tune_liverec: bool = True,
 ) -> dict[str, Any]:
     """Run one protocol for every model on the same split; return JSON-ready results.
 
@@ -56,6 +59,13 @@ def evaluate(
     events in the stream protocol (the "retrain never" reference). ``jobs`` models run
     at once in worker processes (None: one per CPU, at most one per model); the
     figures are the same for any ``jobs``, latencies aside (workers share the cores).
+
+    With ``tune_baselines`` every baseline with a grid picks its hyperparameters on a
+    validation split of its own training part (:mod:`.tuning`); hyperparameters given
+    in the model name (``ease:l2=200``) stay fixed. With ``tune_liverec`` engines fit
+    with ``fit(tune=True)`` where the engine supports it. ``out["tuning"]`` records,
+    per model, the grid with every validation score, the choice and the seconds, or
+    which fit an engine made.
     """
     if protocol not in PROTOCOLS:
         raise ValidationError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.", field="protocol")
@@ -85,8 +95,20 @@ def evaluate(
         specs.append(spec)
         learns[name] = not frozen
 
-    def factory(spec):
-        return lambda: build_model(spec, catalog=catalog, items=dataset.items, encoder=enc, base_settings=base)
+    def plain(spec: ModelSpec) -> Any:
+        return build_model(
+            spec, catalog=catalog, items=dataset.items, encoder=enc, base_settings=base, tune_engine=tune_liverec
+        )
+
+    def factory(spec: ModelSpec) -> Callable[[], Any]:
+        grid = grid_for(spec.learner, spec.params) if tune_baselines and spec.kind == "learner" else []
+        if not grid:
+            return lambda: plain(spec)
+
+        def make(point: Any) -> LearnerModel:
+            return LearnerModel(spec.name, make_learner(spec.learner, {**spec.params, **point}), catalog)
+
+        return lambda: TunedModel(spec.name, make, grid, protocol, k=k, learn=learns[spec.name], seed=seed)
 
     jobs = max(1, min((os.cpu_count() or 1) if jobs is None else jobs, len(specs)))
     # In parallel, the costliest models start first so no worker is left with a long one
@@ -109,6 +131,7 @@ def evaluate(
         "results": {r.model: _clean(r.summary()) for r in res},
         "curves": {r.model: r.curve for r in res if r.curve},
         "latencies_ms": {r.model: _lat_summary(r) for r in res},
+        "tuning": {r.model: r.tuning for r in res if r.tuning},
         "settings": {
             "protocol": protocol,
             "dataset": dataset.name,
@@ -122,6 +145,8 @@ def evaluate(
             "encode_seconds": round(encode_s, 2),
             "run_seconds": round(total_s, 2),
             "jobs": jobs,
+            "tune_baselines": tune_baselines,
+            "tune_liverec": tune_liverec,
             "liverec_settings": base.model_dump(mode="json"),
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         },

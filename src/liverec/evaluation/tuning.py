@@ -1,0 +1,241 @@
+"""Baseline hyperparameters picked on a validation split carved from the training part only.
+
+A baseline compared with untuned defaults flatters whatever it is compared with, so
+every baseline with a grid (:data:`GRIDS`) tunes itself: :class:`TunedModel` receives
+exactly what the protocol would fit it on (static/cold: the train part; stream: the
+warm-up), carves a validation split out of *that* the same way the protocol carves
+its test, scores every grid point, and fits the best one on the whole training part.
+The test part is never passed in, so it cannot leak into the choice.
+
+- static: each training user's last 20% by time held out (full ranking, the user's
+  other training items excluded); score NDCG@k.
+- stream: the warm-up's last 20% of events in time order replayed prequentially
+  (learning from each revealed event unless the model is frozen); score HR@k.
+- cold: 10% of the warm items with >= 5 interactions hidden as pseudo-new items,
+  ranked for the users who interacted with them; score NDCG@k.
+
+Examples
+--------
+>>> grid_for("ease", {})[:2]
+[{'l2': 50.0}, {'l2': 100.0}]
+>>> grid_for("ease", {"l2": 300.0})   # fixed by the caller: nothing to tune
+[]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ValidationError
+from ..types import Event
+from .adapters import EvalModel
+from .harness import close_model, prequential, rank_users, ranking_metrics
+from .splits import check_no_overlap, cold_item_split, stream_split, temporal_user_split
+
+#: Grid per baseline (by model name). Baselines without an entry (pop, tfidf, bow) have
+#: nothing to tune.
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "ease": [{"l2": float(lam)} for lam in (50, 100, 200, 500, 1000, 2000)],
+    "als": [
+        {"factors": f, "regularization": r, "alpha": a}
+        for f in (32, 64, 128) for r in (0.01, 0.1) for a in (2.0, 10.0, 40.0)
+    ],
+    "bpr": [{"factors": f, "learning_rate": lr} for f in (32, 64, 128) for lr in (0.01, 0.05)],
+    "itemknn": [{"k_neighbours": n, "shrink": s} for n in (20, 50, 100, 400) for s in (0.0, 10.0, 100.0)],
+    "userknn": [{"k_neighbours": n} for n in (20, 50, 100, 400)],
+    "sknn": [{"window": w, "history": h} for w in (1, 3, 10) for h in (1, 3, 10)],
+}
+
+VALIDATION_FRAC = 0.2  # static: per user; stream: of the warm-up
+COLD_ITEM_FRAC = 0.1
+MAX_STREAM = 20_000  # validation events replayed at most (stream)
+
+
+def grid_for(name: str, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The grid of baseline ``name`` without the keys the caller ``fixed``; [] if nothing is left.
+
+    Examples
+    --------
+    >>> len(grid_for("itemknn", {"shrink": 0.0})), grid_for("pop", {})
+    (4, [])
+    """
+    out: list[dict[str, Any]] = []
+    for point in GRIDS.get(name, []):
+        free = {key: v for key, v in point.items() if key not in fixed}
+        if free and free not in out:
+            out.append(free)
+    return out if len(out) > 1 else []
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A validation split of a training part: fit on ``fit``, score on ``held_out``.
+
+    ``targets`` (static, cold): user -> relevant held-out items; ``exclude`` (static):
+    user -> items they already have; ``candidates`` (cold): the pseudo-new items.
+    """
+
+    protocol: str
+    fit: tuple[Event, ...]
+    held_out: tuple[Event, ...]
+    targets: dict[str, set[str]] = field(default_factory=dict)
+    exclude: dict[str, set[str]] = field(default_factory=dict)
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        return "hr" if self.protocol == "stream" else "ndcg"
+
+    def describe(self) -> dict[str, Any]:
+        how = {
+            "static": f"each training user's last {VALIDATION_FRAC:.0%} of events by time",
+            "stream": f"the warm-up's last {VALIDATION_FRAC:.0%} of events in time order, replayed",
+            "cold": f"{COLD_ITEM_FRAC:.0%} of the warm items with >= 5 events hidden as new items",
+        }[self.protocol]
+        return {"split": how, "fit_events": len(self.fit), "held_out_events": len(self.held_out)}
+
+
+def validation_split(
+    protocol: str, train: Sequence[Event], *, seed: int = 0, max_stream: int | None = MAX_STREAM
+) -> Validation:
+    """Carve the validation split of ``protocol`` out of ``train`` (only ``train`` is read).
+
+    Examples
+    --------
+    >>> from liverec import Event
+    >>> evs = [Event(user="u", item=f"i{t}", timestamp=float(t), id=f"e{t}") for t in range(10)]
+    >>> v = validation_split("stream", evs)
+    >>> [e.id for e in v.held_out]
+    ['e8', 'e9']
+    >>> validation_split("static", evs).targets
+    {'u': {'i8', 'i9'}}
+    """
+    if protocol == "static":
+        s = temporal_user_split(train, test_frac=VALIDATION_FRAC)
+        return Validation(protocol, s.train, s.test, targets=s.test_by_user, exclude=s.train_by_user)
+    if protocol == "stream":
+        s = stream_split(train, warmup_frac=1.0 - VALIDATION_FRAC)
+        held = s.stream if max_stream is None else s.stream[:max_stream]
+        return Validation(protocol, s.warmup, held)
+    if protocol == "cold":
+        c = cold_item_split(train, item_frac=COLD_ITEM_FRAC, seed=seed)
+        return Validation(protocol, c.train, c.test, targets=c.test_by_user, candidates=tuple(sorted(c.cold_items)))
+    raise ValidationError(f"unknown protocol {protocol!r}; use static, stream or cold.", field="protocol")
+
+
+def validation_score(model: EvalModel, val: Validation, k: int, *, learn: bool = True) -> float:
+    """``model`` (already fitted on ``val.fit``) scored on the held-out part: NDCG@k or HR@k."""
+    if val.protocol == "stream":
+        hits = prequential(model, val.fit, val.held_out, k, learn=learn)
+        return float(np.mean(hits)) if hits else float("nan")
+    users = [u for u, rel in val.targets.items() if rel]
+    if val.protocol == "cold":
+        lists = rank_users(model, users, k, candidates=list(val.candidates))
+    else:
+        lists = rank_users(model, users, k, exclude=val.exclude)
+    return ranking_metrics(lists, val.targets, k)[f"ndcg@{k}"]
+
+
+def best_index(scores: Sequence[float]) -> int:
+    """Index of the highest score (the first one on ties; NaN never wins unless all are NaN).
+
+    Examples
+    --------
+    >>> best_index([0.1, float("nan"), 0.3, 0.3])
+    2
+    """
+    keyed = [(-math.inf if not math.isfinite(s) else s) for s in scores]
+    return int(np.argmax(keyed)) if keyed else 0
+
+
+class TunedModel:
+    """A baseline that picks its hyperparameters on validation data carved from what ``fit`` gets.
+
+    ``make(point)`` builds the model with one grid point's hyperparameters. ``fit``
+    scores every point of ``grid`` on :func:`validation_split` of its input, then fits
+    the best one on the whole input; ``tuning`` records the grid, every score, the
+    choice and the seconds it took. Everything else is delegated to the chosen model.
+
+    Examples
+    --------
+    >>> from liverec import Event
+    >>> class Const:
+    ...     def __init__(self, best): self.name, self.best = "c", best
+    ...     def fit(self, train): pass
+    ...     def learn_one(self, e): pass
+    ...     def recommend(self, user, k, *, exclude=(), candidates=None):
+    ...         return ["i9"] if self.best else ["i0"]
+    >>> evs = [Event(user="u", item=f"i{t}", timestamp=float(t), id=f"e{t}") for t in range(10)]
+    >>> m = TunedModel("c", lambda p: Const(**p), [{"best": False}, {"best": True}], "stream", k=1)
+    >>> m.fit(evs); m.tuning["chosen"], m.tuning["scores"]
+    ({'best': True}, [0.0, 0.5])
+    """
+
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[Mapping[str, Any]], EvalModel],
+        grid: Sequence[Mapping[str, Any]],
+        protocol: str,
+        *,
+        k: int = 10,
+        learn: bool = True,
+        seed: int = 0,
+        max_stream: int | None = MAX_STREAM,
+    ) -> None:
+        if not grid:
+            raise ValueError("TunedModel needs a grid with at least one point.")
+        self.name = name
+        self.make = make
+        self.grid = [dict(p) for p in grid]
+        self.protocol = protocol
+        self.k = k
+        self.learn = learn
+        self.seed = seed
+        self.max_stream = max_stream
+        self.model: EvalModel | None = None
+        self.tuning: dict[str, Any] | None = None
+
+    def fit(self, train: Sequence[Event]) -> None:
+        t = time.perf_counter()
+        val = validation_split(self.protocol, train, seed=self.seed, max_stream=self.max_stream)
+        check_no_overlap(val.fit, val.held_out)
+        scores: list[float] = []
+        for point in self.grid:
+            model = self.make(point)
+            model.fit(val.fit)
+            scores.append(validation_score(model, val, self.k, learn=self.learn))
+            close_model(model)
+        best = self.grid[best_index(scores)]
+        self.tuning = {
+            "grid": self.grid,
+            "scores": [round(s, 6) if math.isfinite(s) else None for s in scores],
+            "chosen": best,
+            "metric": f"{val.metric}@{self.k}",
+            "validation": val.describe(),
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+        self.model = self.make(best)
+        self.model.fit(train)
+
+    def _fitted(self) -> EvalModel:
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: call fit(train) before learn_one or recommend.")
+        return self.model
+
+    def learn_one(self, event: Event) -> None:
+        self._fitted().learn_one(event)
+
+    def recommend(
+        self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
+    ) -> list[str]:
+        return self._fitted().recommend(user, k, exclude=exclude, candidates=candidates)
+
+    def close(self) -> None:
+        if self.model is not None:
+            close_model(self.model)
