@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -767,10 +767,12 @@ class Engine:
 
     def tune(
         self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
-        max_trials: int | None = None,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None,
     ) -> TunedConfig:
         """Search the configuration on the engine's own log, store it, and (``refit``) fit with it.
 
+        ``users`` restricts which users' recent events are held out for validation (for a
+        held-out check: tune on one half of the users, measure on the other).
         Raises :class:`~liverec.errors.ValidationError` when the log is too small to tune.
         """
         budget = self.settings.tune_budget_seconds if budget is None else budget
@@ -783,7 +785,7 @@ class Engine:
         tuner = Tuner(
             self._make_learner, self._source_params(), weights, self.feedback,
             budget_seconds=float(budget), seed=self.settings.seed if seed is None else seed,
-            history_length=self.settings.history_length, max_trials=max_trials, progress=progress,
+            history_length=self.settings.history_length, max_trials=max_trials, progress=progress, users=users,
         )
         try:
             tuned = tuner.run(events, self.catalog)
