@@ -223,12 +223,12 @@ def test_the_eval_json_holds_every_grid_and_the_choice(tmp_path, monkeypatch) ->
     events = _random_log(users=40, items=30)
     items = [Item(id=f"i{n}", text=f"item number {n} genre {n % 4}") for n in range(30)]
     ds = Dataset("random", items, events)
-    out = evaluate(ds, ["pop", "ease", "ease:l2=10", "itemknn"], protocol="static", encoder=_HashEncoder(),
+    out = evaluate(ds, ["pop", "ease", "ease:l2=10", "itemknn", "sknn"], protocol="static", encoder=_HashEncoder(),
                    cache_url=f"sqlite:///{tmp_path}/v.db")
     write_json(out, tmp_path / "o.json")
     got = json.loads((tmp_path / "o.json").read_text())
     t = got["tuning"]
-    assert set(t) == {"ease", "itemknn"}  # pop has nothing to tune; ease:l2=10 is fixed
+    assert set(t) == {"ease", "itemknn", "sknn"}  # pop has nothing to tune; ease:l2=10 is fixed
     assert t["ease"]["grid"] == [{"l2": v} for v in (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)]
     assert len(t["ease"]["scores"]) == 6 and t["ease"]["chosen"] in t["ease"]["grid"]
     best = max(s for s in t["ease"]["scores"] if s is not None)
