@@ -306,12 +306,12 @@ def test_bad_variants_refuse_to_start(encoder) -> None:
 
 # --------------------------------------------------------------------- privacy
 def test_dp_exports(make_client) -> None:
-    c = make_client(open_access=True, dp_max_contributions=3)
+    c = make_client(open_access=True, dp_max_contributions=3, dp_budget=20)
     events = [{"user": f"u{i}", "item": "2", "kind": "like"} for i in range(40)]
     events += [{"user": f"u{i}", "item": "18", "kind": "click"} for i in range(10)]
     events += [{"user": "heavy", "item": str(i), "kind": "click"} for i in range(1, 60)]
     c.post("/events", json={"events": events})
-    r = c.get("/admin/export/popularity", params={"epsilon": 50, "top": 300}).json()
+    r = c.get("/admin/export/popularity", params={"epsilon": 10, "top": 300}).json()
     assert r["sensitivity"] == 3 and "geometric" in r["mechanism"]
     counts = r["counts"]
     assert len(counts) == 300  # every catalog item gets noise, zeros included

@@ -111,7 +111,9 @@ class LiveStats:
     A click is attributed to the variant that served the item to that user in one of
     their last slates; each served item is credited at most once. Time series use
     ``bucket_seconds`` buckets over the last ``window`` buckets (for the live page).
-    DP counters bound each user's contribution at ``max_contributions``.
+    DP counters bound each user's contribution at ``max_contributions`` served items and
+    as many clicks, over all variants together (not per variant: a user who sees four
+    variants still moves each released vector by at most that bound).
     """
 
     max_contributions: int = 20
@@ -121,7 +123,7 @@ class LiveStats:
     variants: dict[str, _Counts] = field(default_factory=lambda: defaultdict(_Counts))
     _served_by_user: "OrderedDict[str, dict[str, str]]" = field(default_factory=OrderedDict)
     _dp: dict[str, _Counts] = field(default_factory=lambda: defaultdict(_Counts))
-    _dp_user: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    _dp_user: dict[str, list[int]] = field(default_factory=dict)
     _series: deque = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     events: int = 0
@@ -151,7 +153,7 @@ class LiveStats:
             self._served_by_user[user] = seen
             while len(self._served_by_user) > self.max_users:
                 self._served_by_user.popitem(last=False)
-            dp = self._dp_user.setdefault((user, variant), [0, 0])
+            dp = self._dp_user.setdefault(user, [0, 0])
             take = min(len(items), self.max_contributions - dp[0])
             if take > 0:
                 dp[0] += take
@@ -171,7 +173,7 @@ class LiveStats:
                 return None
             self.variants[variant].clicked += 1
             b["clicked"][variant] = b["clicked"].get(variant, 0) + 1
-            dp = self._dp_user.setdefault((user, variant), [0, 0])
+            dp = self._dp_user.setdefault(user, [0, 0])
             if dp[1] < self.max_contributions:
                 dp[1] += 1
                 self._dp[variant].clicked += 1
@@ -181,12 +183,11 @@ class LiveStats:
         """Erasure: drop the user's served-items memory and DP bookkeeping."""
         with self._lock:
             self._served_by_user.pop(user, None)
-            for key in [k for k in self._dp_user if k[0] == user]:
-                del self._dp_user[key]
+            self._dp_user.pop(user, None)
 
     def knows(self, user: str) -> bool:
         with self._lock:
-            return user in self._served_by_user or any(k[0] == user for k in self._dp_user)
+            return user in self._served_by_user or user in self._dp_user
 
     def ctr(self) -> dict[str, dict[str, Any]]:
         with self._lock:

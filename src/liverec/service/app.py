@@ -35,24 +35,50 @@ from typing import Any, AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import TypeAdapter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import Engine
 from ..errors import ConflictError, LiverecError, NotFoundError, StoreError, UnknownItemError, ValidationError
 from ..settings import Settings
 from ..types import Event, Recommendation
+from ..validate import check_filters, check_id, check_json_value
 from . import schemas as S
 from .ab import LiveStats, Variant, assign, parse_variants
 from .auth import HEADER, allows, hash_key
-from .privacy import dp_counts
+from .privacy import MAX_EPSILON, dp_counts
 
 log = logging.getLogger("liverec.http")
 PAGE = Path(__file__).parent / "page"
 _KEY_TTL = 5.0  # seconds a key lookup is cached: a revoked key stops working within this
+# Sent with every response, the page's and the API's. Scripts, styles and connections
+# come from this origin only; images may also come from https hosts because item
+# covers (the ``image_url`` attribute) are the catalog's own links, fetched without a
+# referrer, and the page shows initials when one is unreachable.
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+     b"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+     b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_FIX = {
+    400: "send a well-formed JSON body (Content-Type: application/json) as the OpenAPI schema at /openapi.json describes.",
+    401: "send an API key in the X-API-Key header (or Authorization: Bearer); create one with `liverec keys create NAME --role ROLE`.",
+    403: "use a key with the role the message names.",
+    404: "check the path and id; the endpoints are listed at /openapi.json.",
+    405: "use one of the methods in the Allow header.",
+    413: "split the request, or raise LIVEREC_MAX_BODY_BYTES / LIVEREC_MAX_BATCH.",
+    422: "correct that field and send the request again; nothing was stored.",
+    429: "wait, or raise the limit the message names.",
+}
 
 
 class _Service:
@@ -223,12 +249,33 @@ class _Edge:
             return
         t0 = time.perf_counter()
         status = [500]
+        started = [False]
 
         async def send_(msg: dict) -> None:
             if msg["type"] == "http.response.start":
                 status[0] = msg["status"]
+                started[0] = True
+                have = {k.lower() for k, _ in msg.get("headers") or []}
+                msg = {**msg, "headers": [*(msg.get("headers") or []),
+                                          *(h for h in SECURITY_HEADERS if h[0] not in have)]}
             await send(msg)
 
+        try:
+            await self._serve(scope, receive, send_, t0, status)
+        except Exception as exc:  # noqa: BLE001 - answered here, once, so the connection stays open
+            # Handled here rather than by an app-level handler for Exception: Starlette
+            # re-raises after such a handler, so the server logged every 500 a second
+            # time and closed the keep-alive connection.
+            rid = uuid.uuid4().hex[:12]
+            log.error("internal error %s on %s %s", rid, scope["method"],
+                      getattr(scope.get("route"), "path", None) or "unmatched", exc_info=exc)
+            if not started[0]:
+                resp = _error(500, "internal_error", f"internal error (reference {rid}); the details are in the server log.",
+                              fix="retry; if it persists, report the reference to the operator.")
+                await resp(scope, receive, send_)
+            self._done(scope, status[0], t0)
+
+    async def _serve(self, scope: dict, receive: Callable, send_: Callable, t0: float, status: list[int]) -> None:
         if scope["method"] in ("POST", "PUT", "PATCH"):
             headers = dict(scope.get("headers") or [])
             declared = headers.get(b"content-length")
@@ -326,6 +373,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # Metrics are Prometheus (/metrics); FastAPI's native OpenTelemetry hook otherwise
         # looks up the tracer/meter providers on every request (~5% of a request's CPU).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's own /docs and /redoc load their scripts from a CDN (blank offline, and
+        # outside the Content-Security-Policy): /docs is served below from local files.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(_Edge, svc_of=lambda: holder.get("svc"), max_body=settings.max_body_bytes)
     api_key = APIKeyHeader(name=HEADER, auto_error=False, description="API key; roles read < write < admin")
@@ -335,31 +386,61 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def svc_dep(request: Request) -> _Service:
         return request.app.state.svc
 
+    async def authorize(request: Request, key: str | None, role: str) -> None:
+        """Raise 401/403 unless ``key`` (or a Bearer token) has ``role``."""
+        svc: _Service = request.app.state.svc
+        if svc.settings.open_access:
+            return
+        if not key:
+            auth = request.headers.get("authorization", "")
+            key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        if not key:
+            raise HTTPException(401, f"this call needs an API key with role {role!r} in the {HEADER} header.")
+        known, have = svc.role_cached(key)
+        if not known:  # a store lookup, at most once per key every _KEY_TTL seconds
+            have = await asyncio.to_thread(svc.role_of, key)
+        if have is None:
+            raise HTTPException(401, f"unknown or revoked API key; create one with `liverec keys create NAME --role {role}`.")
+        if not allows(have, role):
+            raise HTTPException(403, f"this call needs role {role!r}; the key has role {have!r}.")
+
     def need(role: str) -> Any:
         async def check(request: Request, key: str | None = Depends(api_key)) -> None:
-            svc: _Service = request.app.state.svc
-            if svc.settings.open_access:
-                return
-            if not key:
-                auth = request.headers.get("authorization", "")
-                key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-            if not key:
-                raise HTTPException(401, f"this call needs an API key with role {role!r} in the {HEADER} header.")
-            known, have = svc.role_cached(key)
-            if not known:  # a store lookup, at most once per key every _KEY_TTL seconds
-                have = await asyncio.to_thread(svc.role_of, key)
-            if have is None:
-                raise HTTPException(401, f"unknown or revoked API key; create one with `liverec keys create NAME --role {role}`.")
-            if not allows(have, role):
-                raise HTTPException(403, f"this call needs role {role!r}; the key has role {have!r}.")
+            await authorize(request, key, role)
 
+        check.role = role  # type: ignore[attr-defined]  # read by auth_first and the OpenAPI patch
         return Depends(check)
 
     read, write, admin = need("read"), need("write"), need("admin")
 
+    def role_of_route(route: Any) -> str | None:
+        for dep in getattr(route, "dependencies", None) or []:
+            role = getattr(dep.dependency, "role", None)
+            if role is not None:
+                return role
+        return None
+
+    async def auth_first(request: Request) -> JSONResponse | None:
+        """The 401/403 a request earns before its body is looked at.
+
+        FastAPI parses the JSON body before it runs dependencies, so a malformed body
+        would be answered 400/422 to a caller without a key; this answers 401 first.
+        """
+        role = role_of_route(request.scope.get("route"))
+        if role is None:
+            return None
+        try:
+            await authorize(request, request.headers.get(HEADER), role)
+        except HTTPException as exc:
+            return await _http(request, exc)
+        return None
+
     # ------------------------------------------------------------- errors
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        denied = await auth_first(request)
+        if denied is not None:
+            return denied
         errs = list(exc.errors())
         # POST /events takes one event or {"events": [...]}: report only the branch the body meant.
         branches = {"EventIn", "EventsIn"}
@@ -373,44 +454,57 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             ] or errs
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            ctx = first.get("ctx") or {}
+            return _error(422, "invalid_json", f"the body is not valid JSON ({ctx.get('error', 'decode error')} "
+                          f"at character {first['loc'][-1] if first.get('loc') else '?'}).", "body", _FIX[400])
         return JSONResponse(
             {
                 "error": "validation_error",
                 "message": f"{where}: {first.get('msg')}",
                 "field": where,
-                "fix": "send the field as the OpenAPI schema at /docs describes.",
+                "fix": "send the field as the OpenAPI schema at /openapi.json describes.",
                 "errors": [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")} for e in errs[:20]],
             },
             status_code=422,
         )
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        kind = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "payload_too_large"}.get(exc.status_code, "error")
-        return JSONResponse({"error": kind, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = exc.status_code
+        if code == 400 and request.scope.get("route") is not None:
+            denied = await auth_first(request)  # a body FastAPI could not parse: auth still comes first
+            if denied is not None:
+                return denied
+        kind = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "payload_too_large", 429: "too_many_requests"}.get(code, "error")
+        message = str(exc.detail)
+        if code == 404 and request.scope.get("route") is None:
+            message = f"there is no endpoint {request.method} {request.url.path[:200]}."
+        elif code == 405:
+            message = f"{request.method} is not allowed on {request.url.path[:200]}."
+        elif code == 400 and message == "There was an error parsing the body":
+            message = "the body could not be parsed as JSON (malformed, or nested too deeply)."
+        return JSONResponse(S.ErrorOut(error=kind, message=message, field=None, fix=_FIX.get(code)).model_dump(),
+                            status_code=code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(LiverecError)
     async def _domain(request: Request, exc: LiverecError) -> JSONResponse:
         field = getattr(exc, "field", None)
         if isinstance(exc, UnknownItemError) and request.method in ("POST", "PUT"):
-            return _error(422, "unknown_item", str(exc), field)
+            return _error(422, "unknown_item", str(exc), field, "add the item with POST /items first, "
+                          "or start the server with LIVEREC_AUTO_CREATE_ITEMS=true; nothing was stored.")
         if isinstance(exc, NotFoundError):
-            return _error(404, "not_found", str(exc), field)
+            return _error(404, "not_found", str(exc), field, _FIX[404])
         if isinstance(exc, ValidationError):
-            return _error(422, "validation_error", str(exc), field)
+            return _error(422, "validation_error", str(exc), field, _FIX[422])
         if isinstance(exc, ConflictError):
-            return _error(409, "conflict", str(exc), field)
+            return _error(409, "conflict", str(exc), field, "wait for the running operation to finish, then retry.")
         if isinstance(exc, StoreError):
             log.error("store error: %s", exc.__class__.__name__)
-            return _error(503, "store_unavailable", "the store is not reachable; retry later.")
-        return _error(400, "bad_request", str(exc), field)
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        rid = uuid.uuid4().hex[:12]
-        log.error("internal error %s on %s", rid, request.method, exc_info=exc)
-        return _error(500, "internal_error", f"internal error (reference {rid}); the details are in the server log.")
+            return _error(503, "store_unavailable", "the store is not reachable; retry later.",
+                          fix="retry later; the operator should check the database.")
+        return _error(400, "bad_request", str(exc), field, "correct the request as the message says.")
 
     # ------------------------------------------------------------- health
     @app.get("/health", response_model=S.HealthOut, tags=["ops"])
@@ -471,12 +565,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @app.get("/items/{item_id}", response_model=S.ItemOut, tags=["items"], dependencies=[read],
              responses={404: {"model": S.ErrorOut}})
     def get_item(item_id: str = PathParam(max_length=256), svc: _Service = Depends(svc_dep)) -> S.ItemOut:
+        _path_id(item_id, "item_id")
         it = svc.engine.get_item(item_id)
         return S.ItemOut(id=it.id, text=it.text, attributes=dict(it.attributes))
 
     @app.delete("/items/{item_id}", tags=["items"], dependencies=[write], responses={404: {"model": S.ErrorOut}})
     def delete_item(item_id: str = PathParam(max_length=256), svc: _Service = Depends(svc_dep)) -> dict[str, int]:
         """Remove an item from the catalog (its past events stay in the log)."""
+        _path_id(item_id, "item_id")
         n = svc.engine.remove_items([item_id])
         if n == 0:
             raise HTTPException(404, f"unknown item {item_id!r}: it is not in the catalog.")
@@ -527,10 +623,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """The top ``k`` items for ``user``, with reasons, propensities and the serving variant."""
         svc: _Service = request.app.state.svc
         t0 = time.perf_counter()
+        _path_id(user, "user")
+        if policy is not None and not policy.strip():
+            raise ValidationError("policy is empty; name a policy (greedy, or one of Settings.policies) or leave "
+                                  "the parameter out for the variant's own.", field="policy")
         if svc.shared and svc.engine.behind():  # one indexed query inline; learning off the loop
             await asyncio.to_thread(svc.engine.catch_up)
         f = _json_param(filters, "filters")
+        if f is not None:
+            check_filters(f)
         ctx = _json_param(context, "context") or {}
+        check_json_value(ctx, "context")
         if variant is not None and variant not in svc.by_name:
             raise ValidationError(f"unknown variant {variant!r}; configured variants are {sorted(svc.by_name)}.",
                                   field="variant")
@@ -581,6 +684,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     def explain(user: str = PathParam(max_length=256), item: str = PathParam(max_length=256),
                 svc: _Service = Depends(svc_dep)) -> S.ExplanationOut:
         """Why ``item`` would (or would not) be recommended to ``user`` now."""
+        _path_id(user, "user")
+        _path_id(item, "item")
         if svc.shared:
             svc.engine.catch_up()
         r = svc.engine.explain(user, item)
@@ -594,6 +699,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @app.get("/users/{user}", response_model=S.UserOut, tags=["users"], dependencies=[read])
     def get_user(user: str = PathParam(min_length=1, max_length=256), svc: _Service = Depends(svc_dep)) -> S.UserOut:
         """The user's variant, declared interests and latest events."""
+        _path_id(user, "user")
         if svc.shared:
             svc.engine.catch_up()
         hist = svc.engine.history(user)
@@ -608,6 +714,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     def put_interests(body: S.InterestsIn, user: str = PathParam(min_length=1, max_length=256),
                       svc: _Service = Depends(svc_dep)) -> S.UserOut:
         """Declare (or clear with null) what the user says they like, as free text."""
+        _path_id(user, "user")
         svc.engine.set_interests(user, body.interests)
         svc.invalidate(user)
         if svc.rep is not None:
@@ -619,8 +726,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """Erase the user: events, impressions, interests, learner state, caches, A/B counters.
 
         The A/B assignment is a hash of the id and is stored nowhere; the per-variant
-        counters forget which items were served to the user.
+        counters forget which items were served to the user. The user's event ids are
+        forgotten with them: an event sent later with one of those ids is new data and is
+        stored again.
         """
+        _path_id(user, "user")
         counts = dict(svc.engine.delete_user(user))
         counts["cache_entries"] = svc.forget(user)
         log.info("erased one user (%d events)", counts.get("events", 0))
@@ -653,7 +763,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         """Time series for the live page: events/s, requests/s, latency, CTR per variant."""
         return S.StatsOut(events_total=svc.stats.events, items=svc.engine.n_items,
                           model_version=svc.engine.model_version, bucket_seconds=svc.stats.bucket_seconds,
-                          series=svc.stats.series(), variants=_variants(svc))
+                          series=svc.stats.series(), variants=_variants(svc),
+                          tuned=svc.engine.tuned.summary() if svc.engine.tuned is not None else None)
 
     # -------------------------------------------------------------- admin
     @app.post("/admin/fit", response_model=S.FitOut, status_code=202, tags=["admin"], dependencies=[admin])
@@ -675,7 +786,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @app.get("/admin/export/popularity", response_model=S.DPCountOut, tags=["privacy"], dependencies=[admin])
     def export_popularity(
-        epsilon: float | None = Query(None, ge=0.001, le=100, description="Privacy budget (default: Settings.dp_epsilon)"),
+        epsilon: float | None = Query(None, ge=0.001, le=MAX_EPSILON,
+                                      description="ε this export spends (default: Settings.dp_epsilon)"),
         top: int = Query(100, ge=1, le=100_000, description="Return the top items by noisy count"),
         svc: _Service = Depends(svc_dep),
     ) -> S.DPCountOut:
@@ -686,7 +798,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         (zeros included, so which items were touched is not revealed), then the top
         ``top`` noisy counts are returned (post-processing).
         """
-        eps = epsilon or svc.settings.dp_epsilon
+        eps, spent = _spend(svc, epsilon)
         cap = svc.settings.dp_max_contributions
         weights = svc.engine.feedback.kind_weights
         per_user: dict[str, list[str]] = {}
@@ -706,15 +818,21 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         noisy = dp_counts(counts, epsilon=eps, sensitivity=cap)
         best = dict(sorted(noisy.items(), key=lambda kv: -kv[1])[:top])
         return S.DPCountOut(epsilon=eps, sensitivity=cap, mechanism="two-sided geometric (discrete Laplace)",
-                            counts=best)
+                            budget=svc.settings.dp_budget, budget_spent=spent, counts=best)
 
     @app.get("/admin/export/variants", response_model=S.DPVariantOut, tags=["privacy"], dependencies=[admin])
     def export_variants(
-        epsilon: float | None = Query(None, ge=0.001, le=100, description="Privacy budget (default: Settings.dp_epsilon)"),
+        epsilon: float | None = Query(None, ge=0.001, le=MAX_EPSILON,
+                                      description="ε this export spends (default: Settings.dp_epsilon)"),
         svc: _Service = Depends(svc_dep),
     ) -> S.DPVariantOut:
-        """ε-DP per-variant CTR: noisy served and clicked counts (ε/2 each), CTR from them."""
-        eps = epsilon or svc.settings.dp_epsilon
+        """ε-DP per-variant CTR: noisy served and clicked counts (ε/2 each), CTR from them.
+
+        Each user adds at most ``dp_max_contributions`` served items and as many clicks
+        to the counts of all variants together, so that bound is the L1 sensitivity of
+        each vector however many variants (or ``?policy=`` overrides) the user saw.
+        """
+        eps, spent = _spend(svc, epsilon)
         cap = svc.settings.dp_max_contributions
         raw = svc.stats.dp_counts()
         names = [v.name for v in svc.variants] + sorted(n for n in raw if n not in svc.by_name)
@@ -725,15 +843,32 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 "ctr": min(1.0, clicked[n] / served[n]) if served[n] else None} for n in names
         }
         return S.DPVariantOut(epsilon=eps, sensitivity=cap, mechanism="two-sided geometric (discrete Laplace)",
-                              variants=out)
+                              budget=svc.settings.dp_budget, budget_spent=spent, variants=out)
 
     # --------------------------------------------------------------- page
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(PAGE / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(_docs_html(swagger_ui_dir() is not None))
+
+    swagger = swagger_ui_dir()
+    if swagger is not None:
+        app.mount("/docs/assets", StaticFiles(directory=swagger), name="swagger-ui")
     if PAGE.is_dir():
         app.mount("/static", StaticFiles(directory=PAGE), name="static")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_errors(
+                get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes),
+                {(r.path, m.lower()): role_of_route(r) for r in app.routes for m in getattr(r, "methods", None) or ()},
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -755,6 +890,85 @@ def _batch_limit(n: int, limit: int, what: str) -> None:
     if n > limit:
         raise HTTPException(413, f"{n} {what} in one request; the limit is {limit}. "
                                  f"Split the batch, or raise LIVEREC_MAX_BATCH.")
+
+
+def _path_id(value: str, field: str) -> None:
+    """An id in the URL path follows the id rule (so ``%00`` is a 422 on every store, not a 500)."""
+    check_id(value, field)
+
+
+def _spend(svc: _Service, epsilon: float | None) -> tuple[float, float]:
+    """(ε, total spent) for one DP export, after charging ε to the store's privacy budget.
+
+    The budget is kept in the store, so restarts and every worker or replica over the
+    same store share it; an export that would exceed ``Settings.dp_budget`` is refused
+    (429) and spends nothing.
+    """
+    eps = float(epsilon or svc.settings.dp_epsilon)
+    if eps > MAX_EPSILON:
+        raise ValidationError(
+            f"epsilon {eps:g} is above {MAX_EPSILON:g}: the noise would be so small that the export released "
+            f"near-exact counts. Use epsilon <= {MAX_EPSILON:g} (LIVEREC_DP_EPSILON for the default).",
+            field="epsilon",
+        )
+    budget = svc.settings.dp_budget
+    ok, spent = svc.engine.store.spend("dp_epsilon_spent", eps, limit=budget)
+    if not ok:
+        raise HTTPException(
+            429,
+            f"the privacy budget is spent: DP exports of this store have used ε={spent:g} of dp_budget={budget:g}, "
+            f"and this export needs ε={eps:g}. Every export adds to what an observer can learn about one user; "
+            "export with a smaller epsilon, or raise LIVEREC_DP_BUDGET knowing the total privacy loss grows.",
+        )
+    return eps, spent
+
+
+def swagger_ui_dir() -> Path | None:
+    """The Swagger UI files shipped by the ``swagger-ui-bundle-v2`` package, if installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path))
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def _docs_html(swagger: bool) -> str:
+    """/docs: Swagger UI from local files, or (without the package) a plain list of the
+    endpoints read from /openapi.json. No inline script: the CSP allows none."""
+    assets = ('<link rel="stylesheet" href="/docs/assets/swagger-ui.css">\n'
+              '<script src="/docs/assets/swagger-ui-bundle.js" defer></script>\n') if swagger else ""
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>liverec API</title>\n<link rel="stylesheet" href="/static/docs.css">\n{assets}'
+        '<script src="/static/docs.js" defer></script>\n</head>\n<body>\n'
+        '<div id="swagger-ui"></div>\n'
+        '<main id="plain-docs" class="plain-docs" hidden>\n<h1>liverec API</h1>\n'
+        '<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a>. '
+        '(Install the <code>swagger-ui-bundle-v2</code> package for the interactive view.)</p>\n'
+        '<ul id="endpoints"></ul>\n</main>\n</body>\n</html>\n'
+    )
+
+
+def _document_errors(doc: dict[str, Any], roles: dict[tuple[str, str], str | None]) -> dict[str, Any]:
+    """Add the error responses every operation can give, in the one error shape."""
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    doc.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = S.ErrorOut.model_json_schema()
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            res = op.setdefault("responses", {})
+            if roles.get((path, method)):
+                res.setdefault("401", {"description": "No API key, or an unknown or revoked one", **ref})
+                res.setdefault("403", {"description": "The key's role is too low", **ref})
+            if op.get("parameters") or op.get("requestBody"):
+                res["422"] = {"description": "A field is invalid (named in `field`); nothing was stored", **ref}
+            if op.get("requestBody"):
+                res.setdefault("400", {"description": "The body could not be parsed", **ref})
+                res.setdefault("413", {"description": "The body or the batch is too large", **ref})
+    doc.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    doc.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+    return doc
 
 
 def _json_param(raw: str | None, name: str) -> dict[str, Any] | None:

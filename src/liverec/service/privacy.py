@@ -15,7 +15,9 @@ whose per-user contribution is bounded first.
   (``epsilon / 2`` each); the released CTR is post-processing of the noisy counts.
 
 Negative noisy counts are clipped to 0 (post-processing keeps the guarantee). Every
-call spends budget afresh: an operator who exports often should lower ``epsilon``.
+export spends its ε from one budget per store (``Settings.dp_budget``, basic
+composition: the total privacy loss is the sum); once spent, exports are refused.
+One export's ε is at most ``MAX_EPSILON``.
 
 Examples
 --------
@@ -29,6 +31,11 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+
+#: Largest ε one export may spend. Above it the noise is mostly zero (with
+#: sensitivity 1, ε=10 leaves a count exact with probability 0.9999): the export would
+#: release the exact counts DP is meant to hide.
+MAX_EPSILON = 10.0
 
 
 def dp_counts(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..types import Event, Item, Recommendation
+from ..validate import check_text
 
 Id = Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")
 
@@ -93,7 +94,8 @@ class RecommendationOut(BaseModel):
     def of(cls, r: Recommendation, attributes: dict[str, Any]) -> "RecommendationOut":
         return cls(
             item=r.item, score=r.score, propensity=r.propensity, position=r.position,
-            title=attributes.get("title"), image_url=attributes.get("image_url"), attributes=attributes,
+            title=_str_or_none(attributes.get("title")), image_url=_str_or_none(attributes.get("image_url")),
+            attributes=attributes,
             explanation=r.explanation,
             reasons=[ReasonOut(source=x.source, contribution=x.contribution, text=x.text, because=list(x.because))
                      for x in r.reasons],
@@ -121,6 +123,15 @@ class ExplanationOut(BaseModel):
 
 class InterestsIn(_Strict):
     interests: str | None = Field(None, max_length=10_000, description="Free text; null clears them")
+
+    @field_validator("interests")
+    @classmethod
+    def _storable(cls, v: str | None) -> str | None:
+        # The same refusal on every store: PostgreSQL cannot hold NUL, and no store
+        # should keep text that is not valid Unicode.
+        if v is not None:
+            check_text(v, "interests")
+        return v
 
 
 class UserOut(BaseModel):
@@ -178,12 +189,17 @@ class StatsOut(BaseModel):
     bucket_seconds: float
     series: list[dict[str, Any]]
     variants: list[VariantOut]
+    tuned: dict[str, Any] | None = Field(
+        None, description="The configuration fit(tune=True) chose: sources, weights, feedback, validation score"
+    )
 
 
 class DPCountOut(BaseModel):
     epsilon: float
     sensitivity: int
     mechanism: str
+    budget: float = Field(description="Total ε all exports of this store may spend (Settings.dp_budget)")
+    budget_spent: float = Field(description="ε spent so far, this export included")
     counts: dict[str, int]
 
 
@@ -191,6 +207,8 @@ class DPVariantOut(BaseModel):
     epsilon: float
     sensitivity: int
     mechanism: str
+    budget: float = Field(description="Total ε all exports of this store may spend (Settings.dp_budget)")
+    budget_spent: float = Field(description="ε spent so far, this export included")
     variants: dict[str, dict[str, float | int | None]]
 
 
@@ -199,3 +217,9 @@ class ErrorOut(BaseModel):
     message: str
     field: str | None = None
     fix: str | None = None
+
+
+def _str_or_none(v: Any) -> str | None:
+    """A display attribute (title, cover URL) only when it is text: an item whose title is
+    a number or a list must not break the response of everyone it is served to."""
+    return v if isinstance(v, str) else None

@@ -57,6 +57,8 @@
       if (k === "class") el.className = v;
       else if (k === "dataset") Object.assign(el.dataset, v);
       else if (k === "text") el.textContent = v;
+      // Through the CSSOM: the Content-Security-Policy (style-src 'self') blocks style attributes.
+      else if (k === "style") el.style.cssText = v;
       else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
       else el.setAttribute(k, v === true ? "" : v);
     }
