@@ -30,6 +30,7 @@ from sqlalchemy.pool import StaticPool
 
 from .._extras import require
 from ..errors import StoreError
+from ..validate import check_text
 from ..types import Event, Item
 from . import schema as S
 
@@ -94,6 +95,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # FULL: a commit is on disk when record() returns ("durability on").
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=10000")
+    # Deleted rows are overwritten with zeros, not left in free pages: an erased
+    # user's id and text do not linger in the file.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
@@ -259,7 +263,7 @@ class Store:
         """The stored rows of ``ids`` (unknown ids are left out), in catalog order."""
         out: list[StoredItem] = []
         with self._connect() as conn:
-            for chunk in _chunks(list(ids)):
+            for chunk in _chunks(_storable(ids)):
                 rows = conn.execute(sa.select(S.items).where(S.items.c.id.in_(chunk))).all()
                 out += [StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated) for r in rows]
         return sorted(out, key=lambda x: x.seq)
@@ -269,6 +273,8 @@ class Store:
             return {r[0] for r in conn.execute(sa.select(S.items.c.id))}
 
     def get_item(self, item_id: str) -> StoredItem | None:
+        if not _storable([item_id]):
+            return None
         with self._connect() as conn:
             r = conn.execute(sa.select(S.items).where(S.items.c.id == item_id)).first()
         return None if r is None else StoredItem(r.seq, r.id, r.text, r.attributes or {}, r.created, r.updated)
@@ -277,7 +283,7 @@ class Store:
         """Delete items (their past events stay in the log). Returns rows deleted."""
         n = 0
         with self._begin() as conn:
-            for chunk in _chunks(list(ids)):
+            for chunk in _chunks(_storable(ids)):
                 n += conn.execute(S.items.delete().where(S.items.c.id.in_(chunk))).rowcount
             if n:
                 self._bump(conn, "changes")
@@ -288,7 +294,14 @@ class Store:
 
     # -------------------------------------------------------------------- users
     def set_interests(self, user: str, interests: str | None, now: float | None = None) -> None:
-        """Store (or clear, with ``None``) a user's declared interests."""
+        """Store (or clear, with ``None``) a user's declared interests.
+
+        Text with NUL or lone surrogates is refused (:class:`~liverec.errors.ValidationError`)
+        on every backend alike: PostgreSQL cannot store NUL, and SQLite must not accept
+        what PostgreSQL refuses.
+        """
+        if interests is not None:
+            check_text(interests, "interests")
         now = time.time() if now is None else now
         stmt = self._insert(S.users).values(id=user, interests=interests, created=now, updated=now)
         stmt = stmt.on_conflict_do_update(
@@ -299,6 +312,8 @@ class Store:
             self._bump(conn, "changes")
 
     def get_interests(self, user: str) -> str | None:
+        if not _storable([user]):
+            return None
         with self._connect() as conn:
             return conn.execute(
                 sa.select(S.users.c.interests).where(S.users.c.id == user)
@@ -318,9 +333,27 @@ class Store:
                 yield r.id, r.interests
 
     def delete_user(self, user: str) -> dict[str, int]:
-        """Erase every row about ``user`` in one transaction. Returns rows deleted per table."""
+        """Erase every row about ``user`` in one transaction. Returns rows deleted per table.
+
+        Gone: the user's events, impressions, interests, and the cached vector of the
+        interests text (``vectors``; another user or item with the very same text gets
+        it re-encoded). The event ids go with the events: an event later sent with one
+        of those ids is new data from the client and is stored again. On a SQLite file
+        the write-ahead log is then checkpointed and truncated, and ``secure_delete``
+        (set at connect) zeroes the freed pages, so the file keeps no copy; a reader
+        holding an older snapshot open can delay the truncation until its next erasure.
+        """
+        from ..encode.text import text_hash  # not at import: encode imports the store
+
         counts: dict[str, int] = {}
+        if not _storable([user]):  # such an id was never stored
+            return {"events": 0, "impressions": 0, "users": 0, "erasure_epoch": self.counter("erasures")}
         with self._begin() as conn:
+            interests = conn.execute(
+                sa.select(S.users.c.interests).where(S.users.c.id == user)
+            ).scalar_one_or_none()
+            if interests:
+                conn.execute(S.vectors.delete().where(S.vectors.c.text_hash == text_hash(interests)))
             counts["events"] = conn.execute(S.events.delete().where(S.events.c.user_id == user)).rowcount
             counts["impressions"] = conn.execute(
                 S.impressions.delete().where(S.impressions.c.user_id == user)
@@ -328,7 +361,32 @@ class Store:
             counts["users"] = conn.execute(S.users.delete().where(S.users.c.id == user)).rowcount
             # A counter, no id: replicas that missed the erasure notice see it moved and re-fit.
             counts["erasure_epoch"] = self._bump(conn, "erasures")
+        self._checkpoint()
         return counts
+
+    def _checkpoint(self) -> None:
+        """Move the write-ahead log into the SQLite file and truncate it (no-op elsewhere)."""
+        if self.dialect != "sqlite" or self._serial is not None:  # in memory: no file, no log
+            return
+        with self._connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def spend(self, key: str, amount: float, *, limit: float) -> tuple[bool, float]:
+        """Add ``amount`` to the budget counter ``key`` unless that takes it above ``limit``.
+
+        One conditional UPDATE, so concurrent spenders (other workers, replicas) can
+        never overshoot together. Returns (spent now?, total spent).
+        """
+        total = sa.cast(S.meta.c.value, sa.Float) + amount
+        with self._begin() as conn:
+            conn.execute(self._insert(S.meta).values(key=key, value="0").on_conflict_do_nothing(index_elements=["key"]))
+            done = conn.execute(
+                S.meta.update()
+                .where(S.meta.c.key == key, total <= limit + 1e-9)
+                .values(value=sa.cast(total, sa.String))
+            ).rowcount
+            value = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == key)).scalar_one()
+        return done == 1, float(value)
 
     def _bump(self, conn: sa.Connection, key: str) -> int:
         stmt = self._insert(S.meta).values(key=key, value="1")
@@ -401,6 +459,8 @@ class Store:
         self, *, after_seq: int = 0, user: str | None = None, batch_size: int = 10_000
     ) -> Iterator[tuple[int, Event]]:
         """(seq, event) in append order, starting after ``after_seq``; paged by seq."""
+        if user is not None and not _storable([user]):
+            return
         cursor = after_seq
         while True:
             q = sa.select(S.events).where(S.events.c.seq > cursor)
@@ -416,6 +476,8 @@ class Store:
 
     def user_events(self, user: str) -> list[Event]:
         """A user's events, oldest first (by timestamp, then append order)."""
+        if not _storable([user]):
+            return []
         with self._connect() as conn:
             rows = conn.execute(
                 sa.select(S.events)
@@ -425,6 +487,8 @@ class Store:
         return [_row_to_event(r) for r in rows]
 
     def has_event(self, event_id: str) -> bool:
+        if not _storable([event_id]):
+            return False
         with self._connect() as conn:
             return conn.execute(sa.select(S.events.c.seq).where(S.events.c.id == event_id)).first() is not None
 
@@ -459,6 +523,8 @@ class Store:
             )
 
     def iter_impressions(self, *, user: str | None = None) -> Iterator[Impression]:
+        if user is not None and not _storable([user]):
+            return
         q = sa.select(S.impressions)
         if user is not None:
             q = q.where(S.impressions.c.user_id == user)
@@ -572,6 +638,13 @@ def _row_to_event(r: Any) -> Event:
         user=r.user_id, item=r.item_id, kind=r.kind, value=r.value, timestamp=r.ts,
         id=r.id, context=r.context or {},
     )
+
+
+def _storable(ids: Iterable[str]) -> list[str]:
+    """The ids a lookup can match: one holding NUL was never stored (ids are checked at
+    write), and PostgreSQL rejects it in a query, so it is answered "not found" here on
+    every backend alike."""
+    return [i for i in ids if "\x00" not in i]
 
 
 def _chunks(xs: list[Any], n: int = _CHUNK) -> Iterator[list[Any]]:
