@@ -16,6 +16,7 @@ from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
+from liverec.models.base import Retriever
 
 
 def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
@@ -167,6 +168,64 @@ def check_forget_removes_user(learner: Learner) -> None:
         np.testing.assert_allclose(m.score(UserState(u), items), ref.score(UserState(u), items), rtol=1e-4, atol=1e-5)
 
 
+def _recall_at_10(m: Learner, user: UserState, cand: np.ndarray) -> float | None:
+    """Share of the learner's exact top-10 (positive scores, live items) among ``cand``.
+
+    An item tied with the 10th exact score counts as a hit wherever ties fall.
+    """
+    cat = m.catalog_
+    live = cat.alive_idx()
+    s = np.asarray(m.score(user, cat.from_idx(live)), dtype=np.float64)
+    ref = np.sort(s[s > 0])[::-1][:10]
+    if not len(ref):
+        return None
+    got = np.asarray(m.score(user, cat.from_idx(cand)), dtype=np.float64) if len(cand) else np.zeros(0)
+    return min(int((got >= ref[-1] - 1e-9 * abs(ref[-1])).sum()), len(ref)) / len(ref)
+
+
+def check_retriever_candidates(learner: Learner) -> None:
+    """A Retriever's candidates: at most n, distinct, live, deterministic, and recall@10 >= 0.9.
+
+    Recall is against the learner's own exact top-10 over a 400-item catalog, asking
+    for n = 20 (5% of it), for fitted users, a user learned online and a cold user.
+    """
+    if not isinstance(learner, Retriever):
+        pytest.skip(f"{type(learner).__name__} is not a Retriever")
+    cat = make_catalog(400, seed=3)
+    events = make_events(cat, n_users=40, per_user=12, seed=4)
+    m = fitted(learner.clone(), events, cat)
+    online = [Event(user="fresh", item=f"i{j}", kind="click", timestamp=1_800_000_000.0 + j) for j in (6, 12, 18)]
+    for e in online:
+        m.learn_one(e)
+    cat.remove(["i0", "i2"])  # dead items are never candidates
+    users = [UserState(f"u{u}") for u in range(40)] + [UserState("fresh"), UserState("nobody")]
+    n = 20
+    recalls = []
+    first = {}
+    for st in users:
+        c = np.asarray(m.candidates(st, n))
+        assert c.dtype.kind == "i" and c.ndim == 1
+        assert len(c) <= n and len(np.unique(c)) == len(c), "at most n distinct items"
+        assert cat.alive[c].all(), "only live items"
+        np.testing.assert_array_equal(c, m.candidates(st, n), err_msg="the same call gives the same items")
+        assert len(m.candidates(st, 5)) <= 5
+        first[st.user] = c
+        r = _recall_at_10(m, st, c)
+        if r is not None:
+            recalls.append(r)
+    assert recalls, "the learner scores someone"
+    assert np.mean(recalls) >= 0.9, f"recall@10 of candidates(n={n}) vs exact: {np.mean(recalls):.3f}"
+    m2 = Learner.loads(m.dumps(), cat)
+    for st in users:
+        np.testing.assert_array_equal(first[st.user], m2.candidates(st, n), err_msg="same after dumps/loads")
+    m.forget("u3", [e for e in events if e.user == "u3"])
+    for st in users:
+        c = np.asarray(m.candidates(st, n))
+        assert len(c) <= n and len(np.unique(c)) == len(c) and cat.alive[c].all()
+    r = [_recall_at_10(m, st, m.candidates(st, n)) for st in users]
+    assert np.mean([x for x in r if x is not None]) >= 0.9, "recall holds after forget"
+
+
 ALL_CHECKS = [
     check_scores_shape_and_finite,
     check_unknown_user_cold_start,
@@ -178,4 +237,5 @@ ALL_CHECKS = [
     check_new_items_are_scorable,
     check_batch_equals_incremental,
     check_forget_removes_user,
+    check_retriever_candidates,
 ]

@@ -28,3 +28,24 @@ def test_centred_ann_retrieves_the_content_sources_top_items():
     # The raw inner product ranks differently: the reason the index centres.
     raw, _ = VectorIndex(cat, exact_max_items=0, threads=1).search(q, 20, exact=True)
     assert set(raw.tolist()) != want
+
+
+def test_retrieve_asks_retrievers_and_never_scores_the_catalog():
+    from liverec.models import REGISTRY
+    from liverec.models.base import Retriever
+    from liverec.rank import ranker
+    from checks.learner_checks import make_events
+
+    cat = make_catalog(400, seed=6)
+    log = InteractionLog.from_events(make_events(cat, n_users=30), cat)
+    names = ["content", "trending", "ease", "als", "itemknn", "transition", "tfidf"]
+    learners = {n: REGISTRY[n]().fit(log) for n in names}
+    assert all(isinstance(learners[n], Retriever) for n in names if n != "content")
+    sizes: list[int] = []
+    for n in names:
+        model, orig = learners[n], learners[n].score
+        model.score = lambda user, items, orig=orig: (sizes.append(len(items)), orig(user, items))[1]
+    index = VectorIndex(cat, exact_max_items=100, center=True, threads=1)
+    idx = ranker.retrieve(UserState("u1"), learners, {n: 1.0 for n in names}, cat, index, 20)
+    assert 0 < len(idx) <= 20 * len(names) and cat.alive[idx].all()
+    assert all(s < 100 for s in sizes), "a Retriever scored the whole catalog while retrieving"

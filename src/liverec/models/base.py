@@ -175,6 +175,36 @@ class Recommender(Protocol):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray: ...
 
 
+@runtime_checkable
+class Retriever(Protocol):
+    """A learner that finds its own best items: ``candidates(user, n)`` -> dense indices.
+
+    At most ``n`` distinct live items, about the learner's ``n`` best-scored ones, in
+    time that does not grow with the catalog (neighbour lists, an ANN index, a
+    maintained top list). The ranker asks every weighted Retriever for candidates and
+    scores only their union.
+
+    Examples
+    --------
+    >>> from liverec.models import ItemKNN, ContentProfile
+    >>> isinstance(ItemKNN(), Retriever), isinstance(ContentProfile(), Retriever)
+    (True, False)
+    """
+
+    def candidates(self, user: UserState, n: int) -> np.ndarray: ...
+
+
+@runtime_checkable
+class VectorQuery(Protocol):
+    """A learner whose score is an inner product with the catalog's item vectors.
+
+    ``query_vector(user)`` (None for a cold user) is searched in the engine's vector
+    index; a Retriever is asked for ``candidates`` instead, whatever else it offers.
+    """
+
+    def query_vector(self, user: UserState) -> np.ndarray | None: ...
+
+
 class Learner:
     """Convenience base: hyperparameters from the constructor, clone, save/load, forget.
 

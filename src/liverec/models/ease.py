@@ -13,6 +13,7 @@ from ..errors import LiverecError
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
+from .retrieval import NeighbourLists, TopList, best, lazy
 
 _BLOCK = 1024
 
@@ -65,6 +66,9 @@ class EASE(Learner):
     #: x_u), so fit(log) and fit(empty) + learn_one per event differ by design; the
     #: shared batch-vs-incremental check is skipped for EASE.
     exact_incremental: ClassVar[bool] = False
+    #: Neighbours kept per item, and history items read, by ``candidates`` (retrieval only).
+    candidate_neighbours: ClassVar[int] = 100
+    candidate_history: ClassVar[int] = 200
 
     def __init__(
         self,
@@ -104,6 +108,7 @@ class EASE(Learner):
         self.fit_users_: dict[str, int] = {str(u): j for j, u in enumerate(users)}
         self.X_fit_ = sp.csr_matrix((x.astype(np.float32), (uidx, items)), shape=(len(users), n))
         self._fit_b()
+        self._build_neighbours()
         return self
 
     def _fit_b(self) -> None:
@@ -160,6 +165,7 @@ class EASE(Learner):
         hist[i] = b
         self.pop_ = grow(self.pop_, i + 1)
         self.pop_[i] += b - a
+        lazy(self, "top_pop_", TopList).offer(i, self.pop_)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         hist = self.hist_.pop(user, None)
@@ -173,6 +179,55 @@ class EASE(Learner):
             self.X_fit_ = sp.diags(keep) @ self.X_fit_
             self.X_fit_.eliminate_zeros()
             self._fit_b()
+            self._build_neighbours()
+        lazy(self, "top_pop_", TopList).invalidate()
+
+    # ----------------------------------------------------------------- retrieval
+    def _build_neighbours(self) -> None:
+        """Each fitted item's top :attr:`candidate_neighbours` items by ``B[h, i]`` (per fit)."""
+        width = self.candidate_neighbours
+        nl = NeighbourLists(width)
+        m = len(self.B_)
+        active = np.flatnonzero(self.bidx_ >= 0)  # B's row k is item active[k]
+        keep = min(width, m)
+        for a in range(0, m, _BLOCK):
+            blk = self.B_[a : a + _BLOCK]
+            if keep < m:
+                part = np.argpartition(-blk, keep - 1, axis=1)[:, :keep]
+            else:
+                part = np.tile(np.arange(m), (len(blk), 1))
+            nbr = np.full((len(blk), width), -1, dtype=np.int32)
+            val = np.zeros((len(blk), width), dtype=np.float32)
+            nbr[:, :keep] = active[part]
+            val[:, :keep] = np.take_along_axis(blk, part, axis=1)
+            nl.set_dense(active[a : a + len(blk)], nbr, val)
+        self.neighbours_ = nl
+        self.top_pop_ = TopList()
+
+    def candidates(self, user: UserState, n: int) -> np.ndarray:
+        """About the ``n`` best-scored live items (dense indices, best first), sublinearly.
+
+        The union of the top-``B`` neighbour lists of the user's items (their
+        :attr:`candidate_history` most recent), ranked by ``sum_h x_h B[h, i]`` over
+        the lists. Cold users get the most popular items (a top list kept per event).
+        """
+        self._check_fitted()
+        self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
+        alive = self.catalog_.alive
+        hist = self.hist_.get(user.user)
+        if not hist or n <= 0:
+            if n <= 0 or not self.cold_popularity:
+                return np.zeros(0, dtype=np.int64)
+            return lazy(self, "top_pop_", TopList).top(self.pop_, alive, n)
+        if self.__dict__.get("neighbours_") is None:  # a payload saved before the lists existed
+            self._build_neighbours()
+        recent = list(hist)[-self.candidate_history :]
+        h = np.asarray(recent, dtype=np.int64)
+        x = np.fromiter((hist[j] for j in recent), dtype=np.float64, count=len(recent))
+        items, s = self.neighbours_.accumulate(h, x)
+        ok = items < len(alive)
+        ok[ok] = alive[items[ok]]
+        return best(items[ok], s[ok], n)
 
     # ------------------------------------------------------------------- scoring
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:

@@ -11,6 +11,7 @@ from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
+from .retrieval import NeighbourLists, TopList, best, lazy
 
 #: A row's unsorted tail (columns added since the row was last sorted) is sorted into it
 #: beyond this many entries: short enough that searching every tail an event touches
@@ -259,6 +260,8 @@ class ItemKNN(Learner):
     """
 
     name: ClassVar[str] = "itemknn"
+    #: Neighbours kept per item for ``candidates`` (retrieval only; scores use all of C).
+    candidate_neighbours: ClassVar[int] = 100
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"shrink": (0.0, 10.0, 100.0), "weighting": ("binary", "feedback")}
 
@@ -300,6 +303,7 @@ class ItemKNN(Learner):
         C.eliminate_zeros()
         C.sort_indices()
         self.counts_ = _RowStore(C)
+        self._build_neighbours(C)
         self.items_: dict[str, dict[int, float]] = {}
         bounds = np.flatnonzero(np.diff(uidx)) + 1
         for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
@@ -347,6 +351,9 @@ class ItemKNN(Learner):
             C.append_to_rows(js[pj < 0], i, v[pj < 0])
         hist[i] = b
         self.n_[i] += b * b - a * a
+        if others:
+            self._offer_neighbours(i, js)
+        lazy(self, "top_pop_", TopList).offer(i, self.n_)
 
     def _ensure(self, n: int) -> None:
         self.n_ = grow(self.n_, n)
@@ -371,6 +378,68 @@ class ItemKNN(Learner):
         self.counts_ = _RowStore(C)
         self.n_[h] = np.maximum(self.n_[h] - x * x, 0.0)
         self.n_[h[self.n_[h] < 1e-12]] = 0.0
+        self._build_neighbours(C)
+
+    # ----------------------------------------------------------------- retrieval
+    def _isq(self, idx: np.ndarray) -> np.ndarray:
+        """``1/sqrt(n_i)`` for items ``idx`` (0 for items nobody interacted with)."""
+        n = self.n_[idx]
+        return np.divide(1.0, np.sqrt(n), out=np.zeros_like(n), where=n > 1e-12)
+
+    def _build_neighbours(self, C: sp.csr_matrix) -> None:
+        """Each item's top neighbours by similarity, from the co-occurrence rows ``C``.
+
+        A list holds the shrunk count ``c' = C_hi^2/(C_hi + shrink)`` of each pair, the
+        part of ``sim(h, i) = c' / sqrt(n_h n_i)`` that only changes when the pair does;
+        ``1/sqrt(n)`` is multiplied in at query time, so the values read are current.
+        """
+        shrunk = sp.csr_matrix((self._shrink_inplace(C.data.astype(np.float32)), C.indices, C.indptr),
+                               shape=C.shape)
+        self.neighbours_ = NeighbourLists.from_csr(shrunk, self.candidate_neighbours, self._isq)
+        self.top_pop_ = TopList()
+
+    def _neighbours(self) -> NeighbourLists:
+        if self.__dict__.get("neighbours_") is None:  # a payload saved before the lists existed
+            self._build_neighbours(self.counts_.to_csr())
+        return self.neighbours_
+
+    def _offer_neighbours(self, i: int, js: np.ndarray) -> None:
+        """Pairs ``(i, j)`` for ``j`` in ``js`` changed: update row ``i`` and rows ``js``."""
+        pos = self.counts_.find_in_row(i, js)
+        c = np.zeros(len(js), dtype=np.float32)
+        c[pos >= 0] = self.counts_.vals[pos[pos >= 0]]
+        c = self._shrink_inplace(c)
+        nl = self._neighbours()
+        nl.offer_row(i, js, c, self._isq)
+        nl.offer(js, i, c, self._isq)
+
+    def candidates(self, user: UserState, n: int) -> np.ndarray:
+        """About the ``n`` best-scored live items (dense indices, best first), sublinearly.
+
+        The union of the neighbour lists (top :attr:`candidate_neighbours` per item,
+        kept current per event) of the user's scored history, ranked by the summed
+        similarity; the history items themselves with their own term. Cold users get
+        the most popular items (a top list kept per event), as ``score`` gives them.
+        """
+        self._check_fitted()
+        n_cat = max(len(self.catalog_), 1)
+        self._ensure(n_cat)
+        alive = self.catalog_.alive
+        hx = self._history(user.user)
+        if hx is None or n <= 0:
+            if n <= 0 or not self.cold_popularity:
+                return np.zeros(0, dtype=np.int64)
+            return lazy(self, "top_pop_", TopList).top(self.n_, alive, n)
+        h, x = hx
+        near, s = self._neighbours().accumulate(h, x * self._isq(h))
+        nh = self.n_[h]
+        den = nh + self.shrink
+        own = x * np.divide(nh, den, out=np.zeros_like(nh), where=den > 0)  # sim(h, h)
+        items, inv = np.unique(np.concatenate([near, h]), return_inverse=True)
+        s = np.bincount(inv, weights=np.concatenate([s * self._isq(near), own]))
+        ok = (items < len(alive)) & (s > 0)
+        ok[ok] = alive[items[ok]]
+        return best(items[ok], s[ok], n)
 
     # ------------------------------------------------------------------- scoring
     def _history(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:

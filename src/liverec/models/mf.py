@@ -34,6 +34,7 @@ from ..types import Event
 MIN_INTERACTIONS = 50
 
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
+from .retrieval import FactorIndex, best
 
 #: Exact Gram matrices are recomputed after this many rank-1 updates (bounds drift).
 _REFRESH_GRAMS = 10_000
@@ -121,6 +122,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         ...
 
     def _set_items(self, idx: np.ndarray, new: np.ndarray) -> None:
+        self._factors_changed(idx, new)
         self.item_factors_[idx] = new
 
     # --------------------------------------------------------------- data path
@@ -169,6 +171,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.n_items_ = n_items
         self._fit_map()
         self.cat_version_ = -1  # force the first sync: map every item without interactions
+        self.factor_index_: FactorIndex | None = None  # built by the first candidates call
         self._after_fit()
         self._sync_items()
 
@@ -298,20 +301,45 @@ class _MatrixFactorization(Learner, abc.ABC):
         self._sync_items()
         return items.project(self.item_factors_, self.user_factors_[r]).astype(np.float32)
 
+    # --------------------------------------------------------------- retrieval
+    def _factors_changed(self, idx: np.ndarray, new: np.ndarray) -> None:
+        """Item vectors about to change: the ones that really do are re-indexed."""
+        fi = self.__dict__.get("factor_index_")
+        if fi is not None and len(idx):
+            idx = np.asarray(idx, dtype=np.int64)
+            diff = (self.item_factors_[idx] != np.asarray(new, dtype=np.float32)).any(axis=1)
+            fi.changed(idx[diff])
+
+    def _factor_index(self) -> FactorIndex:
+        """The inner-product index over item factors, in line with the catalog and the factors."""
+        self._sync_items()
+        fi = self.__dict__.get("factor_index_")
+        if fi is None:
+            fi = self.factor_index_ = FactorIndex(self._width)
+            self.factor_index_version_ = None
+        cat = self.catalog_
+        if self.__dict__.get("factor_index_version_") != cat.version or fi.stale:
+            n = min(len(cat), self.n_items_)
+            fi.sync(self.item_factors_[:n], cat.alive[:n])
+            self.factor_index_version_ = cat.version
+        return fi
+
     def candidates(self, user: UserState, n: int) -> np.ndarray:
-        """The ``n`` live items with the highest score (dense indices); none for a cold user."""
+        """About the ``n`` best-scored live items (dense indices, best first); none for a
+        user the model does not score.
+
+        An inner-product HNSW search (usearch) with the user's vector over the item
+        factors: built by the first call after a fit, then kept in line with new, removed
+        and re-solved items. The found items are ordered by their exact score.
+        """
         self._check_fitted()
         r = self.users_.get(user.user)
-        if r is None or n <= 0:
+        if r is None or n <= 0 or getattr(self, "n_interactions_", 0) < self.min_interactions:
             return np.zeros(0, dtype=np.int64)
-        self._sync_items()
-        alive = self.catalog_.alive_idx()
-        s = self.item_factors_[alive] @ self.user_factors_[r]
-        n = min(n, len(alive))
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        top = np.argpartition(-s, n - 1)[:n]
-        return alive[top[np.argsort(-s[top], kind="stable")]]
+        fi = self._factor_index()
+        q = self.user_factors_[r]
+        keys = fi.search(q, n)
+        return best(keys, self.item_factors_[keys] @ q, n)
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items whose CF vectors are most similar (cosine) to item ``idx``'s."""
@@ -443,6 +471,7 @@ class ALS(_MatrixFactorization):
         self.yty_ = y.T @ y
 
     def _set_items(self, idx: np.ndarray, new: np.ndarray) -> None:
+        self._factors_changed(idx, new)
         old = self.item_factors_[idx].astype(np.float64)
         new64 = new.astype(np.float32).astype(np.float64)
         self.yty_ += new64.T @ new64 - old.T @ old

@@ -10,6 +10,7 @@ import numpy as np
 from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .retrieval import TopList, best, lazy
 
 _HOUR = 3600.0
 _RESCALE = 512.0  # half-lives; rescale before 2**x overflows float64 (limit ~1024)
@@ -74,6 +75,7 @@ class Trending(Learner):
             contrib = w[pos] * np.exp2((log.timestamps[keep][pos] - self.t0_) / self._h)
             np.add.at(self.raw_, log.item_idx[keep][pos], contrib)
             np.add.at(self.count_, log.item_idx[keep][pos], 1.0)
+        self.top_ = TopList()
         return self
 
     def _ensure(self, n: int) -> None:
@@ -99,9 +101,7 @@ class Trending(Learner):
         if w > 0:
             self._ensure(i + 1)
             self._add(i, w, event.timestamp, +1.0)
-            cache = self.__dict__.get("_cand_cache")
-            if cache is not None:
-                self._cand_cache = (cache[0], cache[1] + 1, cache[2])
+            lazy(self, "top_", TopList).offer(i, self.raw_)
 
     def _prior(self) -> np.ndarray | None:
         """Pseudo-counts in [0, prior_weight] from the prior attribute (log-scaled).
@@ -134,29 +134,30 @@ class Trending(Learner):
         return np.log1p(self.decayed(items.idx)).astype(np.float32)
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
-        """The ``n`` most popular live items right now (dense indices).
+        """The ``n`` most popular live items right now (dense indices, best first).
 
-        A full pass over the catalog is O(items); it is cached and refreshed only when
-        the catalog changes or every ``n`` events, which bounds how stale the list
-        can get (the scores themselves are always exact at scoring time).
+        Decay is a factor common to every item, so the order is that of the stored
+        mass, which events only raise: a top list kept exact per event in O(n) answers
+        without reading the catalog. With a prior, the best of that list and of the
+        top prior items (listed once per catalog version) are ranked by the full score.
         """
-        cache = self.__dict__.get("_cand_cache")
-        key = (self.catalog_.version, n)
-        if cache is not None and cache[0] == key and cache[1] < n:
-            return cache[2]
-        n_cat = len(self.catalog_)
-        raw = np.where(self.catalog_.alive, self.decayed(np.arange(n_cat)), -1.0)
-        m = min(n, len(raw))
-        if m <= 0:
+        self._check_fitted()
+        if n <= 0:
             return np.zeros(0, dtype=np.int64)
-        top = np.argpartition(-raw, m - 1)[:m]
-        top = top[raw[top] > 0]
-        top = top[np.argsort(-raw[top], kind="stable")]
-        self._cand_cache = (key, 0, top)
-        return top
+        self._ensure(len(self.catalog_))
+        alive = self.catalog_.alive
+        top = lazy(self, "top_", TopList).top(self.raw_, alive, n)
+        prior = self._prior()
+        if prior is None:
+            return top
+        cached = self.__dict__.get("_prior_top")
+        if cached is None or cached[0] != (self.catalog_.version, n):
+            self._prior_top = cached = ((self.catalog_.version, n), TopList().top(prior, alive, n))
+        pool = np.union1d(top, cached[1])
+        return best(pool, self.decayed(pool), n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
-        self.__dict__.pop("_cand_cache", None)
+        lazy(self, "top_", TopList).invalidate()
         fb = self.feedback or FeedbackConfig()
         for e in events:
             i = self.catalog_.get_idx(e.item)

@@ -196,15 +196,27 @@ class Transition(Learner):
         return out
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
-        """The ``n`` best-scored items (only items that followed the user's last ones)."""
+        """The ``n`` best-scored live items (dense indices, best first): only items that
+        followed the user's last ones, read from those rows alone (no catalog-sized work)."""
         self._check_fitted()
-        s = self._scores(user.user)
-        if s is None:
+        last = self._last(user.user)
+        if not last or n <= 0:
             return np.zeros(0, dtype=np.int64)
-        nz = np.flatnonzero(s > 0)
-        if len(nz) > n:
-            nz = nz[np.argpartition(-s[nz], n - 1)[:n]]
-        return nz.astype(np.int64)
+        self._ensure(max(len(self.catalog_), 1))
+        rows = np.asarray(last, dtype=np.int64)
+        sub = self.T_.gather(rows)
+        coef = ((self.recency ** np.arange(len(last))) / (self.mass_[rows] + 1.0)).astype(np.float32)
+        w = sub.data * np.repeat(coef, np.diff(sub.indptr))
+        items, inv = np.unique(sub.indices.astype(np.int64), return_inverse=True)
+        s = np.bincount(inv, weights=w, minlength=len(items))
+        alive = self.catalog_.alive
+        ok = (s > 0) & (items < len(alive))
+        ok[ok] = alive[items[ok]]
+        items, s = items[ok], s[ok]
+        if len(items) > n:
+            part = np.argpartition(-s, n - 1)[:n]
+            items, s = items[part], s[part]
+        return items[np.lexsort((items, -s))]
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """The user's last items that ``idx`` most often follows (external ids)."""

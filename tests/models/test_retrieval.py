@@ -1,0 +1,91 @@
+"""Retrieval structures and the learners' sublinear candidates."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from checks.learner_checks import fitted, make_catalog, make_events
+from liverec import Event
+from liverec.models import ALS, InteractionLog, ItemKNN, Trending, UserState
+from liverec.models.retrieval import FactorIndex, NeighbourLists, TopList, best
+
+
+def test_top_list_stays_exact_under_increments():
+    rng = np.random.default_rng(0)
+    s = rng.random(500)
+    alive = np.ones(500, dtype=bool)
+    t = TopList()
+    t.top(s, alive, 10)
+    for _ in range(2000):
+        i = int(rng.integers(0, 500))
+        s[i] += rng.random()
+        t.offer(i, s)
+        if rng.random() < 0.01:
+            s *= 0.5  # a common rescaling changes no order
+    np.testing.assert_array_equal(t.top(s, alive, 10), best(np.arange(500), s, 10))
+    alive[t.top(s, alive, 10)[:3]] = False
+    assert not np.isin(t.top(s, alive, 10), np.flatnonzero(~alive)).any()
+
+
+def test_neighbour_lists_offer_keeps_the_strongest():
+    nl = NeighbourLists(3)
+    nl.set_row(5, np.array([1, 2, 3, 4]), np.array([0.1, 0.4, 0.3, 0.2], np.float32))
+    assert nl.row(5)[0].tolist() == [2, 3, 4]
+    nl.offer(np.array([5, 9]), 7, np.array([0.35, 1.0], np.float32))
+    assert nl.row(5)[0].tolist() == [2, 7, 3] and nl.row(9)[0].tolist() == [7]
+    nl.offer_row(5, np.array([4]), np.array([0.9], np.float32))
+    assert nl.row(5)[0].tolist() == [4, 2, 7]
+
+
+def test_factor_index_follows_items_and_pickles():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(300, 8)).astype(np.float32)
+    alive = np.ones(300, dtype=bool)
+    fi = FactorIndex(8)
+    fi.sync(v, alive)
+    q = rng.normal(size=8).astype(np.float32)
+    exact = set(np.argsort(-(v @ q))[:10].tolist())
+    assert len(exact & set(fi.search(q, 10).tolist())) >= 9
+    v[7] = 100 * q  # a re-solved item
+    fi.changed(np.array([7]))
+    alive[3] = False  # a removed item
+    fi.sync(v, alive)
+    got = fi.search(q, 10)
+    assert got[0] == 7 and 3 not in got.tolist()
+    back = pickle.loads(pickle.dumps(fi))
+    np.testing.assert_array_equal(back.search(q, 10), got)
+
+
+def test_itemknn_lists_follow_events():
+    cat = make_catalog(200, seed=2)
+    m = fitted(ItemKNN(shrink=0.0), make_events(cat), cat)
+    # Two new users link i1 and i199 (never together before): a user of i1 now gets i199.
+    for u in ("p", "q"):
+        for j, it in enumerate(("i1", "i199")):
+            m.learn_one(Event(user=u, item=it, kind="click", timestamp=1_800_000_000.0 + j))
+    m.learn_one(Event(user="r", item="i1", kind="click", timestamp=1_800_000_100.0))
+    assert m.catalog_.get_idx("i199") in m.candidates(UserState("r"), 5).tolist()
+
+
+def test_trending_candidates_follow_events_without_a_catalog_pass():
+    cat = make_catalog(100)
+    m = Trending().fit(InteractionLog.from_events(make_events(cat), cat))
+    before = m.candidates(UserState("x"), 5)
+    for k in range(20):
+        m.learn_one(Event(user="z", item="i42", kind="purchase", timestamp=1_800_000_000.0 + k))
+    after = m.candidates(UserState("x"), 5)
+    assert after[0] == cat.get_idx("i42") and before.tolist() != after.tolist()
+
+
+def test_als_candidates_follow_new_items():
+    cat = make_catalog(200, seed=3)
+    m = fitted(ALS(factors=8, iterations=5, min_interactions=0), make_events(cat, n_users=30), cat)
+    st = UserState("u1")
+    m.candidates(st, 10)  # builds the index
+    v = cat.vectors[m.candidates(st, 1)[0]][None, :].copy()
+    cat.upsert(["twin"], v, [{}], ["twin"])  # mapped from the LM vector of the user's best item
+    got = m.candidates(st, 50)
+    s = m.score(st, cat.from_idx(cat.alive_idx()))
+    assert cat.get_idx("twin") in got.tolist() or s[cat.get_idx("twin")] < np.sort(s)[-50]
