@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -32,7 +32,8 @@ from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank import ranker
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
-from .rank.policy import Served, SlateContext, make_policies
+from .rank.feedback import SlateFeedback
+from .rank.policy import SlateContext, make_policies
 from .rank.slate import build_slate
 from .rank.tuner import TunedConfig, Tuner
 
@@ -40,10 +41,9 @@ if TYPE_CHECKING:
     from .rank.fusion import FusionFit
 from .settings import Settings
 from .store import Impression, Store
+from .store.impressions import ImpressionWriter
 from .types import Event, Item, Recommendation, is_finite_number
-
-#: Users whose last slate is remembered for online fusion learning (oldest forgotten first).
-_MAX_SLATES = 100_000
+from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
@@ -109,13 +109,11 @@ class Engine:
                 f"default_policy {settings.default_policy!r} is not configured; policies are {sorted(self.policies)}.",
                 field="default_policy",
             )
-        self._pending: dict[str, tuple[Served, dict[int, int]]] = {}  # user -> (slate, item idx -> slot)
-        # user -> (item idx -> slot, per-slot normalised source scores, slots acted on): see OnlineFusion.
-        self._slates: OrderedDict[str, tuple[dict[int, int], list[dict[str, float]], set[int]]] = OrderedDict()
-        self.online_fusion: OnlineFusion | None = None
+        #: Served slates until the user acts on them: policy rewards and online fusion learning.
+        self.served = SlateFeedback(store, self.policies, self.reward_of, settings.fusion_learning_rate)
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
-        self._impressions = _ImpressionWriter(store, settings.impression_flush_seconds)
+        self._impressions = ImpressionWriter(store, settings.impression_flush_seconds)
         # Replication (several engines over one store): see sync().
         self.replicated = False
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
@@ -129,7 +127,7 @@ class Engine:
         self._erasure_noticed: float | None = None
         self._changes_seen = store.counter("changes")
         self._load()
-        self._reset_online_fusion()
+        self.served.reset(self._base_weights())
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -158,7 +156,7 @@ class Engine:
     def close(self) -> None:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
         self._impressions.close()
-        self._save_online_fusion()
+        self.served.save()
         self.store.close()
         if self._cache_store is not None:
             self._cache_store.close()
@@ -354,6 +352,8 @@ class Engine:
             raise ValidationError(
                 "interests must be a non-empty string (or None to clear them).", field="interests"
             )
+        if interests is not None:
+            check_text(interests, "interests")  # the same refusal the HTTP service and every store give
         vec = self.encoder.encode([interests])[0] if interests else None
         with self._lock:
             self.store.set_interests(user, interests)
@@ -390,8 +390,7 @@ class Engine:
         for m in self.learners.values():
             m.forget(user, events)
         self._users.pop(user, None)
-        self._pending.pop(user, None)
-        self._slates.pop(user, None)
+        self.served.forget(user)
         self._user_ver.pop(user, None)
         self.erasure_epoch += 1
 
@@ -661,63 +660,12 @@ class Engine:
         for m in self.learners.values():
             m.learn_one(e)
         self._apply_to_user(self._users, e)
-        pending = self._pending.get(e.user)
-        if pending is not None:
-            served, slots = pending
-            i = self.catalog.get_idx(e.item)
-            slot = slots.get(i) if i is not None else None
-            if slot is not None:
-                r = self.reward_of(e)
-                if r != 0:
-                    self.policies[served.policy].feedback(served, slot, r)
-        self._learn_fusion(e)
+        self.served.learn(e, self.catalog.get_idx(e.item))
 
-    def _learn_fusion(self, e: Event) -> None:
-        """A positive event on an item of the user's last slate teaches the fusion weights."""
-        memo = self._slates.get(e.user)
-        if memo is None or self.online_fusion is None:
-            return
-        slots, xs, acted = memo
-        i = self.catalog.get_idx(e.item)
-        j = slots.get(i) if i is not None else None
-        if j is None or j in acted or self.reward_of(e) <= 0:
-            return
-        acted.add(j)
-        # Skip-above and skip-next: the items shown above j and the one right below, not acted on.
-        others = [xs[o] for o in range(min(j + 2, len(xs))) if o != j and o not in acted]
-        if self.online_fusion.update(xs[j], others):
-            self._fusion_dirty += 1
-            if self._fusion_dirty >= 1000:
-                self._save_online_fusion()
-
-    def _remember_slate(self, user: str, scored: ranker.Scored, positions: Sequence[int], w: Mapping[str, float]) -> None:
-        """Keep the served slate's per-source normalised scores until the user acts on it."""
-        if self.online_fusion is None:
-            return
-        xs = [{n: float(v[p]) / w[n] for n, v in scored.parts.items() if w.get(n)} for p in positions]
-        self._slates[user] = ({int(scored.items.idx[p]): slot for slot, p in enumerate(positions)}, xs, set())
-        self._slates.move_to_end(user)
-        if len(self._slates) > _MAX_SLATES:
-            self._slates.popitem(last=False)
-
-    def _reset_online_fusion(self) -> None:
-        """(Re)start per-event fusion learning from the current weights (settings, tuned, or saved)."""
-        lr = self.settings.fusion_learning_rate
-        self._fusion_dirty = 0
-        if lr <= 0:
-            self.online_fusion = None
-            return
-        self.online_fusion = OnlineFusion(self._base_weights(), lr=lr)
-        snap = self.store.get_snapshot("fusion_weights_online")
-        if snap is not None:  # resumes only what was learned from these same starting weights
-            self.online_fusion.restore(json.loads(snap[0].decode()))
-
-    def _save_online_fusion(self) -> None:
-        f = self.online_fusion
-        if f is None or not self._fusion_dirty:
-            return
-        self.store.put_snapshot("fusion_weights_online", json.dumps(f.state()).encode(), self.store.last_event_seq())
-        self._fusion_dirty = 0
+    @property
+    def online_fusion(self) -> OnlineFusion | None:
+        """The per-click fusion learner (None when ``fusion_learning_rate`` is 0)."""
+        return self.served.fusion
 
     def fit(
         self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
@@ -790,7 +738,7 @@ class Engine:
             self.tuned = tuned
             self.feedback = self._feedback()
             self.learned_weights = dict(tuned.weights)
-            self._reset_online_fusion()  # per-event learning goes on from the tuned weights
+            self.served.reset(self._base_weights())  # per-event learning goes on from the tuned weights
         if refit:
             self._rebuild()
         return tuned
@@ -826,7 +774,7 @@ class Engine:
         self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
         with self._lock:
             self.learned_weights = dict(fit.weights)
-            self._reset_online_fusion()  # per-event learning goes on from the tuned weights
+            self.served.reset(self._base_weights())  # per-event learning goes on from the tuned weights
         return fit
 
     def _base_weights(self) -> dict[str, float]:
@@ -835,7 +783,7 @@ class Engine:
         return {name: base.get(name, self.settings.fusion_weights.get(name, 1.0)) for name in self.learners}
 
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
-        w = self.online_fusion.weights if self.online_fusion is not None else self._base_weights()
+        w = self.served.weights(self._base_weights())
         if weights:
             unknown = set(weights) - set(self.learners)
             if unknown:
@@ -981,7 +929,7 @@ class Engine:
                 providers=providers, max_per_provider=cap if providers is not None else None,
             )
             recs = ranker.to_recommendations(state, scored, order, self.learners, self.catalog, with_reasons=explain)
-            self._remember_slate(user, scored, order, w)
+            self.served.remember(user, scored, order, w)
             # Per-source contributions go with the logged slate: fusion weights are learned from them.
             parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in order]
             # Under the lock: an erasure running now cannot be followed by this user's impressions.
@@ -1024,12 +972,8 @@ class Engine:
         query = content.query_vector(state) if content is not None and hasattr(content, "query_vector") else None
         vecs = getattr(content, "item_vectors", None) if query is not None else None
         ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs, scored.parts)
-        prev = self._pending.pop(state.user, None)
-        if prev is not None:
-            self.policies[prev[0].policy].settle(prev[0], ctx)
-        served = self.policies[name].choose(ctx, k)
-        self._remember_slate(state.user, scored, served.positions, w)
-        self._pending[state.user] = (served, {int(scored.items.idx[p]): slot for slot, p in enumerate(served.positions)})
+        served = self.served.choose(name, ctx, scored, k)
+        self.served.remember(state.user, scored, served.positions, w)
         recs = ranker.to_recommendations(state, scored, served.positions, self.learners, self.catalog, with_reasons=explain)
         recs = [replace(r, propensity=float(p)) for r, p in zip(recs, served.propensities)]
         parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in served.positions]
@@ -1063,61 +1007,6 @@ class Engine:
                 reasons=ranker.explain(state, scored, pos, self.learners, self.catalog),
                 position=rank,
             )
-
-
-class _ImpressionWriter:
-    """Writes impressions now (``every == 0``) or batched by a background thread.
-
-    Why buffer: a durable SQLite commit per request costs ~2 ms, most of a cached
-    recommendation's budget; impressions are telemetry for OPE and CTR, so losing the
-    last fraction of a second of them on a crash is an acceptable trade (events are
-    never buffered).
-    """
-
-    def __init__(self, store: Store, every: float) -> None:
-        self.store, self.every = store, every
-        self._buf: list[Impression] = []
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        if every > 0:
-            self._thread = threading.Thread(target=self._run, name="liverec-impressions", daemon=True)
-            self._thread.start()
-
-    def write(self, rows: list[Impression]) -> None:
-        if self._thread is None:
-            self.store.log_impressions(rows)
-            return
-        with self._lock:
-            self._buf.extend(rows)
-
-    def flush(self) -> None:
-        # Two locks: writers only ever wait for the list swap, never for the disk; the
-        # write lock makes a caller of flush() (an erasure) wait for a write in flight.
-        with self._write_lock:
-            with self._lock:
-                rows, self._buf = self._buf, []
-            if rows:
-                self.store.log_impressions(rows)
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.every)
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - keep the writer alive; rows stay lost, not the thread
-                import logging
-
-                logging.getLogger("liverec").exception("writing buffered impressions failed")
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush()
 
 
 def _check_id(v: Any, field: str) -> None:

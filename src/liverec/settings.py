@@ -81,10 +81,10 @@ class Settings(BaseSettings):
     )
     fusion_weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5, "transition": 0.5
+            "content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5, "transition": 1.0
         },
-        description="Weight per source; a source without a weight gets 1.0 "
-        "(defaults: the best fusion measured on MovieLens, see README)",
+        description="Starting weight per source (a source without one gets 1.0); fit(tune=True) searches "
+        "them on the engine's own log and the online fusion keeps learning them per click",
     )
     fusion_learning_rate: float = Field(
         0.05, ge=0, le=1,

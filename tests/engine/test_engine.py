@@ -356,7 +356,7 @@ def test_ann_path_keeps_candidates_of_sources_without_retrieval(encoder, books):
 def _click_where(e, user, better, worse, k=10):
     """Serve ``user`` a slate; click the slot that ``better`` ranks most above its skip-above/next pairs."""
     recs = e.recommend(user, k=k, log=False)
-    xs = e._slates[user][1]
+    xs = e.served.slates[user][1]
     gap = np.array([x[better] - x[worse] for x in xs])
     margin = [gap[j] - np.mean(np.r_[gap[:j], gap[j + 1 : j + 2]]) for j in range(1, len(xs))]
     j = int(np.argmax(margin)) + 1  # below the top slot: items above it were shown and not chosen
@@ -384,7 +384,7 @@ def test_online_fusion_learns_from_clicks_on_served_slates(tmp_path, encoder, bo
         # the weights serve the very next request and show in the explanations
         top = e.recommend("u", k=1)[0]
         part = {r.source: r.contribution for r in top.reasons}
-        assert part.get("content", 0.0) == pytest.approx(after["content"] * e._slates["u"][1][0]["content"], abs=1e-5)
+        assert part.get("content", 0.0) == pytest.approx(after["content"] * e.served.slates["u"][1][0]["content"], abs=1e-5)
         # no slate, an item not in it, a skip, or a second click on the same slot: no step
         n = e.online_fusion.n_updates
         slate = [r.item for r in e.recommend("u", k=5, log=False)]
@@ -399,7 +399,7 @@ def test_online_fusion_learns_from_clicks_on_served_slates(tmp_path, encoder, bo
         assert e.online_fusion.n_updates == n + 4
         learned = e._weights(None)
         e.delete_user("u")
-        assert "u" not in e._slates
+        assert "u" not in e.served.slates
     with Engine.open(url, settings=s, encoder=encoder) as e2:  # the learned blend survives a restart
         assert e2._weights(None) == pytest.approx(learned)
     changed = s.model_copy(update={"fusion_weights": {"content": 0.5, "trending": 1.5}})
@@ -418,3 +418,11 @@ def test_online_fusion_off_keeps_weights_fixed(encoder, books):
             _ = e.recommend("u", k=5, log=False)
             e.record(ev("u", _[3].item, t=len(e.history("u")) + 1.0))
         assert e.online_fusion is None and e._weights(None) == {"content": 1.0, "trending": 1.0}
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "lone \udc00 surrogate"])
+def test_set_interests_refuses_text_no_store_can_keep(eng, text):
+    with pytest.raises(ValidationError) as err:
+        eng.set_interests("u-int", text)
+    assert err.value.field == "interests"
+    assert eng.user_state("u-int").interests is None and not list(eng.store.iter_interests())

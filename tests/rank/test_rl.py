@@ -222,7 +222,7 @@ def test_engine_serves_rl_policies(encoder, books):
             assert [i.policy for i in imps] == [name] * 5
             assert [i.propensity for i in imps] == [r.propensity for r in recs]
             eng.record(Event(user=user, item=recs[1].item, kind="click"))
-            served = eng._pending[user][0]
+            served = eng.served.pending[user][0]
             assert served.rewards == {1: 1.0}  # the click reached the policy at once
             q_before = pol.Q_.copy() if name != "dqn" else None
             recs2 = eng.recommend(user, k=5, policy=name)  # settles the first slate
