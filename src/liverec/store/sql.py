@@ -144,6 +144,13 @@ class Store:
             ) from exc
         backend = parsed.get_backend_name()
         memory = False
+        if backend == "sqlite" and parsed.host:
+            # sqlite://books.db reads "books.db" as a host name: the classic missing slash.
+            raise StoreError(
+                f"store URL {url!r} names a host ({parsed.host!r}), which SQLite has none of: a file path "
+                f"needs three slashes, sqlite:///{parsed.host}{'/' + parsed.database if parsed.database else ''} "
+                "(four for an absolute path: sqlite:////var/lib/liverec.db)."
+            )
         if backend == "sqlite":
             memory = parsed.database in (None, "", ":memory:")
             kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
