@@ -21,10 +21,11 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 # The live page on the shipped catalog at http://localhost:8000/ until Ctrl-C (no API keys:
-# localhost only). SIMULATE=N adds N simulated reader events per second.
+# localhost only). SIMULATE=N adds N simulated reader events per second; PORT=N picks the port.
 SIMULATE ?= 2
+PORT ?= 8000
 demo: $(STAMP)
-	$(BIN)/liverec serve --demo --open --store sqlite:///liverec-demo.db --simulate $(SIMULATE)
+	$(BIN)/liverec serve --demo --open --store sqlite:///liverec-demo.db --simulate $(SIMULATE) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --doctest-modules src tests

@@ -337,8 +337,10 @@ def demo(
 @app.command()
 def serve(
     store: StoreOpt = None,
-    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for every interface)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    host: Annotated[
+        str, typer.Option(envvar="LIVEREC_HOST", help="Interface to bind (0.0.0.0 for every interface)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LIVEREC_PORT", min=1, max=65535, help="TCP port")] = 8000,
     open_access: Annotated[
         bool, typer.Option("--open", help="No API keys: anyone who reaches the port can write. Demo on localhost only.")
     ] = False,
@@ -377,7 +379,12 @@ def serve(
         err.print(f"[bold red]error:[/] invalid settings: {exc}")
         raise typer.Exit(code=2)
     _require_extras(settings)
+    _check_port_free(host, port)  # before a long catalog import, not after it
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if simulate > 0:
+        # One access-log line per simulated request would bury the URL; the page shows the traffic.
+        logging.getLogger("liverec.http").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry full URLs (user ids)
     if demo:
         from .data import load_goodbooks
         from .engine import Engine
@@ -415,6 +422,23 @@ def serve(
                     port=port, log_level=log_level, access_log=False)
         return
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Exit with the fix when ``host:port`` cannot be bound (another server holds it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            err.print(
+                f"[bold red]error:[/] cannot listen on {escape(host)}:{port} ({escape(exc.strerror or str(exc))}): "
+                "another program holds the port. Pick another with --port N or LIVEREC_PORT=N "
+                "(make demo PORT=N)."
+            )
+            raise typer.Exit(code=2) from None
 
 
 def _require_extras(settings) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,27 @@
+"""`liverec serve` on a busy port stops at once with the fix, before any import."""
+
+from __future__ import annotations
+
+import socket
+
+from typer.testing import CliRunner
+
+from liverec.cli import app
+
+
+def test_busy_port_is_reported_before_the_catalog_import(tmp_path, monkeypatch):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        imported = []
+        monkeypatch.setattr("liverec.data.load_goodbooks", lambda: imported.append(1) or [])
+        store = f"sqlite:///{tmp_path / 'demo.db'}"
+        r = CliRunner().invoke(app, ["serve", "--demo", "--open", "--store", store, "--port", str(port)])
+        assert r.exit_code == 2 and "--port" in r.output and "LIVEREC_PORT" in r.output and not imported
+        monkeypatch.setenv("LIVEREC_PORT", str(port))
+        r = CliRunner().invoke(app, ["serve", "--open", "--store", store])
+        assert r.exit_code == 2 and f":{port}" in r.output
+    finally:
+        holder.close()
