@@ -209,7 +209,8 @@ class Learner:
     """Convenience base: hyperparameters from the constructor, clone, save/load, forget.
 
     Subclasses implement ``fit``, ``learn_one`` and ``score``; they may also provide
-    ``candidates(user, n)`` (retrieval), ``query_vector(user)`` (ANN retrieval) and
+    ``candidates(user, n)`` (:class:`Retriever`), ``query_vector(user)``
+    (:class:`VectorQuery`, searched in the engine's vector index) and
     ``because(user, idx)`` (history items behind a score, for explanations).
     """
 
