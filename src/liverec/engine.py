@@ -16,8 +16,8 @@ import json
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field, replace
+
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -41,22 +41,13 @@ if TYPE_CHECKING:
     from .rank.fusion import FusionFit
 from .settings import Settings
 from .store import Impression, Store
+from .state import OnlineState
 from .store.impressions import ImpressionWriter
 from .types import Event, Item, Recommendation, is_finite_number
 from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
-
-
-@dataclass
-class _User:
-    """Per-user online state kept in memory (rebuilt from the log on open)."""
-
-    history: deque[Event]
-    seen: set[int] = field(default_factory=set)
-    interests: np.ndarray | None = None
-    interests_text: str | None = None
 
 
 class Engine:
@@ -93,15 +84,14 @@ class Engine:
             center="content" in settings.sources and settings.sources["content"].get("center", True) is not False,
         )
         self.learners: dict[str, Learner] = {}
-        self._users: dict[str, _User] = {}
+        #: Per-user online state (recent events, seen items, interests, versions).
+        self.state = OnlineState(settings.history_length)
         self._lock = threading.RLock()
         self._fit_thread: threading.Thread | None = None
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
         self.model_version = 0
         #: Bumped by every erasure: caches keyed on it can never serve an erased user's state.
         self.erasure_epoch = 0
-        self._user_ver: dict[str, int] = {}
-        self._ver_clock = 0
         self.learned_weights: dict[str, float] | None = None
         self.policies = make_policies(settings.policies, seed=settings.seed)
         if settings.default_policy not in self.policies:
@@ -230,8 +220,7 @@ class Engine:
         if interests:
             vecs = self.encoder.encode([t for _, t in interests])
             for (user, text), v in zip(interests, vecs):
-                u = self._user(user)
-                u.interests, u.interests_text = v, text
+                self.state.set_interests(user, v, text)
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -252,28 +241,24 @@ class Engine:
         )
         log = InteractionLog.from_events(events, self.catalog)
         learners = {name: m.fit(log) for name, m in self._new_learners().items()}
-        users: dict[str, _User] = {}
+        users = OnlineState(self.settings.history_length)
         for e in events:
-            self._apply_to_user(users, e)
+            users.apply(e, self.catalog.get_idx(e.item))
         with self._lock:
             for seq, e in self.store.iter_events(after_seq=cursor):
                 for m in learners.values():
                     m.learn_one(e)
-                self._apply_to_user(users, e)
+                users.apply(e, self.catalog.get_idx(e.item))
                 cursor = seq
             self._cursor = cursor
             self._own.clear()
             for user, erased in self._erased_during_fit:
                 for m in learners.values():
                     m.forget(user, erased)
-                users.pop(user, None)
+                users.forget(user)
             self._erased_during_fit = None
-            for name, u in self._users.items():  # keep declared interests
-                if u.interests is not None:
-                    nu = users.setdefault(name, _User(deque(maxlen=self.settings.history_length)))
-                    nu.interests, nu.interests_text = u.interests, u.interests_text
             self.learners = learners
-            self._users = users
+            self.state.adopt(users)
             self.model_version += 1
             self.last_fit_seconds = time.perf_counter() - t0
 
@@ -338,13 +323,6 @@ class Engine:
         return self.catalog.n_alive
 
     # ------------------------------------------------------------------- users
-    def _user(self, user: str, users: dict[str, _User] | None = None) -> _User:
-        users = self._users if users is None else users
-        u = users.get(user)
-        if u is None:
-            u = users[user] = _User(deque(maxlen=self.settings.history_length))
-        return u
-
     def set_interests(self, user: str, interests: str | None) -> None:
         """Declare (or clear with ``None``) what a user says they like, as free text."""
         _check_id(user, "user")
@@ -357,16 +335,11 @@ class Engine:
         vec = self.encoder.encode([interests])[0] if interests else None
         with self._lock:
             self.store.set_interests(user, interests)
-            self._touch(user)
-            u = self._user(user)
-            u.interests, u.interests_text = vec, interests
+            self.state.set_interests(user, vec, interests)
 
     def user_state(self, user: str) -> UserState:
         """What the learners see of ``user`` right now."""
-        u = self._users.get(user)
-        if u is None:
-            return UserState(user)
-        return UserState(user, tuple(u.history), u.interests, u.interests_text)
+        return self.state.state(user)
 
     def history(self, user: str) -> list[Event]:
         """Every stored event of ``user``, oldest first."""
@@ -389,9 +362,8 @@ class Engine:
     def _forget_local(self, user: str, events: Sequence[Event]) -> None:
         for m in self.learners.values():
             m.forget(user, events)
-        self._users.pop(user, None)
+        self.state.forget(user)
         self.served.forget(user)
-        self._user_ver.pop(user, None)
         self.erasure_epoch += 1
 
     def forget_user(self, user: str, events: Sequence[Event], *, epoch: int | None = None) -> None:
@@ -479,13 +451,11 @@ class Engine:
                     out["items"] += len(gone)
         mark = time.time()
         for user, text in self.store.interests_changed_since(self._users_mark - 5.0):
-            u = self._users.get(user)
+            u = self.state.get(user)
             if (u.interests_text if u else None) != text:
                 vec = self.encoder.encode([text])[0] if text else None
                 with self._lock:
-                    u = self._user(user)
-                    u.interests, u.interests_text = vec, text
-                    self._touch(user)
+                    self.state.set_interests(user, vec, text)
                 out["interests"] += 1
         self._users_mark = mark
 
@@ -513,11 +483,7 @@ class Engine:
     def user_version(self, user: str) -> tuple[int, int, int, int]:
         """Changes whenever what ``recommend(user)`` sees may have changed because of ``user``
         (their events, interests, erasure) or of everyone (re-fit, catalog change)."""
-        return (self._user_ver.get(user, 0), self.model_version, self.catalog.version, self.erasure_epoch)
-
-    def _touch(self, user: str) -> None:
-        self._ver_clock += 1
-        self._user_ver[user] = self._ver_clock
+        return (self.state.version(user), self.model_version, self.catalog.version, self.erasure_epoch)
 
     def flush(self) -> None:
         """Write impressions buffered by ``Settings.impression_flush_seconds`` now."""
@@ -632,7 +598,7 @@ class Engine:
                 if learn:
                     self._learn(flat[i])
                 else:
-                    self._apply_to_user(self._users, flat[i])
+                    self.state.apply(flat[i], self.catalog.get_idx(flat[i].item))
             return results
 
     def _auto_create(self, ids: list[str]) -> None:
@@ -640,14 +606,6 @@ class Engine:
         dim = self.catalog.dim or self.encoder.dim
         self.store.upsert_items([Item(id=i) for i in ids])
         self.catalog.upsert(ids, np.zeros((len(ids), dim), dtype=np.float32), [{} for _ in ids], ["" for _ in ids])
-
-    def _apply_to_user(self, users: dict[str, _User], e: Event) -> None:
-        self._touch(e.user)
-        u = self._user(e.user, users)
-        u.history.append(e)
-        i = self.catalog.get_idx(e.item)
-        if i is not None:
-            u.seen.add(i)
 
     def reward_of(self, e: Event) -> float:
         """The policy reward of an event (``Settings.reward_weights``)."""
@@ -659,8 +617,9 @@ class Engine:
     def _learn(self, e: Event) -> None:
         for m in self.learners.values():
             m.learn_one(e)
-        self._apply_to_user(self._users, e)
-        self.served.learn(e, self.catalog.get_idx(e.item))
+        i = self.catalog.get_idx(e.item)
+        self.state.apply(e, i)
+        self.served.learn(e, i)
 
     @property
     def online_fusion(self) -> OnlineFusion | None:
@@ -814,7 +773,7 @@ class Engine:
         elif filters:
             idx = np.flatnonzero(cat.filter_mask(filters))
         else:
-            seen_n = len(self._users[state.user].seen) if state.user in self._users else 0
+            seen_n = len(self.state.seen(state.user))
             idx = ranker.retrieve(
                 state, self.learners, weights, cat, index, max(k, self.settings.candidates_per_source) + seen_n
             )
@@ -826,8 +785,8 @@ class Engine:
         if exclude:
             drop = cat.live_indices(exclude)
             idx = idx[~np.isin(idx, drop)]
-        if exclude_seen and state.user in self._users:
-            seen = self._users[state.user].seen
+        if exclude_seen:
+            seen = self.state.seen(state.user)
             if seen:
                 keep = np.ones(len(cat), dtype=bool)
                 keep[np.fromiter(seen, dtype=np.int64, count=len(seen))] = False

@@ -76,12 +76,15 @@ class Settings(BaseSettings):
         None, description="Numeric item attribute seeding popularity for cold start (e.g. ratings_count)"
     )
     sources: dict[str, dict] = Field(
-        default_factory=lambda: {"content": {}, "trending": {}, "ease": {}, "als": {}, "itemknn": {}, "transition": {}},
+        default_factory=lambda: {
+            "content": {}, "trending": {}, "ease": {}, "als": {}, "itemknn": {}, "transition": {}, "tfidf": {}
+        },
         description="Learners that score candidates (registry name -> hyperparameters)",
     )
     fusion_weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5, "transition": 1.0
+            "content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5, "transition": 1.0,
+            "tfidf": 0.3,
         },
         description="Starting weight per source (a source without one gets 1.0); fit(tune=True) searches "
         "them on the engine's own log and the online fusion keeps learning them per click",

@@ -64,7 +64,7 @@ def test_erasure_notice_and_missed_erasure(pair) -> None:
     user, events, epoch = told[0]
     assert user == "gone-user" and len(events) == 2 and epoch == 1
     b.forget_user(user, events, epoch=epoch)
-    assert "gone-user" not in b._users and b.sync()["refit"] == 0
+    assert "gone-user" not in b.state and b.sync()["refit"] == 0
     # An erasure B is never told about: after a grace period B re-fits from the log.
     a.record(Event(user="other", item="2", kind="like"))
     b.sync()
@@ -74,4 +74,4 @@ def test_erasure_notice_and_missed_erasure(pair) -> None:
     v = b.model_version
     assert b.sync()["refit"] == 1
     b._fit_thread.join(60)
-    assert b.model_version == v + 1 and "other" not in b._users
+    assert b.model_version == v + 1 and "other" not in b.state

@@ -342,3 +342,17 @@ def test_transition_follows_order_and_both_ways_ignores_it():
     ref = fit(Transition(window=1, history=1, both_ways=True), [e for e in evs if e.user != "u0"], cat)
     ref.learn_one(Event(user="new", item="i1", timestamp=T0 + 500))
     np.testing.assert_allclose(both.score(UserState("new"), everything(cat)), ref.score(UserState("new"), everything(cat)))
+
+
+def test_tfidf_vocabulary_follows_a_growing_catalog():
+    texts = ["space opera starships", "starships and space battles", "a cookbook of soups", "soups and stews"]
+    cat = Catalog(dim=4)
+    m = TfidfContent().fit(InteractionLog.from_events([], cat))  # fitted on an empty catalog
+    cat.upsert(["a", "b", "c", "d"], np.ones((4, 4), np.float32), [{}] * 4, texts)
+    m.learn_one(Event(user="u", item="c", timestamp=T0))
+    grown = m.score(UserState("u"), everything(cat))
+    fresh_cat = Catalog(dim=4)
+    fresh_cat.upsert(["a", "b", "c", "d"], np.ones((4, 4), np.float32), [{}] * 4, texts)
+    fresh = TfidfContent().fit(InteractionLog.from_events([Event(user="u", item="c", timestamp=T0)], fresh_cat))
+    np.testing.assert_allclose(grown, fresh.score(UserState("u"), everything(fresh_cat)))
+    assert grown[3] > 0 and grown[0] == 0  # soups find soups

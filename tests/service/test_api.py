@@ -245,7 +245,7 @@ def test_erasure_leaves_no_trace(make_client) -> None:
                     sa.text(f'SELECT count(*) FROM "{table}" WHERE CAST("{col}" AS TEXT) LIKE :p'), {"p": "%erased-7f3a%"}
                 ).scalar()
                 assert n == 0, f"{table}.{col} still mentions the erased user"
-    assert "erased-7f3a" not in eng._users and "erased-7f3a" not in eng.served.pending
+    assert "erased-7f3a" not in eng.state and "erased-7f3a" not in eng.served.pending
     svc.cache_put("erased-7f3a", "k", in_flight, [], [])  # its answer must not be cached
     assert svc.cache_get("erased-7f3a", "k") is None
     assert not svc.knows("erased-7f3a")

@@ -31,6 +31,9 @@ class TfidfContent(Learner):
         An interaction counts 1, or its positive feedback weight.
     all_events : bool
         Count every event (e.g. every rating) as an interaction, not only positive ones.
+    refit_growth : float
+        Learn the vocabulary again once the catalog is this many times larger than the
+        catalog it was learned from.
     feedback : FeedbackConfig, optional
         Kind weights (default: the built-in ones).
     seed : int
@@ -63,30 +66,22 @@ class TfidfContent(Learner):
         *,
         weighting: str = "binary",
         all_events: bool = False,
+        refit_growth: float = 1.5,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.weighting = weighting
         self.all_events = all_events
+        self.refit_growth = refit_growth
         self.feedback = feedback
         self.seed = seed
 
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
-        from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only when fitting
-
         check_weighting(self.weighting)
         self.catalog_ = log.catalog
         self.fitted_ = True
-        self.vectorizer_: TfidfVectorizer | None = TfidfVectorizer(
-            sublinear_tf=True, min_df=1, ngram_range=(1, 2), stop_words="english", dtype=np.float64
-        )
-        texts = list(log.catalog.texts)
-        try:
-            self.rows_ = sp.csr_matrix(self.vectorizer_.fit_transform(texts))
-        except ValueError:  # empty vocabulary: no text, or only stop words
-            self.vectorizer_ = None
-            self.rows_ = sp.csr_matrix((len(texts), 0))
+        self._fit_vocabulary(list(log.catalog.texts))
         users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
         self.items_: dict[str, dict[int, float]] = {}
         self.profiles_: dict[str, dict[int, float]] = {}
@@ -98,13 +93,49 @@ class TfidfContent(Learner):
                 a, b = prof.indptr[j], prof.indptr[j + 1]
                 self.items_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
                 self.profiles_[str(u)] = dict(zip(prof.indices[a:b].tolist(), prof.data[a:b].tolist()))
-        self.postings_: tuple[int, sp.csc_matrix] | None = None
         return self
 
+    def _fit_vocabulary(self, texts: list[str]) -> None:
+        """Vocabulary and idf from ``texts``; every item row is transformed with them."""
+        from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only when fitting
+
+        self.vectorizer_: TfidfVectorizer | None = TfidfVectorizer(
+            sublinear_tf=True, min_df=1, ngram_range=(1, 2), stop_words="english", dtype=np.float64
+        )
+        try:
+            self.rows_ = sp.csr_matrix(self.vectorizer_.fit_transform(texts))
+        except ValueError:  # empty vocabulary: no text, or only stop words
+            self.vectorizer_ = None
+            self.rows_ = sp.csr_matrix((len(texts), 0))
+        self.vocabulary_items_ = len(texts)
+        self.postings_: tuple[int, sp.csc_matrix] | None = None
+
+    def _refit_vocabulary(self, n: int) -> None:
+        """Re-learn the vocabulary on the first ``n`` catalog texts and rebuild every profile
+        from the users' item strengths (the catalog outgrew the vocabulary)."""
+        self._fit_vocabulary(list(self.catalog_.texts[:n]))
+        rows = self.rows_
+        for user, mine in self.items_.items():
+            prof: dict[int, float] = {}
+            for i, x in mine.items():
+                lo, hi = rows.indptr[i], rows.indptr[i + 1]
+                for t, v in zip(rows.indices[lo:hi].tolist(), rows.data[lo:hi].tolist()):
+                    prof[t] = prof.get(t, 0.0) + x * v
+            self.profiles_[user] = prof
+
     def _ensure_rows(self, n: int) -> None:
-        """Transform the texts of items added after fit (first time they are needed)."""
+        """Transform the texts of items added after fit (first time they are needed).
+
+        Once the catalog has grown past ``refit_growth`` times the items the vocabulary
+        was learned from (or it was learned from none), the vocabulary is learned again
+        on the whole catalog: new items' words count, and the state equals a fresh fit
+        on the grown catalog (amortised: the catalog must grow geometrically).
+        """
         have = self.rows_.shape[0]
         if n <= have:
+            return
+        if n > self.refit_growth * max(getattr(self, "vocabulary_items_", have), 1):
+            self._refit_vocabulary(max(n, len(self.catalog_)))
             return
         texts = self.catalog_.texts[have:n]
         if self.vectorizer_ is None:
@@ -126,8 +157,8 @@ class TfidfContent(Learner):
         b = merge_strength(a, s, self.weighting)
         if b == a:
             return
+        self._ensure_rows(i + 1)  # may re-learn the vocabulary: profiles rebuilt from the old strengths
         mine[i] = b
-        self._ensure_rows(i + 1)
         lo, hi = self.rows_.indptr[i], self.rows_.indptr[i + 1]
         prof = self.profiles_.setdefault(event.user, {})
         for t, v in zip(self.rows_.indices[lo:hi].tolist(), self.rows_.data[lo:hi].tolist()):

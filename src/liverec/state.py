@@ -1,0 +1,108 @@
+"""Per-user online state: what the learners see of a user at request time.
+
+Each user's recent events (oldest first), the items they interacted with (the seen
+filter) and the interests they declared, plus a version per user that changes whenever
+something ``recommend(user)`` depends on changes because of that user (response caches
+key on it). Kept in process memory and rebuilt from the durable log on open and on
+every fit.
+
+Examples
+--------
+>>> from liverec import Event
+>>> st = OnlineState(history_length=2)
+>>> for item, idx in (("a", 0), ("b", 1), ("c", 2)):
+...     st.apply(Event(user="u", item=item, timestamp=0.0), idx)
+>>> [e.item for e in st.state("u").history], sorted(st.seen("u"))
+(['b', 'c'], [0, 1, 2])
+>>> st.version("u") > st.version("nobody")
+True
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .models.base import UserState
+from .types import Event
+
+
+@dataclass
+class UserRecord:
+    """One user's online state."""
+
+    history: deque[Event]
+    seen: set[int] = field(default_factory=set)
+    interests: np.ndarray | None = None
+    interests_text: str | None = None
+
+
+class OnlineState:
+    """Every user's :class:`UserRecord`, and per-user versions."""
+
+    def __init__(self, history_length: int) -> None:
+        self.history_length = history_length
+        self.users: dict[str, UserRecord] = {}
+        self._version: dict[str, int] = {}
+        self._clock = 0
+
+    def __contains__(self, user: str) -> bool:
+        return user in self.users
+
+    def get(self, user: str) -> UserRecord | None:
+        return self.users.get(user)
+
+    def ensure(self, user: str) -> UserRecord:
+        u = self.users.get(user)
+        if u is None:
+            u = self.users[user] = UserRecord(deque(maxlen=self.history_length))
+        return u
+
+    def touch(self, user: str) -> None:
+        """Mark that what ``recommend(user)`` sees changed."""
+        self._clock += 1
+        self._version[user] = self._clock
+
+    def version(self, user: str) -> int:
+        return self._version.get(user, 0)
+
+    def apply(self, e: Event, item: int | None) -> None:
+        """One event of ``e.user`` on dense item ``item`` (None: not in the catalog)."""
+        self.touch(e.user)
+        u = self.ensure(e.user)
+        u.history.append(e)
+        if item is not None:
+            u.seen.add(item)
+
+    def set_interests(self, user: str, vector: np.ndarray | None, text: str | None) -> None:
+        self.touch(user)
+        u = self.ensure(user)
+        u.interests, u.interests_text = vector, text
+
+    def seen(self, user: str) -> set[int]:
+        u = self.users.get(user)
+        return u.seen if u is not None else set()
+
+    def state(self, user: str) -> UserState:
+        """What the learners see of ``user`` right now."""
+        u = self.users.get(user)
+        if u is None:
+            return UserState(user)
+        return UserState(user, tuple(u.history), u.interests, u.interests_text)
+
+    def forget(self, user: str) -> None:
+        self.users.pop(user, None)
+        self._version.pop(user, None)
+
+    def adopt(self, rebuilt: "OnlineState") -> None:
+        """Take the users of a state rebuilt from the log, keeping declared interests
+        (they live outside the event log) and moving every version forward."""
+        for name, u in self.users.items():
+            if u.interests is not None:
+                nu = rebuilt.ensure(name)
+                nu.interests, nu.interests_text = u.interests, u.interests_text
+        self.users = rebuilt.users
+        for name in rebuilt._version:
+            self.touch(name)
