@@ -15,7 +15,6 @@ import inspect
 import json
 import threading
 import time
-import uuid
 
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -29,18 +28,17 @@ from .encode.text import render_text
 from .errors import ConflictError, LiverecError, UnknownItemError, ValidationError
 from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
-from .rank import ranker
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
 from .rank.feedback import SlateFeedback
-from .rank.policy import SlateContext, make_policies
-from .rank.slate import build_slate
+from .rank.pipeline import Pipeline, Request
+from .rank.policy import make_policies
 from .rank.tuner import TunedConfig, Tuner
 
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
 from .settings import Settings
-from .store import Impression, Store
+from .store import Store
 from .state import OnlineState
 from .store.impressions import ImpressionWriter
 from .types import Event, Item, Recommendation, is_finite_number
@@ -104,6 +102,8 @@ class Engine:
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
         self._impressions = ImpressionWriter(store, settings.impression_flush_seconds)
+        #: retrieve -> score -> fuse -> filter -> policy -> explain -> log.
+        self.pipeline = Pipeline(settings, self.catalog, self.index, self.served, self._impressions)
         # Replication (several engines over one store): see sync().
         self.replicated = False
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
@@ -753,71 +753,6 @@ class Engine:
             w.update(weights)
         return w
 
-    def _score(
-        self,
-        state: UserState,
-        *,
-        k: int,
-        candidates: Sequence[str] | None,
-        exclude_seen: bool,
-        filters: Mapping[str, Any] | None,
-        weights: dict[str, float],
-        must_include: int | None = None,
-        exclude: Sequence[str] | None = None,
-    ) -> ranker.Scored | None:
-        cat, index = self.catalog, self.index
-        if cat.n_alive == 0:
-            return None
-        if candidates is not None:
-            idx = cat.select(candidates).idx
-        elif filters:
-            idx = np.flatnonzero(cat.filter_mask(filters))
-        else:
-            seen_n = len(self.state.seen(state.user))
-            idx = ranker.retrieve(
-                state, self.learners, weights, cat, index, max(k, self.settings.candidates_per_source) + seen_n
-            )
-        if filters and candidates is not None:
-            idx = idx[cat.filter_mask(filters)[idx]]
-        blocked = self._blocked_mask()
-        if blocked is not None:
-            idx = idx[~blocked[idx]]
-        if exclude:
-            drop = cat.live_indices(exclude)
-            idx = idx[~np.isin(idx, drop)]
-        if exclude_seen:
-            seen = self.state.seen(state.user)
-            if seen:
-                keep = np.ones(len(cat), dtype=bool)
-                keep[np.fromiter(seen, dtype=np.int64, count=len(seen))] = False
-                idx = idx[keep[idx]]
-        if must_include is not None and must_include not in idx:
-            idx = np.append(idx, must_include)
-        return ranker.fuse(state, cat.from_idx(idx), self.learners, weights)
-
-    def _blocked_mask(self) -> np.ndarray | None:
-        """Items never to serve (blocklist ids and blocked terms), cached per catalog version."""
-        s = self.settings
-        if not s.blocklist and not s.blocked_terms:
-            return None
-        cached = getattr(self, "_blocked", None)
-        if cached is not None and cached[0] == self.catalog.version:
-            return cached[1]
-        cat = self.catalog
-        mask = np.zeros(len(cat), dtype=bool)
-        for item in s.blocklist:
-            i = cat.index.get(item)
-            if i is not None:
-                mask[i] = True
-        terms = [t.lower() for t in s.blocked_terms if t]
-        if terms:
-            for i, text in enumerate(cat.texts):
-                low = text.lower()
-                if any(t in low for t in terms):
-                    mask[i] = True
-        self._blocked = (cat.version, mask)
-        return mask
-
     def recommend(
         self,
         user: str,
@@ -867,85 +802,23 @@ class Engine:
             raise ValidationError(
                 f"unknown policy {policy!r}; configured policies are {sorted(self.policies)}.", field="policy"
             )
-        w = self._weights(weights)
+        req = Request(
+            user=user, k=k, weights=self._weights(weights), candidates=candidates, exclude_seen=exclude_seen,
+            exclude=exclude, filters=filters, diversity=float(diversity), max_per_provider=cap, policy=policy,
+            context=dict(context or {}), explain=explain,
+            log=self.settings.log_impressions if log is None else log,
+        )
         with self._lock:
-            state = self.user_state(user)
-            scored = self._score(
-                state, k=k, candidates=candidates, exclude_seen=exclude_seen, filters=filters, weights=w,
-                exclude=exclude,
-            )
-            if scored is None:
-                return []
-            if policy != "greedy":
-                return self._serve_policy(policy, state, scored, k, context, explain, log, w)
-            providers = None
-            if cap is not None and self.settings.provider_attribute:
-                attr = self.settings.provider_attribute
-                attrs = self.catalog.attributes
-                providers = [attrs[i].get(attr) for i in scored.items.idx]
-            order = build_slate(
-                scored.fused, self.catalog.vectors, k, diversity=float(diversity), rows=scored.items.idx,
-                providers=providers, max_per_provider=cap if providers is not None else None,
-            )
-            recs = ranker.to_recommendations(state, scored, order, self.learners, self.catalog, with_reasons=explain)
-            self.served.remember(user, scored, order, w)
-            # Per-source contributions go with the logged slate: fusion weights are learned from them.
-            parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in order]
-            # Under the lock: an erasure running now cannot be followed by this user's impressions.
-            if recs and (self.settings.log_impressions if log is None else log):
-                rid, now = uuid.uuid4().hex, time.time()
-                self._impressions.write(
-                    [
-                        Impression(
-                            rid, user, r.item, r.position, r.score, r.propensity, "greedy", now,
-                            {**dict(context or {}), "sources": part},
-                        )
-                        for r, part in zip(recs, parts)
-                    ]
-                )
-        return recs
+            return self.pipeline.serve(self.user_state(user), self.state.seen(user), self.learners, req)
 
     def log_served(
         self, user: str, recs: Sequence[Recommendation], *, policy: str = "greedy",
         context: Mapping[str, Any] | None = None,
     ) -> None:
         """Log a slate served again from a response cache as impressions (same propensities)."""
-        if recs:
-            rid, now = uuid.uuid4().hex, time.time()
-            # No engine lock (a cache hit must not wait for a commit); the caller checked
-            # user_version(), which every erasure changes, just before.
-            self._impressions.write(
-                [
-                    Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now,
-                               {**dict(context or {}), "cached": True})
-                    for r in recs
-                ]
-            )
-
-    def _serve_policy(
-        self, name: str, state: UserState, scored: ranker.Scored, k: int,
-        context: Mapping[str, Any] | None, explain: bool, log: bool | None, w: Mapping[str, float],
-    ) -> list[Recommendation]:
-        """Let an exploring policy pick the slate; remember it so feedback can reward it."""
-        content = self.learners.get("content")
-        query = content.query_vector(state) if content is not None and hasattr(content, "query_vector") else None
-        vecs = getattr(content, "item_vectors", None) if query is not None else None
-        ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs, scored.parts)
-        served = self.served.choose(name, ctx, scored, k)
-        self.served.remember(state.user, scored, served.positions, w)
-        recs = ranker.to_recommendations(state, scored, served.positions, self.learners, self.catalog, with_reasons=explain)
-        recs = [replace(r, propensity=float(p)) for r, p in zip(recs, served.propensities)]
-        parts = [{n: round(float(v[p]), 6) for n, v in scored.parts.items()} for p in served.positions]
-        if recs and (self.settings.log_impressions if log is None else log):
-            rid, now = uuid.uuid4().hex, time.time()
-            self._impressions.write(
-                [
-                    Impression(rid, state.user, r.item, r.position, r.score, r.propensity, name, now,
-                               {**dict(context or {}), "sources": part})
-                    for r, part in zip(recs, parts)
-                ]
-            )
-        return recs
+        # No engine lock (a cache hit must not wait for a commit); the caller checked
+        # user_version(), which every erasure changes, just before.
+        self.pipeline.log_cached(user, recs, policy, context)
 
     def explain(self, user: str, item: str, *, weights: Mapping[str, float] | None = None) -> Recommendation:
         """Why ``item`` would (or would not) be recommended to ``user`` now."""
@@ -953,19 +826,7 @@ class Engine:
         idx = self.catalog.idx_of(item)
         w = self._weights(weights)
         with self._lock:
-            state = self.user_state(user)
-            scored = self._score(
-                state, k=10, candidates=None, exclude_seen=False, filters=None, weights=w, must_include=idx
-            )
-            assert scored is not None
-            pos = int(np.flatnonzero(scored.items.idx == idx)[0])
-            rank = int((scored.fused > scored.fused[pos]).sum())
-            return Recommendation(
-                item=item,
-                score=float(scored.fused[pos]),
-                reasons=ranker.explain(state, scored, pos, self.learners, self.catalog),
-                position=rank,
-            )
+            return self.pipeline.explain(self.user_state(user), self.learners, item, idx, w)
 
 
 def _check_id(v: Any, field: str) -> None:

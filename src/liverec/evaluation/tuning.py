@@ -53,7 +53,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 
 VALIDATION_FRAC = 0.2  # static: per user; stream: of the warm-up
 COLD_ITEM_FRAC = 0.1
-MAX_STREAM = 20_000  # validation events replayed at most (stream)
+MAX_STREAM = 5_000  # validation events replayed per grid point (stream): HR@10 to about ±0.004, 4x faster than 20k
 
 
 def grid_for(name: str, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:

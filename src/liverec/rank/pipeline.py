@@ -1,0 +1,193 @@
+"""The serving path: retrieve -> score -> fuse -> filter -> policy -> explain -> log.
+
+One object per engine, holding what every request shares (catalog, vector index,
+settings, served-slate memory, impression log, the block list); the learners and the
+user's state come with each call, because a fit swaps the learners and the caller holds
+the lock.
+
+Examples
+--------
+>>> pipe = Pipeline(settings, catalog, index, served, impressions)          # doctest: +SKIP
+>>> recs = pipe.serve(state, seen, learners, Request(user="u1", k=10, weights=w))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..encode.catalog import Catalog
+from ..models.base import Learner, UserState
+from ..settings import Settings
+from ..store import Impression
+from ..store.impressions import ImpressionWriter
+from ..types import Recommendation
+from . import ranker
+from .feedback import SlateFeedback
+from .index import VectorIndex
+from .policy import SlateContext
+from .slate import build_slate
+
+
+@dataclass(frozen=True)
+class Request:
+    """One validated recommendation request (see ``Engine.recommend`` for each field)."""
+
+    user: str
+    k: int
+    weights: dict[str, float]
+    candidates: Sequence[str] | None = None
+    exclude_seen: bool = True
+    exclude: Sequence[str] | None = None
+    filters: Mapping[str, Any] | None = None
+    diversity: float = 0.0
+    max_per_provider: int | None = None
+    policy: str = "greedy"
+    context: Mapping[str, Any] = field(default_factory=dict)
+    explain: bool = True
+    log: bool = True
+
+
+class Pipeline:
+    """Turns a user's state and the learners into a served, explained, logged slate."""
+
+    def __init__(
+        self, settings: Settings, catalog: Catalog, index: VectorIndex, served: SlateFeedback,
+        impressions: ImpressionWriter,
+    ) -> None:
+        self.settings, self.catalog, self.index = settings, catalog, index
+        self.served, self.impressions = served, impressions
+        self._blocked: tuple[int, np.ndarray] | None = None
+
+    # ------------------------------------------------------------ candidates
+    def score(
+        self, state: UserState, seen: set[int], learners: Mapping[str, Learner], req: Request,
+        must_include: int | None = None,
+    ) -> ranker.Scored | None:
+        """Candidates (retrieved, or the caller's, filtered) scored by every source and fused."""
+        cat = self.catalog
+        if cat.n_alive == 0:
+            return None
+        if req.candidates is not None:
+            idx = cat.select(req.candidates).idx
+        elif req.filters:
+            idx = np.flatnonzero(cat.filter_mask(req.filters))
+        else:
+            n = max(req.k, self.settings.candidates_per_source) + len(seen)
+            idx = ranker.retrieve(state, learners, req.weights, cat, self.index, n)
+        if req.filters and req.candidates is not None:
+            idx = idx[cat.filter_mask(req.filters)[idx]]
+        blocked = self.blocked_mask()
+        if blocked is not None:
+            idx = idx[~blocked[idx]]
+        if req.exclude:
+            idx = idx[~np.isin(idx, cat.live_indices(req.exclude))]
+        if req.exclude_seen and seen:
+            keep = np.ones(len(cat), dtype=bool)
+            keep[np.fromiter(seen, dtype=np.int64, count=len(seen))] = False
+            idx = idx[keep[idx]]
+        if must_include is not None and must_include not in idx:
+            idx = np.append(idx, must_include)
+        return ranker.fuse(state, cat.from_idx(idx), learners, req.weights)
+
+    def blocked_mask(self) -> np.ndarray | None:
+        """Items never to serve (blocklist ids and blocked terms), cached per catalog version."""
+        s = self.settings
+        if not s.blocklist and not s.blocked_terms:
+            return None
+        if self._blocked is not None and self._blocked[0] == self.catalog.version:
+            return self._blocked[1]
+        cat = self.catalog
+        mask = np.zeros(len(cat), dtype=bool)
+        for item in s.blocklist:
+            i = cat.index.get(item)
+            if i is not None:
+                mask[i] = True
+        terms = [t.lower() for t in s.blocked_terms if t]
+        if terms:
+            for i, text in enumerate(cat.texts):
+                low = text.lower()
+                if any(t in low for t in terms):
+                    mask[i] = True
+        self._blocked = (cat.version, mask)
+        return mask
+
+    # ------------------------------------------------------------------ serve
+    def serve(self, state: UserState, seen: set[int], learners: Mapping[str, Learner], req: Request) -> list[Recommendation]:
+        """The slate for ``req``: greedy (diversity, exposure caps) or an exploring policy."""
+        scored = self.score(state, seen, learners, req)
+        if scored is None:
+            return []
+        if req.policy != "greedy":
+            return self._explore(state, learners, scored, req)
+        providers = None
+        if req.max_per_provider is not None and self.settings.provider_attribute:
+            attr, attrs = self.settings.provider_attribute, self.catalog.attributes
+            providers = [attrs[i].get(attr) for i in scored.items.idx]
+        order = build_slate(
+            scored.fused, self.catalog.vectors, req.k, diversity=float(req.diversity), rows=scored.items.idx,
+            providers=providers, max_per_provider=req.max_per_provider if providers is not None else None,
+        )
+        recs = ranker.to_recommendations(state, scored, order, learners, self.catalog, with_reasons=req.explain)
+        self.served.remember(req.user, scored, order, req.weights)
+        self._log(req, recs, scored, order, "greedy")
+        return recs
+
+    def _explore(
+        self, state: UserState, learners: Mapping[str, Learner], scored: ranker.Scored, req: Request
+    ) -> list[Recommendation]:
+        """Let an exploring policy pick the slate; remember it so feedback can reward it."""
+        content = learners.get("content")
+        query = content.query_vector(state) if content is not None and hasattr(content, "query_vector") else None
+        vecs = getattr(content, "item_vectors", None) if query is not None else None
+        ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs, scored.parts)
+        chosen = self.served.choose(req.policy, ctx, scored, req.k)
+        self.served.remember(state.user, scored, chosen.positions, req.weights)
+        recs = ranker.to_recommendations(state, scored, chosen.positions, learners, self.catalog, with_reasons=req.explain)
+        recs = [replace(r, propensity=float(p)) for r, p in zip(recs, chosen.propensities)]
+        self._log(req, recs, scored, chosen.positions, req.policy)
+        return recs
+
+    def _log(self, req: Request, recs: list[Recommendation], scored: ranker.Scored, order: Sequence[int], policy: str) -> None:
+        """The served slate as impressions, each with its per-source contributions (the
+        fusion weights are learned from them). Called under the engine lock: an erasure
+        running now cannot be followed by this user's impressions."""
+        if not recs or not req.log:
+            return
+        rid, now = uuid.uuid4().hex, time.time()
+        self.impressions.write([
+            Impression(rid, req.user, r.item, r.position, r.score, r.propensity, policy, now,
+                       {**dict(req.context), "sources": {n: round(float(v[p]), 6) for n, v in scored.parts.items()}})
+            for r, p in zip(recs, order)
+        ])
+
+    def log_cached(
+        self, user: str, recs: Sequence[Recommendation], policy: str, context: Mapping[str, Any] | None
+    ) -> None:
+        """A slate served again from a response cache, logged with the same propensities."""
+        if recs:
+            rid, now = uuid.uuid4().hex, time.time()
+            self.impressions.write([
+                Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now,
+                           {**dict(context or {}), "cached": True})
+                for r in recs
+            ])
+
+    # ---------------------------------------------------------------- explain
+    def explain(
+        self, state: UserState, learners: Mapping[str, Learner], item: str, idx: int, weights: dict[str, float]
+    ) -> Recommendation:
+        """Why ``item`` (dense ``idx``) would or would not be served to this user now, and its rank."""
+        req = Request(user=state.user, k=10, weights=weights, exclude_seen=False)
+        scored = self.score(state, set(), learners, req, must_include=idx)
+        assert scored is not None
+        pos = int(np.flatnonzero(scored.items.idx == idx)[0])
+        rank = int((scored.fused > scored.fused[pos]).sum())
+        return Recommendation(
+            item=item, score=float(scored.fused[pos]),
+            reasons=ranker.explain(state, scored, pos, learners, self.catalog), position=rank,
+        )
