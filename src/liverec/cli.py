@@ -637,7 +637,7 @@ def tune_encoder_(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .encode.tune import cold_split_pairs, cold_start_report, torch_threads, tune_encoder
+    from .evaluation.tune_encoder import cold_split_pairs, cold_start_report, torch_threads, tune_encoder
     from .evaluation.datasets import load_dataset
     from .evaluation.run import default_cache_url
     from .settings import Settings

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import liverec.encode.tune as tune_mod
+import liverec.evaluation.tune_encoder as tune_mod
 from liverec import Event
 from liverec.encode.encoder import SentenceTransformerEncoder, model_id_for
 from liverec.encode.text import render_text
-from liverec.encode.tune import behaviour_pairs, check_no_cold_text, cold_split_pairs, tune_encoder
+from liverec.evaluation.tune_encoder import behaviour_pairs, check_no_cold_text, cold_split_pairs, tune_encoder
 from liverec.errors import ValidationError
 from liverec.models import FeedbackConfig
 from liverec.settings import DEFAULT_TEXT_TEMPLATE

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import string
 from typing import Any, Mapping
+
+from ..store.schema import text_hash
+
+__all__ = ["render_text", "text_hash"]
 
 _FMT = string.Formatter()
 
@@ -40,6 +43,3 @@ def render_text(text: str, attributes: Mapping[str, Any], template: str) -> str:
     return out
 
 
-def text_hash(text: str) -> str:
-    """Stable key of a text in the vector cache."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]

@@ -11,9 +11,19 @@ by a version number in ``liverec_meta`` is all that needs.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import sqlalchemy as sa
+
+
+def text_hash(text: str) -> str:
+    """Stable key of a text in the vector cache (the ``vectors`` table).
+
+    >>> len(text_hash("The Hobbit"))
+    40
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 metadata = sa.MetaData()
 

@@ -350,7 +350,6 @@ class Store:
         (set at connect) zeroes the freed pages, so the file keeps no copy; a reader
         holding an older snapshot open can delay the truncation until its next erasure.
         """
-        from ..encode.text import text_hash  # not at import: encode imports the store
 
         counts: dict[str, int] = {}
         if not _storable([user]):  # such an id was never stored
@@ -360,7 +359,7 @@ class Store:
                 sa.select(S.users.c.interests).where(S.users.c.id == user)
             ).scalar_one_or_none()
             if interests:
-                conn.execute(S.vectors.delete().where(S.vectors.c.text_hash == text_hash(interests)))
+                conn.execute(S.vectors.delete().where(S.vectors.c.text_hash == S.text_hash(interests)))
             counts["events"] = conn.execute(S.events.delete().where(S.events.c.user_id == user)).rowcount
             counts["impressions"] = conn.execute(
                 S.impressions.delete().where(S.impressions.c.user_id == user)

@@ -70,8 +70,8 @@ import numpy as np
 from ..errors import ValidationError
 from ..models.base import FeedbackConfig
 from ..types import Event, Item
-from .encoder import SentenceTransformerEncoder, shipped_model_path
-from .text import render_text
+from ..encode.encoder import SentenceTransformerEncoder, shipped_model_path
+from ..encode.text import render_text
 
 __all__ = [
     "behaviour_pairs",
@@ -205,7 +205,7 @@ def cold_split_pairs(
     -------
     (list[tuple[str, str]], ColdSplit)
     """
-    from ..evaluation.splits import cold_item_split
+    from .splits import cold_item_split
 
     split = cold_item_split(events, seed=seed)
     texts = _texts(items, template)
@@ -402,7 +402,7 @@ def _encode(model: str | None, texts: list[str], cache_url: str | None, progress
     if cache_url is None:
         return enc.encode(texts, progress=progress), enc.model_id
     from ..store import Store
-    from .cache import CachedEncoder
+    from ..encode.cache import CachedEncoder
 
     store = Store.open(cache_url)
     try:
@@ -459,11 +459,11 @@ def cold_start_report(
         ``{"before": {"ndcg@10": ..., "recall@10": ..., "hr@10", "map@10", "mrr@10",
         "encoder": model id}, "after": {...}, "cold_items": n, "cold_users": n}``.
     """
-    from ..evaluation.adapters import LearnerModel
-    from ..evaluation.harness import run_cold
-    from ..evaluation.splits import cold_item_split
+    from .adapters import LearnerModel
+    from .harness import run_cold
+    from .splits import cold_item_split
     from ..models.content import ContentProfile
-    from .catalog import Catalog
+    from ..encode.catalog import Catalog
 
     split = cold_item_split(events, seed=seed)
     by_id = _texts(items, template)
