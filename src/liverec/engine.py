@@ -16,7 +16,6 @@ import json
 import threading
 import time
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -41,8 +40,8 @@ from .settings import Settings
 from .store import Store
 from .state import OnlineState
 from .store.impressions import ImpressionWriter
-from .types import Event, Item, Recommendation, is_finite_number
-from .validate import check_text
+from .types import Event, Item, Recommendation
+from .validate import check_event, check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
@@ -491,46 +490,11 @@ class Engine:
 
     # ------------------------------------------------------------------ events
     def _validate(self, e: Event, where: str) -> Event:
-        if not isinstance(e, Event):
-            raise ValidationError(
-                f"{where} is a {type(e).__name__}, not an Event: build it with Event(user=..., item=..., kind=...).",
-                field=where,
-            )
-        from .validate import check_event_value, check_id, check_json_value
-
-        check_id(e.user, f"{where}.user")
-        check_id(e.item, f"{where}.item")
-        check_id(e.id, f"{where}.id", path_safe=False)  # event ids never appear in a URL
-        if not isinstance(e.kind, str) or e.kind not in self.feedback.kind_weights:
-            raise ValidationError(
-                f"{where}.kind {e.kind!r} is not a known event kind; use one of "
-                f"{sorted(self.feedback.kind_weights)} or add it to Settings(kind_weights=...).",
-                field=f"{where}.kind",
-            )
-        check_event_value(e.value, f"{where}.value", limit=self.settings.max_event_value)
-        if e.kind == "rating" and not (self.settings.rating_min <= e.value <= self.settings.rating_max):
-            raise ValidationError(
-                f"{where}.value {e.value} is outside the rating range "
-                f"[{self.settings.rating_min}, {self.settings.rating_max}]; send stars in that range "
-                "or change Settings(rating_min=..., rating_max=...).",
-                field=f"{where}.value",
-            )
-        if not is_finite_number(e.timestamp) or e.timestamp < 0:
-            raise ValidationError(
-                f"{where}.timestamp must be Unix seconds (a finite number >= 0), got {e.timestamp!r}.",
-                field=f"{where}.timestamp",
-            )
-        if e.timestamp > time.time() + self.settings.max_clock_skew_seconds:
-            raise ValidationError(
-                f"{where}.timestamp {e.timestamp} is in the future; send Unix seconds, not milliseconds.",
-                field=f"{where}.timestamp",
-            )
-        if not isinstance(e.context, Mapping):
-            raise ValidationError(f"{where}.context must be a mapping.", field=f"{where}.context")
-        check_json_value(e.context, f"{where}.context")
-        if isinstance(e.value, int) or isinstance(e.timestamp, int):
-            e = replace(e, value=float(e.value), timestamp=float(e.timestamp))
-        return e
+        return check_event(
+            e, where, kinds=self.feedback.kind_weights, max_value=self.settings.max_event_value,
+            rating_range=(self.settings.rating_min, self.settings.rating_max),
+            max_clock_skew=self.settings.max_clock_skew_seconds,
+        )
 
     def record(self, event: Event) -> bool:
         """Store one event and update every learner at once. False if its id was seen before."""

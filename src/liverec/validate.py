@@ -40,6 +40,7 @@ import re
 from typing import Any, Mapping
 
 from .errors import ValidationError
+from .types import Event, is_finite_number
 
 #: Most containers (objects, lists) nested in one JSON value, the outermost included.
 MAX_DEPTH = 8
@@ -267,3 +268,62 @@ def check_event_value(v: Any, field: str, *, limit: float) -> None:
             "Settings(max_event_value=...) (LIVEREC_MAX_EVENT_VALUE). Nothing was stored.",
             field=field,
         )
+
+
+def check_event(
+    e: Any, where: str, *, kinds: Mapping[str, float], max_value: float,
+    rating_range: tuple[float, float] = (0.0, 5.0), max_clock_skew: float = 86_400.0,
+) -> Event:
+    """A valid :class:`~liverec.types.Event` (value and timestamp as floats), or the error
+    naming ``where``'s field and the fix. Nothing is stored by a caller that gets an error.
+
+    >>> from liverec import Event
+    >>> check_event(Event(user="u", item="i", kind="rating", value=4), "events[0]", kinds={"rating": 1.0},
+    ...             max_value=1e6).value
+    4.0
+    >>> check_event(Event(user="u", item="i", kind="share"), "events[1]", kinds={"click": 1.0}, max_value=1e6)
+    Traceback (most recent call last):
+    ...
+    liverec.errors.ValidationError: events[1].kind 'share' is not a known event kind; use one of ['click'] or add it to Settings(kind_weights=...).
+    """
+    import time
+    from dataclasses import replace
+
+    if not isinstance(e, Event):
+        raise ValidationError(
+            f"{where} is a {type(e).__name__}, not an Event: build it with Event(user=..., item=..., kind=...).",
+            field=where,
+        )
+    check_id(e.user, f"{where}.user")
+    check_id(e.item, f"{where}.item")
+    check_id(e.id, f"{where}.id", path_safe=False)  # event ids never appear in a URL
+    if not isinstance(e.kind, str) or e.kind not in kinds:
+        raise ValidationError(
+            f"{where}.kind {e.kind!r} is not a known event kind; use one of "
+            f"{sorted(kinds)} or add it to Settings(kind_weights=...).",
+            field=f"{where}.kind",
+        )
+    check_event_value(e.value, f"{where}.value", limit=max_value)
+    lo, hi = rating_range
+    if e.kind == "rating" and not (lo <= e.value <= hi):
+        raise ValidationError(
+            f"{where}.value {e.value} is outside the rating range [{lo}, {hi}]; send stars in that range "
+            "or change Settings(rating_min=..., rating_max=...).",
+            field=f"{where}.value",
+        )
+    if not is_finite_number(e.timestamp) or e.timestamp < 0:
+        raise ValidationError(
+            f"{where}.timestamp must be Unix seconds (a finite number >= 0), got {e.timestamp!r}.",
+            field=f"{where}.timestamp",
+        )
+    if e.timestamp > time.time() + max_clock_skew:
+        raise ValidationError(
+            f"{where}.timestamp {e.timestamp} is in the future; send Unix seconds, not milliseconds.",
+            field=f"{where}.timestamp",
+        )
+    if not isinstance(e.context, Mapping):
+        raise ValidationError(f"{where}.context must be a mapping.", field=f"{where}.context")
+    check_json_value(e.context, f"{where}.context")
+    if isinstance(e.value, int) or isinstance(e.timestamp, int):
+        e = replace(e, value=float(e.value), timestamp=float(e.timestamp))
+    return e
