@@ -450,7 +450,9 @@ def _require_extras(settings) -> None:  # type: ignore[no-untyped-def]
 
     require_driver(settings.store)
     if settings.state:
-        from .service import replication  # noqa: F401  (needs liverec[redis])
+        # Asked directly, not through importing the replication module: an earlier import
+        # of it would hide a package removed since.
+        require("redis", "redis", "replicas sharing state through Redis (--state / LIVEREC_STATE)")
     if settings.encoder_backend == "onnx":
         from .encode.onnx import require_runtime
 

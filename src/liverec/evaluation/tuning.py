@@ -112,8 +112,8 @@ def validation_split(
     >>> v = validation_split("stream", evs)
     >>> [e.id for e in v.held_out]
     ['e8', 'e9']
-    >>> validation_split("static", evs).targets
-    {'u': {'i8', 'i9'}}
+    >>> {u: sorted(items) for u, items in validation_split("static", evs).targets.items()}
+    {'u': ['i8', 'i9']}
     """
     if protocol == "static":
         s = temporal_user_split(train, test_frac=VALIDATION_FRAC)
