@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/liverec serve --demo --open --store sqlite:///liverec-demo.db --simulate $(SIMULATE) --port $(PORT)
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadfile --doctest-modules src tests
 
 # Build sdist + wheel, install the wheel into a fresh venv (torch CPU first, then [redis])

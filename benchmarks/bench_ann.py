@@ -278,7 +278,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     }
     ex.close()
     eng.close()
-    del eng, ex, ann_index, enc, items, vecs
+    eng = ex = ann_index = enc = items = vecs = None  # noqa: F841 - free the 1M-item state before the next size
     gc.collect()
     tmp.cleanup()
     return out

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 
 import common
-from common import Stopwatch, console, kv_table
+from common import console, kv_table
 
 TARGET = "bulk ingestion >= 10k events/s into SQLite with durability on"
 KINDS = np.array(["click", "view", "like", "rating"])

@@ -586,6 +586,17 @@ class Engine:
         self.served.learn(e, i)
 
     @property
+    def index(self) -> VectorIndex:
+        """The item-vector index retrieval searches (replaceable: the pipeline follows)."""
+        return self._index
+
+    @index.setter
+    def index(self, value: VectorIndex) -> None:
+        self._index = value
+        if "pipeline" in self.__dict__:
+            self.pipeline.index = value
+
+    @property
     def online_fusion(self) -> OnlineFusion | None:
         """The per-click fusion learner (None when ``fusion_learning_rate`` is 0)."""
         return self.served.fusion

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import operator
 import threading
-from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np

@@ -21,7 +21,6 @@ Every function returns plain rows/dicts; nothing here prints.
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import sys
 import time
 from collections import defaultdict

@@ -30,11 +30,11 @@ import scipy.sparse as sp
 
 from ..encode.catalog import ItemIds
 from ..types import Event
-#: Below this many interactions in total, matrix factorisation does not score.
-MIN_INTERACTIONS = 50
-
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 from .retrieval import FactorIndex, best
+
+#: Below this many interactions in total, matrix factorisation does not score.
+MIN_INTERACTIONS = 50
 
 #: Exact Gram matrices are recomputed after this many rank-1 updates (bounds drift).
 _REFRESH_GRAMS = 10_000
