@@ -391,7 +391,7 @@ def serve(
 
         with Engine.open(url, settings=settings) as eng:
             if eng.n_items == 0:
-                console.print("importing the shipped book catalog (first run encodes 10,000 books, ~40 s) ...")
+                console.print("importing the shipped book catalog (the first run encodes 10,000 books: 1-5 minutes on 2 cores) ...")
                 eng.add_items(load_goodbooks())
     if not settings.open_access and not settings.api_keys:
         from .store import Store
