@@ -134,6 +134,10 @@ def import_items(
         else:
             items = load_items(p, format=None if format == ItemFormat.auto else format.value)
         items = items[:limit] if limit else items
+        if not items:
+            err.print(f"[bold red]error:[/] {escape(path)} holds no items; nothing was imported. A CSV needs a header "
+                      "row (id,text[,title,authors,...]) and one row per item.")
+            raise typer.Exit(code=2)
         with _open(store) as eng:
             changed = eng.add_items(items)
             console.print(f"{len(items)} items read, {changed} new or changed, catalog now {eng.n_items} items.")
@@ -160,6 +164,10 @@ def import_events(
             events = load_movielens(p)[1]
         else:
             events = load_events(p, format=None if format == EventFormat.auto else format.value)
+        if not events:
+            err.print(f"[bold red]error:[/] {escape(path)} holds no events; nothing was imported. A CSV needs a header "
+                      "row (user,item[,kind,value,timestamp,id,context]) and one row per event.")
+            raise typer.Exit(code=2)
         new = 0
         with _open(store) as eng:
             for i in tqdm(range(0, len(events), batch), desc="events", unit="batch", disable=len(events) <= batch):

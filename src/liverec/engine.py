@@ -281,6 +281,13 @@ class Engine:
                     field=f"items[{i}].id",
                 )
             seen.add(it.id)
+            if not self._render(it.text, it.attributes).strip():
+                raise ValidationError(
+                    f"items[{i}] ({it.id!r}) has no text: nothing for the language model to read, so it could "
+                    "only be recommended by chance. Give it text, or attributes the text template uses "
+                    "(title, authors, genres, tags). Nothing was stored.",
+                    field=f"items[{i}].text",
+                )
         with self._lock:
             changed: list[Item] = []
             texts: list[str] = []

@@ -25,3 +25,14 @@ def test_busy_port_is_reported_before_the_catalog_import(tmp_path, monkeypatch):
         assert r.exit_code == 2 and f":{port}" in r.output
     finally:
         holder.close()
+
+
+def test_empty_imports_are_refused(tmp_path):
+    items, events = tmp_path / "items.csv", tmp_path / "events.csv"
+    items.write_text("id,text\n")
+    events.write_text("user,item\n")
+    store = f"sqlite:///{tmp_path / 'empty.db'}"
+    r = CliRunner().invoke(app, ["import-items", str(items), "--store", store])
+    assert r.exit_code == 2 and "no items" in r.output
+    r = CliRunner().invoke(app, ["import-events", str(events), "--store", store])
+    assert r.exit_code == 2 and "no events" in r.output

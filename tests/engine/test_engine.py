@@ -426,3 +426,11 @@ def test_set_interests_refuses_text_no_store_can_keep(eng, text):
         eng.set_interests("u-int", text)
     assert err.value.field == "interests"
     assert eng.user_state("u-int").interests is None and not list(eng.store.iter_interests())
+
+
+def test_an_item_with_no_text_at_all_is_refused_and_nothing_is_stored(eng):
+    before = eng.n_items
+    with pytest.raises(ValidationError, match="has no text") as err:
+        eng.add_items([Item(id="fine", text="A real book"), Item(id="blank", text="   ", attributes={"year": 1990})])
+    assert err.value.field == "items[1].text" and eng.n_items == before
+    assert eng.add_items([Item(id="titled", attributes={"title": "Only a title"})]) == 1  # the template gives it text

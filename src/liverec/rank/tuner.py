@@ -300,7 +300,7 @@ class Tuner:
         if not split.users:
             raise ValueError(
                 "not enough history to tune: need users with at least 5 positive events; "
-                "record more events, or call fit() without tune=True."
+                "record more events first; a plain fit (`liverec fit`, `Engine.fit()`) needs none."
             )
         cold = None
         if self.new_item_share > 0:
