@@ -78,6 +78,9 @@ def test_cli_eval_on_generic_folder(tiny, encoder, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     got = json.loads((tmp_path / "r.json").read_text())
     assert set(got["results"]) == {"liverec", "trending"} and "ndcg@10" in got["results"]["liverec"]
+    fit = got["tuning"]["liverec"]
+    assert fit["engine_fit"] == "fit(tune=True)"
+    assert fit["configuration"]["weights"] and fit["configuration"]["score"] >= fit["configuration"]["default_score"]
     bad = CliRunner().invoke(app, ["eval", "--dataset", "movielens", "--models", "nonsense"])
     assert bad.exit_code == 2 and "--data" in bad.output
 

@@ -100,6 +100,9 @@ class EngineModel:
             "tune_requested": self.tune,
             "tune_supported": supported,
         }
+        tuned = getattr(self.engine, "tuned", None)
+        if tuned is not None:  # what the engine chose, with its validation score
+            self.tuning["configuration"] = tuned.summary()
 
     def learn_one(self, event: Event) -> None:
         self.engine.record(event)

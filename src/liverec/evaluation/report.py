@@ -59,6 +59,11 @@ def tuning_lines(out: Mapping[str, Any]) -> list[str]:
             )
         elif "engine_fit" in t:
             note = "" if t.get("tune_supported") or not t.get("tune_requested") else " (engine has no fit(tune=...))"
+            conf = t.get("configuration")
+            if conf:
+                weights = ", ".join(f"{k} {v:g}" for k, v in sorted(conf["weights"].items(), key=lambda kv: -kv[1]))
+                note += (f" (validation {conf['score']:.4f} vs {conf['default_score']:.4f} at the start, "
+                         f"{conf['n_trials']} trials, {conf['seconds']:.0f} s; weights {weights})")
             lines.append(f"{name}: engine.{t['engine_fit']}{note}")
     return lines
 
