@@ -808,7 +808,10 @@ class Engine:
         idx = self.catalog.idx_of(item)
         w = self._weights(weights)
         with self._lock:
-            return self.pipeline.explain(self.user_state(user), self.learners, item, idx, w)
+            return self.pipeline.explain(
+                self.user_state(user), self.state.seen(user), self.learners, item, idx, w,
+                exclude_seen=self.settings.exclude_seen,
+            )
 
 
 def _check_id(v: Any, field: str) -> None:

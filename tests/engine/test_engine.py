@@ -434,3 +434,14 @@ def test_an_item_with_no_text_at_all_is_refused_and_nothing_is_stored(eng):
         eng.add_items([Item(id="fine", text="A real book"), Item(id="blank", text="   ", attributes={"year": 1990})])
     assert err.value.field == "items[1].text" and eng.n_items == before
     assert eng.add_items([Item(id="titled", attributes={"title": "Only a title"})]) == 1  # the template gives it text
+
+
+def test_explain_agrees_with_the_list_on_score_and_rank(eng):
+    for n, item in enumerate(["2", "18", "21"]):
+        eng.record(ev("agree", item, kind="like", t=n))
+    recs = eng.recommend("agree", k=10, log=False)
+    for r in recs:
+        why = eng.explain("agree", r.item)
+        assert why.position == r.position and why.score == pytest.approx(r.score, rel=1e-9, abs=1e-12)
+    seen = eng.explain("agree", "2")  # a seen item is still explained, ranked among the same candidates
+    assert seen.reasons and seen.position >= 0

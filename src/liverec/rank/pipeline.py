@@ -179,11 +179,16 @@ class Pipeline:
 
     # ---------------------------------------------------------------- explain
     def explain(
-        self, state: UserState, learners: Mapping[str, Learner], item: str, idx: int, weights: dict[str, float]
+        self, state: UserState, seen: set[int], learners: Mapping[str, Learner], item: str, idx: int,
+        weights: dict[str, float], *, exclude_seen: bool = True,
     ) -> Recommendation:
-        """Why ``item`` (dense ``idx``) would or would not be served to this user now, and its rank."""
-        req = Request(user=state.user, k=10, weights=weights, exclude_seen=False)
-        scored = self.score(state, set(), learners, req, must_include=idx)
+        """Why ``item`` (dense ``idx``) would or would not be served to this user now, and its rank.
+
+        Scored among the same candidates as a default ``recommend`` (the item itself added
+        if a filter or the seen list drops it), so score and rank agree with the list.
+        """
+        req = Request(user=state.user, k=10, weights=weights, exclude_seen=exclude_seen)
+        scored = self.score(state, seen, learners, req, must_include=idx)
         assert scored is not None
         pos = int(np.flatnonzero(scored.items.idx == idx)[0])
         rank = int((scored.fused > scored.fused[pos]).sum())
