@@ -291,6 +291,11 @@ def recommend(
             for r in recs:
                 table.add_row(str(r.position + 1), r.item, _title(eng, r.item), f"{r.score:.3f}", r.explanation)
             console.print(table)
+            if not recs:
+                why = (f"no item matches --filter {' '.join(filter)!r}" if filter else
+                       "the catalog is empty" if eng.n_items == 0 else
+                       f"{user!r} has already seen every item (--include-seen shows them)")
+                err.print(f"[yellow]nothing to recommend: {escape(why)}.[/]")
     except LiverecError as exc:
         _fail(exc)
 

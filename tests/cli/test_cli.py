@@ -69,3 +69,11 @@ def test_errors_are_clear_and_exit_2(tmp_path, store):
     assert r.exit_code == 2 and "unknown item" in r.output
     r = run("recommend", "u1", "--store", "mysql://nope")
     assert r.exit_code == 2 and "SQLite or PostgreSQL" in r.output
+
+
+def test_an_empty_list_says_why(tmp_path, store):
+    items = tmp_path / "items.csv"
+    items.write_text("id,title,year\nh1,Harry Potter,1997\nk1,Carrie,1974\n")
+    assert run("import-items", items, "--store", store).exit_code == 0
+    r = run("recommend", "u1", "--filter", 'year={"lt": 1900}', "--store", store)
+    assert r.exit_code == 0 and "no item matches --filter" in r.output
