@@ -1,6 +1,6 @@
 """HTTP latency and throughput of `liverec serve` under load, measured with wrk.
 
-Targets (issue #5): GET /recommendations p99 <= 15 ms at 300 req/s, 10k items, 1 worker;
+Targets: GET /recommendations p99 <= 15 ms at 300 req/s, 10k items, 1 worker;
 POST event -> GET reflects it p99 <= 20 ms on one node; single-event ingestion >= 2k
 events/s over HTTP with durability on.
 

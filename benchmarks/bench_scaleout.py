@@ -1,6 +1,6 @@
 """Scale-out figures: cross-replica reflection, 60 s mixed load on 1 and 2 replicas, crash cycles.
 
-Targets (issue #7): cross-replica event -> reflected in the other replica's
+Targets: cross-replica event -> reflected in the other replica's
 recommendations p99 <= 100 ms; 60 s mixed load: 0 errors, p99 <= 30 ms at the rate
 reached, RSS growth <= 10%; crash test: 0 acknowledged events lost, 0 duplicated,
 across 20 kill/restart cycles.
