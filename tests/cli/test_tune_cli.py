@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -16,23 +14,13 @@ runner = CliRunner()
 T0 = 1_700_000_000.0
 
 
-class _Vectors:
-    """A tiny deterministic encoder (hash of the text): the search is what is tested here."""
-
-    model_id, dim = "test-hash", 8
-
-    def encode(self, texts, progress=False):
-        out = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=self.dim) for t in texts])
-        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
-
-
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(liverec.engine, "SentenceTransformerEncoder", lambda *a, **k: _Vectors())
+def store(tmp_path, monkeypatch, encoder):
+    monkeypatch.setattr(liverec.engine, "SentenceTransformerEncoder", lambda *a, **k: encoder)
     monkeypatch.setenv("LIVEREC_SOURCES", '{"trending": {}, "transition": {}, "itemknn": {}}')
     url = f"sqlite:///{tmp_path / 'tune.db'}"
     rng = np.random.default_rng(0)
-    with Engine.open(url, settings=Settings(), encoder=_Vectors()) as eng:
+    with Engine.open(url, settings=Settings(), encoder=encoder) as eng:
         eng.add_items([Item(id=f"i{j}", text=f"item {j}") for j in range(60)])
         evs = []
         for u in range(40):
@@ -43,7 +31,7 @@ def store(tmp_path, monkeypatch):
     return url
 
 
-def test_tune_stores_the_configuration_and_show_prints_it(store):
+def test_tune_stores_the_configuration_and_show_prints_it(store, encoder):
     r = runner.invoke(app, ["tune", "--show", "--store", store])
     assert r.exit_code == 1 and "no tuned configuration" in r.output
     r = runner.invoke(app, ["tune", "--budget", "30s", "--store", store])
@@ -51,7 +39,7 @@ def test_tune_stores_the_configuration_and_show_prints_it(store):
     assert "validation score" in r.output and "transition" in r.output
     shown = runner.invoke(app, ["tune", "--show", "--store", store])
     assert shown.exit_code == 0 and "validation score" in shown.output
-    with Engine.open(store, encoder=_Vectors()) as eng:  # reused at restart
+    with Engine.open(store, encoder=encoder) as eng:  # reused at restart
         assert eng.tuned is not None and eng._base_weights() == eng.tuned.weights
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 
@@ -113,18 +111,8 @@ def test_too_little_history_is_a_clear_error():
         Tuner(make, {"transition": {}}, {"transition": 1.0}, FeedbackConfig()).run(chains(length=3), make_catalog())
 
 
-# ------------------------------------------------------------------ through the engine
-class _Vectors:
-    """A tiny deterministic encoder (hash of the text), so the engine test needs no LM."""
-
-    model_id, dim = "test-hash", 8
-
-    def encode(self, texts, progress=False):
-        out = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=self.dim) for t in texts])
-        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
-
-
-def test_engine_fit_tune_persists_and_is_reused_after_restart(tmp_path):
+# ------------------------------------------------------------------ through the engine (real LM)
+def test_engine_fit_tune_persists_and_is_reused_after_restart(tmp_path, encoder):
     from liverec import Item
 
     url = f"sqlite:///{tmp_path / 'tuned.db'}"
@@ -132,7 +120,7 @@ def test_engine_fit_tune_persists_and_is_reused_after_restart(tmp_path):
         encoder_progress=False, sources={"trending": {}, "transition": {}, "itemknn": {}},
         fusion_weights={"trending": 1.0, "transition": 0.05, "itemknn": 0.05}, fusion_learning_rate=0.0,
     )
-    with Engine.open(url, settings=settings, encoder=_Vectors()) as eng:
+    with Engine.open(url, settings=settings, encoder=encoder) as eng:
         eng.add_items([Item(id=f"i{j}", text=f"item number {j}") for j in range(60)])
         eng.record_many(chains(), learn=False)
         eng.fit(tune=True, budget=60)
@@ -140,18 +128,18 @@ def test_engine_fit_tune_persists_and_is_reused_after_restart(tmp_path):
         assert tuned is not None and tuned.score > tuned.default_score
         assert eng.learners["transition"].get_params()["window"] == tuned.sources["transition"].get("window", 3)
         assert eng.recommend("u0", k=3)  # serves with the tuned configuration
-    with Engine.open(url, settings=settings, encoder=_Vectors()) as again:
+    with Engine.open(url, settings=settings, encoder=encoder) as again:
         assert again.tuned == tuned
         assert again._base_weights() == tuned.weights
     # A hyperparameter written in the settings wins over the tuned one.
     pinned = settings.model_copy(update={"sources": {"trending": {}, "transition": {"window": 7}, "itemknn": {}}})
-    with Engine.open(url, settings=pinned, encoder=_Vectors()) as eng3:
+    with Engine.open(url, settings=pinned, encoder=encoder) as eng3:
         assert eng3.learners["transition"].window == 7
 
 
-def test_engine_tune_on_an_empty_log_names_the_fix():
+def test_engine_tune_on_an_empty_log_names_the_fix(encoder):
     settings = Settings(encoder_progress=False, sources={"transition": {}})
-    with Engine.open(settings=settings, encoder=_Vectors()) as eng:
+    with Engine.open(settings=settings, encoder=encoder) as eng:
         with pytest.raises(ValidationError, match="record more events") as err:
             eng.fit(tune=True, budget=5)
         assert err.value.field == "tune"

@@ -19,16 +19,8 @@ import scipy.sparse as sp
 
 from ..encode.catalog import ItemIds
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
+from ..models.pop import grow
 from ..types import Event
-
-
-def _grow(a: np.ndarray, n: int) -> np.ndarray:
-    """``a`` padded with zeros to at least ``n`` entries (doubling, so growth is amortised)."""
-    if len(a) >= n:
-        return a
-    out = np.zeros(max(n, 2 * len(a)), dtype=a.dtype)
-    out[: len(a)] = a
-    return out
 
 
 class SessionKNN(Learner):
@@ -118,8 +110,8 @@ class SessionKNN(Learner):
     def _add(self, user: str, i: int) -> None:
         seq = self.seqs_.setdefault(user, [])
         n = max(i + 1, len(self.catalog_))
-        self.row_sum_ = _grow(self.row_sum_, n)
-        self.counts_ = _grow(self.counts_, n)
+        self.row_sum_ = grow(self.row_sum_, n)
+        self.counts_ = grow(self.counts_, n)
         for d, a in enumerate(reversed(seq[-self.window :]), start=1):
             row = self.rows_.setdefault(a, {})
             row[i] = row.get(i, 0.0) + 1.0 / d
@@ -152,8 +144,8 @@ class SessionKNN(Learner):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         n = max(len(self.catalog_), 1)
-        self.counts_ = _grow(self.counts_, n)
-        self.row_sum_ = _grow(self.row_sum_, n)
+        self.counts_ = grow(self.counts_, n)
+        self.row_sum_ = grow(self.row_sum_, n)
         seq = self.seqs_.get(user.user)
         if not seq:
             return self.counts_[items.idx].copy()

@@ -84,16 +84,26 @@ class TfidfContent(Learner):
         self._fit_vocabulary(list(log.catalog.texts))
         users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
         self.items_: dict[str, dict[int, float]] = {}
-        self.profiles_: dict[str, dict[int, float]] = {}
+        bounds = np.flatnonzero(np.diff(uidx)) + 1
         if len(items):
-            prof = sp.csr_matrix((x, (uidx, items)), shape=(len(users), self.rows_.shape[0])) @ self.rows_
-            prof = sp.csr_matrix(prof)
-            bounds = np.flatnonzero(np.diff(uidx)) + 1
-            for j, (u, it, xs) in enumerate(zip(users, np.split(items, bounds), np.split(x, bounds))):
-                a, b = prof.indptr[j], prof.indptr[j + 1]
+            for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
                 self.items_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
-                self.profiles_[str(u)] = dict(zip(prof.indices[a:b].tolist(), prof.data[a:b].tolist()))
+        self._rebuild_profiles()
         return self
+
+    def _rebuild_profiles(self) -> None:
+        """Every user's profile = the sum of their items' rows, each times its strength."""
+        self.profiles_: dict[str, dict[int, float]] = {}
+        users = list(self.items_)
+        if not users:
+            return
+        uidx = np.repeat(np.arange(len(users)), [len(self.items_[u]) for u in users])
+        items = np.fromiter((i for u in users for i in self.items_[u]), dtype=np.int64, count=len(uidx))
+        x = np.fromiter((v for u in users for v in self.items_[u].values()), dtype=np.float64, count=len(uidx))
+        prof = sp.csr_matrix(sp.csr_matrix((x, (uidx, items)), shape=(len(users), self.rows_.shape[0])) @ self.rows_)
+        for j, u in enumerate(users):
+            a, b = prof.indptr[j], prof.indptr[j + 1]
+            self.profiles_[u] = dict(zip(prof.indices[a:b].tolist(), prof.data[a:b].tolist()))
 
     def _fit_vocabulary(self, texts: list[str]) -> None:
         """Vocabulary and idf from ``texts``; every item row is transformed with them."""
@@ -114,14 +124,7 @@ class TfidfContent(Learner):
         """Re-learn the vocabulary on the first ``n`` catalog texts and rebuild every profile
         from the users' item strengths (the catalog outgrew the vocabulary)."""
         self._fit_vocabulary(list(self.catalog_.texts[:n]))
-        rows = self.rows_
-        for user, mine in self.items_.items():
-            prof: dict[int, float] = {}
-            for i, x in mine.items():
-                lo, hi = rows.indptr[i], rows.indptr[i + 1]
-                for t, v in zip(rows.indices[lo:hi].tolist(), rows.data[lo:hi].tolist()):
-                    prof[t] = prof.get(t, 0.0) + x * v
-            self.profiles_[user] = prof
+        self._rebuild_profiles()
 
     def _ensure_rows(self, n: int) -> None:
         """Transform the texts of items added after fit (first time they are needed).

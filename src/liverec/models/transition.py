@@ -27,6 +27,7 @@ from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .itemknn import _RowStore
+from .pop import grow
 
 
 @register
@@ -150,8 +151,7 @@ class Transition(Learner):
         self.mass_[a] += np.float32(v)
 
     def _ensure(self, n: int) -> None:
-        if n > len(self.mass_):
-            self.mass_ = np.concatenate([self.mass_, np.zeros(n - len(self.mass_))])
+        self.mass_ = grow(self.mass_, n)
         self.T_.resize(n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:

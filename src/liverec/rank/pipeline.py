@@ -156,26 +156,27 @@ class Pipeline:
         """The served slate as impressions, each with its per-source contributions (the
         fusion weights are learned from them). Called under the engine lock: an erasure
         running now cannot be followed by this user's impressions."""
-        if not recs or not req.log:
-            return
-        rid, now = uuid.uuid4().hex, time.time()
-        self.impressions.write([
-            Impression(rid, req.user, r.item, r.position, r.score, r.propensity, policy, now,
-                       {**dict(req.context), "sources": {n: round(float(v[p]), 6) for n, v in scored.parts.items()}})
-            for r, p in zip(recs, order)
-        ])
+        if recs and req.log:
+            self._write(req.user, recs, policy, [
+                {**dict(req.context), "sources": {n: round(float(v[p]), 6) for n, v in scored.parts.items()}}
+                for p in order
+            ])
 
     def log_cached(
         self, user: str, recs: Sequence[Recommendation], policy: str, context: Mapping[str, Any] | None
     ) -> None:
         """A slate served again from a response cache, logged with the same propensities."""
         if recs:
-            rid, now = uuid.uuid4().hex, time.time()
-            self.impressions.write([
-                Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now,
-                           {**dict(context or {}), "cached": True})
-                for r in recs
-            ])
+            self._write(user, recs, policy, [{**dict(context or {}), "cached": True}] * len(recs))
+
+    def _write(
+        self, user: str, recs: Sequence[Recommendation], policy: str, contexts: Sequence[Mapping[str, Any]]
+    ) -> None:
+        rid, now = uuid.uuid4().hex, time.time()
+        self.impressions.write([
+            Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now, dict(c))
+            for r, c in zip(recs, contexts)
+        ])
 
     # ---------------------------------------------------------------- explain
     def explain(

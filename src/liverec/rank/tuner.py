@@ -36,6 +36,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import deque
@@ -47,6 +48,7 @@ import numpy as np
 from ..encode.catalog import Catalog
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from ..types import Event
+from .ranker import minmax
 
 #: Feedback readings tried when the log holds ratings: (rating_engagement, rating_valence).
 FEEDBACK_OPTIONS: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (1.0, 0.9), (0.0, 1.0))
@@ -219,11 +221,9 @@ class _Board:
         items = self.catalog.from_idx(self.pool)
         out = np.zeros(self.seen.shape, dtype=np.float32)
         for r, st in enumerate(self.split.states):
-            s = np.asarray(learner.score(st, items), dtype=np.float64)
-            s = np.where(self.seen[r], np.nan, s)
-            lo, hi = np.nanmin(s), np.nanmax(s)
-            if np.isfinite(lo) and np.isfinite(hi) and hi - lo > 1e-12:
-                out[r] = np.nan_to_num((s - lo) / (hi - lo), nan=0.0)
+            unseen = ~self.seen[r]
+            # As served: the user's own items are dropped before the per-source min-max.
+            out[r, unseen] = minmax(np.asarray(learner.score(st, items), dtype=np.float64)[unseen])
         return out
 
     def objective(self, parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> float:
@@ -507,7 +507,5 @@ class _Boards:
 
 def _grid(space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every combination of a ``{param: values}`` space, in a fixed order."""
-    out: list[dict[str, Any]] = [{}]
-    for key in sorted(space):
-        out = [{**d, key: v} for d in out for v in space[key]]
-    return [d for d in out if d]
+    keys = sorted(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))] if keys else []
