@@ -80,3 +80,23 @@ def postgres_url() -> Iterator[Callable[[], str]]:
     finally:
         factory.drop_all()
         admin.dispose()
+
+
+# ------------------------------------------------------------ vector caches
+@pytest.fixture(scope="session", autouse=True)
+def _session_vector_cache(tmp_path_factory) -> Iterator[None]:
+    """Engines opened by module- or session-scoped fixtures share a cache of this run only,
+    never the machine's (~/.cache/liverec/vectors.db)."""
+    old = os.environ.get("LIVEREC_VECTOR_CACHE")
+    os.environ["LIVEREC_VECTOR_CACHE"] = str(tmp_path_factory.mktemp("vector-cache") / "vectors.db")
+    yield
+    if old is None:
+        os.environ.pop("LIVEREC_VECTOR_CACHE", None)
+    else:
+        os.environ["LIVEREC_VECTOR_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def _own_vector_cache(tmp_path, monkeypatch) -> None:
+    """Each test its own machine vector cache: no test sees vectors another one cached."""
+    monkeypatch.setenv("LIVEREC_VECTOR_CACHE", str(tmp_path / "machine-vectors.db"))

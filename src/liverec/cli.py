@@ -384,6 +384,8 @@ def serve(
         overrides["state"] = state
     if workers > 1:
         overrides["workers"] = workers
+    if demo and "LIVEREC_POPULARITY_PRIOR" not in os.environ:
+        overrides["popularity_prior"] = "ratings_count"  # a new reader first sees the most-rated books
     if "LIVEREC_IMPRESSION_FLUSH_SECONDS" not in os.environ:
         overrides["impression_flush_seconds"] = 0.25  # batch impression writes off the request path
     try:
@@ -398,14 +400,9 @@ def serve(
         # One access-log line per simulated request would bury the URL; the page shows the traffic.
         logging.getLogger("liverec.http").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry full URLs (user ids)
+    engine, demo_import = None, None
     if demo:
-        from .data import load_goodbooks
-        from .engine import Engine
-
-        with Engine.open(url, settings=settings) as eng:
-            if eng.n_items == 0:
-                console.print("importing the shipped book catalog (the first run encodes 10,000 books: 1-5 minutes on 2 cores) ...")
-                eng.add_items(load_goodbooks())
+        engine, demo_import = _start_demo(url, settings)
     if not settings.open_access and not settings.api_keys:
         from .store import Store
 
@@ -434,7 +431,42 @@ def serve(
         uvicorn.run("liverec.service.app:app_from_env", factory=True, workers=settings.workers, host=host,
                     port=port, log_level=log_level, access_log=False)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+    try:
+        uvicorn.run(create_app(settings, engine=engine), host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        if demo_import is not None:
+            demo_import.stop()
+            demo_import.join(timeout=30)
+        if engine is not None:
+            engine.close()
+
+
+def _start_demo(url: str, settings):  # type: ignore[no-untyped-def]
+    """Open the engine and add the shipped books while the page serves (``serve --demo``).
+
+    A store holding other items is left as it is. With several workers (each its own
+    engine) the books are added before serving instead.
+    """
+    from .data import load_goodbooks
+    from .engine import Engine
+    from .importer import CatalogImport
+
+    books = load_goodbooks()
+    eng = Engine.open(url, settings=settings)
+    if not set(eng.catalog.ids) <= {b.id for b in books} or eng.n_items == len(books):
+        if settings.workers == 1:
+            return eng, None
+        eng.close()
+        return None, None
+    if settings.workers > 1:
+        console.print("adding the shipped book catalog (10,000 books: minutes on 2 cores unless this machine's "
+                      "vector cache holds them) ...")
+        with eng:
+            CatalogImport(eng, books).run()
+        return None, None
+    console.print("learning the shipped book catalog in the background: the page serves meanwhile, most-rated "
+                  "books first (all 10,000 take minutes on 2 cores unless this machine's vector cache holds them)")
+    return eng, CatalogImport(eng, books).start()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .encode.cache import CachedEncoder
+from .encode.cache import CachedEncoder, cache_url, open_cache
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .encode.text import render_text
@@ -65,8 +65,13 @@ class Engine:
     def __init__(self, store: Store, settings: Settings, encoder: Encoder) -> None:
         self.store = store
         self.settings = settings
-        self._cache_store = Store.open(settings.vector_cache) if settings.vector_cache else None
-        self.encoder = CachedEncoder(encoder, self._cache_store or store, progress=settings.encoder_progress)
+        # The machine's vector cache (Settings.vector_cache): a catalog encoded once on this
+        # machine, for any store, is never encoded again.
+        shared = cache_url(settings.vector_cache)
+        self._cache_store = open_cache(shared) if shared and shared != store.url else None
+        self.encoder = CachedEncoder(encoder, store, shared=self._cache_store, progress=settings.encoder_progress)
+        #: (items done, items in all) of a running background catalog import, else None.
+        self.import_progress: tuple[int, int] | None = None
         snap = store.get_snapshot("tuned_config")
         #: What ``fit(tune=True)`` chose (persisted in the store), or None.
         self.tuned: TunedConfig | None = TunedConfig.from_json(snap[0].decode()) if snap is not None else None
@@ -217,7 +222,7 @@ class Engine:
             self._item_seen = {s.id: s.updated for s in stored}
         interests = list(self.store.iter_interests())
         if interests:
-            vecs = self.encoder.encode([t for _, t in interests])
+            vecs = self.encoder.encode([t for _, t in interests], private=True)
             for (user, text), v in zip(interests, vecs):
                 self.state.set_interests(user, v, text)
         self._rebuild()
@@ -338,7 +343,7 @@ class Engine:
             )
         if interests is not None:
             check_text(interests, "interests")  # the same refusal the HTTP service and every store give
-        vec = self.encoder.encode([interests])[0] if interests else None
+        vec = self.encoder.encode([interests], private=True)[0] if interests else None
         with self._lock:
             self.store.set_interests(user, interests)
             self.state.set_interests(user, vec, interests)
@@ -356,7 +361,10 @@ class Engine:
         with self._lock:
             self._impressions.flush()  # a buffered impression must not outlive the erasure
             events = self.store.user_events(user)
+            interests = self.store.get_interests(user)
             counts = self.store.delete_user(user)
+            if interests:  # never written to the machine cache; a cache shared by older code may hold it
+                self.encoder.forget([interests])
             for hook in self.on_erase:  # e.g. tell other replicas (they need the events to forget)
                 hook(user, events, counts["erasure_epoch"])
             if self._erased_during_fit is not None:  # a background fit read them: forget at swap
@@ -459,7 +467,7 @@ class Engine:
         for user, text in self.store.interests_changed_since(self._users_mark - 5.0):
             u = self.state.get(user)
             if (u.interests_text if u else None) != text:
-                vec = self.encoder.encode([text])[0] if text else None
+                vec = self.encoder.encode([text], private=True)[0] if text else None
                 with self._lock:
                     self.state.set_interests(user, vec, text)
                 out["interests"] += 1

@@ -39,8 +39,9 @@ class Settings(BaseSettings):
         "vectors to ~1e-6; the model is exported once into ~/.cache/liverec/onnx)"
     )
     vector_cache: str | None = Field(
-        None, description="Store URL for the vector cache; None = the main store. Share one across engines "
-        "(e.g. evaluation runs) so a text is encoded once per model"
+        None, description="The machine's vector cache, shared by every store on this machine so a text is "
+        "encoded once per model: None = ~/.cache/liverec/vectors.db (platformdirs), a file path or store "
+        "URL = another, 'off' = none (each store keeps only its own vectors). Users' interests never enter it"
     )
     encoder_progress: bool = Field(True, description="Progress bar when encoding many texts")
     text_template: str = Field(

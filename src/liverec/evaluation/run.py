@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..encode.cache import CachedEncoder
+from ..encode.cache import CachedEncoder, machine_cache_url
+from ..encode.cache import cache_url as resolve_cache_url
 from ..encode.catalog import Catalog
 from ..encode.encoder import Encoder, SentenceTransformerEncoder
 from ..encode.text import render_text
@@ -33,9 +33,8 @@ DEFAULT_MODELS = ("liverec", "pop", "itemknn", "ease", "als", "bpr", "tfidf")
 
 
 def default_cache_url() -> str:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "liverec"
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'vectors.db'}"
+    """The machine's vector cache, the one every engine on this machine shares."""
+    return machine_cache_url()
 
 
 def evaluate(
@@ -72,10 +71,10 @@ def evaluate(
     if not models:
         raise ValidationError("no models given; e.g. --models liverec,pop,ease", field="models")
     base = settings or Settings(log_impressions=False, encoder_progress=False)
-    base = base.model_copy(update={"vector_cache": cache_url or base.vector_cache or default_cache_url(),
-                                   "log_impressions": False})
-    # Encode the catalog once through the shared vector cache; every model reuses it.
-    cache_store = Store.open(base.vector_cache)
+    url = resolve_cache_url(cache_url or base.vector_cache)
+    base = base.model_copy(update={"vector_cache": url or "off", "log_impressions": False})
+    # Encode the catalog once through the machine's vector cache; every model reuses it.
+    cache_store = Store.open(url)
     enc = encoder or SentenceTransformerEncoder(base.encoder_model, batch_size=base.encoder_batch_size)
     cached = CachedEncoder(enc, cache_store, progress=True)
     texts = [render_text(it.text, it.attributes, base.text_template) for it in dataset.items]

@@ -764,7 +764,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         return S.StatsOut(events_total=svc.stats.events, items=svc.engine.n_items,
                           model_version=svc.engine.model_version, bucket_seconds=svc.stats.bucket_seconds,
                           series=svc.stats.series(), variants=_variants(svc),
-                          tuned=svc.engine.tuned.summary() if svc.engine.tuned is not None else None)
+                          tuned=svc.engine.tuned.summary() if svc.engine.tuned is not None else None,
+                          importing=svc.engine.import_progress)
 
     # -------------------------------------------------------------- admin
     @app.post("/admin/fit", response_model=S.FitOut, status_code=202, tags=["admin"], dependencies=[admin])

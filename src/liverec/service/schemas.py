@@ -192,6 +192,9 @@ class StatsOut(BaseModel):
     tuned: dict[str, Any] | None = Field(
         None, description="The configuration fit(tune=True) chose: sources, weights, feedback, validation score"
     )
+    importing: list[int] | None = Field(
+        None, description="[items added, items in all] while a catalog import runs in the background"
+    )
 
 
 class DPCountOut(BaseModel):

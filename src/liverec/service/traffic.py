@@ -22,6 +22,21 @@ def _authors(attrs: dict) -> set[str]:
     return {a.strip() for a in str(attrs.get("authors", "")).split(",") if a.strip()}
 
 
+def _catalog_authors(c: httpx.Client, stop: threading.Event, *, wait: float = 600.0) -> list[str]:
+    """Authors of the first 200 items; waits while a background import has added none yet."""
+    end = time.monotonic() + wait
+    while not stop.is_set():
+        pool = c.get("/items", params={"limit": 200}).json()
+        authors = sorted({a for it in pool for a in _authors(it["attributes"])})
+        if authors:
+            return authors
+        if time.monotonic() > end:
+            log.warning("simulated traffic: the catalog has no authors to build tastes from; stopping")
+            break
+        stop.wait(2.0)
+    return []
+
+
 def run_traffic(base: str, *, rate: float, key: str | None = None, readers: int = 50, seed: int = 0,
                 stop: threading.Event | None = None) -> None:
     """Send about ``rate`` events per second until ``stop`` is set (or forever)."""
@@ -36,10 +51,8 @@ def run_traffic(base: str, *, rate: float, key: str | None = None, readers: int 
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        pool = c.get("/items", params={"limit": 200}).json()
-        authors = sorted({a for it in pool for a in _authors(it["attributes"])})
+        authors = _catalog_authors(c, stop)
         if not authors:
-            log.warning("simulated traffic: the catalog has no authors to build tastes from; stopping")
             return
         tastes = {f"sim-{i:03d}": set(rng.sample(authors, min(2, len(authors)))) for i in range(readers)}
         names = list(tastes)

@@ -570,6 +570,14 @@ class Store:
         with self._begin() as conn:
             conn.execute(stmt, rows)
 
+    def delete_vectors(self, hashes: Sequence[str]) -> int:
+        """Delete the cached vectors of these text hashes under every model; returns rows deleted."""
+        n = 0
+        with self._begin() as conn:
+            for chunk in _chunks(list(dict.fromkeys(hashes))):
+                n += conn.execute(S.vectors.delete().where(S.vectors.c.text_hash.in_(chunk))).rowcount or 0
+        return n
+
     def count_vectors(self, model_id: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(S.vectors)
         if model_id is not None:

@@ -576,7 +576,10 @@
     for (let t = start; t <= end; t += bs) xs.push(t);
     const cur = byT.get(end);
     $("kpi-rps").textContent = empty ? "–" : fmtRate(cur ? cur.requests_per_s : 0);
-    if (!empty) setConnection(true, `connected · ${fmtInt(st.items)} items`);
+    const imp = st.importing; // [done, total] while the catalog is still being encoded
+    if (!empty) setConnection(true, imp ? `learning the catalog… ${fmtInt(imp[0])}/${fmtInt(imp[1])}` : `connected · ${fmtInt(st.items)} items`);
+    // A list shown before the first books arrived fills itself once there are some.
+    if (imp && st.items > 0 && state.user && !$("recs").dataset.items) enqueue(() => loadRecs());
 
     for (const v of st.variants || []) colorOf(v.name);
     const at = (t, f) => { const b = byT.get(t); return b ? f(b) : null; };
