@@ -254,6 +254,21 @@ def test_tfidf_new_items_are_transformed_on_first_score():
     assert m.score(UserState("other"), cat.select(["i0"]))[0] > 0
 
 
+def test_tfidf_scores_a_known_user_after_the_catalog_outgrows_its_vocabulary():
+    # A catalog added chunk by chunk while users are served (serve --demo): the first score
+    # after the growth re-learns the vocabulary, and the profile must be read in the new one.
+    cat = catalog(2, BOOKS[:2])
+    events = interactions([("reader", "i0")], kind="like")
+    m = fit(TfidfContent(), events, cat)
+    for grow, ask in ((BOOKS[2:], m.score), (["Dune Messiah: the desert planet"] * 6, lambda u, it: m.candidates(u, 3))):
+        n = len(cat)  # more than refit_growth (1.5) times the items the vocabulary knows
+        cat.upsert([f"i{j}" for j in range(n, n + len(grow))], np.ones((len(grow), 4), np.float32), [{}] * len(grow), grow)
+        ask(UserState("reader"), everything(cat))
+        fresh = fit(TfidfContent(), events, cat)
+        np.testing.assert_allclose(m.score(UserState("reader"), everything(cat)),
+                                   fresh.score(UserState("reader"), everything(cat)), rtol=1e-6)
+
+
 def test_tfidf_profile_per_event_equals_batch():
     cat = catalog(len(BOOKS), BOOKS)
     events = interactions([("r", "i0"), ("r", "i4"), ("r", "i0"), ("s", "i2")])

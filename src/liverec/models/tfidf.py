@@ -201,10 +201,12 @@ class TfidfContent(Learner):
         items added since the postings were built), ranked by their exact cosine.
         """
         self._check_fitted()
-        q = self.query_vector(user)
-        if q is None or n <= 0:
+        if n <= 0:
             return np.zeros(0, dtype=np.int64)
-        self._ensure_rows(len(self.catalog_))
+        self._ensure_rows(len(self.catalog_))  # may re-learn the vocabulary: the profile is read after it
+        q = self.query_vector(user)
+        if q is None:
+            return np.zeros(0, dtype=np.int64)
         covered, post = self._postings()
         prof = self.profiles_[user.user]
         terms = np.fromiter(prof, dtype=np.int64, count=len(prof))
@@ -237,10 +239,12 @@ class TfidfContent(Learner):
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
+        if len(items) == 0:
+            return np.zeros(0, dtype=np.float32)
+        self._ensure_rows(len(self.catalog_))  # may re-learn the vocabulary: the profile is read after it
         q = self.query_vector(user)
-        if q is None or len(items) == 0:
+        if q is None:
             return np.zeros(len(items), dtype=np.float32)
-        self._ensure_rows(len(self.catalog_))
         rows = self.rows_ if len(items) * 4 > self.rows_.shape[0] else self.rows_[items.idx]
         s = np.asarray(rows @ q)
         return (s[items.idx] if rows is self.rows_ else s).astype(np.float32)
