@@ -329,6 +329,23 @@ class Engine:
             raise UnknownItemError(f"unknown item {item_id!r}: it is not in the catalog.", field="item")
         return s.to_item()
 
+    def search_items(self, q: str = "", limit: int = 20) -> list[Item]:
+        """Catalog items whose text contains ``q`` (case-insensitive), in catalog order;
+        ``q=""`` gives the first ``limit`` items."""
+        needle, out, cat = q.lower().strip(), [], self.catalog
+        with self._lock:
+            for i in range(len(cat)):
+                if cat.alive[i] and (not needle or needle in cat.texts[i].lower()):
+                    out.append(Item(id=cat.ids[i], text=cat.texts[i], attributes=dict(cat.attributes[i])))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def attributes_of(self, item_id: str) -> Mapping[str, Any]:
+        """The item's attributes from memory (no store query); empty for an unknown item."""
+        i = self.catalog.get_idx(item_id)
+        return self.catalog.attributes[i] if i is not None else {}
+
     @property
     def n_items(self) -> int:
         return self.catalog.n_alive

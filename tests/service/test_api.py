@@ -196,9 +196,7 @@ def test_keys_are_stored_hashed_and_revocable(make_client, monkeypatch) -> None:
         stored = [r[0] for r in conn.execute(sa.text("SELECT key_hash FROM api_keys"))]
     assert stored and not any(k in stored for k in (auth(r)["X-API-Key"] for r in ("read", "write", "admin")))
     assert all(len(h) == 64 for h in stored)
-    import liverec.service.app as app_mod
-
-    monkeypatch.setattr(app_mod, "_KEY_TTL", 0.0)  # no lookup caching: revocation is immediate
+    monkeypatch.setattr(c.app.state.svc, "key_ttl", 0.0)  # no lookup caching: revocation is immediate
     assert c.get("/variants", headers=auth("read")).status_code == 200
     c.engine.store.delete_api_key("test-read")
     assert c.get("/variants", headers=auth("read")).status_code == 401
@@ -246,8 +244,8 @@ def test_erasure_leaves_no_trace(make_client) -> None:
                 ).scalar()
                 assert n == 0, f"{table}.{col} still mentions the erased user"
     assert "erased-7f3a" not in eng.state and "erased-7f3a" not in eng.served.pending
-    svc.cache_put("erased-7f3a", "k", in_flight, [], [])  # its answer must not be cached
-    assert svc.cache_get("erased-7f3a", "k") is None
+    svc.cache.put("erased-7f3a", "k", in_flight, b"[]", [])  # its answer must not be cached
+    assert svc.cache.get("erased-7f3a", "k") is None
     assert not svc.knows("erased-7f3a")
     for name, m in eng.learners.items():
         assert "erased-7f3a" not in json.dumps(getattr(m, "__dict__", {}), default=lambda o: None), name

@@ -236,7 +236,7 @@ def test_security_headers_on_every_response_and_docs_served_locally(make_client)
 
 
 def test_docs_use_the_local_swagger_ui_when_installed(make_client, monkeypatch) -> None:
-    import liverec.service.app as app_mod
+    import liverec.service.routes.page as app_mod
 
     if app_mod.swagger_ui_dir() is None:
         pytest.skip("swagger-ui-bundle-v2 is not installed: /docs lists the endpoints itself")

@@ -28,9 +28,11 @@ True
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
+
+from ..types import Event
 
 #: Largest ε one export may spend. Above it the noise is mostly zero (with
 #: sensitivity 1, ε=10 leaves a count exact with probability 0.9999): the export would
@@ -57,3 +59,28 @@ def dp_counts(
     keys = list(counts)
     noise = rng.geometric(p, size=len(keys)) - rng.geometric(p, size=len(keys))
     return {k: max(0, int(counts[k]) + int(z)) for k, z in zip(keys, noise)}
+
+
+def bounded_popularity(
+    events: Iterable[Event], items: Iterable[str], *, positive: Callable[[Event], bool], cap: int
+) -> dict[str, int]:
+    """Distinct users with a positive event per item, each user counted for at most ``cap``
+    items (their first): the count vector a popularity export adds noise to.
+
+    >>> evs = [Event("u1", "a"), Event("u1", "b"), Event("u2", "a"), Event("u2", "zz")]
+    >>> bounded_popularity(evs, ["a", "b", "c"], positive=lambda e: True, cap=1)
+    {'a': 2, 'b': 0, 'c': 0}
+    """
+    per_user: dict[str, list[str]] = {}
+    for e in events:
+        if not positive(e):
+            continue
+        mine = per_user.setdefault(e.user, [])
+        if len(mine) < cap and e.item not in mine:
+            mine.append(e.item)
+    counts = dict.fromkeys(items, 0)
+    for mine in per_user.values():
+        for i in mine:
+            if i in counts:
+                counts[i] += 1
+    return counts

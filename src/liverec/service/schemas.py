@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..types import Event, Item, Recommendation
+from ..types import Event, Item
 from ..validate import check_text
 
 Id = Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")
@@ -89,17 +89,6 @@ class RecommendationOut(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict, description="The item's attributes (authors, year, ...)")
     explanation: str
     reasons: list[ReasonOut]
-
-    @classmethod
-    def of(cls, r: Recommendation, attributes: dict[str, Any]) -> "RecommendationOut":
-        return cls(
-            item=r.item, score=r.score, propensity=r.propensity, position=r.position,
-            title=_str_or_none(attributes.get("title")), image_url=_str_or_none(attributes.get("image_url")),
-            attributes=attributes,
-            explanation=r.explanation,
-            reasons=[ReasonOut(source=x.source, contribution=x.contribution, text=x.text, because=list(x.because))
-                     for x in r.reasons],
-        )
 
 
 class RecommendationsOut(BaseModel):
@@ -222,7 +211,7 @@ class ErrorOut(BaseModel):
     fix: str | None = None
 
 
-def _str_or_none(v: Any) -> str | None:
+def str_or_none(v: Any) -> str | None:
     """A display attribute (title, cover URL) only when it is text: an item whose title is
     a number or a list must not break the response of everyone it is served to."""
     return v if isinstance(v, str) else None
