@@ -15,13 +15,22 @@ Per size:
 * recommend(user, k=10) latency over ``--requests`` users who each have 5 clicks
   (recorded with record_many; each user's clicks are an anchor book plus 4 of its 20
   nearest neighbours -- a coherent session, not 5 random items);
-* recall@10 of the ANN engine's list vs an exact engine's list. The exact engine is a
-  second Engine opened on the SAME store (same vectors via the store's vector cache,
-  same events via the durable log) with exact_index_max_items above the size, so it
-  scores every live item. Two more lists split the gap: the ANN engine with its index
-  searching exactly (same candidate generation, no ANN error) -> "pure ANN loss" vs
-  "candidate-generation effect" (top-300 per source + min-max normalisation over the
-  candidate set);
+* recall@10 of the two-stage list vs the exact path's list. Both come from the same
+  engine and the same learners, batch-fitted on the recorded log (as Engine.open does):
+  the exact path is the engine with an index whose threshold is above the catalog size,
+  so every live item is scored and min-max normalised over the catalog -- what the
+  engine does below exact_index_max_items. Two more lists split the gap: the two-stage
+  path with the index searching exactly (same candidate generation, no ANN error) ->
+  "pure ANN loss" vs "candidate generation". One more row compares the lists served
+  before the batch fit (every learner as learned event by event: EASE without a fitted
+  B) with the exact path after it, the way earlier versions of this benchmark compared
+  two engines;
+* where the exact top-10 is lost (two-stage only): per source, the share of the exact
+  top-10 in its candidates, of its own top-10 in its candidates, and the error of the
+  minimum it normalises with (its floor) vs its true catalog minimum; for the union,
+  its share of the exact top-10 and the recall of the union fused with exact
+  catalog-wide min/max (the best scoring only the union can do);
+* served recall and latency for other ``candidates_per_source`` values (--sweep-candidates);
 * raw VectorIndex.search latency (ANN and exact) on the users' query vectors, with raw
   recall@10 of the HNSW search;
 * the per-request costs that grow with the catalog even on the ANN path (diagnostic).
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import tempfile
 import time
 
@@ -77,6 +87,88 @@ def time_calls(fn, args_list, warm: int = 20) -> list[float]:
         fn(a)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def source_breakdown(eng, users: list[str], exact: dict[str, list[str]], k: int) -> dict[str, dict[str, float]]:
+    """Per source, over ``users``: where the exact path's top-``k`` is lost on the two-stage path.
+
+    * ``in candidates``: share of the exact top-k in the source's candidate list;
+    * ``own top-k``: share of the source's own top-k (every unseen live item scored) in it;
+    * ``floor error``: |floor used - catalog minimum| / catalog range (0 = the two-stage
+      normalisation is the exact one);
+    and for the union: its share of the exact top-k, its size, and the recall of the
+    union fused with every source's exact catalog-wide min/max (what scoring only the
+    union can reach at best).
+    """
+    from liverec.rank import ranker
+    from liverec.rank.index import top_k
+
+    cat, learners, index = eng.catalog, eng.learners, eng.index
+    w = eng._weights(None)
+    names = [n for n in learners if w.get(n, 0.0) > 0]
+    live = cat.alive_idx()
+    acc: dict[str, dict[str, list[float]]] = {n: {"in candidates": [], f"own top-{k}": [], "floor error": []}
+                                              for n in names + ["union"]}
+    acc["union"] = {"in candidates": [], "size": [], "union fused with exact min/max": []}
+    for u in users:
+        want = {cat.get_idx(i) for i in exact[u]}
+        if not want:
+            continue
+        state, seen = eng.user_state(u), eng.state.seen(u)
+        n = max(k, eng.settings.candidates_per_source) + len(seen)
+        seen_a = np.fromiter(seen, dtype=np.int64, count=len(seen))
+        unseen = live[~np.isin(live, seen_a)]
+        union = ranker.retrieve(state, learners, w, cat, index, n)
+        union = union[~np.isin(union, seen_a)]
+        floor = ranker.floors(state, learners, w, cat, index)
+        at = np.searchsorted(unseen, union)
+        fused = np.zeros(len(union))
+        for name in names:
+            full = np.asarray(learners[name].score(state, cat.from_idx(unseen)), dtype=np.float64)
+            c = ranker.source_candidates(learners[name], state, cat, index, n)
+            c = set() if c is None else set(c.tolist())
+            acc[name]["in candidates"].append(len(want & c) / len(want))
+            own = set(unseen[top_k(full, k)].tolist())
+            acc[name][f"own top-{k}"].append(len(own & c) / max(len(own), 1))
+            lo, hi = float(full.min()), float(full.max())
+            used = min(floor.get(name, np.inf), float(full[at].min()) if len(at) else np.inf)
+            acc[name]["floor error"].append(abs(used - lo) / (hi - lo) if hi - lo > 1e-12 else 0.0)
+            if hi - lo > 1e-12:
+                fused += w[name] * (full[at] - lo) / (hi - lo)
+        acc["union"]["in candidates"].append(len(want & set(union.tolist())) / len(want))
+        acc["union"]["size"].append(float(len(union)))
+        top = set(union[top_k(fused, k)].tolist())
+        acc["union"]["union fused with exact min/max"].append(len(want & top) / len(want))
+    return {n: {m: float(np.mean(v)) for m, v in d.items() if v} for n, d in acc.items()}
+
+
+def candidates_trial(eng, users: list[str], exact: dict[str, list[str]], n: int) -> dict[str, float]:
+    """Served recall@10 and latency with ``candidates_per_source = n`` (the same engine)."""
+    saved = eng.pipeline.settings
+    eng.pipeline.settings = saved.model_copy(update={"candidates_per_source": n})
+    try:
+        got, wall = {}, []
+        for u in users:
+            recs, s, _ = common.timed(eng.recommend, u, k=10)
+            got[u] = [r.item for r in recs]
+            wall.append(s)
+    finally:
+        eng.pipeline.settings = saved
+    return {"served recall@10": float(np.mean([recall_at(got[u], exact[u]) for u in users])), **latency(wall)}
+
+
+def breakdown_table(title: str, rows: dict[str, dict[str, float]]):
+    from rich.table import Table
+
+    cols = sorted({m for d in rows.values() for m in d}, key=lambda m: (m != "in candidates", m))
+    t = Table(title=title)
+    t.add_column("source")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for name, d in rows.items():
+        t.add_row(name, *(f"{d[c]:.3f}" if c in d and c != "size" else (f"{d[c]:.0f}" if c in d else "")
+                          for c in cols))
+    return t
 
 
 def run_size(size: int, args: argparse.Namespace) -> dict:
@@ -139,8 +231,23 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     console.print(f"recorded {len(events):,} clicks ({n_users:,} users x {args.clicks}) with record_many "
                   f"in {sw_rec.seconds:.2f} s")
 
-    # ------------------------------------------------------------ recommend latency
+    # Served lists on the state as learned event by event (for the row that compares it
+    # with the exact path after a batch fit, as earlier runs of this benchmark did).
     order = [users[i] for i in rng.permutation(n_users)]
+    n_recall = min(args.recall_users or n_users, n_users)
+    if size > 200_000 and args.recall_users is None:
+        n_recall = min(n_recall, 200)
+        console.print(f"[yellow]note:[/] scoring every item per user at {size:,} items is slow; recall on "
+                      f"{n_recall} users (set --recall-users to change)")
+    recall_users = order[:n_recall]
+    incremental_lists = {u: [r.item for r in eng.recommend(u, k=10)] for u in recall_users}
+    # Batch-fit every learner on the recorded log, as Engine.open and Engine.fit do: EASE's
+    # B and ALS's factors come from a batch fit, so served and exact lists share one state.
+    with Stopwatch() as sw_fit:
+        eng.fit()
+    console.print(f"fit (batch, every source) on the recorded log: {sw_fit.seconds:.1f} s")
+
+    # ------------------------------------------------------------ recommend latency
     for u in order[:50]:  # warm-up (caches, allocator); unmeasured
         eng.recommend(u, k=10)
     gc.collect()
@@ -155,60 +262,52 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     # The floor: what a single pass over the catalog costs on this machine, in this run
     # (one exact mat-vec over every item vector + argpartition for the top 10).
     cat_vecs = eng.catalog.vectors
-    floor_q = [eng.learners["content"].query_vector(eng.user_state(u)) for u in order]
+    content_a = eng.learners["content"]
+    floor_q = [content_a.query_vector(eng.user_state(u)) for u in order]
     lat[FLOOR] = latency(time_calls(
         lambda q: np.argpartition(-(cat_vecs @ q), 10)[:10], floor_q))
     common.print_load(" (during the recommend measurements)")
     stages = common.recommend_stages(eng, order, 10, rng=rng, n=min(len(order), 500))
 
-    # ------------------------------------------------------------ exact engine
-    n_recall = min(args.recall_users or n_users, n_users)
-    if size > 200_000 and args.recall_users is None:
-        n_recall = min(n_recall, 200)
-        console.print(f"[yellow]note:[/] exact full-scan engine at {size:,} items is slow; recall on {n_recall} users "
-                      "(set --recall-users to change)")
-    calls_before = enc.calls
-    exact_settings = Settings(exact_index_max_items=size + 1, log_impressions=False, encoder_progress=False, **extra)
-    with Stopwatch() as sw_open:
-        ex = Engine.open(url, settings=exact_settings, encoder=enc)
-    assert not ex.index.uses_ann and ex.n_items == size
-    # Same state? (the exact engine rebuilt it from the durable log with fit())
-    content_a, content_b = eng.learners["content"], ex.learners["content"]
-    qdiff = max(float(np.abs(content_a.query_vector(eng.user_state(u)) - content_b.query_vector(ex.user_state(u))).max())
-                for u in users[:50])
-    console.print(f"exact engine: reopened the same store in {sw_open.seconds:.1f} s (encoder calls during "
-                  f"reopen: {enc.calls - calls_before}, vectors came from the store cache); max |query "
-                  f"vector difference| vs the ANN engine over 50 users: {qdiff:.2e}")
-
+    # ------------------------------------------------------------ exact path
+    # The exact engine: the same learners, every live item scored and min-max normalised
+    # over the catalog -- what the engine does below exact_index_max_items. (The same
+    # engine with an exact index, so model state cannot differ between the two paths.)
     class ExactRetrievalIndex(VectorIndex):
-        """Keeps the ANN path's candidate generation (uses_ann stays True) but searches exactly."""
+        """Keeps the two-stage path (uses_ann stays True) but searches exactly."""
 
         def search(self, query, n, *, exact=None):  # noqa: ANN001
             return super().search(query, n, exact=True)
 
-    recall_users = order[:n_recall]
+    saved = eng.index
     exact_lists, exact_s, excand_lists = {}, [], {}
-    for u in recall_users:
-        t0 = time.perf_counter()
-        recs = ex.recommend(u, k=10)
-        exact_s.append(time.perf_counter() - t0)
-        exact_lists[u] = [r.item for r in recs]
-    if eng.index.uses_ann:
-        saved = eng.index
-        eng.index = ExactRetrievalIndex(eng.catalog, exact_max_items=args.exact_max)
-        try:
+    eng.index = VectorIndex(eng.catalog, exact_max_items=len(eng.catalog) + 1, center=saved.center)
+    try:
+        for u in recall_users:
+            t0 = time.perf_counter()
+            recs = eng.recommend(u, k=10)
+            exact_s.append(time.perf_counter() - t0)
+            exact_lists[u] = [r.item for r in recs]
+        if saved.uses_ann:
+            eng.index = ExactRetrievalIndex(eng.catalog, exact_max_items=args.exact_max, center=saved.center)
+            eng.index.mean_ = saved.mean_
             for u in recall_users:
                 excand_lists[u] = [r.item for r in eng.recommend(u, k=10)]
-        finally:
-            eng.index = saved
-    else:
-        excand_lists = {u: ann_lists[u] for u in recall_users}
-    lat["recommend k=10, exact engine (scores every item)"] = latency(exact_s)
+        else:
+            excand_lists = {u: ann_lists[u] for u in recall_users}
+    finally:
+        eng.index = saved
+    lat["recommend k=10, exact path (scores every item)"] = latency(exact_s)
 
     rec_total = float(np.mean([recall_at(ann_lists[u], exact_lists[u]) for u in recall_users]))
     rec_pure = float(np.mean([recall_at(ann_lists[u], excand_lists[u]) for u in recall_users]))
     rec_cand = float(np.mean([recall_at(excand_lists[u], exact_lists[u]) for u in recall_users]))
+    rec_incr = float(np.mean([recall_at(incremental_lists[u], exact_lists[u]) for u in recall_users]))
     identical = float(np.mean([ann_lists[u] == exact_lists[u] for u in recall_users]))
+    per_source = source_breakdown(eng, recall_users, exact_lists, 10) if saved.uses_ann else {}
+    sweep = {}
+    for n in (int(v) for v in args.sweep_candidates.split(",") if v.strip()) if saved.uses_ann else ():
+        sweep[n] = candidates_trial(eng, recall_users, exact_lists, n)
 
     # ------------------------------------------------------------ raw index search
     queries = [content_a.query_vector(eng.user_state(u)) for u in order]
@@ -251,13 +350,23 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
                                         "target p99 <= 5 ms at 100k"))
     console.print(common.stages_table(f"recommend stages, {size:,} items (diagnostic, timed separately)", stages))
     console.print(kv_table(f"recall@10 vs exact, {size:,} items ({n_recall} users)", [
-        ("served recall@10: ANN engine vs exact engine", rec_total),
+        ("served recall@10: two-stage vs exact path (same learners)", rec_total),
         ("  pure ANN loss: ANN vs exact search, same candidate generation", rec_pure),
         ("  candidate generation: exact-search candidates vs full scan", rec_cand),
-        ("identical top-10 lists (ANN vs exact engine)", identical),
+        ("identical top-10 lists (two-stage vs exact)", identical),
+        ("served before the batch fit vs exact after it (how earlier runs compared)", rec_incr),
         ("raw HNSW recall@10 (VectorIndex.search)", raw_recall),
         (f"raw HNSW recall@{n_cand} (the engine's candidate count)", raw_recall_cand),
     ], caption="engine mode: " + mode))
+    if sweep:
+        console.print(kv_table(f"candidates per source: served recall@10 and recommend latency, {size:,} items", [
+            (f"candidates_per_source={n}", f"recall {r['served recall@10']:.3f}, p50 {r['p50_ms']:.2f} ms, "
+                                           f"p99 {r['p99_ms']:.2f} ms") for n, r in sweep.items()
+        ], caption=f"{n_recall} users, one request each, reasons on"))
+    if per_source:
+        console.print(breakdown_table(f"where the exact top-10 is lost, {size:,} items ({n_recall} users)", per_source))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    console.print(f"peak resident memory of this process so far: {rss:.2f} GiB")
     console.print(latency_table(f"raw VectorIndex.search, {size:,} items", raw,
                                 caption=f"{len(queries):,} user query vectors; expansion_search={args.expansion_search}"))
     console.print(latency_table(f"per-request costs that scale with the catalog, {size:,} items (diagnostic)", diag))
@@ -266,7 +375,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
         "size": size, "real_items": size - n_syn, "synthetic_items": n_syn, "engine_mode": mode,
         "add_items_seconds": add_s, "hnsw_build_seconds": sw_build.seconds,
         "record_many_seconds": sw_rec.seconds, "events": len(events), "users": n_users,
-        "exact_engine_open_seconds": sw_open.seconds, "exact_engine_query_vector_max_diff": qdiff,
+        "fit_seconds": sw_fit.seconds, "candidates_sweep": sweep, "peak_rss_gib": rss, "per_source": per_source,
+        "recall_at_10_served_before_fit_vs_exact": rec_incr,
         "latency": lat, "recommend_stages": stages, "raw_search": raw, "per_request_diagnostics": diag,
         "recall_users": n_recall,
         "recall_at_10_engine_ann_vs_exact": rec_total,
@@ -276,9 +386,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
         "raw_hnsw_recall_at_10": raw_recall,
         f"raw_hnsw_recall_at_{n_cand}": raw_recall_cand,
     }
-    ex.close()
     eng.close()
-    eng = ex = ann_index = enc = items = vecs = None  # noqa: F841 - free the 1M-item state before the next size
+    eng = ann_index = enc = items = vecs = None  # noqa: F841 - free the 1M-item state before the next size
     gc.collect()
     tmp.cleanup()
     return out
@@ -300,6 +409,8 @@ def main() -> None:
     ap.add_argument("--candidates-per-source", type=int, default=None,
                     help="Settings.candidates_per_source (default: the Settings default, 300); the ANN search "
                          "asks usearch for this many + the user's seen items")
+    ap.add_argument("--sweep-candidates", default="50,100,200",
+                    help="also measure served recall and latency with these candidates_per_source values")
     ap.add_argument("--dir", default=None, help="parent directory for the temp SQLite files")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="PATH", help="write every figure + machine info here")

@@ -443,66 +443,61 @@ def add_items_in_batches(engine: Any, items: Sequence[Item], batch: int = 50_000
 
 def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impressions: bool = False,
                      rng: np.random.Generator | None = None, n: int = 500) -> dict[str, dict[str, float]]:
-    """Diagnostic: time the stages of a plain Engine.recommend one by one (private API).
+    """Diagnostic: time the stages of a plain Engine.recommend one by one (the pipeline's parts).
 
     * ``ranker.retrieve`` -- candidate generation alone;
-    * ``Engine._score`` -- retrieve again + blocklist/seen exclusion + fuse (so
-      exclusion+fuse ~= this minus retrieve);
-    * slate selection (``build_slate`` with the settings' diversity, or top-k);
+    * ``ranker.floors`` -- each source's catalog-wide lowest score (two-stage serving only);
+    * ``Pipeline.score`` -- retrieve + floors again + blocklist/seen exclusion + fuse
+      (so exclusion+fuse ~= this minus the two above);
+    * slate selection (``build_slate`` with the settings' diversity);
     * ``ranker.to_recommendations`` with reasons;
     * optionally the impression write.
 
     It calls the engine's own functions rather than copying their logic, so it follows
     the engine as it changes; it is not a substitute for timing ``recommend()``.
     """
-    import inspect
     import uuid
 
     from liverec.rank import ranker
+    from liverec.rank.pipeline import Request
+    from liverec.rank.slate import build_slate
     from liverec.store import Impression
 
-    try:
-        from liverec.rank.slate import build_slate
-    except ImportError:  # older engines: plain top-k
-        build_slate = None
     rng = rng or np.random.default_rng(0)
-    names = ["retrieve (candidate generation)", "score: retrieve + exclude + fuse (Engine._score)",
-             "slate (top-k / MMR)", "to_recommendations (reasons)"]
+    names = ["retrieve (candidate generation)", "floors (catalog-wide minima)",
+             "score: retrieve + floors + exclude + fuse (Pipeline.score)", "slate (top-k / MMR)",
+             "to_recommendations (reasons)"]
     if log_impressions:
         names.append("store.log_impressions (k rows)")
     out: dict[str, list[float]] = {s: [] for s in names}
     n_cand: list[int] = []
     w = eng._weights(None)
-    score_params = inspect.signature(eng._score).parameters
     diversity = float(getattr(eng.settings, "diversity", 0.0) or 0.0)
+    two_stage = eng.index.uses_ann
     for _ in range(n):
         user = users[int(rng.integers(len(users)))]
-        state = eng.user_state(user)
-        u = eng._users.get(user)
-        seen_n = len(u.seen) if u is not None else 0
-        kw: dict[str, Any] = dict(k=k, candidates=None, exclude_seen=eng.settings.exclude_seen, filters=None, weights=w)
-        if "exclude" in score_params:
-            kw["exclude"] = None
+        state, seen = eng.user_state(user), eng.state.seen(user)
+        req = Request(user=user, k=k, weights=w, exclude_seen=eng.settings.exclude_seen, log=False)
         with eng._lock:
             t0 = time.perf_counter()
             ranker.retrieve(state, eng.learners, w, eng.catalog, eng.index,
-                            max(k, eng.settings.candidates_per_source) + seen_n)
+                            max(k, eng.settings.candidates_per_source) + len(seen))
             t1 = time.perf_counter()
-            scored = eng._score(state, **kw)
+            if two_stage:
+                ranker.floors(state, eng.learners, w, eng.catalog, eng.index)
             t2 = time.perf_counter()
-            if build_slate is not None:
-                order = build_slate(scored.fused, eng.catalog.vectors, k, diversity=diversity, rows=scored.items.idx)
-            else:
-                order = ranker.select(scored, k)
+            scored = eng.pipeline.score(state, seen, eng.learners, req)
             t3 = time.perf_counter()
-            recs = ranker.to_recommendations(state, scored, order, eng.learners, eng.catalog, with_reasons=True)
+            order = build_slate(scored.fused, eng.catalog.vectors, k, diversity=diversity, rows=scored.items.idx)
             t4 = time.perf_counter()
-        times = [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+            recs = ranker.to_recommendations(state, scored, order, eng.learners, eng.catalog, with_reasons=True)
+            t5 = time.perf_counter()
+        times = [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]
         if log_impressions:
             rid, now = uuid.uuid4().hex, time.time()
             eng.store.log_impressions([Impression(rid, user, r.item, r.position, r.score, r.propensity, "greedy",
                                                   now, {}) for r in recs])
-            times.append(time.perf_counter() - t4)
+            times.append(time.perf_counter() - t5)
         for name, d in zip(names, times):
             out[name].append(d)
         n_cand.append(len(scored.items))

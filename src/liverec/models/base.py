@@ -205,6 +205,17 @@ class VectorQuery(Protocol):
     def query_vector(self, user: UserState) -> np.ndarray | None: ...
 
 
+@runtime_checkable
+class ScoreFloor(Protocol):
+    """A learner that knows its lowest score over the live catalog without scoring it.
+
+    ``floor(user)`` (None: unknown) is the minimum that two-stage serving normalises
+    with, so an item's fused score does not depend on which others were retrieved.
+    """
+
+    def floor(self, user: UserState) -> float | None: ...
+
+
 class Learner:
     """Convenience base: hyperparameters from the constructor, clone, save/load, forget.
 

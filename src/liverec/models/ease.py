@@ -229,6 +229,31 @@ class EASE(Learner):
         ok[ok] = alive[items[ok]]
         return best(items[ok], s[ok], n)
 
+    def floor(self, user: UserState) -> float | None:
+        """The lowest score over live items: ``min_i sum_h x_h B[h, i]`` over the fitted
+        items (O(|history| x fitted items), bounded by ``max_items``), and 0 if any live
+        item is outside ``B``."""
+        self._check_fitted()
+        hist = self.hist_.get(user.user)
+        if not hist:
+            return 0.0  # zeros, or popularity (never negative)
+        nb, m = len(self.bidx_), len(self.B_)
+        alive = self.catalog_.alive
+        active = np.flatnonzero(self.bidx_ >= 0)
+        fitted_alive = alive[active[active < len(alive)]]
+        lo = 0.0 if self.catalog_.n_alive > int(fitted_alive.sum()) else np.inf
+        h = np.fromiter(hist, dtype=np.int64, count=len(hist))
+        x = np.fromiter(hist.values(), dtype=np.float32, count=len(hist))
+        hb = self.bidx_[h[h < nb]]
+        x = x[h < nb][hb >= 0]
+        hb = hb[hb >= 0]
+        if m and len(hb) and fitted_alive.any():
+            acc = x[:1] @ self.B_[hb[:1]]
+            for j in range(1, len(hb)):
+                acc += x[j] * self.B_[hb[j]]
+            lo = min(lo, float(acc[: len(fitted_alive)][fitted_alive].min()))
+        return lo if np.isfinite(lo) else None
+
     # ------------------------------------------------------------------- scoring
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()

@@ -11,7 +11,7 @@ from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
-from .retrieval import NeighbourLists, TopList, best, lazy
+from .retrieval import NeighbourLists, TopList, best, column_sums, lazy
 
 #: A row's unsorted tail (columns added since the row was last sorted) is sorted into it
 #: beyond this many entries: short enough that searching every tail an event touches
@@ -441,6 +441,11 @@ class ItemKNN(Learner):
         ok[ok] = alive[items[ok]]
         return best(items[ok], s[ok], n)
 
+    def floor(self, user: UserState) -> float | None:
+        """0: scores are never negative and, above the two-stage threshold, some live item
+        shares nothing with the user's history (it scores 0)."""
+        return 0.0
+
     # ------------------------------------------------------------------- scoring
     def _history(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
         hist = self.items_.get(user)
@@ -458,8 +463,9 @@ class ItemKNN(Learner):
         x = np.fromiter((hist[j] for j in h.tolist()), dtype=np.float32, count=len(h))
         return h, x
 
-    def _inv_sqrt_n(self) -> np.ndarray:
-        n = self.n_.astype(np.float32)
+    def _inv_sqrt_n(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """``1/sqrt(n_i)`` in float32, for every item or for ``idx``."""
+        n = (self.n_ if idx is None else self.n_[idx]).astype(np.float32)
         return np.divide(1.0, np.sqrt(n), out=np.zeros_like(n), where=n > 1e-12)
 
     def _shrink_inplace(self, c: np.ndarray) -> np.ndarray:
@@ -483,27 +489,42 @@ class ItemKNN(Learner):
             return np.zeros(0, dtype=np.float32)
         h, x = hx
         sub = self.counts_.gather(h)
-        isq = self._inv_sqrt_n()
+        # A few candidates (two-stage serving): nothing as long as the catalog is built.
+        few = len(items) * 4 < n_cat
+        isq = None if few else self._inv_sqrt_n()
+
+        def inv(idx: np.ndarray) -> np.ndarray:
+            return self._inv_sqrt_n(idx) if isq is None else isq[idx]
+
         self._shrink_inplace(sub.data)
         k = self.k_neighbours
         counts = np.diff(sub.indptr)
-        if k is not None and (counts > k).any():
+        top_k = k is not None and bool((counts > k).any())
+        if top_k:
             # Top-k needs every entry's similarity (one gather of 1/sqrt(n_j)) and a
             # partition per long row: ~3x slower than the full sum below.
-            sub.data *= np.repeat(isq[h], counts)
-            sub.data *= isq[sub.indices.astype(np.intp)]
+            sub.data *= np.repeat(inv(h), counts)
+            sub.data *= inv(sub.indices.astype(np.intp))
             for row in np.flatnonzero(counts > k).tolist():
                 seg = sub.data[sub.indptr[row] : sub.indptr[row + 1]]
                 thr = np.partition(seg, len(seg) - k)[len(seg) - k]
                 seg[seg < thr] = 0.0  # ties at the cut stay: independent of storage order
-            out = np.asarray(sub.T @ x)
-        else:
-            # Full cosine factorises: sum_h x_h c'_hi / sqrt(n_h n_i) is one sparse
-            # matrix-vector product scaled by 1/sqrt(n_i).
-            out = np.asarray(sub.T @ (x * isq[h])) * isq[:n_cat]
+        # Full cosine factorises: sum_h x_h c'_hi / sqrt(n_h n_i) is one sparse
+        # matrix-vector product scaled by 1/sqrt(n_i).
+        coef = x if top_k else x * inv(h)
         nh = self.n_[h].astype(np.float32)
         den = nh + np.float32(self.shrink)
-        out[h] += x * np.divide(nh, den, out=np.zeros_like(nh), where=den > 0)  # sim(h, h)
+        own = x * np.divide(nh, den, out=np.zeros_like(nh), where=den > 0)  # sim(h, h)
+        if few:
+            out = column_sums(sub, coef, items.idx) * (1.0 if top_k else inv(items.idx))
+            at = np.minimum(np.searchsorted(h, items.idx), len(h) - 1)
+            mine = h[at] == items.idx
+            out[mine] += own[at[mine]]
+            return out.astype(np.float32)
+        out = np.asarray(sub.T @ coef)
+        if not top_k:
+            out = out * isq[:n_cat]
+        out[h] += own
         return out[items.idx].astype(np.float32)
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:

@@ -341,6 +341,17 @@ class _MatrixFactorization(Learner, abc.ABC):
         keys = fi.search(q, n)
         return best(keys, self.item_factors_[keys] @ q, n)
 
+    def floor(self, user: UserState, probe: int = 32) -> float | None:
+        """The lowest score over live items: the best ``probe`` items for ``-q`` in the
+        factor index, scored exactly (0 for a user the model does not score)."""
+        self._check_fitted()
+        r = self.users_.get(user.user)
+        if r is None or getattr(self, "n_interactions_", 0) < self.min_interactions:
+            return 0.0
+        q = self.user_factors_[r]
+        keys = self._factor_index().search(-q, probe)
+        return float((self.item_factors_[keys] @ q).min()) if len(keys) else None
+
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items whose CF vectors are most similar (cosine) to item ``idx``'s."""
         self._check_fitted()

@@ -156,6 +156,10 @@ class Trending(Learner):
         pool = np.union1d(top, cached[1])
         return best(pool, self.decayed(pool), n)
 
+    def floor(self, user: UserState) -> float | None:
+        """0 without a prior (some live item has had no event yet); unknown with one."""
+        return 0.0 if self._prior() is None else None
+
     def forget(self, user: str, events: Sequence[Event]) -> None:
         lazy(self, "top_", TopList).invalidate()
         fb = self.feedback or FeedbackConfig()

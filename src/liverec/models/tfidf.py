@@ -222,6 +222,26 @@ class TfidfContent(Learner):
         s = np.asarray(self.rows_[pool] @ q).ravel()
         return best(pool[s > 0], s[s > 0], n)
 
+    def floor(self, user: UserState) -> float | None:
+        """A lower bound of the lowest score over live items: 0, or, when some of the
+        profile's terms are in every item's text (a text template's words), the sum of
+        each such term's profile weight times its smallest weight in any item."""
+        self._check_fitted()
+        q = self.query_vector(user)
+        if q is None:
+            return 0.0
+        self._ensure_rows(len(self.catalog_))
+        cached = self.__dict__.get("_term_floor")
+        n = self.rows_.shape[0]
+        if cached is None or cached[0] != n or len(cached[1]) != len(q):
+            csc = sp.csc_matrix(self.rows_)
+            every = np.diff(csc.indptr) == n
+            low = np.zeros(len(every))
+            if every.any():
+                low[every] = np.minimum.reduceat(csc.data, csc.indptr[:-1][every]) if n else 0.0
+            self._term_floor = cached = (n, low)
+        return float(q @ cached[1])
+
     # ------------------------------------------------------------------- scoring
     def query_vector(self, user: UserState) -> np.ndarray | None:
         """The user's unit tf-idf profile (dense, vocabulary-sized); None when cold."""

@@ -28,6 +28,7 @@ from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .itemknn import _RowStore
 from .pop import grow
+from .retrieval import column_sums
 
 
 @register
@@ -174,24 +175,29 @@ class Transition(Learner):
         """The user's last ``history`` items, most recent first."""
         return list(self.recent_.get(user, ()))[-self.history :][::-1]
 
-    def _scores(self, user: str) -> np.ndarray | None:
+    def _rows(self, user: str) -> tuple[sp.csr_matrix, np.ndarray] | None:
+        """(rows of T for the user's last items, each row's weight); None without history."""
         last = self._last(user)
         if not last:
             return None
-        n = max(len(self.catalog_), 1)
-        self._ensure(n)
+        self._ensure(max(len(self.catalog_), 1))
         rows = np.asarray(last, dtype=np.int64)
-        sub = self.T_.gather(rows)
         coef = (self.recency ** np.arange(len(last))) / (self.mass_[rows] + 1.0)
-        return np.asarray(sub.T @ coef.astype(np.float32), dtype=np.float64)[:n]
+        return self.T_.gather(rows), coef.astype(np.float32)
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
-        s = self._scores(user.user)
-        if s is None:
-            return np.zeros(len(items), dtype=np.float64)
+        rc = self._rows(user.user)
         out = np.zeros(len(items), dtype=np.float64)
-        ok = items.idx < len(s)
+        if rc is None:
+            return out
+        sub, coef = rc
+        n = max(len(self.catalog_), 1)
+        ok = items.idx < n
+        if len(items) * 4 < n:  # a few candidates (two-stage serving): no catalog-sized vector
+            out[ok] = column_sums(sub, coef, items.idx[ok]).astype(np.float32)
+            return out
+        s = np.asarray(sub.T @ coef, dtype=np.float64)[:n]
         out[ok] = s[items.idx[ok]]
         return out
 
@@ -199,13 +205,10 @@ class Transition(Learner):
         """The ``n`` best-scored live items (dense indices, best first): only items that
         followed the user's last ones, read from those rows alone (no catalog-sized work)."""
         self._check_fitted()
-        last = self._last(user.user)
-        if not last or n <= 0:
+        rc = self._rows(user.user)
+        if rc is None or n <= 0:
             return np.zeros(0, dtype=np.int64)
-        self._ensure(max(len(self.catalog_), 1))
-        rows = np.asarray(last, dtype=np.int64)
-        sub = self.T_.gather(rows)
-        coef = ((self.recency ** np.arange(len(last))) / (self.mass_[rows] + 1.0)).astype(np.float32)
+        sub, coef = rc
         w = sub.data * np.repeat(coef, np.diff(sub.indptr))
         items, inv = np.unique(sub.indices.astype(np.int64), return_inverse=True)
         s = np.bincount(inv, weights=w, minlength=len(items))
@@ -217,6 +220,11 @@ class Transition(Learner):
             part = np.argpartition(-s, n - 1)[:n]
             items, s = items[part], s[part]
         return items[np.lexsort((items, -s))]
+
+    def floor(self, user: UserState) -> float | None:
+        """0: scores are never negative and, above the two-stage threshold, some live item
+        shares nothing with the user's history (it scores 0)."""
+        return 0.0
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """The user's last items that ``idx`` most often follows (external ids)."""

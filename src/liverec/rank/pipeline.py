@@ -72,6 +72,7 @@ class Pipeline:
         cat = self.catalog
         if cat.n_alive == 0:
             return None
+        floor = None
         if req.candidates is not None:
             idx = cat.select(req.candidates).idx
         elif req.filters:
@@ -79,6 +80,8 @@ class Pipeline:
         else:
             n = max(req.k, self.settings.candidates_per_source) + len(seen)
             idx = ranker.retrieve(state, learners, req.weights, cat, self.index, n)
+            if self.index.uses_ann:  # two-stage: normalise with catalog-wide minima
+                floor = ranker.floors(state, learners, req.weights, cat, self.index)
         if req.filters and req.candidates is not None:
             idx = idx[cat.filter_mask(req.filters)[idx]]
         blocked = self.blocked_mask()
@@ -92,7 +95,7 @@ class Pipeline:
             idx = idx[keep[idx]]
         if must_include is not None and must_include not in idx:
             idx = np.append(idx, must_include)
-        return ranker.fuse(state, cat.from_idx(idx), learners, req.weights)
+        return ranker.fuse(state, cat.from_idx(idx), learners, req.weights, floor)
 
     def blocked_mask(self) -> np.ndarray | None:
         """Items never to serve (blocklist ids and blocked terms), cached per catalog version."""

@@ -1,8 +1,12 @@
 """From scored candidates to a served slate: fusion, filters, explanations.
 
-Each source's scores are min-max normalised over the candidate set, so a weight
-means the same thing for every source and a contribution reads as a share of the
-fused score: ``fused = sum_s w_s * norm_s``.
+Each source's scores are min-max normalised over the items it could rank, so a
+weight means the same thing for every source and a contribution reads as a share of
+the fused score: ``fused = sum_s w_s * norm_s``. Below the index's exact threshold
+that is every live candidate; above it (two-stage serving) the candidates are a few
+hundred retrieved items, and each source's catalog-wide lowest score
+(:func:`floors`) stands in for the minimum, so an item's fused score does not depend
+on which other items happened to be retrieved.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
-from ..models.base import Learner, Retriever, UserState, VectorQuery
+from ..models.base import Learner, Retriever, ScoreFloor, UserState, VectorQuery
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
 
@@ -28,11 +32,22 @@ class Scored:
     raw: dict[str, np.ndarray]
 
 
-def minmax(x: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] over the candidate set; a constant source contributes 0."""
+def minmax(x: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """Scale to [0, 1] over the candidate set; a constant source contributes 0.
+
+    ``floor``: the lowest score over the whole catalog, used as the minimum when it is
+    below the candidates' own (two-stage serving scores only retrieved items).
+
+    Examples
+    --------
+    >>> minmax(np.array([2.0, 4.0])).tolist(), minmax(np.array([2.0, 4.0]), floor=0.0).tolist()
+    ([0.0, 1.0], [0.5, 1.0])
+    """
     if len(x) == 0:
         return x.astype(np.float64)
     lo, hi = float(np.min(x)), float(np.max(x))
+    if floor is not None and np.isfinite(floor):
+        lo = min(lo, float(floor))
     if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
         return np.zeros(len(x), dtype=np.float64)
     return (x.astype(np.float64) - lo) / (hi - lo)
@@ -49,38 +64,77 @@ def retrieve(
     """Candidate dense indices: everything for small catalogs, else each source's top ``n``.
 
     Above the index's exact threshold every weighted source contributes its own top
-    ``n``: a :class:`~liverec.models.base.Retriever` from ``candidates`` (sublinear
-    in the catalog), a :class:`~liverec.models.base.VectorQuery` from the vector index.
-    A source that is neither scores the whole catalog to find its top ``n`` (O(items);
-    every default source is a Retriever or a VectorQuery). Only live items come back.
+    ``n`` (:func:`source_candidates`). Only live items come back.
     """
     if not index.uses_ann:
         return catalog.alive_idx()
-    found: list[np.ndarray] = []
-    for name, model in learners.items():
-        if weights.get(name, 0.0) <= 0:
-            continue
-        if isinstance(model, Retriever):
-            found.append(np.asarray(model.candidates(user, n), dtype=np.int64))
-        elif isinstance(model, VectorQuery):
-            vec = model.query_vector(user)
-            if vec is not None:
-                found.append(index.search(vec, n)[0])
-        else:
-            live = catalog.alive_idx()
-            s = np.asarray(model.score(user, catalog.from_idx(live)), dtype=np.float64)
-            if s.any():
-                found.append(live[top_k(s, n)])
+    offered = (source_candidates(model, user, catalog, index, n)
+               for name, model in learners.items() if weights.get(name, 0.0) > 0)
+    found = [f for f in offered if f is not None]
     if not found:
         return catalog.alive_idx()[:n]
     idx = np.unique(np.concatenate(found))
     return idx[catalog.alive[idx]]
 
 
+def source_candidates(
+    model: Learner, user: UserState, catalog: Catalog, index: VectorIndex, n: int
+) -> np.ndarray | None:
+    """One source's (about) ``n`` best items: a :class:`~liverec.models.base.Retriever`
+    from ``candidates`` (sublinear in the catalog), a
+    :class:`~liverec.models.base.VectorQuery` from the vector index; a source that is
+    neither scores the whole catalog (O(items); every default source is one of the two).
+    None: the source has no opinion on this user (no query vector, all scores 0).
+    """
+    if isinstance(model, Retriever):
+        return np.asarray(model.candidates(user, n), dtype=np.int64)
+    if isinstance(model, VectorQuery):
+        vec = model.query_vector(user)
+        return index.search(vec, n)[0] if vec is not None else None
+    live = catalog.alive_idx()
+    s = np.asarray(model.score(user, catalog.from_idx(live)), dtype=np.float64)
+    return live[top_k(s, n)] if s.any() else None
+
+
+#: Items searched at the far end of the vector index for a VectorQuery source's floor.
+FLOOR_PROBE = 32
+
+
+def floors(
+    user: UserState, learners: Mapping[str, Learner], weights: Mapping[str, float], catalog: Catalog,
+    index: VectorIndex,
+) -> dict[str, float]:
+    """Each weighted source's lowest score over the live catalog, found without scoring it.
+
+    A :class:`~liverec.models.base.ScoreFloor` source answers ``floor(user)`` itself;
+    a :class:`~liverec.models.base.VectorQuery` source's lowest items are the nearest
+    to ``-query`` in the vector index (:data:`FLOOR_PROBE` of them, scored exactly).
+    Sources that can do neither are left out (their candidates' minimum is used).
+    """
+    out: dict[str, float] = {}
+    for name, model in learners.items():
+        if weights.get(name, 0.0) <= 0:
+            continue
+        if isinstance(model, ScoreFloor):
+            f = model.floor(user)
+        elif isinstance(model, VectorQuery):
+            vec = model.query_vector(user)
+            if vec is None:
+                continue
+            far = index.search(-vec, FLOOR_PROBE)[0]
+            f = float(np.min(model.score(user, catalog.from_idx(far)))) if len(far) else None
+        else:
+            continue
+        if f is not None:
+            out[name] = float(f)
+    return out
+
+
 def fuse(
-    user: UserState, items: ItemIds, learners: Mapping[str, Learner], weights: Mapping[str, float]
+    user: UserState, items: ItemIds, learners: Mapping[str, Learner], weights: Mapping[str, float],
+    floor: Mapping[str, float] | None = None,
 ) -> Scored:
-    """Score ``items`` with every weighted source and fuse."""
+    """Score ``items`` with every weighted source and fuse (``floor``: see :func:`floors`)."""
     fused = np.zeros(len(items), dtype=np.float64)
     parts: dict[str, np.ndarray] = {}
     raw: dict[str, np.ndarray] = {}
@@ -90,7 +144,7 @@ def fuse(
             continue
         s = np.asarray(model.score(user, items), dtype=np.float64)
         raw[name] = s
-        parts[name] = w * minmax(s)
+        parts[name] = w * minmax(s, (floor or {}).get(name))
         fused += parts[name]
     return Scored(items, fused, parts, raw)
 
