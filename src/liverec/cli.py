@@ -140,7 +140,8 @@ def import_items(
             raise typer.Exit(code=2)
         with _open(store) as eng:
             changed = eng.add_items(items)
-            console.print(f"{len(items)} items read, {changed} new or changed, catalog now {eng.n_items} items.")
+            console.print(f"{len(items)} items read, {changed} new or changed, catalog now {eng.n_items} items "
+                          f"({eng.encoder.calls} texts encoded, the rest from the vector caches).")
     except LiverecError as exc:
         _fail(exc)
 
