@@ -45,7 +45,7 @@ import pandas as pd
 from liverec.errors import ValidationError
 from liverec.types import Event, Item
 
-__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens", "read_events", "read_items"]
+__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens"]
 
 FileFormat = Literal["csv", "jsonl", "json"]
 
@@ -287,21 +287,7 @@ def _format_seconds(ts: float) -> str:
 
 
 def load_items(path: str | Path, *, format: FileFormat | None = None) -> list[Item]:
-    """Load a catalog from a CSV or JSON Lines file (optionally gzipped): :func:`read_items`
-    without the line numbers.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "items.csv"
-    >>> _ = p.write_text("id,text,year\\nb1,The Hobbit,1937\\n")
-    >>> load_items(p)
-    [Item(id='b1', text='The Hobbit', attributes={'year': 1937})]
-    """
-    return read_items(path, format=format)[0]
-
-
-def read_items(path: str | Path, *, format: FileFormat | None = None) -> tuple[list[Item], list[str]]:
-    """Load a catalog from a CSV or JSON Lines file (optionally gzipped), with where each
-    item was read (``"line 3"``), so an error found later can name the line.
+    """Load a catalog from a CSV or JSON Lines file (optionally gzipped).
 
     Parameters
     ----------
@@ -313,12 +299,10 @@ def read_items(path: str | Path, *, format: FileFormat | None = None) -> tuple[l
 
     Returns
     -------
-    tuple[list[Item], list[str]]
-        The items in file order, and where each one was read (``"line 3"``,
-        ``"entry 2"`` of a JSON array). ``id`` is required, ``text`` optional; every
-        other column or key becomes an attribute (CSV: empty cells omitted,
-        numeric-looking cells converted to int/float). A JSON ``attributes`` object
-        is merged in.
+    list[Item]
+        In file order. ``id`` is required, ``text`` optional; every other column or
+        key becomes an attribute (CSV: empty cells omitted, numeric-looking cells
+        converted to int/float). A JSON ``attributes`` object is merged in.
 
     Raises
     ------
@@ -330,11 +314,10 @@ def read_items(path: str | Path, *, format: FileFormat | None = None) -> tuple[l
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "items.csv"
     >>> _ = p.write_text("id,text,year\\nb1,The Hobbit,1937\\n")
-    >>> read_items(p)
-    ([Item(id='b1', text='The Hobbit', attributes={'year': 1937})], ['line 2'])
+    >>> load_items(p)
+    [Item(id='b1', text='The Hobbit', attributes={'year': 1937})]
     """
     items: list[Item] = []
-    where: list[str] = []
     seen: dict[str, str] = {}
     for record in _read_records(path, format, required=("id",)):
         item_id = _identifier(record, "id")
@@ -359,26 +342,11 @@ def read_items(path: str | Path, *, format: FileFormat | None = None) -> tuple[l
             fields = {k: _coerce_cell(v) for k, v in fields.items()}
         attributes = {**fields, **{k: v for k, v in extra.items() if v is not None}}
         items.append(Item(id=item_id, text=text, attributes=attributes))
-        where.append(record.where)
-    return items, where
+    return items
 
 
 def load_events(path: str | Path, *, format: FileFormat | None = None) -> list[Event]:
-    """Load feedback events from a CSV or JSON Lines file (optionally gzipped):
-    :func:`read_events` without the line numbers.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "events.csv"
-    >>> _ = p.write_text("user,item,kind,timestamp\\nu1,b1,like,1700000000\\n")
-    >>> load_events(p)[0].id
-    'u1:b1:like:1700000000'
-    """
-    return read_events(path, format=format)[0]
-
-
-def read_events(path: str | Path, *, format: FileFormat | None = None) -> tuple[list[Event], list[str]]:
-    """Load feedback events from a CSV or JSON Lines file (optionally gzipped), with where
-    each event was read (``"line 12"``), so an error found later can name the line.
+    """Load feedback events from a CSV or JSON Lines file (optionally gzipped).
 
     Columns / keys: ``user`` and ``item`` (required); ``kind`` (default
     ``"click"``); ``value`` (default 1.0); ``timestamp`` (Unix seconds or ISO-8601,
@@ -398,8 +366,8 @@ def read_events(path: str | Path, *, format: FileFormat | None = None) -> tuple[
 
     Returns
     -------
-    tuple[list[Event], list[str]]
-        The events in file order, and where each one was read.
+    list[Event]
+        In file order.
 
     Raises
     ------
@@ -411,13 +379,11 @@ def read_events(path: str | Path, *, format: FileFormat | None = None) -> tuple[
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "events.csv"
     >>> _ = p.write_text("user,item,kind,timestamp\\nu1,b1,like,1700000000\\n")
-    >>> events, where = read_events(p)
-    >>> events[0].id, where
-    ('u1:b1:like:1700000000', ['line 2'])
+    >>> load_events(p)[0].id
+    'u1:b1:like:1700000000'
     """
     now = time.time()
     events: list[Event] = []
-    where: list[str] = []
     for record in _read_records(path, format, required=("user", "item")):
         unknown = sorted(set(record.fields) - set(_EVENT_FIELDS))
         if unknown:
@@ -448,8 +414,7 @@ def read_events(path: str | Path, *, format: FileFormat | None = None) -> tuple[
                 context=_context(record),
             )
         )
-        where.append(record.where)
-    return events, where
+    return events
 
 
 # --------------------------------------------------------------------------- goodbooks
