@@ -39,7 +39,7 @@ class MissingExtraError(LiverecError, ImportError):
     """
 
     def __init__(self, message: str, *, module: str, extra: str) -> None:
-        super().__init__(message)
+        super().__init__(message, fix=f"install it: {install_hint(extra)}")
         self.module, self.extra = module, extra
         self.name = module  # ImportError's attribute: the module that could not be imported
 

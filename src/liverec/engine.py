@@ -576,8 +576,7 @@ class Engine:
                     results[g] = UnknownItemError(
                         f"events[{first}].item {evs[first].item!r} is not in the catalog"
                         + (f" (and {len(missing) - 1} more unknown items)" if len(missing) > 1 else "")
-                        + ": add it with Engine.add_items, or set Settings(auto_create_items=True). "
-                        "Nothing was stored.",
+                        + ". Nothing was stored.",
                         field=f"events[{first}].item",
                     )
                     continue
@@ -664,7 +663,7 @@ class Engine:
             return None
         with self._lock:
             if self.fit_running:
-                raise ConflictError("a re-fit is already running; wait for it (Engine.fit_running) and retry.")
+                raise ConflictError("a re-fit is already running; wait for it to finish, then retry.")
             self._fit_thread = threading.Thread(
                 target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed),
                 name="liverec-fit", daemon=True,

@@ -39,7 +39,7 @@ import math
 import re
 from typing import Any, Mapping
 
-from .errors import ValidationError
+from .errors import UnknownKindError, ValidationError
 from .types import Event, is_finite_number
 
 #: Most containers (objects, lists) nested in one JSON value, the outermost included.
@@ -265,8 +265,8 @@ def check_event_value(v: Any, field: str, *, limit: float) -> None:
     if abs(v) > limit:
         raise ValidationError(
             f"{field} {v!r} is outside [-{limit:g}, {limit:g}]; send a smaller multiplier, or raise "
-            "Settings(max_event_value=...) (LIVEREC_MAX_EVENT_VALUE). Nothing was stored.",
-            field=field,
+            "the max_event_value setting (LIVEREC_MAX_EVENT_VALUE). Nothing was stored.",
+            field=field, fix="send a smaller value, or raise the max_event_value setting (LIVEREC_MAX_EVENT_VALUE).",
         )
 
 
@@ -284,7 +284,7 @@ def check_event(
     >>> check_event(Event(user="u", item="i", kind="share"), "events[1]", kinds={"click": 1.0}, max_value=1e6)
     Traceback (most recent call last):
     ...
-    liverec.errors.ValidationError: events[1].kind 'share' is not a known event kind; use one of ['click'] or add it to Settings(kind_weights=...).
+    liverec.errors.ValidationError: events[1].kind 'share' is not a known event kind; use one of ['click'] or add it to the kind_weights setting.
     """
     import time
     from dataclasses import replace
@@ -300,15 +300,15 @@ def check_event(
     if not isinstance(e.kind, str) or e.kind not in kinds:
         raise ValidationError(
             f"{where}.kind {e.kind!r} is not a known event kind; use one of "
-            f"{sorted(kinds)} or add it to Settings(kind_weights=...).",
-            field=f"{where}.kind",
+            f"{sorted(kinds)} or add it to the kind_weights setting.",
+            field=f"{where}.kind", fix=UnknownKindError.default_fix,
         )
     check_event_value(e.value, f"{where}.value", limit=max_value)
     lo, hi = rating_range
     if e.kind == "rating" and not (lo <= e.value <= hi):
         raise ValidationError(
             f"{where}.value {e.value} is outside the rating range [{lo}, {hi}]; send stars in that range "
-            "or change Settings(rating_min=..., rating_max=...).",
+            "or change the rating_min and rating_max settings.",
             field=f"{where}.value",
         )
     if not is_finite_number(e.timestamp) or e.timestamp < 0:

@@ -59,12 +59,27 @@ def test_import_recommend_explain_flow(tmp_path, store):
     assert {x["item"] for x in json.loads(r.output)} == {"k1", "k2"}
 
 
+def words(text: str) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
 def test_errors_are_clear_and_exit_2(tmp_path, store):
     bad = tmp_path / "bad.csv"
-    bad.write_text("user,item,kind\nu1,nope,click\n")
+    bad.write_text("user,item,kind\nu1,1,click\n\nu1,nope,click\n")
     run("import-items", "goodbooks", "--limit", "5", "--store", store)
     r = run("import-events", bad, "--store", store)
-    assert r.exit_code == 2 and "not in the catalog" in r.output and "add_items" in r.output
+    out = words(r.output)
+    assert r.exit_code == 2 and "bad.csv line 4, item: 'nope' is not in the catalog" in out, out
+    assert "liverec import-items" in out and "LIVEREC_AUTO_CREATE_ITEMS=true" in out
+    assert "Engine." not in out and "Settings(" not in out and "events[" not in out
+    bad.write_text("user,item,kind\nu1,1,click\nu2,2,share\n")
+    out = words(run("import-events", bad, "--store", store).output)
+    assert "bad.csv line 3, kind: 'share' is not a known event kind" in out and "LIVEREC_KIND_WEIGHTS" in out, out
+    items = tmp_path / "items.csv"
+    items.write_text("id,text\nok,fine\na/b,a slash\n")
+    out = words(run("import-items", items, "--store", store).output)
+    assert "items.csv line 3, id: 'a/b' contains '/'" in out and "items[" not in out, out
     r = run("explain", "u1", "missing", "--store", store)
     assert r.exit_code == 2 and "unknown item" in r.output
     r = run("recommend", "u1", "--store", "mysql://nope")
@@ -76,4 +91,10 @@ def test_an_empty_list_says_why(tmp_path, store):
     items.write_text("id,title,year\nh1,Harry Potter,1997\nk1,Carrie,1974\n")
     assert run("import-items", items, "--store", store).exit_code == 0
     r = run("recommend", "u1", "--filter", 'year={"lt": 1900}', "--store", store)
-    assert r.exit_code == 0 and "no item matches --filter" in r.output
+    assert r.exit_code == 0 and 'filter year={"lt": 1900} matches no item' in words(r.output)
+    r = run("recommend", "u1", "--filter", "genre=Horror", "--filter", "year=1997", "--store", store)
+    out = words(r.output)
+    assert 'filter genre="Horror" matches no item: no item in the catalog has the attribute' in out, out
+    assert "year=" not in out.split("warning:")[1].split(".")[0]  # the filter that matches is not blamed
+    r = run("recommend", "u1", "--filter", "year=1997", "--filter", "title=Carrie", "--store", store)
+    assert "match no item together" in words(r.output)

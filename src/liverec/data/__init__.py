@@ -9,6 +9,6 @@ Examples
 
 from __future__ import annotations
 
-from liverec.data.loaders import load_events, load_goodbooks, load_items, load_movielens
+from liverec.data.loaders import load_events, load_goodbooks, load_items, load_movielens, read_events, read_items
 
-__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens"]
+__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens", "read_events", "read_items"]

@@ -45,7 +45,7 @@ import pandas as pd
 from liverec.errors import ValidationError
 from liverec.types import Event, Item
 
-__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens"]
+__all__ = ["load_events", "load_goodbooks", "load_items", "load_movielens", "read_events", "read_items"]
 
 FileFormat = Literal["csv", "jsonl", "json"]
 
@@ -287,7 +287,21 @@ def _format_seconds(ts: float) -> str:
 
 
 def load_items(path: str | Path, *, format: FileFormat | None = None) -> list[Item]:
-    """Load a catalog from a CSV or JSON Lines file (optionally gzipped).
+    """Load a catalog from a CSV or JSON Lines file (optionally gzipped): :func:`read_items`
+    without the line numbers.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "items.csv"
+    >>> _ = p.write_text("id,text,year\\nb1,The Hobbit,1937\\n")
+    >>> load_items(p)
+    [Item(id='b1', text='The Hobbit', attributes={'year': 1937})]
+    """
+    return read_items(path, format=format)[0]
+
+
+def read_items(path: str | Path, *, format: FileFormat | None = None) -> tuple[list[Item], list[str]]:
+    """Load a catalog from a CSV or JSON Lines file (optionally gzipped), with where each
+    item was read (``"line 3"``), so an error found later can name the line.
 
     Parameters
     ----------
@@ -299,10 +313,12 @@ def load_items(path: str | Path, *, format: FileFormat | None = None) -> list[It
 
     Returns
     -------
-    list[Item]
-        In file order. ``id`` is required, ``text`` optional; every other column or
-        key becomes an attribute (CSV: empty cells omitted, numeric-looking cells
-        converted to int/float). A JSON ``attributes`` object is merged in.
+    tuple[list[Item], list[str]]
+        The items in file order, and where each one was read (``"line 3"``,
+        ``"entry 2"`` of a JSON array). ``id`` is required, ``text`` optional; every
+        other column or key becomes an attribute (CSV: empty cells omitted,
+        numeric-looking cells converted to int/float). A JSON ``attributes`` object
+        is merged in.
 
     Raises
     ------
@@ -314,10 +330,11 @@ def load_items(path: str | Path, *, format: FileFormat | None = None) -> list[It
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "items.csv"
     >>> _ = p.write_text("id,text,year\\nb1,The Hobbit,1937\\n")
-    >>> load_items(p)
-    [Item(id='b1', text='The Hobbit', attributes={'year': 1937})]
+    >>> read_items(p)
+    ([Item(id='b1', text='The Hobbit', attributes={'year': 1937})], ['line 2'])
     """
     items: list[Item] = []
+    where: list[str] = []
     seen: dict[str, str] = {}
     for record in _read_records(path, format, required=("id",)):
         item_id = _identifier(record, "id")
@@ -342,11 +359,26 @@ def load_items(path: str | Path, *, format: FileFormat | None = None) -> list[It
             fields = {k: _coerce_cell(v) for k, v in fields.items()}
         attributes = {**fields, **{k: v for k, v in extra.items() if v is not None}}
         items.append(Item(id=item_id, text=text, attributes=attributes))
-    return items
+        where.append(record.where)
+    return items, where
 
 
 def load_events(path: str | Path, *, format: FileFormat | None = None) -> list[Event]:
-    """Load feedback events from a CSV or JSON Lines file (optionally gzipped).
+    """Load feedback events from a CSV or JSON Lines file (optionally gzipped):
+    :func:`read_events` without the line numbers.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "events.csv"
+    >>> _ = p.write_text("user,item,kind,timestamp\\nu1,b1,like,1700000000\\n")
+    >>> load_events(p)[0].id
+    'u1:b1:like:1700000000'
+    """
+    return read_events(path, format=format)[0]
+
+
+def read_events(path: str | Path, *, format: FileFormat | None = None) -> tuple[list[Event], list[str]]:
+    """Load feedback events from a CSV or JSON Lines file (optionally gzipped), with where
+    each event was read (``"line 12"``), so an error found later can name the line.
 
     Columns / keys: ``user`` and ``item`` (required); ``kind`` (default
     ``"click"``); ``value`` (default 1.0); ``timestamp`` (Unix seconds or ISO-8601,
@@ -366,8 +398,8 @@ def load_events(path: str | Path, *, format: FileFormat | None = None) -> list[E
 
     Returns
     -------
-    list[Event]
-        In file order.
+    tuple[list[Event], list[str]]
+        The events in file order, and where each one was read.
 
     Raises
     ------
@@ -379,11 +411,13 @@ def load_events(path: str | Path, *, format: FileFormat | None = None) -> list[E
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "events.csv"
     >>> _ = p.write_text("user,item,kind,timestamp\\nu1,b1,like,1700000000\\n")
-    >>> load_events(p)[0].id
-    'u1:b1:like:1700000000'
+    >>> events, where = read_events(p)
+    >>> events[0].id, where
+    ('u1:b1:like:1700000000', ['line 2'])
     """
     now = time.time()
     events: list[Event] = []
+    where: list[str] = []
     for record in _read_records(path, format, required=("user", "item")):
         unknown = sorted(set(record.fields) - set(_EVENT_FIELDS))
         if unknown:
@@ -414,7 +448,8 @@ def load_events(path: str | Path, *, format: FileFormat | None = None) -> list[E
                 context=_context(record),
             )
         )
-    return events
+        where.append(record.where)
+    return events, where
 
 
 # --------------------------------------------------------------------------- goodbooks

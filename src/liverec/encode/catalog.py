@@ -18,13 +18,16 @@ Examples
 
 from __future__ import annotations
 
+import json
 import operator
+import sys
 import threading
+import warnings
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UnknownItemError, ValidationError
+from ..errors import NoMatchWarning, UnknownItemError, ValidationError
 from ..validate import check_filters
 
 _OPS: dict[str, Any] = {
@@ -125,8 +128,7 @@ class Catalog:
         i = self.index.get(item_id)
         if i is None or not self._alive[i]:
             raise UnknownItemError(
-                f"unknown item {item_id!r} in {field}: it is not in the catalog. Add it first "
-                "with Engine.add_items([Item(id=..., text=...)]) or turn on auto_create_items.",
+                f"unknown item {item_id!r} in {field}: it is not in the catalog.",
                 field=field,
             )
         return i
@@ -246,37 +248,73 @@ class Catalog:
         return values, present
 
     def filter_mask(self, filters: Mapping[str, Any]) -> np.ndarray:
-        """Boolean mask of items matching every filter.
+        """Boolean mask of live items matching every filter.
 
         A filter value is an exact match (``{"year": 1937}``), a list of allowed values
         (``{"genre": ["Fantasy", "Horror"]}``) or a dict of operators among
-        eq, ne, gt, gte, lt, lte (``{"year": {"gte": 1990, "lt": 2000}}``).
+        eq, ne, gt, gte, lt, lte (``{"year": {"gte": 1990, "lt": 2000}}``). Filters
+        that leave no item warn (:class:`~liverec.errors.NoMatchWarning`), naming the
+        filter that matches nothing, so an empty answer is never silent.
         """
         check_filters(filters)
+        masks = {key: self._condition_mask(key, cond) for key, cond in filters.items()}
         mask = self.alive.copy()
-        for key, cond in filters.items():
-            values, present = self.column(key)
-            if isinstance(cond, Mapping):
-                for op, v in cond.items():
-                    if values.dtype == object:
-                        m = np.fromiter((_compare(_OPS[op], x, v) for x in values), dtype=bool, count=len(values))
-                    else:
-                        try:
-                            with np.errstate(invalid="ignore"):
-                                m = np.asarray(_OPS[op](values, v), dtype=bool)
-                        except TypeError as exc:
-                            raise ValidationError(
-                                f"filter {key}.{op}={v!r:.40} cannot compare with {key!r}, which holds numbers: "
-                                f"{exc}. Send a number, e.g. {{\"{key}\": {{\"{op}\": 1990}}}}.",
-                                field=f"filters.{key}",
-                            ) from exc
-                    mask &= m & present
-            elif isinstance(cond, (list, tuple)):
-                allowed = set(cond)
-                mask &= present & np.fromiter((_member(x, allowed) for x in values), dtype=bool, count=len(values))
-            else:
-                mask &= present & np.asarray(values == cond, dtype=bool)
+        for m in masks.values():
+            mask &= m
+        if masks and not mask.any() and self.n_alive:
+            warnings.warn(self._no_match(filters, masks), NoMatchWarning, stacklevel=_caller_level())
         return mask
+
+    def _condition_mask(self, key: str, cond: Any) -> np.ndarray:
+        """Items whose attribute ``key`` meets one filter condition."""
+        values, present = self.column(key)
+        if isinstance(cond, Mapping):
+            mask = present.copy()
+            for op, v in cond.items():
+                if values.dtype == object:
+                    m = np.fromiter((_compare(_OPS[op], x, v) for x in values), dtype=bool, count=len(values))
+                else:
+                    try:
+                        with np.errstate(invalid="ignore"):
+                            m = np.asarray(_OPS[op](values, v), dtype=bool)
+                    except TypeError as exc:
+                        raise ValidationError(
+                            f"filter {key}.{op}={v!r:.40} cannot compare with {key!r}, which holds numbers: "
+                            f"{exc}. Send a number, e.g. {{\"{key}\": {{\"{op}\": 1990}}}}.",
+                            field=f"filters.{key}",
+                        ) from exc
+                mask &= m
+            return mask
+        if isinstance(cond, (list, tuple)):
+            allowed = set(cond)
+            return present & np.fromiter((_member(x, allowed) for x in values), dtype=bool, count=len(values))
+        return present & np.asarray(values == cond, dtype=bool)
+
+    def _no_match(self, filters: Mapping[str, Any], masks: Mapping[str, np.ndarray]) -> str:
+        """Which filter left nothing, in words (``filter year={"gte": 3000} matches no item ...``)."""
+        alive = self.alive
+        said = []
+        for key, m in masks.items():
+            if (m & alive).any():
+                continue
+            shown = f"{key}={json.dumps(filters[key], ensure_ascii=False)}"
+            if not (self.column(key)[1] & alive).any():
+                said.append(f"filter {shown} matches no item: no item in the catalog has the attribute {key!r}")
+            else:
+                said.append(f"filter {shown} matches no item in the catalog")
+        if not said:
+            shown = json.dumps(dict(filters), ensure_ascii=False)
+            said.append(f"the filters {shown} match no item together (each one alone matches some)")
+        return "; ".join(said) + ". The answer is empty: loosen or correct the filter."
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside liverec: a warning points at the caller's line."""
+    package = __name__.split(".")[0]
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == package:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _compare(op: Any, x: Any, v: Any) -> bool:

@@ -60,7 +60,7 @@ class FeedbackConfig:
         except KeyError:
             raise UnknownKindError(
                 f"unknown event kind {kind!r}: known kinds are {sorted(self.kind_weights)}. "
-                "Use one of them or add it with Settings(kind_weights={...}).",
+                "Use one of them or add it to the kind_weights setting.",
                 field="kind",
             ) from None
 
