@@ -37,7 +37,9 @@ from .rank.tuner import TunedConfig, Tuner
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
 from .settings import Settings
+from .snapshot import ModelSet, Snapshots, compat_key
 from .store import Store
+from .store.snapshots import SnapshotInfo, snapshot_repo
 from .state import OnlineState
 from .store.impressions import ImpressionWriter
 from .types import Event, Item, Recommendation
@@ -120,8 +122,14 @@ class Engine:
         self._erasures_applied: set[int] = set()
         self._erasure_noticed: float | None = None
         self._changes_seen = store.counter("changes")
-        self._load()
+        #: Versioned snapshots of the model set (liverec.snapshot): restarts replay only the log tail.
+        self.snapshots = Snapshots(snapshot_repo(store, settings.snapshot_dir), settings.snapshot_keep)
+        restored = self._load()
         self.served.reset(self._base_weights())
+        if restored is not None:
+            self._restore_fusion(restored)
+        self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
+                                interval_s=settings.snapshot_interval_s)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -149,6 +157,7 @@ class Engine:
 
     def close(self) -> None:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
+        self.snapshots.close()
         self._impressions.close()
         self.served.save()
         self.store.close()
@@ -207,16 +216,23 @@ class Engine:
         """Fresh, unfitted learners for every configured source."""
         return {name: self._make_learner(name, params, self.feedback) for name, params in self._source_params().items()}
 
-    def _load(self) -> None:
-        """Restore the catalog, declared interests, learned weights and every learner from the store."""
+    def _load(self) -> ModelSet | None:
+        """Restore the catalog, declared interests, learned weights and every learner from the store:
+        from the newest compatible snapshot and the log after it (returned), else from the whole log."""
         snap = self.store.get_snapshot("fusion_weights")
         if snap is not None:
             self.learned_weights = json.loads(snap[0].decode())
-        stored = list(self.store.iter_items())
+        restored = self.snapshots.newest(
+            self._snapshot_key(), erasures=self._erasures_seen, last_seq=self.store.last_event_seq()
+        )
+        stored, gone = list(self.store.iter_items()), []
+        if restored is not None:  # the snapshot's dense order: its learners index items by it
+            stored, gone = restored.arrange(stored)
         if stored:
             texts = [self._render(s.text, s.attributes) for s in stored]
             vecs = self.encoder.encode(texts)
             self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
+            self.catalog.remove(gone)
             self.index.sync()
             self._items_mark = max(s.updated for s in stored)
             self._item_seen = {s.id: s.updated for s in stored}
@@ -225,7 +241,36 @@ class Engine:
             vecs = self.encoder.encode([t for _, t in interests], private=True)
             for (user, text), v in zip(interests, vecs):
                 self.state.set_interests(user, v, text)
-        self._rebuild()
+        if restored is None:
+            self._rebuild()
+        else:
+            self._adopt(restored)
+        return restored
+
+    def _adopt(self, restored: ModelSet) -> None:
+        """Take a snapshot's learners and user state, then learn the log after its position."""
+        learners = restored.build_learners(self.catalog)
+        users = restored.build_users(self.settings.history_length)
+        with self._lock:
+            self._cursor = self._replay(learners, users, restored.log_seq)
+            self.learners = learners
+            self.state.adopt(users)
+            self.model_version += 1
+
+    def _restore_fusion(self, restored: ModelSet) -> None:
+        """The snapshot's online fusion weights, unless the store holds newer ones."""
+        saved = self.store.get_snapshot("fusion_weights_online")
+        if restored.online_fusion and self.served.fusion is not None and (saved is None or saved[1] < restored.log_seq):
+            self.served.fusion.restore(restored.online_fusion)
+
+    def _replay(self, learners: Mapping[str, Learner], users: OnlineState, cursor: int) -> int:
+        """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor."""
+        for seq, e in self.store.iter_events(after_seq=cursor):
+            for m in learners.values():
+                m.learn_one(e)
+            users.apply(e, self.catalog.get_idx(e.item))
+            cursor = seq
+        return cursor
 
     def _rebuild(self) -> None:
         """Fit fresh learners and user state from the durable log, then swap them in.
@@ -238,6 +283,7 @@ class Engine:
         t0 = time.perf_counter()
         with self._lock:
             cursor = self.store.last_event_seq()
+            erasures = self.store.counter("erasures")  # read before the log: a later erasure refuses the snapshot
             self._erased_during_fit = []
         # Time order (append order breaks ties): the order learn_one would have seen.
         events = sorted(
@@ -248,14 +294,13 @@ class Engine:
         users = OnlineState(self.settings.history_length)
         for e in events:
             users.apply(e, self.catalog.get_idx(e.item))
+        # Not shared yet: serialised without the lock, at the fit's log position.
+        snap = (self._capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
         with self._lock:
-            for seq, e in self.store.iter_events(after_seq=cursor):
-                for m in learners.values():
-                    m.learn_one(e)
-                users.apply(e, self.catalog.get_idx(e.item))
-                cursor = seq
-            self._cursor = cursor
+            self._cursor = self._replay(learners, users, cursor)
             self._own.clear()
+            if self._erased_during_fit:
+                snap = None  # it holds users erased during the fit
             for user, erased in self._erased_during_fit:
                 for m in learners.values():
                     m.forget(user, erased)
@@ -265,6 +310,47 @@ class Engine:
             self.state.adopt(users)
             self.model_version += 1
             self.last_fit_seconds = time.perf_counter() - t0
+        if snap is not None:
+            self._write_snapshot(snap[0], snap[1], erasures)
+
+    # --------------------------------------------------------------- snapshots
+    def _snapshot_key(self) -> dict[str, Any]:
+        return compat_key(self.settings, self.encoder.model_id, self.tuned.to_json() if self.tuned else None)
+
+    def _capture(self, learners: Mapping[str, Learner], users: OnlineState, log_seq: int, erasures: int) -> bytes:
+        fusion = self.served.fusion.state() if self.served.fusion is not None else None
+        return ModelSet.capture(learners, users, self.catalog, log_seq=log_seq, erasures=erasures,
+                                online_fusion=fusion).dumps()
+
+    def _write_snapshot(self, body: bytes, log_seq: int, erasures: int) -> SnapshotInfo | None:
+        if self.store.counter("erasures") != erasures:  # a user erased since may be in it
+            return None
+        return self.snapshots.write(body, self._snapshot_key(), log_seq=log_seq, erasures=erasures,
+                                    meta={"users": len(self.state.users), "items": len(self.catalog)})
+
+    def snapshot(self) -> SnapshotInfo | None:
+        """Write a snapshot of the model set as it is now (see :mod:`liverec.snapshot`).
+
+        Every fit writes one, and ``Settings.snapshot_every_events`` / ``snapshot_interval_s``
+        schedule more. None when snapshots are off (``snapshot_keep=0``, or an in-memory
+        store and no ``snapshot_dir``), while a re-fit runs (it writes its own), or while an
+        erasure made by another engine is not applied here yet.
+
+        Examples
+        --------
+        >>> eng.snapshot().log_seq          # doctest: +SKIP
+        """
+        if not self.snapshots.enabled or self.fit_running:
+            return None
+        with self._lock:
+            if self.replicated:  # learn what other engines wrote: the state is then the log up to the cursor
+                self.sync(catalog=False)
+            seq = self._cursor if self.replicated else self.store.last_event_seq()
+            erasures = self._erasures_seen
+            while erasures + 1 in self._erasures_applied:
+                erasures += 1
+            body = self._capture(self.learners, self.state, seq, erasures)
+        return self._write_snapshot(body, seq, erasures)
 
     # ------------------------------------------------------------------- items
     def _render(self, text: str, attributes: Mapping[str, Any]) -> str:
@@ -388,6 +474,7 @@ class Engine:
                 self._erased_during_fit.append((user, events))
             self._forget_local(user, events)
             self._erasures_applied.add(counts["erasure_epoch"])
+            self.snapshots.erased()  # they hold the user's state; the next one holds none
             return counts
 
     def _forget_local(self, user: str, events: Sequence[Event]) -> None:

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")
     provider_attribute: str | None = Field(None, description="Item attribute naming the provider (e.g. authors)")
     max_per_provider: int | None = Field(None, ge=1, description="Exposure cap per provider in one slate")
+    max_per_title_word: int | None = Field(
+        3, ge=1, description="At most this many items of one list share a title word (3+ letters, not a stop "
+        "word), so a list does not collapse on one word ('House'); others fill in only if too few remain. None = off"
+    )
     blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended")
     blocked_terms: list[str] = Field(
         default_factory=list, description="Items whose text contains any of these (case-insensitive) are never recommended"
@@ -178,6 +182,18 @@ class Settings(BaseSettings):
     state_prefix: str = Field("liverec", description="Prefix of every Redis key and channel (one per fleet)")
     sync_seconds: float = Field(
         1.0, ge=0, description="Replicas also poll the shared log this often (the fallback when Redis is down)"
+    )
+    snapshot_dir: str | None = Field(
+        None, description="Directory (any mounted path) for model snapshots; None = in the store itself. "
+        "A restart or a new replica loads the newest compatible snapshot and replays only the log after it"
+    )
+    snapshot_keep: int = Field(3, ge=0, description="Snapshots kept (older ones are pruned); 0 = no snapshots")
+    snapshot_every_events: int = Field(
+        100_000, ge=0, description="Write a snapshot after this many new events in the log (0 = not by count); "
+        "every fit also writes one"
+    )
+    snapshot_interval_s: float = Field(
+        3600.0, ge=0, description="Write a snapshot this often when the log has grown (0 = not by time)"
     )
     dp_epsilon: float = Field(1.0, ge=0.001, le=100, description="Privacy budget of one differentially private export")
     dp_max_contributions: int = Field(

@@ -252,20 +252,28 @@ class Learner:
     def forget(self, user: str, events: Sequence[Event]) -> None:
         """Remove everything learned from ``user`` (their ``events`` are given)."""
 
-    def dumps(self) -> bytes:
-        """Serialise learned state (the catalog is not included; ``loads`` re-attaches it)."""
-        state = {k: v for k, v in self.__dict__.items() if k != "catalog_"}
-        return pickle.dumps((type(self), state), protocol=pickle.HIGHEST_PROTOCOL)
+    def learned_state(self) -> dict[str, Any]:
+        """Hyperparameters and learned state, without the catalog (``from_state`` re-attaches it)."""
+        return {k: v for k, v in self.__dict__.items() if k != "catalog_"}
 
     @staticmethod
-    def loads(payload: bytes, catalog: Catalog) -> "Learner":
-        """Inverse of ``dumps``. Only load payloads your own store wrote (pickle)."""
-        cls, state = pickle.loads(payload)
+    def from_state(cls: type["Learner"], state: Mapping[str, Any], catalog: Catalog) -> "Learner":
+        """The learner ``cls`` with ``state`` (from :meth:`learned_state`) over ``catalog``."""
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         if "fitted_" in state:
             obj.catalog_ = catalog
         return obj
+
+    def dumps(self) -> bytes:
+        """Serialise learned state (the catalog is not included; ``loads`` re-attaches it)."""
+        return pickle.dumps((type(self), self.learned_state()), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(payload: bytes, catalog: Catalog) -> "Learner":
+        """Inverse of ``dumps``. Only load payloads your own store wrote (pickle)."""
+        cls, state = pickle.loads(payload)
+        return Learner.from_state(cls, state, catalog)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

@@ -113,6 +113,27 @@ api_keys = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
 )
 
+model_snapshots = sa.Table(
+    "model_snapshots",
+    metadata,
+    # One row per versioned snapshot of the whole model set; its body is in model_snapshot_parts.
+    sa.Column("version", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("log_seq", sa.BigInteger, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("header", sa.Text, nullable=False),
+    sqlite_autoincrement=True,  # a deleted snapshot's version is never reused
+)
+
+model_snapshot_parts = sa.Table(
+    "model_snapshot_parts",
+    metadata,
+    # Bodies in parts of a few MiB: no single value near a backend's size limit.
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 sa.Index("ix_events_user_ts", events.c.user_id, events.c.ts)
 
 
@@ -128,6 +149,11 @@ def _v2_api_keys(conn: sa.Connection) -> None:
     api_keys.create(conn, checkfirst=True)
 
 
+def _v3_model_snapshots(conn: sa.Connection) -> None:
+    """Versioned model-set snapshots (header row + body parts): restarts replay only the log tail."""
+    metadata.create_all(conn, tables=[model_snapshots, model_snapshot_parts])
+
+
 #: Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_create, _v2_api_keys]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_create, _v2_api_keys, _v3_model_snapshots]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,184 @@
+"""Where versioned model snapshots live: the store's own tables, or a directory.
+
+A snapshot is a JSON header (what it was built with, and the log position it
+reflects) and an opaque body. Both places write atomically: a reader lists only
+complete snapshots, never half of one.
+
+- :class:`StoreSnapshots` keeps them in the store (``model_snapshots`` header rows,
+  bodies in ``model_snapshot_parts`` of a few MiB), written in one transaction: every
+  replica of a store finds them with no extra configuration.
+- :class:`DirSnapshots` keeps them as files in a directory (a local disk, or any
+  mounted volume or bucket): the body is written to a temporary name, flushed and
+  renamed, then the header the same way; a header without its body is never listed.
+
+Examples
+--------
+>>> import io
+>>> from liverec.store import Store
+>>> repo = StoreSnapshots(Store.open("sqlite://"))
+>>> info = repo.write({"log_seq": 7, "format": 1}, b"body")
+>>> [(i.log_seq, i.size) for i in repo.list()], repo.read(info)
+([(7, 4)], b'body')
+>>> repo.delete(info); repo.list()
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from . import schema as S
+from .sql import Store
+
+log = logging.getLogger("liverec.snapshot")
+
+#: Bytes per body part in the store (well under every backend's value limit).
+PART_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One stored snapshot: its key in its location, log position, time, body size and header."""
+
+    key: str
+    log_seq: int
+    created: float
+    size: int
+    header: dict[str, Any]
+
+
+class SnapshotRepo(Protocol):
+    """A place snapshots are written to, listed from (newest first), read and deleted."""
+
+    def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo: ...
+
+    def list(self) -> list[SnapshotInfo]: ...
+
+    def read(self, info: SnapshotInfo) -> bytes: ...
+
+    def delete(self, info: SnapshotInfo) -> None: ...
+
+
+def _newest_first(infos: list[SnapshotInfo]) -> list[SnapshotInfo]:
+    return sorted(infos, key=lambda i: (i.log_seq, i.created, i.key), reverse=True)
+
+
+class StoreSnapshots:
+    """Snapshots in the store's ``model_snapshots`` / ``model_snapshot_parts`` tables."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo:
+        created = time.time()
+        row = {"log_seq": int(header["log_seq"]), "created": created, "size": len(body), "header": json.dumps(header)}
+        with self.store._begin() as conn:  # header and parts commit together, or not at all
+            version = conn.execute(S.model_snapshots.insert().values(**row)).inserted_primary_key[0]
+            for part, start in enumerate(range(0, len(body), PART_BYTES)):
+                conn.execute(
+                    S.model_snapshot_parts.insert().values(
+                        version=version, part=part, data=body[start : start + PART_BYTES]
+                    )
+                )
+        return SnapshotInfo(str(version), row["log_seq"], created, len(body), header)
+
+    def list(self) -> list[SnapshotInfo]:
+        t = S.model_snapshots
+        with self.store._connect() as conn:
+            rows = conn.execute(sa.select(t.c.version, t.c.log_seq, t.c.created, t.c.size, t.c.header)).all()
+        out = []
+        for r in rows:
+            try:
+                header = json.loads(r.header)
+            except ValueError:
+                log.warning("snapshot %s in the store has an unreadable header; ignored", r.version)
+                continue
+            out.append(SnapshotInfo(str(r.version), int(r.log_seq), float(r.created), int(r.size), header))
+        return _newest_first(out)
+
+    def read(self, info: SnapshotInfo) -> bytes:
+        p = S.model_snapshot_parts
+        with self.store._connect() as conn:
+            parts = conn.execute(
+                sa.select(p.c.data).where(p.c.version == int(info.key)).order_by(p.c.part)
+            ).scalars().all()
+        return b"".join(bytes(x) for x in parts)
+
+    def delete(self, info: SnapshotInfo) -> None:
+        with self.store._begin() as conn:
+            conn.execute(S.model_snapshots.delete().where(S.model_snapshots.c.version == int(info.key)))
+            conn.execute(S.model_snapshot_parts.delete().where(S.model_snapshot_parts.c.version == int(info.key)))
+
+
+class DirSnapshots:
+    """Snapshots as ``<name>.body`` + ``<name>.json`` files in one directory (created if missing)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo:
+        created = time.time()
+        name = f"liverec-{int(header['log_seq']):015d}-{time.time_ns()}"
+        _write_atomic(self.path / f"{name}.body", body)
+        _write_atomic(self.path / f"{name}.json", json.dumps(header).encode())  # last: marks it complete
+        return SnapshotInfo(name, int(header["log_seq"]), created, len(body), header)
+
+    def list(self) -> list[SnapshotInfo]:
+        out = []
+        for head in self.path.glob("liverec-*.json"):
+            body = head.with_suffix(".body")
+            try:
+                header = json.loads(head.read_text())
+                out.append(SnapshotInfo(head.stem, int(header["log_seq"]), head.stat().st_mtime,
+                                        body.stat().st_size, header))
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("snapshot %s has an unreadable header or no body; ignored", head)
+        return _newest_first(out)
+
+    def read(self, info: SnapshotInfo) -> bytes:
+        return (self.path / f"{info.key}.body").read_bytes()
+
+    def delete(self, info: SnapshotInfo) -> None:
+        for suffix in (".json", ".body"):  # header first: a half-deleted snapshot is never listed
+            (self.path / f"{info.key}{suffix}").unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a filesystem without directory handles (e.g. some network mounts)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def snapshot_repo(store: Store, directory: str | None) -> SnapshotRepo | None:
+    """Where this store's snapshots go: ``directory`` if given, else the store itself;
+    None for an in-memory store with no directory (it dies with the process).
+
+    >>> snapshot_repo(Store.open("sqlite://"), None) is None
+    True
+    """
+    if directory:
+        return DirSnapshots(directory)
+    if store.dialect == "sqlite" and sa.engine.make_url(store.url).database in (None, "", ":memory:"):
+        return None
+    return StoreSnapshots(store)

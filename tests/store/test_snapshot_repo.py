@@ -1,0 +1,61 @@
+"""Where snapshots live: the store (SQLite, PostgreSQL) and a directory behave alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from liverec.store import Store
+from liverec.store import snapshots as snapshots_module
+from liverec.store.snapshots import DirSnapshots, SnapshotRepo, StoreSnapshots, snapshot_repo
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "dir"])
+def repo(request, tmp_path: Path) -> Iterator[SnapshotRepo]:
+    if request.param == "dir":
+        yield DirSnapshots(tmp_path / "snaps")
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rec.db'}"
+    else:
+        factory: Callable[[], str] = request.getfixturevalue("postgres_url")
+        url = factory()
+    store = Store.open(url)
+    yield StoreSnapshots(store)
+    store.close()
+
+
+def test_write_list_read_delete(repo: SnapshotRepo, monkeypatch) -> None:
+    monkeypatch.setattr(snapshots_module, "PART_BYTES", 1000)  # bodies in several parts
+    bodies = {5: bytes(range(256)) * 9, 12: b"", 9: b"x" * 1000}
+    infos = {seq: repo.write({"log_seq": seq, "format": 1}, body) for seq, body in bodies.items()}
+    listed = repo.list()
+    assert [i.log_seq for i in listed] == [12, 9, 5]  # newest first
+    assert [i.size for i in listed] == [0, 1000, 2304]
+    assert listed[0].header == {"log_seq": 12, "format": 1}
+    for seq, info in infos.items():
+        assert repo.read(info) == bodies[seq]
+    repo.delete(infos[9])
+    assert [i.log_seq for i in repo.list()] == [12, 5]
+    assert repo.read(infos[5]) == bodies[5]
+
+
+def test_directory_lists_only_complete_snapshots(tmp_path: Path) -> None:
+    repo = DirSnapshots(tmp_path / "snaps")
+    info = repo.write({"log_seq": 3}, b"body")
+    (tmp_path / "snaps" / f"{info.key}.body").unlink()  # a header whose body is gone
+    (tmp_path / "snaps" / "liverec-000000000000004-1.body").write_bytes(b"no header: half written")
+    (tmp_path / "snaps" / "liverec-000000000000005-1.json").write_text("{not json")
+    assert repo.list() == []
+
+
+def test_where_snapshots_go(tmp_path: Path) -> None:
+    memory = Store.open("sqlite://")
+    file = Store.open(f"sqlite:///{tmp_path / 'f.db'}")
+    assert snapshot_repo(memory, None) is None  # dies with the process: nothing to restart from
+    assert isinstance(snapshot_repo(memory, str(tmp_path / "d")), DirSnapshots)
+    assert isinstance(snapshot_repo(file, None), StoreSnapshots)
+    memory.close()
+    file.close()
