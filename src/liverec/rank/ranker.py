@@ -11,6 +11,7 @@ on which other items happened to be retrieved.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -53,6 +54,24 @@ def minmax(x: np.ndarray, floor: float | None = None) -> np.ndarray:
     return (x.astype(np.float64) - lo) / (hi - lo)
 
 
+@functools.lru_cache(maxsize=256)
+def _offers(cls: type, protocol: type) -> bool:
+    return issubclass(cls, protocol)
+
+
+def offers(model: object, protocol: type) -> bool:
+    """``isinstance(model, protocol)`` for a method-only protocol, cached per class (a
+    runtime protocol check costs tens of microseconds, and a request makes dozens).
+
+    Examples
+    --------
+    >>> from liverec.models import ItemKNN
+    >>> offers(ItemKNN(), Retriever), offers(ItemKNN(), VectorQuery)
+    (True, False)
+    """
+    return _offers(type(model), protocol)
+
+
 def retrieve(
     user: UserState,
     learners: Mapping[str, Learner],
@@ -86,9 +105,9 @@ def source_candidates(
     neither scores the whole catalog (O(items); every default source is one of the two).
     None: the source has no opinion on this user (no query vector, all scores 0).
     """
-    if isinstance(model, Retriever):
+    if offers(model, Retriever):
         return np.asarray(model.candidates(user, n), dtype=np.int64)
-    if isinstance(model, VectorQuery):
+    if offers(model, VectorQuery):
         vec = model.query_vector(user)
         return index.search(vec, n)[0] if vec is not None else None
     live = catalog.alive_idx()
@@ -115,9 +134,9 @@ def floors(
     for name, model in learners.items():
         if weights.get(name, 0.0) <= 0:
             continue
-        if isinstance(model, ScoreFloor):
+        if offers(model, ScoreFloor):
             f = model.floor(user)
-        elif isinstance(model, VectorQuery):
+        elif offers(model, VectorQuery):
             vec = model.query_vector(user)
             if vec is None:
                 continue
