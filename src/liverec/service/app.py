@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             await svc.commits.close()
+            svc.close()
             if svc.rep is not None:
                 svc.rep.close()
             app.state.svc = None

@@ -11,12 +11,15 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Sequence
 
 from ..engine import Engine
 from ..settings import Settings
-from ..types import Event
+from ..types import Event, Recommendation
 from .ab import LiveStats, Variant, assign, parse_variants
 from .auth import hash_key
 from .cache import ResponseCache
@@ -42,6 +45,9 @@ class Service:
         self.commits = GroupCommit(self._commit)
         self.metrics = Metrics(model_version=lambda: engine.model_version, items=lambda: engine.n_items)
         self.rep: Any = None  # a Replicator when settings.state is set
+        # The engine ranks one request at a time (its lock): one thread of its own queues them
+        # in order, where the default pool's threads would wake each other in a lock convoy.
+        self._ranker = ThreadPoolExecutor(1, thread_name_prefix="liverec-rank")
         self._keys: dict[str, tuple[float, str | None]] = {}
         # Several processes over one store (workers > 1, or replicas): every read first
         # catches up with the log, so an event accepted by any process is reflected.
@@ -72,6 +78,14 @@ class Service:
         """Tell the other replicas that ``kind`` (items, interests, events) changed here."""
         if self.rep is not None:
             self.rep.publish(kind)
+
+    async def recommend(self, user: str, **kw: Any) -> list[Recommendation]:
+        """``Engine.recommend`` off the event loop, on the ranking thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._ranker, partial(self.engine.recommend, user, **kw))
+
+    def close(self) -> None:
+        """Let the ranking in flight finish and stop the ranking thread."""
+        self._ranker.shutdown(wait=True)
 
     # ------------------------------------------------------------------- auth
     def role_cached(self, key: str) -> tuple[bool, str | None]:

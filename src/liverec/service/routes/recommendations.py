@@ -102,8 +102,8 @@ async def recommendations(
         svc.metrics.cache_hit.inc()
     else:
         version = svc.version(user)
-        recs = await asyncio.to_thread(
-            eng.recommend, user, k=k, policy=pol, filters=f, exclude=exclude or None, exclude_seen=exclude_seen,
+        recs = await svc.recommend(
+            user, k=k, policy=pol, filters=f, exclude=exclude or None, exclude_seen=exclude_seen,
             diversity=div, max_per_provider=cap, weights=v.weights, explain=explain, context=log_ctx,
         )
         payload = encode_items(svc, recs)
