@@ -1,8 +1,9 @@
 """HTTP latency and throughput of `liverec serve` under load, measured with wrk.
 
-Targets: GET /recommendations p99 <= 15 ms at 300 req/s, 10k items, 1 worker;
-POST event -> GET reflects it p99 <= 20 ms on one node; single-event ingestion >= 2k
-events/s over HTTP with durability on.
+Targets (10k items, 1 worker, durable SQLite): uncached GET /recommendations >= 500
+req/s; p99 <= 15 ms at 300 req/s uncached; POST event -> GET reflects it p99 <= 20 ms;
+single-event ingestion >= 2k events/s; batch ingestion >= 20k events/s; 60 s mixed load
+at 150 req/s (20% writes): 0 errors, p99 <= 30 ms, RSS growth <= 10%.
 
 Setup: a server PROCESS (uvicorn, 1 worker, the app from ``create_app``) over a SQLite
 FILE with default durability (WAL + synchronous=FULL), the 10,000 real goodbooks books
@@ -26,6 +27,17 @@ Scenarios:
 5. ``event->reco``: a Python client, sequential: POST a click, then GET the user's list (on a
    second connection) and check the clicked book is gone (seen exclusion proves the state
    moved); round-trip p99.
+6. ``ingest-batch``: unpaced wrk, POST /events with ``--batch`` events per request, 1 connection.
+7. ``mixed``: open-loop ``--mixed-rate`` req/s for ``--mixed-seconds`` s, ``--write-share``
+   POST a click and the rest GET a list (cache on); the server's RSS before and after.
+
+Floor rows, measured in the same run before the servers start, on a copy of the same
+store: ``Engine.recommend(k=10)`` in process (what one request must cost at least, so
+1000 / its mean is the most req/s one worker can rank), ``Engine.record`` of one event per
+commit, ``Engine.record_groups`` of 32 one-event groups per commit (what group commit can
+reach at most: the learning of every event stays), ``Engine.record_many`` of ``--batch``
+events; and GET /health under wrk (the HTTP stack alone). The load average is printed
+before each scenario: other jobs on the machine share the 2 cores.
 
 ``--workers N`` runs N server processes over the same SQLite file (read-your-writes:
 each read first catches up with what the other processes wrote).
@@ -36,6 +48,7 @@ each read first catches up with what the other processes wrote).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -46,13 +59,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 import common
+import loadgen as load
 from common import console, kv_table, latency_table
 
-TARGET = ("GET /recommendations p99 <= 15 ms at 300 req/s (10k items, 1 worker); event -> GET reflects it "
-          "p99 <= 20 ms; single-event ingestion >= 2k events/s over HTTP, durable")
+TARGET = ("10k items, 1 worker, durable SQLite: uncached GET >= 500 req/s; p99 <= 15 ms at 300 req/s uncached; "
+          "event -> GET reflects it p99 <= 20 ms; single-event ingestion >= 2k events/s; batch >= 20k events/s; "
+          "60 s mixed 150 req/s (20% writes): 0 errors, p99 <= 30 ms, RSS growth <= 10%")
 
 WRK_REPORT = r"""
 done = function(summary, latency, requests)
@@ -89,6 +105,18 @@ def ingest_script(users: int, items: list[str]) -> str:
     )
 
 
+def batch_script(users: int, items: list[str], batch: int, seed: int) -> str:
+    rng = random.Random(seed)
+    body = json.dumps({"events": [{"user": f"u{rng.randrange(users)}", "item": rng.choice(items), "kind": "click"}
+                                  for _ in range(batch)]})
+    return ("wrk.method = 'POST'\nwrk.path = '/events'\nwrk.headers['Content-Type'] = 'application/json'\n"
+            f"wrk.body = [[{body}]]\n" + WRK_REPORT)
+
+
+def health_script() -> str:
+    return "wrk.path = '/health'\n" + WRK_REPORT
+
+
 def run_wrk(base: str, script: str, *, seconds: int, connections: int, threads: int = 1) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
@@ -118,6 +146,76 @@ def loadgen(base: str, rate: float, seconds: int, users: int) -> dict:
     r.update(req_per_s=r["achieved_rate"], requests=r["n"], errors=r["failed"], p50=r["p50_ms"],
              p90=r["p90_ms"], p99=r["p99_ms"], max=r["max_ms"], mean=r["mean_ms"])
     return r
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def floors(db: str, users: int, batch: int, seed: int, n: int = 300) -> dict:
+    """In-process costs on a copy of the store, measured before any server starts."""
+    import sqlite3
+
+    from liverec import Engine, Event
+    from liverec.settings import Settings
+    from liverec.store import Store
+
+    path = db.removeprefix("sqlite:///")
+    copy = path + ".floor"
+    with sqlite3.connect(path) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    url = "sqlite:///" + copy
+    items, vectors = common.book_vectors(quiet=True)
+    enc = common.PrecomputedEncoder.for_items(items, vectors)
+    s = Settings(store=url, encoder_progress=False, popularity_prior="ratings_count", impression_flush_seconds=0.25)
+    rng = random.Random(seed + 2)
+    ids = [it.id for it in items]
+    out: dict = {"load_average": load_average()}
+    with Engine(Store.open(url), s, enc) as eng:
+        for _ in range(20):  # warm-up
+            eng.recommend(f"u{rng.randrange(users)}", k=10)
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            eng.recommend(f"u{rng.randrange(users)}", k=10)
+            ts.append(time.perf_counter() - t0)
+        out["recommend"] = common.percentiles(ts)
+
+        def click() -> Event:
+            return Event(user=f"u{rng.randrange(users)}", item=rng.choice(ids), kind="click")
+
+        t0 = time.perf_counter()
+        for _ in range(n):
+            eng.record(click())
+        out["record_one_per_commit_per_s"] = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(n // 32 + 1):
+            eng.record_groups([[click()] for _ in range(32)])
+        out["record_groups_32_per_s"] = (n // 32 + 1) * 32 / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            eng.record_many([click() for _ in range(batch)])
+        out["record_many_per_s"] = 5 * batch / (time.perf_counter() - t0)
+    for suffix in ("", "-wal", "-shm"):
+        Path(copy + suffix).unlink(missing_ok=True)
+    return out
+
+
+def mixed_load(base: str, pid: int, ids: list[str], users: int, rate: float, seconds: float, share: float) -> dict:
+    def rss() -> float:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    before = rss()
+    out = asyncio.run(load.run(base, load.mixed(urlparse(base).netloc, users, ids, write_share=share),
+                                  rate=rate, seconds=seconds))
+    after = rss()
+    p = common.percentiles(out.pop("latencies_s"))
+    return {"requests": p["n"], "req_per_s": out["achieved_rate"], "errors": out["failed"], "non2xx": out["non2xx"],
+            "p50": p["p50_ms"], "p90": p["p90_ms"], "p99": p["p99_ms"], "max": p["max_ms"], "mean": p["mean_ms"],
+            "rss_mb_before": before, "rss_mb_after": after, "rss_growth": (after - before) / before}
 
 
 def metric(base: str, name: str, label: str = "") -> float:
@@ -232,6 +330,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="event -> reco round trips")
     ap.add_argument("--port", type=int, default=0, help="0 = a free port")
     ap.add_argument("--workers", type=int, default=1, help="server processes (read-your-writes across them)")
+    ap.add_argument("--batch", type=int, default=500, help="events per request in ingest-batch")
+    ap.add_argument("--mixed-rate", type=float, default=150)
+    ap.add_argument("--mixed-seconds", type=float, default=60)
+    ap.add_argument("--write-share", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -242,6 +344,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="liverec-http-")
     db = f"sqlite:///{tmp}/http.db"
     ids = prepare(db, args.users, args.warm_events, args.seed)
+    floor = floors(db, args.users, args.batch, args.seed)
     if not args.port:
         import socket
 
@@ -253,6 +356,7 @@ def main() -> None:
     for label, cache in (("reco-300", 20_000), ("reco-300-uncached", 0)):
         proc = start_server(db, args.port, cache, args.workers)
         try:
+            console.print(f"{label}: load average {load_average()}")
             loadgen(base, args.rate, args.seconds, args.users)  # warm-up at the same rate
             hits0, miss0 = metric(base, "liverec_recommend_cache_total", 'result="hit"'), metric(
                 base, "liverec_recommend_cache_total", 'result="miss"')
@@ -261,29 +365,57 @@ def main() -> None:
             miss = metric(base, "liverec_recommend_cache_total", 'result="miss"') - miss0
             r["cache_hit_ratio"] = hits / (hits + miss) if hits + miss else 0.0
             results[label] = r
+            r["load_average"] = load_average()
             if cache:
-                results["reco-max"] = run_wrk(base, reco_script(args.users, None), seconds=args.seconds, connections=8)
-                results["ingest"] = run_wrk(base, ingest_script(args.users, ids), seconds=args.seconds, connections=32)
+                wrk_runs = {
+                    "reco-max": (reco_script(args.users, None), 8),
+                    "ingest": (ingest_script(args.users, ids), 32),
+                    "ingest-batch": (batch_script(args.users, ids, args.batch, args.seed), 1),
+                    "health": (health_script(), 8),
+                }
+                for name, (script, conns) in wrk_runs.items():
+                    results[name] = run_wrk(base, script, seconds=args.seconds, connections=conns)
+                    results[name]["load_average"] = load_average()
                 results["event->reco"] = event_then_reco(base, ids, args.users, args.n, args.seed)
+                results["event->reco"]["load_average"] = load_average()
+                results["mixed"] = mixed_load(base, proc.pid, ids, args.users, args.mixed_rate, args.mixed_seconds,
+                                              args.write_share)
+                results["mixed"]["load_average"] = load_average()
+            else:
+                results["reco-max-uncached"] = run_wrk(base, reco_script(args.users, None), seconds=args.seconds,
+                                                       connections=8)
+                results["reco-max-uncached"]["load_average"] = load_average()
         finally:
             proc.terminate()
             proc.wait(30)
     rows = {}
-    for name in ("reco-300", "reco-300-uncached", "reco-max", "ingest"):
+    for name in ("reco-300", "reco-300-uncached", "reco-max", "reco-max-uncached", "ingest", "ingest-batch",
+                 "health", "mixed"):
         r = results[name]
-        rows[f"{name} ({r['req_per_s']:.0f} req/s, errors {r['errors'] + r['non2xx']})"] = {
+        rows[f"{name} ({r['req_per_s']:.0f} req/s, errors {r['errors'] + r['non2xx']}, load {r['load_average']})"] = {
             "n": r["requests"], "p50_ms": r["p50"], "p90_ms": r["p90"], "p99_ms": r["p99"], "max_ms": r["max"],
             "mean_ms": r["mean"]}
     rt = results["event->reco"]
-    rows["event->reco round trip"] = rt
+    rows[f"event->reco round trip (load {rt['load_average']})"] = rt
+    rows[f"floor: Engine.recommend(k=10) in process (load {floor['load_average']})"] = floor["recommend"]
     console.print(latency_table(f"HTTP, {args.workers} uvicorn worker(s), 10k books, durable SQLite", rows))
+    mixed = results["mixed"]
     console.print(kv_table("notes", [
         ("cache hit ratio, reco-300", f"{results['reco-300']['cache_hit_ratio']:.2f}"),
         ("event->reco stale responses", rt["stale_responses"]),
-        ("ingestion", f"{results['ingest']['req_per_s']:.0f} events/s (1 event per request)"),
+        ("ingestion, 1 event per request", f"{results['ingest']['req_per_s']:.0f} events/s"),
+        (f"ingestion, {args.batch} events per request",
+         f"{results['ingest-batch']['req_per_s'] * args.batch:.0f} events/s"),
+        ("mixed: RSS before -> after", f"{mixed['rss_mb_before']:.0f} -> {mixed['rss_mb_after']:.0f} MB "
+                                       f"({mixed['rss_growth']:+.1%})"),
+        ("floor: most req/s one worker can rank (1000 / mean recommend ms)",
+         f"{1000 / floor['recommend']['mean_ms']:.0f} req/s"),
+        ("floor: Engine.record, one event per commit", f"{floor['record_one_per_commit_per_s']:.0f} events/s"),
+        ("floor: Engine.record_groups, 32 one-event groups per commit", f"{floor['record_groups_32_per_s']:.0f} events/s"),
+        (f"floor: Engine.record_many, {args.batch} events", f"{floor['record_many_per_s']:.0f} events/s"),
     ]))
     common.write_json(args.json, benchmark="bench_http", target=TARGET, started=started,
-                      config=vars(args), results=results)
+                      config=vars(args), results={**results, "floor": floor})
 
 
 if __name__ == "__main__":
