@@ -33,6 +33,9 @@ from typing import Any, Iterable, Mapping, Sequence
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Engines here get vectors from PrecomputedEncoder (and synthetic ones beyond the real
+# books): keep them out of the machine's vector cache, each store holds its own as before.
+os.environ.setdefault("LIVEREC_VECTOR_CACHE", "off")
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402

@@ -124,7 +124,7 @@ class EngineAgent:
         base = settings or Settings()
         base = base.model_copy(update={
             "store": "sqlite://", "log_impressions": False, "encoder_progress": False,
-            "text_template": "{text}", "vector_cache": None,
+            "text_template": "{text}", "vector_cache": "off",  # lookup vectors: not for the machine cache
         })
         texts = [f"sim item {i}" for i in item_ids]
         eng = Engine.open("sqlite://", settings=base, encoder=_LookupEncoder(texts, vectors))
