@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .encode.cache import CachedEncoder, cache_url, open_cache
+from .encode.cache import CachedEncoder, open_shared_cache
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .encode.text import render_text
@@ -69,8 +69,7 @@ class Engine:
         self.settings = settings
         # The machine's vector cache (Settings.vector_cache): a catalog encoded once on this
         # machine, for any store, is never encoded again.
-        shared = cache_url(settings.vector_cache)
-        self._cache_store = open_cache(shared) if shared and shared != store.url else None
+        self._cache_store = open_shared_cache(settings.vector_cache, store.url)
         self.encoder = CachedEncoder(encoder, store, shared=self._cache_store, progress=settings.encoder_progress)
         #: (items done, items in all) of a running background catalog import, else None.
         self.import_progress: tuple[int, int] | None = None

@@ -12,6 +12,7 @@ import pytest
 from liverec import Engine
 from liverec.encode.cache import cache_url, machine_cache_url, open_cache
 from liverec.encode.text import text_hash
+from liverec.errors import StoreError
 from liverec.settings import Settings
 
 N = 40
@@ -109,3 +110,19 @@ def test_processes_share_one_new_cache_file_at_once(tmp_path):
         assert cache.count_vectors("m") == 600
     finally:
         cache.close()
+
+
+def test_an_unwritable_default_cache_is_a_warning_and_a_set_one_an_error(tmp_path, monkeypatch, encoder, books, caplog):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.delenv("LIVEREC_VECTOR_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    with _open("sqlite://", encoder) as eng:  # the engine runs on its store's own vectors
+        assert eng.encoder.shared is None
+        eng.add_items(books[:3])
+        assert eng.n_items == 3
+    assert "no machine vector cache" in caplog.text and "LIVEREC_VECTOR_CACHE" in caplog.text
+    monkeypatch.setenv("LIVEREC_VECTOR_CACHE", str(blocked / "vectors.db"))
+    with pytest.raises(StoreError, match="cannot open the vector cache") as err:
+        _open("sqlite://", encoder)
+    assert "'off'" in err.value.fix

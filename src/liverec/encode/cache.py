@@ -14,17 +14,22 @@ user's store only, where erasing the user deletes it.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sqlalchemy.engine import make_url as sa_url
 from sqlalchemy.exc import OperationalError
 
+from ..errors import StoreError
 from ..store import Store
 from .encoder import Encoder
 from .text import text_hash
+
+log = logging.getLogger("liverec.encode")
 
 #: Values of ``Settings.vector_cache`` / ``LIVEREC_VECTOR_CACHE`` that turn the machine cache off.
 CACHE_OFF = ("off", "none", "false", "0", "")
@@ -40,9 +45,7 @@ def machine_cache_url() -> str:
     """
     import platformdirs
 
-    root = Path(platformdirs.user_cache_dir("liverec", appauthor=False))
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'vectors.db'}"
+    return f"sqlite:///{Path(platformdirs.user_cache_dir('liverec', appauthor=False)) / 'vectors.db'}"
 
 
 def cache_url(setting: str | None) -> str | None:
@@ -72,6 +75,9 @@ def open_cache(url: str) -> Store:
     writes wait rather than fail; the one race left, two processes creating the tables
     of a new file together, is retried.
     """
+    path = sa_url(url).database if url.startswith("sqlite") else None
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
         try:
             return Store.open(url)
@@ -80,6 +86,29 @@ def open_cache(url: str) -> Store:
                 raise
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def open_shared_cache(setting: str | None, store_url: str) -> Store | None:
+    """The vector cache ``Settings.vector_cache`` names, opened; None when it is off or is the store.
+
+    The default machine cache is a convenience: if it cannot be created (a read-only home
+    directory, a full disk) the engine logs why and runs on its store's own vectors. A
+    cache set explicitly must open, or the error says which one failed.
+    """
+    url = cache_url(setting)
+    if url is None or url == store_url:
+        return None
+    try:
+        return open_cache(url)
+    except (OSError, StoreError, OperationalError) as exc:
+        if setting is not None:
+            raise StoreError(
+                f"cannot open the vector cache {url!r} (LIVEREC_VECTOR_CACHE / vector_cache): {exc}.",
+                fix="point LIVEREC_VECTOR_CACHE at a writable file or store, or set it to 'off'.",
+            ) from exc
+        log.warning("no machine vector cache (%s): %s. Each store keeps its own vectors; set "
+                    "LIVEREC_VECTOR_CACHE to a writable file to share them.", url, exc)
+        return None
 
 
 class CachedEncoder:
