@@ -77,7 +77,7 @@ def run_demo(store: str, *, limit: int | None = None, k: int = 5, console: Conso
     with Engine.open(store, settings=settings) as eng:
         books = load_goodbooks(limit=limit)
         console.print(f"[bold]liverec demo[/] — {len(books)} books from goodbooks-10k (CC BY-SA 4.0), store {store}")
-        console.print("encoding the catalog with all-MiniLM-L6-v2 (cached: only the first run encodes)…")
+        console.print("encoding the catalog with all-MiniLM-L6-v2 (cached on this machine: only the first run encodes)…")
         eng.add_items(books)
         for u in DEMO_USERS:  # start every run from fresh users
             eng.delete_user(u)
