@@ -142,10 +142,16 @@ def source_breakdown(eng, users: list[str], exact: dict[str, list[str]], k: int)
     return {n: {m: float(np.mean(v)) for m, v in d.items() if v} for n, d in acc.items()}
 
 
-def candidates_trial(eng, users: list[str], exact: dict[str, list[str]], n: int) -> dict[str, float]:
-    """Served recall@10 and latency with ``candidates_per_source = n`` (the same engine)."""
-    saved = eng.pipeline.settings
+def candidates_trial(eng, users: list[str], exact: dict[str, list[str]], n: int,
+                     floors: bool = True) -> dict[str, float]:
+    """Served recall@10 and latency with ``candidates_per_source = n`` (the same engine);
+    ``floors=False``: min-max over the retrieved candidates, as before floors existed."""
+    from liverec.rank import ranker
+
+    saved, saved_floors = eng.pipeline.settings, ranker.floors
     eng.pipeline.settings = saved.model_copy(update={"candidates_per_source": n})
+    if not floors:
+        ranker.floors = lambda *a, **kw: {}
     try:
         got, wall = {}, []
         for u in users:
@@ -153,7 +159,7 @@ def candidates_trial(eng, users: list[str], exact: dict[str, list[str]], n: int)
             got[u] = [r.item for r in recs]
             wall.append(s)
     finally:
-        eng.pipeline.settings = saved
+        eng.pipeline.settings, ranker.floors = saved, saved_floors
     return {"served recall@10": float(np.mean([recall_at(got[u], exact[u]) for u in users])), **latency(wall)}
 
 
@@ -307,7 +313,11 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     per_source = source_breakdown(eng, recall_users, exact_lists, 10) if saved.uses_ann else {}
     sweep = {}
     for n in (int(v) for v in args.sweep_candidates.split(",") if v.strip()) if saved.uses_ann else ():
-        sweep[n] = candidates_trial(eng, recall_users, exact_lists, n)
+        sweep[f"candidates_per_source={n}"] = candidates_trial(eng, recall_users, exact_lists, n)
+    if saved.uses_ann:
+        cps = settings.candidates_per_source
+        sweep[f"candidates_per_source={cps}, min-max over the candidates (no floors)"] = candidates_trial(
+            eng, recall_users, exact_lists, cps, floors=False)
 
     # ------------------------------------------------------------ raw index search
     queries = [content_a.query_vector(eng.user_state(u)) for u in order]
@@ -360,8 +370,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     ], caption="engine mode: " + mode))
     if sweep:
         console.print(kv_table(f"candidates per source: served recall@10 and recommend latency, {size:,} items", [
-            (f"candidates_per_source={n}", f"recall {r['served recall@10']:.3f}, p50 {r['p50_ms']:.2f} ms, "
-                                           f"p99 {r['p99_ms']:.2f} ms") for n, r in sweep.items()
+            (name, f"recall {r['served recall@10']:.3f}, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+            for name, r in sweep.items()
         ], caption=f"{n_recall} users, one request each, reasons on"))
     if per_source:
         console.print(breakdown_table(f"where the exact top-10 is lost, {size:,} items ({n_recall} users)", per_source))
