@@ -337,7 +337,8 @@ class FactorIndex:
 def column_sums(m: Any, coef: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``(m.T @ coef)[cols]`` for a CSR ``m``, without a vector as wide as ``m`` when few
     columns are asked (O(nnz log len(cols))): scoring a few hundred candidates must not
-    cost O(catalog).
+    cost O(catalog). The sums run in scipy's order and dtype, so the values are the
+    same to the bit.
 
     Examples
     --------
@@ -348,12 +349,14 @@ def column_sums(m: Any, coef: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """
     cols = np.asarray(cols, dtype=np.int64)
     if len(cols) * 4 >= m.shape[1]:
-        return np.asarray(m.T @ coef, dtype=np.float64)[cols]
+        return np.asarray(m.T @ coef)[cols]
     sc = np.sort(cols)
     pos = np.minimum(np.searchsorted(sc, m.indices), max(len(sc) - 1, 0))
     hit = sc[pos] == m.indices if len(sc) else np.zeros(len(m.indices), dtype=bool)
-    w = m.data * np.repeat(np.asarray(coef, dtype=np.float64), np.diff(m.indptr))
-    sums = np.bincount(pos[hit], weights=w[hit], minlength=len(sc))
+    dtype = np.result_type(m.data, coef)
+    w = m.data.astype(dtype) * np.repeat(np.asarray(coef, dtype=dtype), np.diff(m.indptr))
+    sums = np.zeros(len(sc), dtype=dtype)
+    np.add.at(sums, pos[hit], w[hit])  # row by row, entry by entry: scipy's order
     return sums[np.searchsorted(sc, cols)] if len(sc) else sums
 
 

@@ -195,7 +195,7 @@ class Transition(Learner):
         n = max(len(self.catalog_), 1)
         ok = items.idx < n
         if len(items) * 4 < n:  # a few candidates (two-stage serving): no catalog-sized vector
-            out[ok] = column_sums(sub, coef, items.idx[ok]).astype(np.float32)
+            out[ok] = column_sums(sub, coef, items.idx[ok])
             return out
         s = np.asarray(sub.T @ coef, dtype=np.float64)[:n]
         out[ok] = s[items.idx[ok]]
