@@ -55,8 +55,10 @@ async def authorize(svc: Service, key: str | None, role: str) -> None:
 def require(role: str) -> DependsParam:
     """A route dependency that answers 401/403 unless the caller's key has ``role``."""
 
-    async def check(request: Request, svc: Svc, key: Annotated[str | None, Depends(api_key)] = None) -> None:
-        await authorize(svc, key or bearer(request), role)
+    # The Service is read from the app, not asked for as a dependency: each nested
+    # dependency costs FastAPI a resolution pass on every request.
+    async def check(request: Request, key: Annotated[str | None, Depends(api_key)] = None) -> None:
+        await authorize(request.app.state.svc, key or bearer(request), role)
 
     check.role = role  # type: ignore[attr-defined]  # read by role_of_route (auth first, OpenAPI)
     return Depends(check)

@@ -91,6 +91,21 @@ class RecommendationOut(BaseModel):
     reasons: list[ReasonOut]
 
 
+class RecommendQuery(BaseModel):
+    """The query parameters of GET /recommendations, validated in one pass."""
+
+    k: int = Field(10, ge=1, le=200)
+    variant: str | None = Field(None, description="Force an A/B variant (default: the user's assignment)")
+    policy: str | None = Field(None, description="Override the policy: greedy, epsilon, linucb, lints, qlearning, ...")
+    diversity: float | None = Field(None, ge=0, le=1, description="MMR trade-off (0 = relevance only)")
+    max_per_provider: int | None = Field(None, ge=1, le=1000)
+    exclude_seen: bool | None = None
+    exclude: list[str] = Field([], max_length=1000, description="Item ids never to return")
+    filters: str | None = Field(None, max_length=10_000, description='JSON, e.g. {"year": {"gte": 1990}}')
+    context: str | None = Field(None, max_length=10_000, description="JSON object logged with the impressions")
+    explain: bool = Field(True, description="Include reasons (costs ~2 ms)")
+
+
 class RecommendationsOut(BaseModel):
     user: str
     variant: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import admin, events, items, recommendations, users, variants
 
-ROUTERS = [admin.router, items.router, events.router, recommendations.router, users.router, variants.router]
+# Matched in this order: the hot paths (recommendations, events) first.
+ROUTERS = [recommendations.router, events.router, items.router, users.router, variants.router, admin.router]
 
 __all__ = ["ROUTERS"]

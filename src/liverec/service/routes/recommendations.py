@@ -52,46 +52,32 @@ def encode_items(svc: Service, recs: Sequence[Recommendation]) -> bytes:
 
 @router.get("/recommendations/{user}", response_model=S.RecommendationsOut, dependencies=[READ],
             responses={422: {"model": S.ErrorOut}})
-async def recommendations(
-    svc: Svc,
-    user: UserId,
-    k: Annotated[int, Query(ge=1, le=200)] = 10,
-    variant: Annotated[str | None, Query(description="Force an A/B variant (default: the user's assignment)")] = None,
-    policy: Annotated[str | None, Query(
-        description="Override the policy: greedy, epsilon, linucb, lints, qlearning, ...")] = None,
-    diversity: Annotated[float | None, Query(ge=0, le=1, description="MMR trade-off (0 = relevance only)")] = None,
-    max_per_provider: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    exclude_seen: Annotated[bool | None, Query()] = None,
-    exclude: Annotated[list[str], Query(max_length=1000, description="Item ids never to return")] = [],  # noqa: B006
-    filters: Annotated[str | None, Query(max_length=10_000, description='JSON, e.g. {"year": {"gte": 1990}}')] = None,
-    context: Annotated[str | None, Query(max_length=10_000, description="JSON object logged with the impressions")] = None,
-    explain: Annotated[bool, Query(description="Include reasons (costs ~2 ms)")] = True,
-) -> Response:
+async def recommendations(svc: Svc, user: UserId, q: Annotated[S.RecommendQuery, Query()]) -> Response:
     """The top ``k`` items for ``user``, with reasons, propensities and the serving variant."""
     t0 = time.perf_counter()
     path_id(user, "user")
-    if policy is not None and not policy.strip():
+    if q.policy is not None and not q.policy.strip():
         raise ValidationError("policy is empty; name a policy (greedy, or one of Settings.policies) or leave "
                               "the parameter out for the variant's own.", field="policy")
     eng = svc.engine
     if svc.shared and eng.behind():  # one indexed query inline; learning off the loop
         await asyncio.to_thread(eng.catch_up)
-    f = json_param(filters, "filters")
+    f = json_param(q.filters, "filters")
     if f is not None:
         check_filters(f)
-    ctx = json_param(context, "context") or {}
+    ctx = json_param(q.context, "context") or {}
     check_json_value(ctx, "context")
-    if variant is not None and variant not in svc.by_name:
-        raise ValidationError(f"unknown variant {variant!r}; configured variants are {sorted(svc.by_name)}.",
+    if q.variant is not None and q.variant not in svc.by_name:
+        raise ValidationError(f"unknown variant {q.variant!r}; configured variants are {sorted(svc.by_name)}.",
                               field="variant")
-    v = svc.by_name[variant] if variant else svc.assign(user)
-    vname = v.name if policy is None else f"{v.name}+{policy}"
-    pol = policy or v.policy
-    div = diversity if diversity is not None else v.diversity
-    cap = max_per_provider if max_per_provider is not None else v.max_per_provider
+    v = svc.by_name[q.variant] if q.variant else svc.assign(user)
+    vname = v.name if q.policy is None else f"{v.name}+{q.policy}"
+    pol = q.policy or v.policy
+    div = q.diversity if q.diversity is not None else v.diversity
+    cap = q.max_per_provider if q.max_per_provider is not None else v.max_per_provider
     log_ctx = {**ctx, "variant": vname}
     # The variant name fixes its weights; the raw JSON strings stand for filters and context.
-    key = (k, pol, div, cap, exclude_seen, tuple(exclude), filters or "", context or "", explain, vname)
+    key = (q.k, pol, div, cap, q.exclude_seen, tuple(q.exclude), q.filters or "", q.context or "", q.explain, vname)
     hit = svc.cache.get(user, key) if pol == "greedy" else None
     if hit is not None:
         payload, recs = hit
@@ -103,8 +89,8 @@ async def recommendations(
     else:
         version = svc.version(user)
         recs = await svc.recommend(
-            user, k=k, policy=pol, filters=f, exclude=exclude or None, exclude_seen=exclude_seen,
-            diversity=div, max_per_provider=cap, weights=v.weights, explain=explain, context=log_ctx,
+            user, k=q.k, policy=pol, filters=f, exclude=q.exclude or None, exclude_seen=q.exclude_seen,
+            diversity=div, max_per_provider=cap, weights=v.weights, explain=q.explain, context=log_ctx,
         )
         payload = encode_items(svc, recs)
         if pol == "greedy":
