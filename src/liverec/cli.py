@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -108,7 +110,36 @@ def _open(store: str | None, **overrides):
 def _fail(exc: LiverecError) -> None:
     # escape: messages carry brackets that are not markup (pip install 'liverec[redis]')
     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    err.print(f"[bold]fix:[/] {escape(_cli_fix(exc))}", highlight=False)
     raise typer.Exit(code=2)
+
+
+def _cli_fix(exc: LiverecError) -> str:
+    """The error's fix in this CLI's terms (its commands and environment variables)."""
+    from .errors import UnknownItemError
+
+    if isinstance(exc, UnknownItemError):
+        return ("import the item first (liverec import-items FILE), or set LIVEREC_AUTO_CREATE_ITEMS=true to create "
+                "items named by events on the fly.")
+    return exc.fix
+
+
+_ROW = re.compile(r"^(?P<list>events|items)\[(?P<i>\d+)\]\.?(?P<rest>\S*)\s*")
+
+
+def _at_line(exc: LiverecError, name: str, where: Sequence[str], offset: int = 0) -> LiverecError:
+    """``exc`` about ``events[i].item`` of a batch, said as the file's line: ``events.csv
+    line 12, item: 'b7' is not in the catalog.`` (the error itself when it names no row)."""
+    m = _ROW.match(str(exc))
+    i = offset + int(m["i"]) if m else -1
+    if m is None or not 0 <= i < len(where):
+        return exc
+    rest = m["rest"]
+    message = f"{name} {where[i]}{', ' + rest if rest else ''}: {str(exc)[m.end():]}"
+    try:
+        return type(exc)(message, field=exc.field, fix=exc.fix)
+    except TypeError:  # an error type with its own signature: keep it as it is
+        return exc
 
 
 def _is_movielens(path: Path) -> bool:
@@ -123,23 +154,27 @@ def import_items(
     store: StoreOpt = None,
 ) -> None:
     """Add or update catalog items; only new or changed text is encoded."""
-    from .data import load_goodbooks, load_items, load_movielens
+    from .data import load_goodbooks, load_movielens, read_items
 
     try:
         p = Path(path)
+        where: list[str] = []
         if format == ItemFormat.goodbooks or (format == ItemFormat.auto and path == "goodbooks"):
             items = load_goodbooks(None if path == "goodbooks" else p)
         elif format == ItemFormat.movielens or (format == ItemFormat.auto and _is_movielens(p)):
             items = load_movielens(p)[0]
         else:
-            items = load_items(p, format=None if format == ItemFormat.auto else format.value)
+            items, where = read_items(p, format=None if format == ItemFormat.auto else format.value)
         items = items[:limit] if limit else items
         if not items:
             err.print(f"[bold red]error:[/] {escape(path)} holds no items; nothing was imported. A CSV needs a header "
                       "row (id,text[,title,authors,...]) and one row per item.")
             raise typer.Exit(code=2)
         with _open(store) as eng:
-            changed = eng.add_items(items)
+            try:
+                changed = eng.add_items(items)
+            except LiverecError as exc:
+                raise _at_line(exc, p.name, where) from None
             console.print(f"{len(items)} items read, {changed} new or changed, catalog now {eng.n_items} items "
                           f"({eng.encoder.calls} texts encoded, the rest from the vector caches).")
     except LiverecError as exc:
@@ -157,14 +192,15 @@ def import_events(
     """Append events to the log (idempotent by event id) and learn from them."""
     from tqdm import tqdm
 
-    from .data import load_events, load_movielens
+    from .data import load_movielens, read_events
 
     try:
         p = Path(path)
+        where: list[str] = []
         if format == EventFormat.movielens or (format == EventFormat.auto and _is_movielens(p)):
             events = load_movielens(p)[1]
         else:
-            events = load_events(p, format=None if format == EventFormat.auto else format.value)
+            events, where = read_events(p, format=None if format == EventFormat.auto else format.value)
         if not events:
             err.print(f"[bold red]error:[/] {escape(path)} holds no events; nothing was imported. A CSV needs a header "
                       "row (user,item[,kind,value,timestamp,id,context]) and one row per event.")
@@ -172,7 +208,13 @@ def import_events(
         new = 0
         with _open(store) as eng:
             for i in tqdm(range(0, len(events), batch), desc="events", unit="batch", disable=len(events) <= batch):
-                new += eng.record_many(events[i : i + batch], learn=not refit)
+                try:
+                    new += eng.record_many(events[i : i + batch], learn=not refit)
+                except LiverecError as exc:
+                    if new:
+                        err.print(f"{new} new events from the lines before this batch of {batch} are stored; "
+                                  "importing the file again after the fix skips them (events are stored once by id).")
+                    raise _at_line(exc, p.name, where, offset=i) from None
             if refit and new:
                 eng.fit()
         console.print(f"{len(events)} events read, {new} new ({len(events) - new} already in the log).")
@@ -274,9 +316,18 @@ def recommend(
     store: StoreOpt = None,
 ) -> None:
     """Print the top-k items for USER with their reasons."""
+    import warnings
+
+    from .errors import NoMatchWarning
+
     try:
         with _open(store, log_impressions=False) as eng:
-            recs = eng.recommend(user, k=k, filters=_parse_filters(filter) or None, exclude_seen=not include_seen)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", NoMatchWarning)
+                recs = eng.recommend(user, k=k, filters=_parse_filters(filter) or None, exclude_seen=not include_seen)
+            unmatched = [str(w.message) for w in caught if issubclass(w.category, NoMatchWarning)]
+            for line in unmatched:  # on stderr: --json output stays parseable
+                err.print(f"[yellow]warning: {escape(line)}[/]", highlight=False)
             if as_json:
                 out = [
                     {"item": r.item, "title": _title(eng, r.item), "score": r.score,
@@ -293,9 +344,10 @@ def recommend(
                 table.add_row(str(r.position + 1), r.item, _title(eng, r.item), f"{r.score:.3f}", r.explanation)
             console.print(table)
             if not recs:
-                why = (f"no item matches --filter {' '.join(filter)!r}" if filter else
+                why = ("see the warning above about --filter" if unmatched else
                        "the catalog is empty" if eng.n_items == 0 else
-                       f"{user!r} has already seen every item (--include-seen shows them)")
+                       f"{user!r} has already seen every item{' the filters allow' if filter else ''} "
+                       "(--include-seen shows them)")
                 err.print(f"[yellow]nothing to recommend: {escape(why)}.[/]")
     except LiverecError as exc:
         _fail(exc)
@@ -312,8 +364,8 @@ def explain(
         with _open(store, log_impressions=False) as eng:
             r = eng.explain(user, item)
             console.print(f"[bold]{_title(eng, item)}[/] for {user}: score {r.score:.3f}, rank {r.position + 1}")
-            for x in r.reasons:
-                console.print(f"  {x.source:>9}  +{x.contribution:.3f}  {x.text}")
+            for x in r.reasons:  # the words only: source names are internal
+                console.print(f"  +{x.contribution:.3f}  {escape(x.text)}", highlight=False)
     except LiverecError as exc:
         _fail(exc)
 

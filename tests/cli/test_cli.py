@@ -51,7 +51,9 @@ def test_import_recommend_explain_flow(tmp_path, store):
     r = run("recommend", "u1", "--k", "3", "--filter", 'year={"lt": 1900}', "--json", "--store", store)
     assert [x["item"] for x in json.loads(r.output)] == ["c1"]
     r = run("explain", "u1", "h2", "--store", store)
-    assert r.exit_code == 0 and "Harry Potter" in r.output and "content" in r.output
+    out = words(r.output)
+    assert r.exit_code == 0 and "Harry Potter" in out and "which you liked" in out, out
+    assert "content" not in out  # the source's internal name stays out of what people read
     assert run("fit", "--store", store).exit_code == 0
     r = run("interests", "u2", "horror novels", "--store", store)
     assert r.exit_code == 0

@@ -30,7 +30,7 @@ from . import ranker
 from .feedback import SlateFeedback
 from .index import VectorIndex
 from .policy import SlateContext
-from .slate import build_slate
+from .slate import build_slate, catalog_title_words
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,11 @@ class Pipeline:
         if req.max_per_provider is not None and self.settings.provider_attribute:
             attr, attrs = self.settings.provider_attribute, self.catalog.attributes
             providers = [attrs[i].get(attr) for i in scored.items.idx]
+        cap = self.settings.max_per_title_word
         order = build_slate(
             scored.fused, self.catalog.vectors, req.k, diversity=float(req.diversity), rows=scored.items.idx,
             providers=providers, max_per_provider=req.max_per_provider if providers is not None else None,
+            words=catalog_title_words(self.catalog, scored.items.idx) if cap else None, max_per_word=cap,
         )
         recs = ranker.to_recommendations(state, scored, order, learners, self.catalog, with_reasons=req.explain)
         self.served.remember(req.user, scored, order, req.weights)

@@ -21,6 +21,7 @@ from ..encode.catalog import Catalog, ItemIds
 from ..models.base import Learner, Retriever, ScoreFloor, UserState, VectorQuery
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
+from .reasons import reason_text
 
 
 @dataclass(frozen=True)
@@ -192,52 +193,9 @@ def explain(
         # score, and ``because`` is the costly part of explaining (measured 5 ms of 7).
         if rank < 2 and contribution > 0 and hasattr(model, "because"):
             because = model.because(user, idx)
-        text = _reason_text(name, raw, because, user, catalog)
+        text = reason_text(name, raw, because, user, catalog)
         reasons.append(Reason(source=name, contribution=round(contribution, 6), text=text, because=because))
     return tuple(r for r in reasons if r.contribution > 0) or tuple(reasons[:1])
-
-
-def _title(catalog: Catalog, item_id: str) -> str:
-    i = catalog.index.get(item_id)
-    if i is None:
-        return item_id
-    t = catalog.attributes[i].get("title") or catalog.texts[i].split("\n")[0] or item_id
-    return str(t)
-
-
-def _titles(catalog: Catalog, ids: tuple[str, ...]) -> str:
-    return " and ".join(f"“{_title(catalog, b)}”" for b in ids)
-
-
-#: How each source's contribution reads to a person; {because} = the history items behind it.
-_PHRASES: dict[str, tuple[str, str]] = {
-    # source: (with history items, without)
-    "itemknn": ("people who liked {because} also liked this", "often liked together with what you liked"),
-    "userknn": ("readers with tastes like yours liked this", "readers with tastes like yours liked this"),
-    "ease": ("goes with {because} in what people consume together", "fits what people like you consume"),
-    "als": ("matches your taste pattern (like {because})", "matches your taste pattern"),
-    "bpr": ("matches your taste pattern (like {because})", "matches your taste pattern"),
-    "sequence": ("usually comes next after {because}", "usually comes next after what you just did"),
-    "transition": ("often chosen right after {because}", "often chosen right after what you just chose"),
-    "neural": ("predicted to please you, given {because}", "predicted to please you"),
-    "tfidf": ("shares words with {because}", "shares words with what you liked"),
-    "pop": ("popular with everyone", "popular with everyone"),
-}
-
-
-def _reason_text(name: str, raw: float, because: tuple[str, ...], user: UserState, catalog: Catalog) -> str:
-    if name == "content":
-        if because:
-            return f"similar to {_titles(catalog, because)}, which you liked (similarity {raw:.2f})"
-        if user.interests_text:
-            return f"matches your interests “{user.interests_text}” (similarity {raw:.2f})"
-        return f"close to your taste profile (similarity {raw:.2f})"
-    if name == "trending":
-        return f"popular right now (trend score {np.expm1(raw):.1f})"
-    with_items, without = _PHRASES.get(name, (f"{name} likes it (score {{raw:.3f}})", f"{name} score {{raw:.3f}}"))
-    if because:
-        return with_items.format(because=_titles(catalog, because), raw=raw)
-    return without.format(raw=raw)
 
 
 def to_recommendations(

@@ -1,4 +1,4 @@
-"""Slate construction: MMR diversity and per-provider exposure caps over fused scores.
+"""Slate construction: MMR diversity, per-provider exposure caps and the title-word cap.
 
 Greedy selection (Carbonell & Goldstein's maximal marginal relevance): each next item
 maximises ``(1 - diversity) * relevance - diversity * max_sim(item, chosen)``, where
@@ -7,20 +7,54 @@ vectors. An exposure cap keeps at most ``max_per_provider`` items of one provide
 (an attribute such as ``authors`` or ``brand``) in a slate. With ``diversity=0`` and
 no cap this is plain top-k.
 
+The title-word cap keeps a list from collapsing on one word of a title: short titles
+embed close to every other title sharing a word, so after "The Red House" the LM
+source alone ranks "House of Leaves", "The Good House", "House Rules", ... on top. At
+most ``max_per_word`` items of a slate share a title word (3+ letters, not an English
+stop word); an item over the cap waits, and only fills the slate if too few others are
+left, so the cap never shortens a list.
+
 Written here rather than taken from a library: no kept library does MMR over an
 arbitrary score vector with an exposure constraint, and it is twenty lines of numpy.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from .index import top_k
 
 #: MMR considers only this many best-scored candidates (it is O(pool * k)).
 MMR_POOL = 300
+_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def title_words(title: str) -> frozenset[str]:
+    """The words that tie titles together: lower case, 3+ letters, no English stop words.
+
+    >>> sorted(title_words("The House of Hades (The Heroes of Olympus, #4)"))
+    ['hades', 'heroes', 'house', 'olympus']
+    """
+    return frozenset(w for w in _WORD.findall(title.lower()) if w not in ENGLISH_STOP_WORDS)
+
+
+def title_of(attributes: Mapping[str, Any], text: str) -> str:
+    """An item's title: its ``title`` attribute when that is text, else its text's first line.
+
+    >>> title_of({"title": "Dune"}, "Dune\\nFrank Herbert"), title_of({}, "Carrie\\nStephen King")
+    ('Dune', 'Carrie')
+    """
+    t = attributes.get("title")
+    return t if isinstance(t, str) else text.split("\n", 1)[0]
+
+
+def catalog_title_words(catalog: Any, rows: np.ndarray) -> Callable[[int], frozenset[str]]:
+    """Title words of the candidate at a position, for candidates at catalog ``rows``."""
+    return lambda pos: title_words(title_of(catalog.attributes[rows[pos]], catalog.texts[rows[pos]]))
 
 
 def build_slate(
@@ -32,6 +66,8 @@ def build_slate(
     rows: np.ndarray | None = None,
     providers: Sequence[Any] | None = None,
     max_per_provider: int | None = None,
+    words: Callable[[int], frozenset[str]] | None = None,
+    max_per_word: int | None = None,
 ) -> np.ndarray:
     """Positions (into ``fused``) of the slate, in serving order.
 
@@ -43,6 +79,9 @@ def build_slate(
     diversity : 0 = pure relevance, 1 = pure novelty w.r.t. the items already chosen.
     providers : provider of each candidate (None = no provider).
     max_per_provider : cap per provider in the slate.
+    words : title words of the candidate at a position (see :func:`title_words`).
+    max_per_word : at most this many slate items share one title word; the others
+        fill the slate only when too few items are left.
 
     Examples
     --------
@@ -54,11 +93,16 @@ def build_slate(
     [0, 2]
     >>> build_slate(np.array([3.0, 2.0, 1.0]), None, 2, providers=["a", "a", "b"], max_per_provider=1).tolist()
     [0, 2]
+    >>> titles = ["The Red House", "House of Leaves", "The Good House", "Dune"]
+    >>> build_slate(np.array([4.0, 3.0, 2.0, 1.0]), None, 3, words=lambda i: title_words(titles[i]),
+    ...             max_per_word=2).tolist()
+    [0, 1, 3]
     """
     if not 0.0 <= diversity <= 1.0:
         raise ValueError("diversity must be in [0, 1]")
     capped = providers is not None and max_per_provider is not None
-    if diversity == 0.0 and not capped:
+    worded = words is not None and max_per_word is not None
+    if diversity == 0.0 and not capped and not worded:
         return top_k(fused, k)
     pool = top_k(fused, max(MMR_POOL, 4 * k) if not capped else len(fused))
     rel = fused[pool].astype(np.float64)
@@ -69,6 +113,8 @@ def build_slate(
     max_sim = np.full(len(pool), -1.0)
     chosen: list[int] = []
     counts: dict[Any, int] = {}
+    word_counts: dict[str, int] = {}
+    waiting: list[int] = []  # over the word cap: served only if the slate cannot be filled otherwise
     available = np.ones(len(pool), dtype=bool)
     while len(chosen) < k and available.any():
         if use_div and chosen:
@@ -78,12 +124,18 @@ def build_slate(
         obj[~available] = -np.inf
         j = int(np.argmax(obj))
         available[j] = False
-        if capped:
-            p = providers[pool[j]]
-            if p is not None and counts.get(p, 0) >= max_per_provider:
-                continue
-            counts[p] = counts.get(p, 0) + 1
+        p = providers[pool[j]] if capped else None  # type: ignore[index]
+        if p is not None and counts.get(p, 0) >= max_per_provider:  # type: ignore[operator]
+            continue
+        ws = words(int(pool[j])) if worded else frozenset()  # type: ignore[misc]
+        if any(word_counts.get(w, 0) >= max_per_word for w in ws):  # type: ignore[operator]
+            waiting.append(j)
+            continue
+        counts[p] = counts.get(p, 0) + 1
+        for w in ws:
+            word_counts[w] = word_counts.get(w, 0) + 1
         chosen.append(j)
         if use_div:
             max_sim = np.maximum(max_sim, vecs @ vecs[j])
+    chosen += waiting[: k - len(chosen)]
     return pool[np.asarray(chosen, dtype=np.int64)]

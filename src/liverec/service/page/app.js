@@ -20,6 +20,12 @@
     { kind: "purchase", label: "Buy", past: "Bought" },
   ];
   const PAST = Object.fromEntries(KINDS.map((k) => [k.kind, k.past]));
+  // What each source means to a reader: its internal name never shows on the page.
+  const PLAIN = {
+    content: "similar", trending: "trending", ease: "goes with", als: "your taste", bpr: "your taste",
+    itemknn: "together", userknn: "people", transition: "next", sequence: "next", tfidf: "words",
+    neural: "predicted", pop: "popular",
+  };
   const VARIANT_COLORS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626"];
 
   const state = {
@@ -28,6 +34,7 @@
     user: null,
     prevPos: new Map(),       // item -> position in the list shown before
     items: new Map(),         // item id -> attributes (cache for bylines)
+    texts: new Map(),         // item id -> its text (the description shown with the full reason)
     pending: new Map(),       // item id -> in-flight fetch promise
     badImages: new Set(),     // cover URLs that failed once: not retried
     chain: Promise.resolve(), // serialises list-changing work
@@ -455,15 +462,30 @@
   function card(r, i, maxC, move, fresh) {
     const title = r.title || titleOf(r.item);
     const [main, series] = splitTitle(title);
-    const reasons = h("ul", { class: "reasons", "aria-label": "Contribution per source" },
+    const reasons = h("ul", { class: "reasons", "aria-label": "What each reason added to the score" },
       (r.reasons || []).map((x) => {
         const w = maxC > 0 ? Math.max(2, (Math.abs(x.contribution) / maxC) * 100) : 0;
         return h("li", { title: x.text },
-          h("span", { class: "src" }, x.source),
+          h("span", { class: "src" }, PLAIN[x.source] || "other"),
           h("span", { class: "bar", "aria-hidden": "true" },
             h("span", { class: `fill src-${x.source}${x.contribution < 0 ? " neg" : ""}`, style: `width:${w.toFixed(1)}%` })),
           h("span", { class: "val" }, (x.contribution >= 0 ? "+" : "") + x.contribution.toFixed(3)));
       }));
+    // The reason is clamped to two lines; a tap (or Enter) shows it whole, with the item's description.
+    const why = r.explanation ? h("button", {
+      type: "button", class: "why", "data-testid": "rec-explanation", "aria-expanded": "false",
+      title: "Show the whole reason",
+      onclick: (ev) => {
+        const btn = ev.currentTarget;
+        const c = btn.closest(".card");
+        const open = c.classList.toggle("open");
+        btn.setAttribute("aria-expanded", String(open));
+        const text = state.texts.get(r.item) || "";
+        if (open && text.trim() && text.trim() !== title && !c.querySelector(".desc")) {
+          btn.after(h("p", { class: "desc", "data-testid": "rec-description" }, text));
+        }
+      },
+    }, r.explanation) : null;
     return h("li", {
       class: "card" + (fresh ? " fresh" : ""), "data-testid": "rec-card",
       dataset: { item: r.item, position: String(i) },
@@ -478,7 +500,7 @@
           h("span", { class: "score", title: `score ${r.score.toFixed(4)}, propensity ${r.propensity.toFixed(3)}` },
             r.score.toFixed(3))),
         h("p", { class: "byline", "data-testid": "rec-byline" }, byline(state.items.get(r.item))),
-        r.explanation ? h("p", { class: "why", "data-testid": "rec-explanation", title: r.explanation }, r.explanation) : null,
+        why,
         (r.reasons || []).length ? reasons : null,
         actions(r.item, main, "act")));
   }
@@ -489,7 +511,7 @@
     const work = missing.map((id) => {
       if (!state.pending.has(id)) {
         state.pending.set(id, api("GET", `/items/${enc(id)}`)
-          .then((it) => { state.items.set(id, it.attributes || {}); })
+          .then((it) => { state.items.set(id, it.attributes || {}); state.texts.set(id, it.text || ""); })
           .catch(() => { state.items.set(id, {}); })
           .finally(() => state.pending.delete(id)));
       }
@@ -515,7 +537,7 @@
       found = await api("GET", `/items?q=${enc(q)}&limit=8`);
     } catch (e) { sayError(e); return; }
     if (seq !== searchSeq) return;
-    for (const it of found) state.items.set(it.id, it.attributes || {});
+    for (const it of found) { state.items.set(it.id, it.attributes || {}); state.texts.set(it.id, it.text || ""); }
     if (!found.length) {
       ul.replaceChildren(h("li", { class: "hint muted small" }, `No book matches “${q}”.`));
       return;
