@@ -250,3 +250,13 @@ def test_hostile_requests_never_5xx_change_nothing_when_refused_and_agree_across
         assert all(a == answers[0] for a in answers), (call, answers)
 
     check()
+
+
+def test_a_refusal_carries_the_errors_own_fix(make_client) -> None:
+    c = make_client(open_access=True)
+    for event, field, fix in [({"user": "u", "item": "2", "kind": "share"}, "events[0].kind", "kind_weights"),
+                              ({"user": "u", "item": "2", "value": 1e9}, "events[0].value", "max_event_value")]:
+        r = c.post("/events", json=event)
+        assert r.status_code == 422 and r.json()["field"] == field and fix in r.json()["fix"], r.text
+        assert "Engine." not in r.text and "Settings(" not in r.text
+    assert c.engine.store.count_events() == 0

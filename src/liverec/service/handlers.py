@@ -120,15 +120,15 @@ async def _domain(request: Request, exc: LiverecError) -> Json:
                      "or start the server with LIVEREC_AUTO_CREATE_ITEMS=true; nothing was stored.")
     if isinstance(exc, NotFoundError):
         return error(404, "not_found", str(exc), field, FIX[404])
-    if isinstance(exc, ValidationError):
-        return error(422, "validation_error", str(exc), field, FIX[422])
+    if isinstance(exc, ValidationError):  # the error's own fix: it knows the setting or value to change
+        return error(422, "validation_error", str(exc), field, exc.fix)
     if isinstance(exc, ConflictError):
         return error(409, "conflict", str(exc), field, "wait for the running operation to finish, then retry.")
     if isinstance(exc, StoreError):
         log.error("store error: %s", exc.__class__.__name__)
         return error(503, "store_unavailable", "the store is not reachable; retry later.",
                      fix="retry later; the operator should check the database.")
-    return error(400, "bad_request", str(exc), field, "correct the request as the message says.")
+    return error(400, "bad_request", str(exc), field, exc.fix)
 
 
 def install(app: FastAPI) -> None:
