@@ -365,7 +365,7 @@ def explain(
             r = eng.explain(user, item)
             console.print(f"[bold]{_title(eng, item)}[/] for {user}: score {r.score:.3f}, rank {r.position + 1}")
             for x in r.reasons:  # the words only: source names are internal
-                console.print(f"  +{x.contribution:.3f}  {escape(x.text)}", highlight=False)
+                console.print(f"  {x.contribution:+.3f}  {escape(x.text)}", highlight=False)
     except LiverecError as exc:
         _fail(exc)
 
