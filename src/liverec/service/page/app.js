@@ -43,6 +43,7 @@
     statsBusy: false,
     lastStats: null,
     interestsDirty: false,
+    itemsAsked: null,         // catalog size when an empty list was last asked again
   };
 
   const $ = (id) => document.getElementById(id);
@@ -600,8 +601,12 @@
     $("kpi-rps").textContent = empty ? "–" : fmtRate(cur ? cur.requests_per_s : 0);
     const imp = st.importing; // [done, total] while the catalog is still being encoded
     if (!empty) setConnection(true, imp ? `learning the catalog… ${fmtInt(imp[0])}/${fmtInt(imp[1])}` : `connected · ${fmtInt(st.items)} items`);
-    // A list shown before the first books arrived fills itself once there are some.
-    if (imp && st.items > 0 && state.user && !$("recs").dataset.items) enqueue(() => loadRecs());
+    // An empty list shown while the catalog was empty or still being imported fills itself
+    // as books arrive (asked again only when the catalog has grown since).
+    if (st.items > 0 && st.items !== state.itemsAsked && state.user && !$("recs").dataset.items) {
+      state.itemsAsked = st.items;
+      enqueue(() => loadRecs());
+    }
 
     for (const v of st.variants || []) colorOf(v.name);
     const at = (t, f) => { const b = byT.get(t); return b ? f(b) : null; };
