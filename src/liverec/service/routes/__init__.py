@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import admin, events, items, recommendations, users, variants
 
-# Matched in this order: the hot paths (recommendations, events) first.
-ROUTERS = [recommendations.router, events.router, items.router, users.router, variants.router, admin.router]
+# Matched in this order: the hot paths (recommendations, events) and the probes (health, ready) first.
+ROUTERS = [recommendations.router, events.router, admin.router, items.router, users.router, variants.router]
 
 __all__ = ["ROUTERS"]
