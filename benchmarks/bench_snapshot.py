@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,6 +96,12 @@ def build(url: str, empty_url: str, n_events: int, n_tail: int, users: int, prob
         eng.record_many(synthetic_events(n_tail, users, ids, seed=2, start=now - 7000, span=6000))
         out["tail_learn_s"] = time.perf_counter() - t0
         out["log_events"] = eng.store.count_events()
+        t0 = time.perf_counter()
+        assert eng.snapshot() is not None  # the scheduled path: serialised under the engine lock
+        w = eng.snapshots.last_write
+        out["scheduled_snapshot_s"] = time.perf_counter() - t0
+        out["scheduled_lock_s"] = out["scheduled_snapshot_s"] - w["seconds"]
+        eng.snapshots.repo.delete(eng.snapshots.repo.list()[0])  # restart from the fit's, with the tail
         out["lists"] = {u: [r.item for r in eng.recommend(u, k=10, log=False, explain=False)] for u in probe}
     return out
 
@@ -107,6 +115,9 @@ def restart(url: str, keep: int, probe: list[str]) -> dict:
     )
     wall = time.perf_counter() - t0
     got = json.loads(p.stdout.strip().splitlines()[-1])
+    for line in p.stderr.splitlines():
+        if "refused" in line or "re-fitting" in line:
+            console.print(f"restart (keep={keep}): {line.strip()}")
     return {**got, "spawn_to_first_rec_s": wall - got["after_first_rec_s"]}
 
 
@@ -115,6 +126,12 @@ def _restart_child(url: str, keep: int, probe: list[str]) -> None:
     from liverec import Engine, Settings
 
     imported = time.perf_counter() - t_import
+    from liverec.snapshot import Snapshots
+
+    parts = {"load_snapshot_s": 0.0, "replay_tail_s": 0.0, "refit_s": 0.0}
+    _time_calls(Engine, "_rebuild", parts, "refit_s")
+    _time_calls(Snapshots, "newest", parts, "load_snapshot_s")  # read + unpickle
+    _time_calls(Engine, "_replay", parts, "replay_tail_s")
     t0 = time.perf_counter()
     eng = Engine.open(url, settings=Settings(encoder_progress=False, snapshot_keep=keep,
                                              snapshot_every_events=0, snapshot_interval_s=0))
@@ -125,10 +142,25 @@ def _restart_child(url: str, keep: int, probe: list[str]) -> None:
     lists = {probe[0]: first, **{u: [r.item for r in eng.recommend(u, k=10, log=False, explain=False)]
                                  for u in probe[1:]}}
     after = time.perf_counter() - t_after
-    print(json.dumps({"import_s": imported, "open_s": opened, "open_to_first_rec_s": first_rec,
-                      "from_snapshot": eng.snapshots.log_seq > 0, "lists": lists,
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({**parts, "peak_rss_mb": peak_mb, "import_s": imported, "open_s": opened, "open_to_first_rec_s": first_rec,
+                      "from_snapshot": parts["refit_s"] == 0.0, "lists": lists,
                       "after_first_rec_s": after}))
     # no close(): a restart benchmark stops at the first answer; the process exits here
+
+
+def _time_calls(cls: type, name: str, into: dict, key: str) -> None:
+    """Add the wall time of every ``cls.name(...)`` call to ``into[key]`` (this process only)."""
+    inner = getattr(cls, name)
+
+    def timed(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            into[key] += time.perf_counter() - t
+
+    setattr(cls, name, timed)
 
 
 def main() -> None:
@@ -161,12 +193,19 @@ def main() -> None:
         ("snapshot size MB", built["snapshot_bytes"] / 1e6),
         ("snapshot write s", built["snapshot_write_s"]),
         ("fit + snapshot s (writer)", built["fit_and_snapshot_s"]),
+        ("scheduled snapshot s (of which serialising under the lock)",
+         f"{built['scheduled_snapshot_s']:.2f} ({built['scheduled_lock_s']:.2f})"),
+        ("tail learned live s (events/s)",
+         f"{built['tail_learn_s']:.2f} ({(built['log_events'] - built['snapshot_log_seq']) / built['tail_learn_s']:,.0f})"),
         ("restart from snapshot: spawn -> first rec s", snap["spawn_to_first_rec_s"]),
         ("  of which Engine.open + first rec s", snap["open_to_first_rec_s"]),
+        ("    of which read + unpickle s / replay tail s", f"{snap['load_snapshot_s']:.2f} / {snap['replay_tail_s']:.2f}"),
         ("restart full replay: spawn -> first rec s", full["spawn_to_first_rec_s"]),
         ("  of which Engine.open + first rec s", full["open_to_first_rec_s"]),
         ("floor (catalog, no events): spawn -> first rec s", floor["spawn_to_first_rec_s"]),
         ("import liverec s (snapshot process)", snap["import_s"]),
+        ("peak RSS MB: snapshot / full replay / floor process",
+         f"{snap['peak_rss_mb']:,.0f} / {full['peak_rss_mb']:,.0f} / {floor['peak_rss_mb']:,.0f}"),
         ("speed-up from snapshot (spawn -> first rec)", full["spawn_to_first_rec_s"] / snap["spawn_to_first_rec_s"]),
         ("lists equal the writer's: snapshot / full replay",
          f"{snap['lists'] == built['lists']} / {full['lists'] == built['lists']}"),
@@ -184,6 +223,8 @@ def main() -> None:
                  "full_replay": full, "floor": floor},
         started=started,
     )
+    if not a.store:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

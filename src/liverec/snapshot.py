@@ -28,7 +28,7 @@ Examples
 >>> from liverec.settings import Settings
 >>> key = compat_key(Settings(), "all-MiniLM-L6-v2", None)
 >>> key["format"], key["sources"][:2]
-(1, ['als', 'content'])
+(2, ['als', 'content'])
 >>> refusal({**key, "erasures": 0, "log_seq": 5}, key, erasures=1, last_seq=9)
 'taken before a user was erased (the store has had 1 erasures, the snapshot reflects 0)'
 """
@@ -41,7 +41,6 @@ import logging
 import pickle
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -51,15 +50,14 @@ from typing import Any, Callable, Mapping, Sequence
 from .encode.catalog import Catalog
 from .models.base import Learner
 from .settings import Settings
-from .state import OnlineState
+from .state import OnlineState, Row, UserRecord
 from .store.snapshots import SnapshotInfo, SnapshotRepo
 from .store.sql import StoredItem
-from .types import Event
 
 log = logging.getLogger("liverec.snapshot")
 
 #: Version of the snapshot body layout (bump when :class:`ModelSet` changes shape).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Settings that do not shape what is learned or served: they may differ between the
 #: node that wrote a snapshot and the one that loads it.
@@ -149,7 +147,7 @@ class ModelSet:
     erasures: int
     catalog_ids: list[str]  # dense order
     learners: dict[str, tuple[type[Learner], dict[str, Any]]]
-    users: dict[str, tuple[list[Event], list[int]]]  # user -> (recent events, seen dense indices)
+    users: dict[str, tuple[tuple[Row, ...], list[int]]]  # user -> (recent events as rows, seen dense indices)
     online_fusion: dict[str, Any] | None  # per-click fusion learning: not in the log, so kept here
 
     @classmethod
@@ -164,7 +162,7 @@ class ModelSet:
         return cls(
             log_seq=int(log_seq), erasures=int(erasures), catalog_ids=list(catalog.ids),
             learners={name: (type(m), m.learned_state()) for name, m in learners.items()},
-            users={u: (list(r.history), sorted(r.seen)) for u, r in users.users.items() if r.history},
+            users={u: (r.rows(u), sorted(r.seen)) for u, r in users.users.items() if r.has_history},
             online_fusion=dict(online_fusion) if online_fusion else None,
         )
 
@@ -198,10 +196,9 @@ class ModelSet:
 
     def build_users(self, history_length: int) -> OnlineState:
         users = OnlineState(history_length)
-        for name, (history, seen) in self.users.items():
-            rec = users.ensure(name)
-            rec.history = deque(history, maxlen=history_length)
-            rec.seen = set(seen)
+        for name, (rows, seen) in self.users.items():
+            users.users[name] = UserRecord.from_rows(name, rows, seen, history_length=history_length)
+            users.touch(name)
         return users
 
 

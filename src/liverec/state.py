@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -29,14 +29,54 @@ from .models.base import UserState
 from .types import Event
 
 
-@dataclass
-class UserRecord:
-    """One user's online state."""
+#: One event of a user's history without the user: (item, kind, value, timestamp, id, context or None).
+Row = tuple[str, str, float, float, str, "dict | None"]
 
-    history: deque[Event]
-    seen: set[int] = field(default_factory=set)
-    interests: np.ndarray | None = None
-    interests_text: str | None = None
+
+class UserRecord:
+    """One user's online state.
+
+    A record restored from a snapshot keeps its history as plain rows until first
+    used: building a million events costs seconds, and most users are not asked for
+    right after a restart.
+
+    >>> rec = UserRecord.from_rows("u", [("b1", "click", 1.0, 5.0, "e1", None)], [3], history_length=10)
+    >>> [e.item for e in rec.history], rec.seen, rec.rows("u")
+    (['b1'], {3}, (('b1', 'click', 1.0, 5.0, 'e1', None),))
+    """
+
+    __slots__ = ("_history", "_rows", "_user", "seen", "interests", "interests_text")
+
+    def __init__(self, history: deque[Event], seen: set[int] | None = None,
+                 interests: np.ndarray | None = None, interests_text: str | None = None) -> None:
+        self._history, self._rows, self._user = history, None, ""
+        self.seen = set() if seen is None else seen
+        self.interests, self.interests_text = interests, interests_text
+
+    @classmethod
+    def from_rows(cls, user: str, rows: Sequence[Row], seen: Iterable[int], *, history_length: int) -> "UserRecord":
+        rec = cls(deque(maxlen=history_length), set(seen))
+        rec._rows, rec._user = tuple(rows), user
+        return rec
+
+    @property
+    def history(self) -> deque[Event]:
+        """Recent events, oldest first."""
+        if self._rows is not None:
+            u = self._user
+            self._history.extend(Event(u, i, k, v, t, x, c or {}) for i, k, v, t, x, c in self._rows)
+            self._rows = None
+        return self._history
+
+    @property
+    def has_history(self) -> bool:
+        return bool(self._rows) or bool(self._history)
+
+    def rows(self, user: str) -> tuple[Row, ...]:
+        """The history as plain rows (what a snapshot stores)."""
+        if self._rows is not None:
+            return self._rows
+        return tuple((e.item, e.kind, e.value, e.timestamp, e.id, dict(e.context) or None) for e in self._history)
 
 
 class OnlineState:
