@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -142,7 +141,9 @@ def _restart_child(url: str, keep: int, probe: list[str]) -> None:
     lists = {probe[0]: first, **{u: [r.item for r in eng.recommend(u, k=10, log=False, explain=False)]
                                  for u in probe[1:]}}
     after = time.perf_counter() - t_after
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork).
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    peak_mb = int(hwm.split()[1]) / 1024
     print(json.dumps({**parts, "peak_rss_mb": peak_mb, "import_s": imported, "open_s": opened, "open_to_first_rec_s": first_rec,
                       "from_snapshot": parts["refit_s"] == 0.0, "lists": lists,
                       "after_first_rec_s": after}))
