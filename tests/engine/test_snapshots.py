@@ -250,3 +250,34 @@ def _wait(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_replica_snapshots_what_the_log_holds(tmp_path, encoder, books, monkeypatch):
+    """A replica first learns what other engines appended, so its snapshot's position is the log's end."""
+    s = Settings(**QUIET)
+    url = f"sqlite:///{tmp_path / 'rec.db'}"
+    ids = [b.id for b in books[:100]]
+    with Engine.open(url, settings=s, encoder=encoder) as writer:
+        writer.add_items(books[:100])
+        replica = Engine.open(url, settings=s, encoder=encoder)
+        replica.replicated = True
+        writer.record_many(events(80, ids, seed=60))
+        replica.record_many(events(20, ids, seed=61, t=500))  # its own, learned at record time
+        info = replica.snapshot()
+        assert info is not None and info.log_seq == replica.store.last_event_seq() == 100
+        expected = served(replica, ["u1", "u2"])
+        replica.close()
+    no_refit(monkeypatch)
+    with Engine.open(url, settings=s, encoder=encoder) as again:
+        assert served(again, ["u1", "u2"]) == expected
+
+
+def test_the_scheduler_writes_by_time_only_when_the_log_grew():
+    taken = []
+    sch = snapshot_module.Scheduler(lambda: taken.append(1), lambda: 10, every_events=0, interval_s=0.2)
+    sch.wrote(10)
+    time.sleep(0.25)
+    assert not sch.due(10)  # nothing new since the last snapshot
+    assert sch.due(11)
+    sch.request()
+    assert sch.due(10)  # asked for (after an erasure), whatever the counts
