@@ -333,6 +333,8 @@ def test_ops_endpoints(make_client) -> None:
     m = c.get("/metrics").text
     assert 'liverec_request_seconds_bucket{le="0.005",method="GET",route="/recommendations/{user}",status="200"}' in m
     assert "liverec_events_ingested_total 1.0" in m and "liverec_model_version" in m
+    # One request, one commit (the TestClient sends them one at a time).
+    assert "liverec_group_commits 1.0" in m and "liverec_group_committed_requests 1.0" in m
     before = c.engine.model_version
     r = c.post("/admin/fit")
     assert r.status_code == 202 and r.json()["started"] is True

@@ -43,7 +43,8 @@ class Service:
         self.cache = ResponseCache(size=settings.response_cache_size, ttl=settings.response_cache_seconds,
                                    version_of=engine.user_version)
         self.commits = GroupCommit(self._commit)
-        self.metrics = Metrics(model_version=lambda: engine.model_version, items=lambda: engine.n_items)
+        self.metrics = Metrics(model_version=lambda: engine.model_version, items=lambda: engine.n_items,
+                               commits=lambda: self.commits.commits, committed=lambda: self.commits.groups)
         self.rep: Any = None  # a Replicator when settings.state is set
         # The engine ranks one request at a time (its lock): one thread of its own queues them
         # in order, where the default pool's threads would wake each other in a lock convoy.

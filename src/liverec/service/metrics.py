@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> m = Metrics(model_version=lambda: 3, items=lambda: 10)
+>>> m = Metrics(model_version=lambda: 3, items=lambda: 10, commits=lambda: 1, committed=lambda: 4)
 >>> m.events.inc(2)
 >>> b"liverec_events_ingested_total 2.0" in m.render({})
 True
@@ -21,7 +21,8 @@ BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1
 class Metrics:
     """Request latency, events, served and clicked items, cache lookups, model version, CTR."""
 
-    def __init__(self, *, model_version: Callable[[], float], items: Callable[[], float]) -> None:
+    def __init__(self, *, model_version: Callable[[], float], items: Callable[[], float],
+                 commits: Callable[[], float], committed: Callable[[], float]) -> None:
         r = self.registry = CollectorRegistry()
         self.latency = Histogram("liverec_request_seconds", "HTTP request latency", ["method", "route", "status"],
                                  registry=r, buckets=BUCKETS)
@@ -33,6 +34,10 @@ class Metrics:
         self.cache_hit, self.cache_miss = self.cache.labels("hit"), self.cache.labels("miss")
         Gauge("liverec_model_version", "Model version (bumped by every re-fit)", registry=r).set_function(model_version)
         Gauge("liverec_items", "Items in the catalog", registry=r).set_function(items)
+        # Group commit at work: requests per commit = committed / commits.
+        Gauge("liverec_group_commits", "Durable commits of event requests since start", registry=r).set_function(commits)
+        Gauge("liverec_group_committed_requests", "Event requests those commits carried", registry=r).set_function(
+            committed)
         self.ctr = Gauge("liverec_variant_ctr", "Clicked / served items per A/B variant", ["variant"], registry=r)
         self._observers: dict[tuple[str, str, int], Any] = {}
 
