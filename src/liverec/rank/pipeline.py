@@ -198,6 +198,11 @@ class Pipeline:
         assert scored is not None
         pos = int(np.flatnonzero(scored.items.idx == idx)[0])
         rank = int((scored.fused > scored.fused[pos]).sum())
+        cap = self.settings.max_per_title_word
+        if cap:  # the list's title-word cap moves items: the rank is the place in that order
+            order = build_slate(scored.fused, None, len(scored.fused), rows=scored.items.idx,
+                                words=catalog_title_words(self.catalog, scored.items.idx), max_per_word=cap)
+            rank = int(np.flatnonzero(order == pos)[0])
         return Recommendation(
             item=item, score=float(scored.fused[pos]),
             reasons=ranker.explain(state, scored, pos, learners, self.catalog), position=rank,

@@ -116,13 +116,14 @@ def build_slate(
     word_counts: dict[str, int] = {}
     waiting: list[int] = []  # over the word cap: served only if the slate cannot be filled otherwise
     available = np.ones(len(pool), dtype=bool)
+    in_order = iter(range(len(pool)))  # without MMR the greedy order is the pool's own (best first)
     while len(chosen) < k and available.any():
         if use_div and chosen:
             obj = (1 - diversity) * rel - diversity * np.maximum(max_sim, 0.0)
+            obj[~available] = -np.inf
+            j = int(np.argmax(obj))
         else:
-            obj = rel.copy()
-        obj[~available] = -np.inf
-        j = int(np.argmax(obj))
+            j = next(in_order) if not use_div else int(np.argmax(np.where(available, rel, -np.inf)))
         available[j] = False
         p = providers[pool[j]] if capped else None  # type: ignore[index]
         if p is not None and counts.get(p, 0) >= max_per_provider:  # type: ignore[operator]
