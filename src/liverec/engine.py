@@ -42,8 +42,9 @@ from .store import Store
 from .store.snapshots import SnapshotInfo, snapshot_repo
 from .state import OnlineState
 from .store.impressions import ImpressionWriter
+from .ingest import Ingestor
 from .types import Event, Item, Recommendation
-from .validate import check_event, check_text
+from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
@@ -109,11 +110,14 @@ class Engine:
         self._impressions = ImpressionWriter(store, settings.impression_flush_seconds)
         #: retrieve -> score -> fuse -> filter -> policy -> explain -> log.
         self.pipeline = Pipeline(settings, self.catalog, self.index, self.served, self._impressions)
-        # Replication (several engines over one store): see sync().
-        self.replicated = False
+        #: validate -> append -> learn, for every event path (record, record_many, group commit).
+        self.ingest = Ingestor(
+            store, self.catalog, settings, self._lock, lambda: self.feedback,
+            learn=self._learn, seen=lambda e: self.state.apply(e, self.catalog.get_idx(e.item)),
+            create_items=self._auto_create,
+        )
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
         self._cursor = 0  # last log seq this engine has learned (or skipped as its own)
-        self._own: set[str] = set()  # ids this engine learned at record time, not yet passed by the cursor
         self._items_mark = 0.0
         self._item_seen: dict[str, float] = {}  # item id -> `updated` of the row loaded
         self._users_mark = time.time()
@@ -297,7 +301,7 @@ class Engine:
         snap = (self._capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
         with self._lock:
             self._cursor = self._replay(learners, users, cursor)
-            self._own.clear()
+            self.ingest.own.clear()
             if self._erased_during_fit:
                 snap = None  # it holds users erased during the fit
             for user, erased in self._erased_during_fit:
@@ -366,7 +370,7 @@ class Engine:
             _check_item(it, f"items[{i}]")
             if it.id in seen:
                 raise ValidationError(
-                    f"item id {it.id!r} appears twice in one add_items call (items[{i}]); "
+                    f"item id {it.id!r} appears twice in one batch of items (items[{i}]); "
                     "send each item once.",
                     field=f"items[{i}].id",
                 )
@@ -529,8 +533,8 @@ class Engine:
         with self._lock:
             last = self._cursor
             for seq, e in self.store.iter_events(after_seq=self._cursor):
-                if e.id in self._own:
-                    self._own.discard(e.id)
+                if e.id in self.ingest.own:
+                    self.ingest.own.discard(e.id)
                 else:
                     self._learn(e)
                     out["events"] += 1
@@ -607,13 +611,6 @@ class Engine:
         self._impressions.flush()
 
     # ------------------------------------------------------------------ events
-    def _validate(self, e: Event, where: str) -> Event:
-        return check_event(
-            e, where, kinds=self.feedback.kind_weights, max_value=self.settings.max_event_value,
-            rating_range=(self.settings.rating_min, self.settings.rating_max),
-            max_clock_skew=self.settings.max_clock_skew_seconds,
-        )
-
     def record(self, event: Event) -> bool:
         """Store one event and update every learner at once. False if its id was seen before."""
         return self.record_many([event]) == 1
@@ -640,47 +637,7 @@ class Engine:
         Returns, per group, how many events were new, or the error. The HTTP service
         uses this to make one durable commit serve many concurrent requests.
         """
-        results: list[int | LiverecError] = []
-        good: list[tuple[int, list[Event]]] = []
-        for g, group in enumerate(groups):
-            try:
-                evs = [self._validate(e, f"events[{i}]") for i, e in enumerate(group)]
-            except LiverecError as exc:
-                results.append(exc)
-                continue
-            results.append(0)
-            if evs:
-                good.append((g, evs))
-        if not good:
-            return results
-        with self._lock:
-            keep: list[tuple[int, list[Event]]] = []
-            for g, evs in good:
-                missing = {e.item for e in evs if e.item not in self.catalog}
-                if missing and not self.settings.auto_create_items:
-                    first = next(i for i, e in enumerate(evs) if e.item in missing)
-                    results[g] = UnknownItemError(
-                        f"events[{first}].item {evs[first].item!r} is not in the catalog"
-                        + (f" (and {len(missing) - 1} more unknown items)" if len(missing) > 1 else "")
-                        + ". Nothing was stored.",
-                        field=f"events[{first}].item",
-                    )
-                    continue
-                if missing:
-                    self._auto_create(sorted(missing))
-                keep.append((g, evs))
-            flat = [e for _, evs in keep for e in evs]
-            owner = [g for g, evs in keep for _ in evs]
-            new = self.store.append_events(flat)
-            if self.replicated:  # sync() must not learn these twice
-                self._own.update(flat[i].id for i in new)
-            for i in new:
-                results[owner[i]] += 1  # type: ignore[operator]
-                if learn:
-                    self._learn(flat[i])
-                else:
-                    self.state.apply(flat[i], self.catalog.get_idx(flat[i].item))
-            return results
+        return self.ingest.record_groups(groups, learn=learn)
 
     def _auto_create(self, ids: list[str]) -> None:
         # Text-less items: no LM vector (zeros) until someone adds their text.
@@ -712,6 +669,15 @@ class Engine:
         self._index = value
         if "pipeline" in self.__dict__:
             self.pipeline.index = value
+
+    @property
+    def replicated(self) -> bool:
+        """True when several engines share the store (set by the service; see :meth:`sync`)."""
+        return self.ingest.replicated
+
+    @replicated.setter
+    def replicated(self, value: bool) -> None:
+        self.ingest.replicated = value
 
     @property
     def online_fusion(self) -> OnlineFusion | None:
