@@ -263,7 +263,9 @@ class ItemKNN(Learner):
     #: Neighbours kept per item for ``candidates`` (retrieval only; scores use all of C).
     candidate_neighbours: ClassVar[int] = 100
     #: Searched by Engine.fit(tune=True).
-    search_space: ClassVar[dict[str, tuple]] = {"shrink": (0.0, 10.0, 100.0), "weighting": ("binary", "feedback")}
+    search_space: ClassVar[dict[str, tuple]] = {
+        "k_neighbours": (None, 20, 100), "shrink": (0.0, 10.0, 100.0), "weighting": ("binary", "feedback"),
+    }
 
     def __init__(
         self,
