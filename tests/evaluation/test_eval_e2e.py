@@ -125,3 +125,12 @@ def test_a_failing_model_in_a_worker_raises_in_the_caller(tiny, encoder, tmp_pat
 
     with pytest.raises(RuntimeError, match="model exploded"):
         run_models([lambda: 1, boom], lambda f, progress: f(), jobs=2)
+
+
+@pytest.mark.parametrize("cache", ["new-dir", "off"])
+def test_eval_creates_the_cache_directory_or_runs_without_a_cache(tiny, encoder, tmp_path, cache):
+    # A fresh machine has no cache directory yet; 'off' keeps no vectors on disk at all.
+    url = f"sqlite:///{tmp_path}/not/yet/there/v.db" if cache == "new-dir" else "off"
+    out = evaluate(tiny, ["trending"], protocol="static", k=10, encoder=encoder, cache_url=url)
+    assert 0.0 <= out["results"]["trending"]["ndcg@10"] <= 1.0
+    assert (tmp_path / "not/yet/there/v.db").exists() == (cache == "new-dir")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..encode.cache import CachedEncoder, machine_cache_url
+from ..encode.cache import CachedEncoder, machine_cache_url, open_cache
 from ..encode.cache import cache_url as resolve_cache_url
 from ..encode.catalog import Catalog
 from ..encode.encoder import Encoder, SentenceTransformerEncoder
@@ -73,8 +73,9 @@ def evaluate(
     base = settings or Settings(log_impressions=False, encoder_progress=False)
     url = resolve_cache_url(cache_url or base.vector_cache)
     base = base.model_copy(update={"vector_cache": url or "off", "log_impressions": False})
-    # Encode the catalog once through the machine's vector cache; every model reuses it.
-    cache_store = Store.open(url)
+    # Encode the catalog once through the machine's vector cache; every model reuses it
+    # (its directory is created on first use; 'off' encodes into memory only).
+    cache_store = open_cache(url) if url else Store.open("sqlite://")
     enc = encoder or SentenceTransformerEncoder(base.encoder_model, batch_size=base.encoder_batch_size)
     cached = CachedEncoder(enc, cache_store, progress=True)
     texts = [render_text(it.text, it.attributes, base.text_template) for it in dataset.items]
