@@ -16,7 +16,7 @@ import json
 import threading
 import time
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -48,6 +48,14 @@ from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
+
+
+class _LogRead(NamedTuple):
+    """One read of the log for a fit: its end position, the erasure count before it, the events."""
+
+    cursor: int
+    erasures: int
+    events: list[Event]
 
 
 class Engine:
@@ -275,23 +283,34 @@ class Engine:
             cursor = seq
         return cursor
 
-    def _rebuild(self) -> None:
+    def _read_log(self, *, for_fit: bool = True) -> _LogRead:
+        """The log up to its current end, in append order, with the position and erasure count.
+
+        ``for_fit``: erasures from now on are remembered, so the fit built from this read
+        forgets those users again at the swap.
+        """
+        with self._lock:
+            cursor = self.store.last_event_seq()
+            erasures = self.store.counter("erasures")  # read before the log: a later erasure refuses the snapshot
+            if for_fit:
+                self._erased_during_fit = []
+        return _LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor])
+
+    def _rebuild(self, read: _LogRead | None = None) -> None:
         """Fit fresh learners and user state from the durable log, then swap them in.
 
         The heavy part runs without the engine lock, so the old learners keep serving
         and learning. At the swap (under the lock) every event appended after the fit's
         cursor is replayed into the new learners and users deleted meanwhile are
-        forgotten again: nothing recorded during a fit is lost or resurrected.
+        forgotten again: nothing recorded during a fit is lost or resurrected. ``read``
+        is a log read already made (by the tuner), so the log is read once per fit.
         """
         t0 = time.perf_counter()
-        with self._lock:
-            cursor = self.store.last_event_seq()
-            erasures = self.store.counter("erasures")  # read before the log: a later erasure refuses the snapshot
-            self._erased_during_fit = []
+        if read is None:
+            read = self._read_log()
+        cursor, erasures = read.cursor, read.erasures
         # Time order (append order breaks ties): the order learn_one would have seen.
-        events = sorted(
-            (e for seq, e in self.store.iter_events() if seq <= cursor), key=lambda e: e.timestamp
-        )
+        events = sorted(read.events, key=lambda e: e.timestamp)
         log = InteractionLog.from_events(events, self.catalog)
         learners = {name: m.fit(log) for name, m in self._new_learners().items()}
         users = OnlineState(self.settings.history_length)
@@ -709,9 +728,7 @@ class Engine:
         >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
         """
         if not background:
-            if tune:
-                self.tune(budget=budget, progress=progress, seed=seed, refit=False)
-            self._rebuild()
+            self._fit(tune=tune, budget=budget, progress=progress, seed=seed)
             return None
         with self._lock:
             if self.fit_running:
@@ -733,12 +750,35 @@ class Engine:
         held-out check: tune on one half of the users, measure on the other).
         Raises :class:`~liverec.errors.ValidationError` when the log is too small to tune.
         """
+        read = self._read_log(for_fit=refit)
+        try:
+            tuned = self._tune(read, budget=budget, progress=progress, seed=seed, max_trials=max_trials, users=users)
+        except BaseException:
+            self._erased_during_fit = None
+            raise
+        if refit:
+            self._rebuild(read)
+        return tuned
+
+    def _fit(self, *, tune: bool, budget: float | None, progress: bool = False, seed: int | None = None) -> None:
+        """Tune (optionally) and fit on one read of the log."""
+        read = self._read_log()
+        try:
+            if tune:
+                self._tune(read, budget=budget, progress=progress, seed=seed)
+        except BaseException:
+            self._erased_during_fit = None
+            raise
+        self._rebuild(read)
+
+    def _tune(
+        self, read: _LogRead, *, budget: float | None, progress: bool = False, seed: int | None = None,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None,
+    ) -> TunedConfig:
         budget = self.settings.tune_budget_seconds if budget is None else budget
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
             raise ValidationError(f"budget must be a number of seconds > 0, got {budget!r}.", field="budget")
-        with self._lock:
-            cursor = self.store.last_event_seq()
-        events = [e for seq, e in self.store.iter_events() if seq <= cursor]
+        cursor, events = read.cursor, read.events
         weights = self._base_weights()
         tuner = Tuner(
             self._make_learner, self._source_params(), weights, self.feedback,
@@ -756,15 +796,11 @@ class Engine:
             self.feedback = self._feedback()
             self.learned_weights = dict(tuned.weights)
             self.served.reset(self._base_weights())  # per-event learning goes on from the tuned weights
-        if refit:
-            self._rebuild()
         return tuned
 
     def _background_fit(self, tune: bool = False, budget: float | None = None, seed: int | None = None) -> None:
         try:
-            if tune:
-                self.tune(budget=budget, seed=seed, refit=False)
-            self._rebuild()
+            self._fit(tune=tune, budget=budget, seed=seed)
             self.last_fit_error = None
         except Exception as exc:  # keep serving with the old models; report the failure
             self.last_fit_error = f"{type(exc).__name__}: {exc}"
