@@ -325,9 +325,10 @@ def recommend(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", NoMatchWarning)
                 recs = eng.recommend(user, k=k, filters=_parse_filters(filter) or None, exclude_seen=not include_seen)
-            unmatched = [str(w.message) for w in caught if issubclass(w.category, NoMatchWarning)]
-            for line in unmatched:  # on stderr: --json output stays parseable
-                err.print(f"[yellow]warning: {escape(line)}[/]", highlight=False)
+            unmatched = [w.message for w in caught if isinstance(w.message, NoMatchWarning)]
+            for warn in unmatched:  # on stderr: --json output stays parseable
+                err.print(f"[yellow]warning: {escape(warn.message)}[/]", highlight=False)
+                err.print(f"[bold]fix:[/] {escape(warn.fix)}", highlight=False)
             if as_json:
                 out = [
                     {"item": r.item, "title": _title(eng, r.item), "score": r.score,

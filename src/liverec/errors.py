@@ -86,9 +86,34 @@ class StoreError(LiverecError):
 class NoMatchWarning(UserWarning):
     """A request's filters match no item, so its answer is empty for that reason.
 
-    The message names the filter that matches nothing (``filter year={"gte": 3000}
-    matches no item in the catalog``).
+    One warning per filter that matches nothing: ``message`` names it (``filter
+    year={"gte": 3000} matches no item in the catalog``), ``field`` is the filter
+    (``filters.year``; ``filters`` when the filters match only apart) and ``fix`` says
+    what the items hold instead. ``str(warning)`` is the message followed by the fix.
+    The HTTP service returns them in the response's ``warnings``.
+
+    Examples
+    --------
+    >>> w = NoMatchWarning('filter lang="xx" matches no item in the catalog.', field="filters.lang",
+    ...                    fix='use a value the items hold, e.g. "en".')
+    >>> w.field, w.message, str(w).endswith(w.fix)
+    ('filters.lang', 'filter lang="xx" matches no item in the catalog.', True)
     """
+
+    default_fix: ClassVar[str] = "loosen or correct the filter."
+
+    def __init__(self, message: str = "", *, field: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.fix: str = fix or self.default_fix
+
+    @property
+    def message(self) -> str:
+        """What matched nothing, without the fix."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return f"{self.message} Fix: {self.fix}"
 
 
 class NotFittedError(LiverecError, RuntimeError):

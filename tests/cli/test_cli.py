@@ -94,6 +94,7 @@ def test_an_empty_list_says_why(tmp_path, store):
     assert run("import-items", items, "--store", store).exit_code == 0
     r = run("recommend", "u1", "--filter", 'year={"lt": 1900}', "--store", store)
     assert r.exit_code == 0 and 'filter year={"lt": 1900} matches no item' in words(r.output)
+    assert "fix: the items' year runs from 1974 to 1997" in words(r.output)
     r = run("recommend", "u1", "--filter", "genre=Horror", "--filter", "year=1997", "--store", store)
     out = words(r.output)
     assert 'filter genre="Horror" matches no item: no item in the catalog has the attribute' in out, out

@@ -31,8 +31,21 @@ def test_the_filter_that_matches_nothing_is_named(cat: Catalog) -> None:
 
 
 def test_an_attribute_no_item_has_is_said_so(cat: Catalog) -> None:
-    with pytest.warns(NoMatchWarning, match="no item in the catalog has the attribute 'lang'"):
+    with pytest.warns(NoMatchWarning, match="no item in the catalog has the attribute 'lang'") as rec:
         cat.filter_mask({"lang": "en"})
+    w = rec[0].message
+    assert w.field == "filters.lang" and w.fix == "filter on an attribute the items carry: 'year', 'genre'."
+
+
+def test_each_warning_names_its_filter_and_a_fix_from_what_the_items_hold(cat: Catalog) -> None:
+    got = cat.unmatched({"genre": "scifi", "year": {"gt": 2000}})
+    assert [w.field for w in got] == ["filters.genre", "filters.year"]
+    assert got[0].fix == 'use a value the items hold, e.g. "fantasy", "horror".'
+    assert got[1].fix == "the items' year runs from 1813 to 1997: choose a condition within that range."
+    assert str(got[1]).startswith('filter year={"gt": 2000} matches no item') and str(got[1]).endswith(got[1].fix)
+    together = cat.unmatched({"genre": "horror", "year": 1997})
+    assert [(w.field, w.fix) for w in together] == [("filters", "drop or loosen one of the filters.")]
+    assert cat.unmatched({"genre": "horror"}) == []  # a filter that matches earns nothing
 
 
 def test_filters_that_each_match_but_not_together(cat: Catalog) -> None:

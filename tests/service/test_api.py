@@ -135,6 +135,29 @@ def test_recommendation_knobs(make_client) -> None:
         assert r.status_code == 422 and r.json()["field"] == field, (params, r.text)
 
 
+def test_a_filter_that_matches_nothing_comes_back_as_a_warning(make_client) -> None:
+    c = make_client(open_access=True)
+    years = [a["year"] for a in c.engine.catalog.attributes if "year" in a]
+    lo, hi = int(min(years)), int(max(years))
+    r = c.get("/recommendations/u", params={"k": 5, "filters": json.dumps({"year": {"gt": 3000}, "lang": "xx"})})
+    assert r.status_code == 200 and r.json()["items"] == []
+    warns = r.json()["warnings"]
+    assert [(w["warning"], w["field"]) for w in warns] == [("no_match", "filters.year"), ("no_match", "filters.lang")]
+    assert 'filter year={"gt": 3000} matches no item' in warns[0]["message"]
+    assert warns[0]["fix"] == f"the items' year runs from {lo} to {hi}: choose a condition within that range."
+    r = c.get("/recommendations/u", params={"k": 5, "filters": json.dumps({"genre": "Horror"})})
+    (w,) = r.json()["warnings"]  # an attribute no item carries: the fix names those they do
+    assert w["field"] == "filters.genre" and "'title'" in w["fix"] and "'year'" in w["fix"]
+    again = c.get("/recommendations/u", params={"k": 5, "filters": json.dumps({"genre": "Horror"})})
+    assert again.json()["cached"] is True and again.json()["warnings"] == [w]  # a cached answer says it too
+    ok = c.get("/recommendations/u", params={"k": 5, "filters": json.dumps({"year": {"lt": 1950}})})
+    assert ok.json()["items"] and ok.json()["warnings"] == []
+    assert c.get("/recommendations/u", params={"k": 5}).json()["warnings"] == []
+    schema = c.get("/openapi.json").json()["components"]["schemas"]
+    assert "warnings" in schema["RecommendationsOut"]["properties"]
+    assert {"warning", "message", "field", "fix"} <= set(schema["WarningOut"]["properties"])
+
+
 def test_explain_and_interests(make_client) -> None:
     c = make_client(open_access=True)
     r = c.put("/users/fan/interests", json={"interests": "wizards and a school of magic"})

@@ -23,6 +23,7 @@ import operator
 import sys
 import threading
 import warnings
+from collections import Counter
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -94,6 +95,15 @@ class Catalog:
         self.texts: list[str] = []
         self.version = 0  # bumps on every change; caches key on it
         self._columns: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the lock (a copy for another process, e.g. a Ray task, gets its own)."""
+        with self._lock:
+            return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ views
@@ -256,14 +266,32 @@ class Catalog:
         that leave no item warn (:class:`~liverec.errors.NoMatchWarning`), naming the
         filter that matches nothing, so an empty answer is never silent.
         """
+        mask, unmatched = self._match(filters)
+        for w in unmatched:
+            warnings.warn(w, stacklevel=_caller_level())
+        return mask
+
+    def unmatched(self, filters: Mapping[str, Any]) -> list[NoMatchWarning]:
+        """The :class:`~liverec.errors.NoMatchWarning` s ``filters`` earn, returned rather
+        than warned (empty when some live item matches, or the catalog is empty).
+
+        Examples
+        --------
+        >>> c = Catalog(dim=1); _ = c.upsert(["a"], np.ones((1, 1), np.float32), [{"year": 1997}], ["A"])
+        >>> [(w.field, w.fix) for w in c.unmatched({"year": {"gt": 2000}})]
+        [('filters.year', "the items' year runs from 1997 to 1997: choose a condition within that range.")]
+        """
+        return self._match(filters)[1]
+
+    def _match(self, filters: Mapping[str, Any]) -> tuple[np.ndarray, list[NoMatchWarning]]:
         check_filters(filters)
         masks = {key: self._condition_mask(key, cond) for key, cond in filters.items()}
         mask = self.alive.copy()
         for m in masks.values():
             mask &= m
         if masks and not mask.any() and self.n_alive:
-            warnings.warn(self._no_match(filters, masks), NoMatchWarning, stacklevel=_caller_level())
-        return mask
+            return mask, self._no_match(filters, masks)
+        return mask, []
 
     def _condition_mask(self, key: str, cond: Any) -> np.ndarray:
         """Items whose attribute ``key`` meets one filter condition."""
@@ -290,22 +318,51 @@ class Catalog:
             return present & np.fromiter((_member(x, allowed) for x in values), dtype=bool, count=len(values))
         return present & np.asarray(values == cond, dtype=bool)
 
-    def _no_match(self, filters: Mapping[str, Any], masks: Mapping[str, np.ndarray]) -> str:
-        """Which filter left nothing, in words (``filter year={"gte": 3000} matches no item ...``)."""
+    def _no_match(self, filters: Mapping[str, Any], masks: Mapping[str, np.ndarray]) -> list[NoMatchWarning]:
+        """One warning per filter that leaves nothing (``filter year={"gte": 3000} matches
+        no item ...``), each with a fix drawn from what the items hold."""
         alive = self.alive
-        said = []
+        out = []
         for key, m in masks.items():
             if (m & alive).any():
                 continue
             shown = f"{key}={json.dumps(filters[key], ensure_ascii=False)}"
-            if not (self.column(key)[1] & alive).any():
-                said.append(f"filter {shown} matches no item: no item in the catalog has the attribute {key!r}")
+            values, present = self.column(key)
+            present = present & alive
+            if not present.any():
+                msg = f"filter {shown} matches no item: no item in the catalog has the attribute {key!r}."
+                keys = self._common_keys()
+                fix = (f"filter on an attribute the items carry: {', '.join(map(repr, keys))}." if keys
+                       else "the items carry no attributes: send the request without filters.")
             else:
-                said.append(f"filter {shown} matches no item in the catalog")
-        if not said:
+                msg = f"filter {shown} matches no item in the catalog."
+                if values.dtype == np.float64:
+                    lo, hi = np.nanmin(values[present]), np.nanmax(values[present])
+                    fix = (f"the items' {key} runs from {_num(lo)} to {_num(hi)}: choose a condition within "
+                           "that range.")
+                else:
+                    seen = Counter(json.dumps(v, ensure_ascii=False, default=str)[:60] for v in values[present])
+                    fix = f"use a value the items hold, e.g. {', '.join(v for v, _ in seen.most_common(3))}."
+            out.append(NoMatchWarning(msg + " The answer is empty.", field=f"filters.{key}", fix=fix))
+        if not out:
             shown = json.dumps(dict(filters), ensure_ascii=False)
-            said.append(f"the filters {shown} match no item together (each one alone matches some)")
-        return "; ".join(said) + ". The answer is empty: loosen or correct the filter."
+            out.append(NoMatchWarning(
+                f"the filters {shown} match no item together (each one alone matches some). The answer is empty.",
+                field="filters", fix="drop or loosen one of the filters.",
+            ))
+        return out
+
+    def _common_keys(self, top: int = 10, sample: int = 2_000) -> list[str]:
+        """The attribute names live items carry most often (over the first ``sample`` of them)."""
+        counts: Counter[str] = Counter()
+        for i in self.alive_idx()[:sample]:
+            counts.update(self.attributes[int(i)].keys())
+        return [k for k, _ in counts.most_common(top)]
+
+
+def _num(x: float) -> str:
+    """A number as a filter would be written: ``1997``, not ``1997.0``."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 2**63 else repr(float(x))
 
 
 def _caller_level() -> int:

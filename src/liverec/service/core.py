@@ -15,9 +15,10 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..engine import Engine
+from ..errors import NoMatchWarning
 from ..settings import Settings
 from ..types import Event, Recommendation
 from .ab import LiveStats, Variant, assign, parse_variants
@@ -83,6 +84,11 @@ class Service:
     async def recommend(self, user: str, **kw: Any) -> list[Recommendation]:
         """``Engine.recommend`` off the event loop, on the ranking thread."""
         return await asyncio.get_running_loop().run_in_executor(self._ranker, partial(self.engine.recommend, user, **kw))
+
+    async def unmatched(self, filters: Mapping[str, Any]) -> list[NoMatchWarning]:
+        """The filters that match no item (``Catalog.unmatched``), on the ranking thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._ranker, partial(self.engine.catalog.unmatched, filters))
 
     def close(self) -> None:
         """Let the ranking in flight finish and stop the ranking thread."""

@@ -106,6 +106,15 @@ class RecommendQuery(BaseModel):
     explain: bool = Field(True, description="Include reasons (costs ~2 ms)")
 
 
+class WarningOut(BaseModel):
+    """Something about the request the caller should know, though it succeeded."""
+
+    warning: str = Field(description="What kind: `no_match` (a filter that matches no item)")
+    message: str
+    field: str | None = Field(None, description="The request field it is about, e.g. `filters.year`")
+    fix: str
+
+
 class RecommendationsOut(BaseModel):
     user: str
     variant: str
@@ -114,6 +123,11 @@ class RecommendationsOut(BaseModel):
     cached: bool = Field(description="Served from the per-user response cache (invalidated by the user's next event)")
     took_ms: float
     items: list[RecommendationOut]
+    warnings: list[WarningOut] = Field(
+        default_factory=list,
+        description="Empty unless something in the request shaped the answer, e.g. a filter that matches no item "
+        "(one entry per such filter, naming it in `field`, with a `fix`)",
+    )
 
 
 class ExplanationOut(BaseModel):

@@ -102,8 +102,12 @@ async def recommendations(svc: Svc, user: UserId, q: Annotated[S.RecommendQuery,
     if svc.rep is not None:
         svc.rep.served(user, vname, served)
     svc.metrics.served.labels(vname).inc(len(recs))
+    # Only an empty answer can come of a filter that matches nothing: say which one.
+    warns = [{"warning": "no_match", "message": w.message, "field": w.field, "fix": w.fix}
+             for w in (await svc.unmatched(f) if f and not recs else ())]
     body = dumps({"user": user, "variant": vname, "policy": pol, "model_version": eng.model_version,
-                  "cached": hit is not None, "took_ms": round(took, 3), "items": orjson.Fragment(payload)})
+                  "cached": hit is not None, "took_ms": round(took, 3), "items": orjson.Fragment(payload),
+                  "warnings": warns})
     return Response(body, media_type="application/json")
 
 
