@@ -222,13 +222,23 @@ def import_events(
         _fail(exc)
 
 
+StateOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Redis URL: run as one of several replicas over a shared store, with per-user state in "
+                 "Redis (fleet mode). Env: LIVEREC_STATE"),
+]
+
+
 @app.command()
-def fit(store: StoreOpt = None) -> None:
-    """Re-fit every learner from the whole durable log."""
+def fit(store: StoreOpt = None, state: StateOpt = None) -> None:
+    """Re-fit every learner from the whole durable log.
+
+    In fleet mode (--state) the snapshot it writes is one the fleet's replicas load.
+    """
     import time
 
     try:
-        with _open(store) as eng:
+        with _open(store, **({"state": state} if state else {})) as eng:
             t = time.perf_counter()
             eng.fit()
             console.print(
@@ -415,9 +425,7 @@ def serve(
     simulate: Annotated[
         float, typer.Option(help="Simulated readers sending this many events per second through the API (0 = off)")
     ] = 0.0,
-    state: Annotated[
-        Optional[str], typer.Option(help="Redis URL: run as one of several replicas over a shared store. Env: LIVEREC_STATE")
-    ] = None,
+    state: StateOpt = None,
     workers: Annotated[int, typer.Option(min=1, help="Server processes on this node, over the same store")] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
@@ -549,6 +557,12 @@ def _require_extras(settings) -> None:  # type: ignore[no-untyped-def]
 
     require_driver(settings.store)
     if settings.state:
+        from .state_redis import check_state_url
+
+        try:
+            check_state_url(settings.state)
+        except LiverecError as exc:
+            _fail(exc)
         # Asked directly, not through importing the replication module: an earlier import
         # of it would hide a package removed since.
         require("redis", "redis", "replicas sharing state through Redis (--state / LIVEREC_STATE)")

@@ -40,10 +40,11 @@ from .settings import Settings
 from .snapshot import ModelSet, Snapshots, compat_key
 from .store import Store
 from .store.snapshots import SnapshotInfo, snapshot_repo
-from .state import OnlineState
+from .state import UserStateStore, open_user_state
 from .store.impressions import ImpressionWriter
 from .ingest import Ingestor
 from .types import Event, Item, Recommendation
+from .state_redis import check_state_url
 from .validate import check_text
 
 _MAX_ID = 256
@@ -96,8 +97,9 @@ class Engine:
             center="content" in settings.sources and settings.sources["content"].get("center", True) is not False,
         )
         self.learners: dict[str, Learner] = {}
-        #: Per-user online state (recent events, seen items, interests, versions).
-        self.state = OnlineState(settings.history_length)
+        #: Per-user online state (recent events, seen items, interests, versions): in process
+        #: memory, or in Redis when ``settings.state`` is set (fleet mode).
+        self.state: UserStateStore = open_user_state(settings, self.catalog.get_idx)
         self._lock = threading.RLock()
         self._fit_thread: threading.Thread | None = None
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
@@ -150,13 +152,17 @@ class Engine:
         *,
         settings: Settings | None = None,
         encoder: Encoder | None = None,
+        state: str | None = None,
     ) -> "Engine":
         """Open (or create) the engine stored at ``url``; no URL = in memory.
 
         ``encoder`` replaces the sentence-transformers model (any object with
-        ``model_id``, ``dim`` and ``encode(texts)``).
+        ``model_id``, ``dim`` and ``encode(texts)``). ``state`` (a Redis URL, like
+        ``Settings.state``) keeps per-user state in Redis, shared by replicas (fleet mode).
         """
         settings = settings or Settings()
+        if state is not None:
+            settings = settings.model_copy(update={"state": check_state_url(state)})
         store = Store.open(url or settings.store)
         if encoder is None and settings.encoder_backend == "onnx":
             from .encode.onnx import OnnxEncoder
@@ -170,6 +176,8 @@ class Engine:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
         self.snapshots.close()
         self._impressions.close()
+        if hasattr(self.state, "close"):
+            self.state.close()
         self.served.save()
         self.store.close()
         if self._cache_store is not None:
@@ -247,7 +255,8 @@ class Engine:
             self.index.sync()
             self._items_mark = max(s.updated for s in stored)
             self._item_seen = {s.id: s.updated for s in stored}
-        interests = list(self.store.iter_interests())
+        # A shared user state holds declared interests itself (and is refilled below when lost).
+        interests = [] if self.state.shared else list(self.store.iter_interests())
         if interests:
             vecs = self.encoder.encode([t for _, t in interests], private=True)
             for (user, text), v in zip(interests, vecs):
@@ -256,7 +265,29 @@ class Engine:
             self._rebuild()
         else:
             self._adopt(restored)
+        if not self.state.complete():
+            self._refill_users()
         return restored
+
+    def _refill_users(self) -> int:
+        """Write every user's state from the durable log into a shared user state that lost it (or
+        never had it); returns the events written. Writes are idempotent, so replicas recording
+        meanwhile are safe; the engine lock keeps this engine's erasures after it."""
+        n = 0
+        with self._lock:
+            with self.state.batch():
+                for _, e in self.store.iter_events():
+                    self.state.apply(e, self.catalog.get_idx(e.item))
+                    n += 1
+                interests = list(self.store.iter_interests())
+                for start in range(0, len(interests), 256):
+                    part = interests[start:start + 256]
+                    vecs = self.encoder.encode([t for _, t in part], private=True)
+                    for (user, text), v in zip(part, vecs):
+                        self.state.set_interests(user, v, text)
+            self.state.mark_complete()
+            self.model_version += 1  # versions restarted with the lost data: drop every cached list
+        return n
 
     def _adopt(self, restored: ModelSet) -> None:
         """Take a snapshot's learners and user state, then learn the log after its position."""
@@ -274,7 +305,7 @@ class Engine:
         if restored.online_fusion and self.served.fusion is not None and (saved is None or saved[1] < restored.log_seq):
             self.served.fusion.restore(restored.online_fusion)
 
-    def _replay(self, learners: Mapping[str, Learner], users: OnlineState, cursor: int) -> int:
+    def _replay(self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int) -> int:
         """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor."""
         for seq, e in self.store.iter_events(after_seq=cursor):
             for m in learners.values():
@@ -313,7 +344,7 @@ class Engine:
         events = sorted(read.events, key=lambda e: e.timestamp)
         log = InteractionLog.from_events(events, self.catalog)
         learners = {name: m.fit(log) for name, m in self._new_learners().items()}
-        users = OnlineState(self.settings.history_length)
+        users = self.state.fresh()
         for e in events:
             users.apply(e, self.catalog.get_idx(e.item))
         # Not shared yet: serialised without the lock, at the fit's log position.
@@ -339,7 +370,7 @@ class Engine:
     def _snapshot_key(self) -> dict[str, Any]:
         return compat_key(self.settings, self.encoder.model_id, self.tuned.to_json() if self.tuned else None)
 
-    def _capture(self, learners: Mapping[str, Learner], users: OnlineState, log_seq: int, erasures: int) -> bytes:
+    def _capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> bytes:
         fusion = self.served.fusion.state() if self.served.fusion is not None else None
         return ModelSet.capture(learners, users, self.catalog, log_seq=log_seq, erasures=erasures,
                                 online_fusion=fusion).dumps()
@@ -348,7 +379,7 @@ class Engine:
         if self.store.counter("erasures") != erasures:  # a user erased since may be in it
             return None
         return self.snapshots.write(body, self._snapshot_key(), log_seq=log_seq, erasures=erasures,
-                                    meta={"users": len(self.state.users), "items": len(self.catalog)})
+                                    meta={"users": self.state.count(), "items": len(self.catalog)})
 
     def snapshot(self) -> SnapshotInfo | None:
         """Write a snapshot of the model set as it is now (see :mod:`liverec.snapshot`).
@@ -549,7 +580,9 @@ class Engine:
         drops the erased user's state.
         """
         out = {"events": 0, "items": 0, "interests": 0, "refit": 0}
-        with self._lock:
+        if not self.state.complete():  # a shared user state lost its data (Redis restarted empty)
+            out["users"] = self._refill_users()
+        with self._lock, self.state.batch():
             last = self._cursor
             for seq, e in self.store.iter_events(after_seq=self._cursor):
                 if e.id in self.ingest.own:
@@ -591,8 +624,7 @@ class Engine:
                     out["items"] += len(gone)
         mark = time.time()
         for user, text in self.store.interests_changed_since(self._users_mark - 5.0):
-            u = self.state.get(user)
-            if (u.interests_text if u else None) != text:
+            if self.state.interests_text(user) != text:
                 vec = self.encoder.encode([text], private=True)[0] if text else None
                 with self._lock:
                     self.state.set_interests(user, vec, text)
@@ -656,7 +688,8 @@ class Engine:
         Returns, per group, how many events were new, or the error. The HTTP service
         uses this to make one durable commit serve many concurrent requests.
         """
-        return self.ingest.record_groups(groups, learn=learn)
+        with self.state.batch():  # fleet mode: one Redis round trip for the whole call
+            return self.ingest.record_groups(groups, learn=learn)
 
     def _auto_create(self, ids: list[str]) -> None:
         # Text-less items: no LM vector (zeros) until someone adds their text.
@@ -903,7 +936,7 @@ class Engine:
             log=self.settings.log_impressions if log is None else log,
         )
         with self._lock:
-            return self.pipeline.serve(self.user_state(user), self.state.seen(user), self.learners, req)
+            return self.pipeline.serve(*self.state.view(user), self.learners, req)
 
     def log_served(
         self, user: str, recs: Sequence[Recommendation], *, policy: str = "greedy",
@@ -921,7 +954,7 @@ class Engine:
         w = self._weights(weights)
         with self._lock:
             return self.pipeline.explain(
-                self.user_state(user), self.state.seen(user), self.learners, item, idx, w,
+                *self.state.view(user), self.learners, item, idx, w,
                 exclude_seen=self.settings.exclude_seen,
             )
 

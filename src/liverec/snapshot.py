@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .encode.catalog import Catalog
 from .models.base import Learner
 from .settings import Settings
-from .state import OnlineState, Row, UserRecord
+from .state import OnlineState, Row, UserRecord, UserStateStore
 from .store.snapshots import SnapshotInfo, SnapshotRepo
 from .store.sql import StoredItem
 
@@ -117,12 +117,16 @@ def compat_key(settings: Settings, encoder_id: str, tuned_json: str | None) -> d
         "sources": sorted(settings.sources),
         "settings": settings_digest(settings),
         "tuned": _digest(tuned_json.encode()) if tuned_json else None,
+        # Fleet mode (users in Redis) writes snapshots without users: a node keeping users in
+        # memory must not load one.
+        "user_state": "redis" if settings.state else "memory",
     }
 
 
 _WHAT = {
     "format": "snapshot format", "liverec": "liverec version", "code": "liverec code", "encoder": "encoder model",
     "sources": "sources", "settings": "model settings", "tuned": "tuned configuration",
+    "user_state": "user state",
 }
 
 
@@ -152,17 +156,18 @@ class ModelSet:
 
     @classmethod
     def capture(
-        cls, learners: Mapping[str, Learner], users: OnlineState, catalog: Catalog, *, log_seq: int,
+        cls, learners: Mapping[str, Learner], users: UserStateStore, catalog: Catalog, *, log_seq: int,
         erasures: int, online_fusion: Mapping[str, Any] | None,
     ) -> "ModelSet":
         """The model set as it is now (the caller keeps it from changing meanwhile).
 
-        Declared interests are not included: they live in the store and are loaded from it.
+        Declared interests are not included: they live in the store and are loaded from it. Nor
+        are users whose state lives in Redis (``users.records()`` gives none).
         """
         return cls(
             log_seq=int(log_seq), erasures=int(erasures), catalog_ids=list(catalog.ids),
             learners={name: (type(m), m.learned_state()) for name, m in learners.items()},
-            users={u: (r.rows(u), sorted(r.seen)) for u, r in users.users.items() if r.has_history},
+            users={u: (rows, seen) for u, rows, seen in users.records()},
             online_fusion=dict(online_fusion) if online_fusion else None,
         )
 

@@ -3,8 +3,13 @@
 Each user's recent events (oldest first), the items they interacted with (the seen
 filter) and the interests they declared, plus a version per user that changes whenever
 something ``recommend(user)`` depends on changes because of that user (response caches
-key on it). Kept in process memory and rebuilt from the durable log on open and on
-every fit.
+key on it).
+
+Two backends follow one protocol, :class:`UserStateStore`: :class:`OnlineState` keeps
+every user in process memory and is rebuilt from the durable log on open and on every
+fit; :class:`liverec.state_redis.RedisUserState` (fleet mode, ``Settings.state``) keeps
+them in Redis, shared by every replica, so a replica's memory does not grow with the
+number of users.
 
 Examples
 --------
@@ -21,12 +26,16 @@ True
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .models.base import UserState
 from .types import Event
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 #: One event of a user's history without the user: (item, kind, value, timestamp, id, context or None).
@@ -79,8 +88,41 @@ class UserRecord:
         return tuple((e.item, e.kind, e.value, e.timestamp, e.id, dict(e.context) or None) for e in self._history)
 
 
+class UserStateStore(Protocol):
+    """Where per-user online state lives (see the module docstring).
+
+    ``shared`` stores outlive the process and are shared by replicas: they are not
+    rebuilt by a fit (:meth:`fresh` gives a rebuild target that keeps nothing), and when
+    one reports ``complete() is False`` (it lost its data, or never had it) the engine
+    refills it from the durable log and calls :meth:`mark_complete`.
+    """
+
+    history_length: int
+    shared: bool
+
+    def __contains__(self, user: str) -> bool: ...
+    def apply(self, e: Event, item: int | None) -> None: ...
+    def set_interests(self, user: str, vector: np.ndarray | None, text: str | None) -> None: ...
+    def forget(self, user: str) -> None: ...
+    def version(self, user: str) -> int: ...
+    def view(self, user: str) -> tuple[UserState, set[int]]: ...
+    def state(self, user: str) -> UserState: ...
+    def seen(self, user: str) -> set[int]: ...
+    def interests_text(self, user: str) -> str | None: ...
+    def batch(self) -> AbstractContextManager[None]: ...
+    def fresh(self) -> "OnlineState": ...
+    def adopt(self, rebuilt: "OnlineState") -> None: ...
+    def records(self) -> Iterator[tuple[str, tuple[Row, ...], list[int]]]: ...
+    def count(self) -> int | None: ...
+    def complete(self) -> bool: ...
+    def mark_complete(self) -> None: ...
+
+
 class OnlineState:
-    """Every user's :class:`UserRecord`, and per-user versions."""
+    """Every user's :class:`UserRecord`, and per-user versions, in process memory."""
+
+    #: Lives and dies with the process: rebuilt by every fit.
+    shared = False
 
     def __init__(self, history_length: int) -> None:
         self.history_length = history_length
@@ -125,6 +167,39 @@ class OnlineState:
         u = self.users.get(user)
         return u.seen if u is not None else set()
 
+    def view(self, user: str) -> tuple[UserState, set[int]]:
+        """(what the learners see, the seen filter) in one read."""
+        return self.state(user), self.seen(user)
+
+    def interests_text(self, user: str) -> str | None:
+        u = self.users.get(user)
+        return u.interests_text if u is not None else None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes inside are applied at once here (a shared store sends them together)."""
+        yield
+
+    def fresh(self) -> "OnlineState":
+        """An empty state of the same shape: what a rebuild from the log fills, then :meth:`adopt`."""
+        return OnlineState(self.history_length)
+
+    def records(self) -> Iterator[tuple[str, tuple[Row, ...], list[int]]]:
+        """(user, recent events as rows, seen dense indices) of every user with events: what a snapshot holds."""
+        for name, r in self.users.items():
+            if r.has_history:
+                yield name, r.rows(name), sorted(r.seen)
+
+    def count(self) -> int | None:
+        return len(self.users)
+
+    def complete(self) -> bool:
+        """Always: the engine rebuilds this state itself on open and on every fit."""
+        return True
+
+    def mark_complete(self) -> None:
+        pass
+
     def state(self, user: str) -> UserState:
         """What the learners see of ``user`` right now."""
         u = self.users.get(user)
@@ -146,3 +221,19 @@ class OnlineState:
         self.users = rebuilt.users
         for name in rebuilt._version:
             self.touch(name)
+
+
+def open_user_state(settings: "Settings", idx_of: Callable[[str], int | None]) -> UserStateStore:
+    """The user state the settings ask for: in Redis when ``settings.state`` is set (fleet
+    mode), else in process memory. ``idx_of`` maps item ids to dense indices.
+
+    >>> from liverec.settings import Settings
+    >>> type(open_user_state(Settings(), {}.get)).__name__
+    'OnlineState'
+    """
+    if not settings.state:
+        return OnlineState(settings.history_length)
+    from .state_redis import RedisUserState
+
+    return RedisUserState.open(settings.state, prefix=settings.state_prefix,
+                               history_length=settings.history_length, idx_of=idx_of)
