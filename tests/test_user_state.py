@@ -10,7 +10,7 @@ import pytest
 from checks.user_state_checks import CATALOG, REDIS_URL, UserStateContract, ev, redis_client, redis_prefix
 from liverec.errors import ValidationError
 from liverec.settings import Settings
-from liverec.state import OnlineState, open_user_state
+from liverec.state import OnlineState, open_user_state, user_from_events
 from liverec.state_redis import RedisUserState, StateUnavailableError, check_state_url
 
 
@@ -107,6 +107,9 @@ class TestRedis(UserStateContract):
         down = RedisUserState.open("redis://127.0.0.1:1/0", prefix="x", history_length=5, idx_of=CATALOG.get)
         down.apply(ev("u", "a", 1.0), 0)  # durable in the log: logged, refilled later
         assert down.view("u")[0].history == () and down.version("u") == -1  # served cold, never from a cache
+        assert down.down and down.complete()  # nothing to refill while it cannot be reached
+        down.fallback = lambda user: user_from_events(user, [ev(user, "b", 2.0)], CATALOG.get, history_length=5)
+        assert down.view("u")[1] == {1}  # rebuilt from the store instead
         with pytest.raises(StateUnavailableError) as exc:
             down.forget("u")
         assert "again" in exc.value.fix

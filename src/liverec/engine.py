@@ -40,7 +40,7 @@ from .settings import Settings
 from .snapshot import ModelSet, Snapshots, compat_key
 from .store import Store
 from .store.snapshots import SnapshotInfo, snapshot_repo
-from .state import UserStateStore, open_user_state
+from .state import UserStateStore, open_user_state, user_from_events
 from .store.impressions import ImpressionWriter
 from .ingest import Ingestor
 from .types import Event, Item, Recommendation
@@ -99,7 +99,7 @@ class Engine:
         self.learners: dict[str, Learner] = {}
         #: Per-user online state (recent events, seen items, interests, versions): in process
         #: memory, or in Redis when ``settings.state`` is set (fleet mode).
-        self.state: UserStateStore = open_user_state(settings, self.catalog.get_idx)
+        self.state: UserStateStore = open_user_state(settings, self.catalog.get_idx, fallback=self._user_from_store)
         self._lock = threading.RLock()
         self._fit_thread: threading.Thread | None = None
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
@@ -507,6 +507,13 @@ class Engine:
     def user_state(self, user: str) -> UserState:
         """What the learners see of ``user`` right now."""
         return self.state.state(user)
+
+    def _user_from_store(self, user: str) -> tuple[UserState, set[int]]:
+        """``user``'s state rebuilt from the store: fleet mode's answer while Redis cannot be reached."""
+        text = self.store.get_interests(user)
+        vec = self.encoder.encode([text], private=True)[0] if text else None
+        return user_from_events(user, self.store.user_events(user), self.catalog.get_idx,
+                                history_length=self.settings.history_length, interests=(vec, text))
 
     def history(self, user: str) -> list[Event]:
         """Every stored event of ``user``, oldest first."""

@@ -223,9 +223,29 @@ class OnlineState:
             self.touch(name)
 
 
-def open_user_state(settings: "Settings", idx_of: Callable[[str], int | None]) -> UserStateStore:
+def user_from_events(user: str, events: Iterable[Event], idx_of: Callable[[str], int | None], *,
+                     history_length: int, interests: tuple[np.ndarray | None, str | None] = (None, None),
+                     ) -> tuple[UserState, set[int]]:
+    """One user's (state, seen dense indices) rebuilt from their events, oldest first.
+
+    >>> st, seen = user_from_events("u", [Event("u", "a", timestamp=1.0), Event("u", "zz", timestamp=2.0)],
+    ...                             {"a": 0}.get, history_length=5)
+    >>> [e.item for e in st.history], seen
+    (['a', 'zz'], {0})
+    """
+    one = OnlineState(history_length)
+    for e in events:
+        one.apply(e, idx_of(e.item))
+    if interests[1]:
+        one.set_interests(user, *interests)
+    return one.view(user)
+
+
+def open_user_state(settings: "Settings", idx_of: Callable[[str], int | None], *,
+                    fallback: Callable[[str], tuple[UserState, set[int]]] | None = None) -> UserStateStore:
     """The user state the settings ask for: in Redis when ``settings.state`` is set (fleet
-    mode), else in process memory. ``idx_of`` maps item ids to dense indices.
+    mode), else in process memory. ``idx_of`` maps item ids to dense indices; ``fallback``
+    rebuilds a user from the store while Redis cannot be reached.
 
     >>> from liverec.settings import Settings
     >>> type(open_user_state(Settings(), {}.get)).__name__
@@ -236,4 +256,4 @@ def open_user_state(settings: "Settings", idx_of: Callable[[str], int | None]) -
     from .state_redis import RedisUserState
 
     return RedisUserState.open(settings.state, prefix=settings.state_prefix,
-                               history_length=settings.history_length, idx_of=idx_of)
+                               history_length=settings.history_length, idx_of=idx_of, fallback=fallback)

@@ -15,8 +15,11 @@ write is idempotent (a row is its event's JSON, a seen item a set member): repla
 the log over Redis, or two replicas writing the same event, changes nothing twice.
 
 Redis loss (the ``complete`` key is gone, or a write failed): the engine refills the
-keys by streaming the durable log (:meth:`liverec.Engine.sync` checks on every call),
-and users are served cold until then. Erasure deletes the user's three keys.
+keys by streaming the durable log (:meth:`liverec.Engine.sync` checks on every call).
+While Redis cannot be reached, a read rebuilds the user from the store (``fallback``:
+their events and interests, slower but exact) and writes are dropped to be refilled;
+after a failure Redis is left alone for :data:`RETRY_S` seconds. Erasure deletes the
+user's three keys.
 
 Examples
 --------
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -47,6 +51,12 @@ log = logging.getLogger("liverec.state")
 
 #: Writes buffered by :meth:`RedisUserState.batch` before they are sent.
 BATCH = 1000
+
+#: After a failed call, Redis is not asked again for this many seconds (reads use the fallback).
+RETRY_S = 1.0
+
+#: Rebuilds one user from the durable store: (what the learners see, seen dense indices).
+Fallback = Callable[[str], tuple[UserState, set[int]]]
 
 #: KEYS: history, seen, meta, clock. ARGV: timestamp, row, item id ('' = not in the
 #: catalog), history length. Adds the row and the item, keeps the newest rows and, when
@@ -125,7 +135,8 @@ class RedisUserState:
     """Per-user online state in Redis (fleet mode; see the module docstring).
 
     ``idx_of`` maps an item id to this replica's dense index (None: not in the catalog):
-    Redis holds item ids, since dense indices differ between replicas.
+    Redis holds item ids, since dense indices differ between replicas. ``fallback``
+    answers reads while Redis cannot be reached (None: the user is served cold).
 
     Examples
     --------
@@ -137,8 +148,10 @@ class RedisUserState:
     shared = True
 
     def __init__(self, client: Any, *, prefix: str, history_length: int,
-                 idx_of: Callable[[str], int | None]) -> None:
+                 idx_of: Callable[[str], int | None], fallback: Fallback | None = None) -> None:
         self.r, self.prefix, self.history_length, self.idx_of = client, prefix, history_length, idx_of
+        self.fallback = fallback
+        self._down_until = 0.0  # monotonic time before which Redis is not asked (it just failed)
         self._apply = client.register_script(_APPLY)
         self._interests = client.register_script(_INTERESTS)
         self._clock, self._complete = f"{prefix}:users:clock", f"{prefix}:users:complete"
@@ -146,13 +159,24 @@ class RedisUserState:
         self._lost = False  # a write failed: refill once Redis answers again
 
     @classmethod
-    def open(cls, url: str, *, prefix: str, history_length: int,
-             idx_of: Callable[[str], int | None]) -> "RedisUserState":
+    def open(cls, url: str, *, prefix: str, history_length: int, idx_of: Callable[[str], int | None],
+             fallback: Fallback | None = None) -> "RedisUserState":
         """Connect to the Redis at ``url`` (checked, not contacted yet)."""
         redis = require("redis", "redis", "user state in Redis (--state / LIVEREC_STATE)")
-        client = redis.Redis.from_url(check_state_url(url), socket_timeout=5, socket_connect_timeout=3,
+        client = redis.Redis.from_url(check_state_url(url), socket_timeout=2, socket_connect_timeout=1,
                                       health_check_interval=30)
-        return cls(client, prefix=prefix, history_length=history_length, idx_of=idx_of)
+        return cls(client, prefix=prefix, history_length=history_length, idx_of=idx_of, fallback=fallback)
+
+    @property
+    def down(self) -> bool:
+        """Whether a call failed less than :data:`RETRY_S` seconds ago."""
+        return time.monotonic() < self._down_until
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if not self.down:
+            log.warning("user state %s Redis failed (%s: %s); retrying in %.0f s", what, type(exc).__name__, exc,
+                        RETRY_S)
+        self._down_until = time.monotonic() + RETRY_S
 
     def keys(self, user: str) -> tuple[str, str, str]:
         """(history, seen, meta) keys of ``user``."""
@@ -191,12 +215,14 @@ class RedisUserState:
     def _send(self, pipe: Any) -> None:
         if not len(pipe):
             return
+        if self.down:  # the events are durable in the log: a refill restores them
+            self._lost = True
+            return
         try:
             pipe.execute()
-        except Exception as exc:  # the event is durable in the log: a refill restores it
+        except Exception as exc:
             self._lost = True
-            log.warning("user state write to Redis failed (%s: %s); it is refilled from the log when Redis "
-                        "answers again", type(exc).__name__, exc)
+            self._failed("write to (refilled from the log later)", exc)
 
     def apply(self, e: Event, item: int | None) -> None:
         """One event of ``e.user``; ``item`` None = the item is not in the catalog (no seen entry)."""
@@ -227,16 +253,20 @@ class RedisUserState:
         pipe.zrange(h, 0, -1)
         pipe.smembers(s)
         pipe.hmget(m, "it", "iv")
-        try:
-            rows, seen, meta = pipe.execute()
-        except Exception as exc:  # serve the user cold rather than fail the request
-            log.warning("user state read from Redis failed (%s: %s); serving %r cold", type(exc).__name__, exc, user)
-            return [], set(), [None, None]
-        return rows, seen, meta
+        return pipe.execute()
 
     def view(self, user: str) -> tuple[UserState, set[int]]:
-        """(what the learners see, the seen filter as this replica's dense indices), in one round trip."""
-        rows, seen, (text, blob) = self._read(user)
+        """(what the learners see, the seen filter as this replica's dense indices), in one round trip.
+
+        While Redis cannot be reached: the ``fallback``'s answer, else a cold user."""
+        try:
+            if self.down:
+                raise ConnectionError("Redis failed moments ago")
+            rows, seen, (text, blob) = self._read(user)
+        except Exception as exc:
+            if not self.down:
+                self._failed("read from", exc)
+            return self.fallback(user) if self.fallback is not None else (UserState(user), set())
         history = tuple(Event(user, i, k, v, t, x, c or {}) for i, k, v, t, x, c in map(json.loads, rows))
         vec = np.frombuffer(blob, dtype=np.float32).copy() if blob else None
         idx = (self.idx_of(s.decode()) for s in seen)
@@ -251,8 +281,12 @@ class RedisUserState:
 
     def version(self, user: str) -> int:
         try:
+            if self.down:
+                raise ConnectionError("Redis failed moments ago")
             v = self.r.hget(self.keys(user)[2], "v")
-        except Exception:
+        except Exception as exc:
+            if not self.down:
+                self._failed("version read from", exc)
             return -1  # never equal to a cached version: nothing stale is served while Redis is away
         return int(v) if v is not None else 0
 
@@ -288,6 +322,7 @@ class RedisUserState:
             present = bool(self.r.exists(self._complete))
         except Exception:
             return True  # unreachable: nothing can be refilled yet
+        self._down_until = 0.0  # it answers again
         if present and not self._lost:
             return True
         self._lost = False  # the caller refills now; a write failing meanwhile sets it again

@@ -127,6 +127,21 @@ def test_fleet_snapshots_are_refused_by_a_node_keeping_users_in_memory(open_engi
         mem.close()
 
 
+def test_while_redis_is_down_users_are_read_from_the_store(tmp_path, encoder, books) -> None:
+    url = f"sqlite:///{tmp_path}/down.db"
+    s = Settings(store=url, state="redis://127.0.0.1:1/0", encoder_progress=False)
+    eng = Engine(Store.open(url), s, encoder)
+    try:
+        eng.add_items(books[:60])
+        eng.record(Event(user="reader", item="2", kind="like"))
+        eng.set_interests("reader", "haunted houses")
+        st = eng.user_state("reader")
+        assert [e.item for e in st.history] == ["2"] and st.interests_text == "haunted houses"
+        assert "2" not in ids(eng.recommend("reader", k=50, log=False))
+    finally:
+        eng.close()
+
+
 def test_engine_open_takes_the_state_url(tmp_path, encoder, prefix) -> None:
     url = f"sqlite:///{tmp_path}/o.db"
     eng = Engine.open(url, settings=Settings(state_prefix=prefix, encoder_progress=False), encoder=encoder,
