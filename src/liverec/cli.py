@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from ._extras import MissingExtraError, require
 from .errors import LiverecError
+from .jobs import RAY_START
 
 console = Console()
 err = Console(stderr=True)
@@ -121,6 +122,9 @@ def _cli_fix(exc: LiverecError) -> str:
     if isinstance(exc, UnknownItemError):
         return ("import the item first (liverec import-items FILE), or set LIVEREC_AUTO_CREATE_ITEMS=true to create "
                 "items named by events on the fly.")
+    if exc.field == "ray":
+        return (f"start a Ray head ({RAY_START}) and pass the HOST:PORT it prints as --ray (or LIVEREC_RAY), "
+                "or leave --ray out to run locally.")
     return exc.fix
 
 
@@ -227,20 +231,27 @@ StateOpt = Annotated[
     typer.Option(help="Redis URL: run as one of several replicas over a shared store, with per-user state in "
                  "Redis (fleet mode). Env: LIVEREC_STATE"),
 ]
+RayOpt = Annotated[
+    Optional[str],
+    typer.Option("--ray", envvar="LIVEREC_RAY", show_envvar=False,
+                 help="HOST:PORT of a Ray cluster's head: run the fits as Ray tasks across the cluster "
+                 "(unset: here). Env: LIVEREC_RAY"),
+]
 
 
 @app.command()
-def fit(store: StoreOpt = None, state: StateOpt = None) -> None:
+def fit(store: StoreOpt = None, state: StateOpt = None, ray: RayOpt = None) -> None:
     """Re-fit every learner from the whole durable log.
 
     In fleet mode (--state) the snapshot it writes is one the fleet's replicas load.
+    With --ray the per-source fits run as tasks on that Ray cluster.
     """
     import time
 
     try:
         with _open(store, **({"state": state} if state else {})) as eng:
             t = time.perf_counter()
-            eng.fit()
+            eng.fit(ray=ray)
             console.print(
                 f"fitted {', '.join(eng.learners)} on {eng.store.count_events()} events, "
                 f"{eng.n_items} items in {time.perf_counter() - t:.2f} s."
@@ -283,13 +294,15 @@ def tune(
     budget: Annotated[str, typer.Option(help="Time budget, e.g. 300, 90s, 5m (default: the tune_budget_seconds setting)")] = "",
     show: Annotated[bool, typer.Option("--show", help="Only show the stored configuration")] = False,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the split and the search order")] = None,
+    ray: RayOpt = None,
 ) -> None:
     """Search every source's hyperparameters, the feedback reading and the fusion weights on
-    a time split of the stored log; store the result (reused by every fit and restart)."""
+    a time split of the stored log; store the result (reused by every fit and restart).
+    With --ray the trials' fits run as tasks on that Ray cluster (same result, same seed)."""
     try:
         with _open(store) as eng:
             if not show:
-                eng.fit(tune=True, budget=_parse_budget(budget) if budget else None, progress=True, seed=seed)
+                eng.fit(tune=True, budget=_parse_budget(budget) if budget else None, progress=True, seed=seed, ray=ray)
             if eng.tuned is None:
                 console.print("no tuned configuration stored yet: run `liverec tune`.")
                 raise typer.Exit(1)

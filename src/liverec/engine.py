@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import threading
@@ -24,6 +25,7 @@ from .encode.cache import CachedEncoder, open_shared_cache
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .encode.text import render_text
+from .jobs import Failed, JobRunner, LocalJobs, job_runner
 from .errors import ConflictError, LiverecError, UnknownItemError, ValidationError
 from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
@@ -206,30 +208,7 @@ class Engine:
 
     def _make_learner(self, name: str, params: Mapping[str, Any], feedback: FeedbackConfig) -> Learner:
         """One fresh, unfitted learner of source ``name`` as this engine configures it."""
-        s = self.settings
-        defaults: dict[str, dict[str, Any]] = {
-            "content": dict(
-                half_life_days=s.profile_half_life_days,
-                interest_weight=s.interest_weight,
-                short_decay=s.short_term_decay,
-                short_weight=s.short_term_weight,
-            ),
-            "trending": dict(half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior),
-        }
-        cls = REGISTRY.get(name)
-        if cls is None:
-            raise ValidationError(
-                f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
-                field="sources",
-            )
-        accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
-        if "feedback" in accepted:
-            kwargs["feedback"] = feedback
-        if "cold_popularity" in accepted:  # trending already answers cold users
-            kwargs["cold_popularity"] = False
-        kwargs.update(params)
-        return cls(**kwargs)
+        return make_learner(self.settings, name, params, feedback)
 
     def _new_learners(self) -> dict[str, Learner]:
         """Fresh, unfitted learners for every configured source."""
@@ -327,7 +306,7 @@ class Engine:
                 self._erased_during_fit = []
         return _LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor])
 
-    def _rebuild(self, read: _LogRead | None = None) -> None:
+    def _rebuild(self, read: _LogRead | None = None, jobs: JobRunner | None = None) -> None:
         """Fit fresh learners and user state from the durable log, then swap them in.
 
         The heavy part runs without the engine lock, so the old learners keep serving
@@ -335,6 +314,7 @@ class Engine:
         cursor is replayed into the new learners and users deleted meanwhile are
         forgotten again: nothing recorded during a fit is lost or resurrected. ``read``
         is a log read already made (by the tuner), so the log is read once per fit.
+        ``jobs`` runs the per-source fits (default: here, one after another).
         """
         t0 = time.perf_counter()
         if read is None:
@@ -343,7 +323,7 @@ class Engine:
         # Time order (append order breaks ties): the order learn_one would have seen.
         events = sorted(read.events, key=lambda e: e.timestamp)
         log = InteractionLog.from_events(events, self.catalog)
-        learners = {name: m.fit(log) for name, m in self._new_learners().items()}
+        learners = fit_learners(self._new_learners(), log, jobs or LocalJobs())
         users = self.state.fresh()
         for e in events:
             users.apply(e, self.catalog.get_idx(e.item))
@@ -745,7 +725,7 @@ class Engine:
 
     def fit(
         self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
-        seed: int | None = None,
+        seed: int | None = None, ray: str | None = None,
     ) -> threading.Thread | None:
         """Batch (re)fit every learner from the durable log, then swap them in atomically.
 
@@ -762,19 +742,27 @@ class Engine:
         the swap. Returns the thread (``join()`` it to wait). A second background fit
         while one runs raises :class:`~liverec.errors.ConflictError`.
 
+        With ``ray="HOST:PORT"`` (a Ray cluster's head) the per-source fits and the
+        tuning trials run as Ray tasks across the cluster (see :mod:`liverec.jobs`); the
+        log is read here, from the store, and shipped once; the fitted learners come
+        back here. The result is the same as without it. An unreachable address raises
+        :class:`~liverec.errors.ValidationError` before anything is read.
+
         Examples
         --------
         >>> eng.fit(tune=True, budget=120)           # doctest: +SKIP
+        >>> eng.fit(ray="10.0.0.5:6380")             # doctest: +SKIP
         >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
         """
+        jobs = job_runner(ray)
         if not background:
-            self._fit(tune=tune, budget=budget, progress=progress, seed=seed)
+            self._fit(tune=tune, budget=budget, progress=progress, seed=seed, jobs=jobs)
             return None
         with self._lock:
             if self.fit_running:
                 raise ConflictError("a re-fit is already running; wait for it to finish, then retry.")
             self._fit_thread = threading.Thread(
-                target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed),
+                target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs),
                 name="liverec-fit", daemon=True,
             )
             self._fit_thread.start()
@@ -782,38 +770,45 @@ class Engine:
 
     def tune(
         self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
-        max_trials: int | None = None, users: Callable[[str], bool] | None = None,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None, ray: str | None = None,
     ) -> TunedConfig:
         """Search the configuration on the engine's own log, store it, and (``refit``) fit with it.
 
         ``users`` restricts which users' recent events are held out for validation (for a
-        held-out check: tune on one half of the users, measure on the other).
+        held-out check: tune on one half of the users, measure on the other). ``ray``: run the
+        trials' fits (and the refit) as tasks on that Ray cluster, as in :meth:`fit`; the
+        configuration chosen is the same as without it.
         Raises :class:`~liverec.errors.ValidationError` when the log is too small to tune.
         """
+        jobs = job_runner(ray)
         read = self._read_log(for_fit=refit)
         try:
-            tuned = self._tune(read, budget=budget, progress=progress, seed=seed, max_trials=max_trials, users=users)
+            tuned = self._tune(read, budget=budget, progress=progress, seed=seed, max_trials=max_trials, users=users,
+                               jobs=jobs)
         except BaseException:
             self._erased_during_fit = None
             raise
         if refit:
-            self._rebuild(read)
+            self._rebuild(read, jobs)
         return tuned
 
-    def _fit(self, *, tune: bool, budget: float | None, progress: bool = False, seed: int | None = None) -> None:
+    def _fit(
+        self, *, tune: bool, budget: float | None, progress: bool = False, seed: int | None = None,
+        jobs: JobRunner | None = None,
+    ) -> None:
         """Tune (optionally) and fit on one read of the log."""
         read = self._read_log()
         try:
             if tune:
-                self._tune(read, budget=budget, progress=progress, seed=seed)
+                self._tune(read, budget=budget, progress=progress, seed=seed, jobs=jobs)
         except BaseException:
             self._erased_during_fit = None
             raise
-        self._rebuild(read)
+        self._rebuild(read, jobs)
 
     def _tune(
         self, read: _LogRead, *, budget: float | None, progress: bool = False, seed: int | None = None,
-        max_trials: int | None = None, users: Callable[[str], bool] | None = None,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None, jobs: JobRunner | None = None,
     ) -> TunedConfig:
         budget = self.settings.tune_budget_seconds if budget is None else budget
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
@@ -821,9 +816,10 @@ class Engine:
         cursor, events = read.cursor, read.events
         weights = self._base_weights()
         tuner = Tuner(
-            self._make_learner, self._source_params(), weights, self.feedback,
+            functools.partial(make_learner, self.settings), self._source_params(), weights, self.feedback,
             budget_seconds=float(budget), seed=self.settings.seed if seed is None else seed,
             history_length=self.settings.history_length, max_trials=max_trials, progress=progress, users=users,
+            jobs=jobs,
         )
         try:
             tuned = tuner.run(events, self.catalog)
@@ -838,9 +834,11 @@ class Engine:
             self.served.reset(self._base_weights())  # per-event learning goes on from the tuned weights
         return tuned
 
-    def _background_fit(self, tune: bool = False, budget: float | None = None, seed: int | None = None) -> None:
+    def _background_fit(
+        self, tune: bool = False, budget: float | None = None, seed: int | None = None, jobs: JobRunner | None = None,
+    ) -> None:
         try:
-            self._fit(tune=tune, budget=budget, seed=seed)
+            self._fit(tune=tune, budget=budget, seed=seed, jobs=jobs)
             self.last_fit_error = None
         except Exception as exc:  # keep serving with the old models; report the failure
             self.last_fit_error = f"{type(exc).__name__}: {exc}"
@@ -964,6 +962,55 @@ class Engine:
                 *self.state.view(user), self.learners, item, idx, w,
                 exclude_seen=self.settings.exclude_seen,
             )
+
+
+def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: FeedbackConfig) -> Learner:
+    """One fresh, unfitted learner of source ``name`` as settings ``s`` configure it.
+
+    A module-level function, so ``functools.partial(make_learner, settings)`` pickles
+    (for fits and tuning trials run as Ray tasks).
+    """
+    defaults: dict[str, dict[str, Any]] = {
+        "content": dict(
+            half_life_days=s.profile_half_life_days,
+            interest_weight=s.interest_weight,
+            short_decay=s.short_term_decay,
+            short_weight=s.short_term_weight,
+        ),
+        "trending": dict(half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior),
+    }
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise ValidationError(
+            f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
+            field="sources",
+        )
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
+    if "feedback" in accepted:
+        kwargs["feedback"] = feedback
+    if "cold_popularity" in accepted:  # trending already answers cold users
+        kwargs["cold_popularity"] = False
+    kwargs.update(params)
+    return cls(**kwargs)
+
+
+def _fit_learner(log: InteractionLog, learner: Learner) -> tuple[type[Learner], dict[str, Any]]:
+    """Fit one learner (a job: it may run in another process); its class and learned state."""
+    learner.fit(log)
+    return type(learner), learner.learned_state()
+
+
+def fit_learners(learners: Mapping[str, Learner], log: InteractionLog, jobs: JobRunner) -> dict[str, Learner]:
+    """Every learner fitted on ``log``, each as one job of ``jobs``, over the log's catalog.
+
+    Raises the first failure (in ``learners``' order), as a fit in this process would.
+    """
+    done = jobs.map(_fit_learner, log, list(learners.values()))
+    for result in done:
+        if isinstance(result, Failed):
+            result.reraise()
+    return {name: Learner.from_state(cls, state, log.catalog) for name, (cls, state) in zip(learners, done)}
 
 
 def _check_id(v: Any, field: str) -> None:

@@ -24,9 +24,16 @@ The search is coordinate-wise on that one fused objective, within a time budget:
      others' validation scores cached);
   3. the fusion weights (coordinate ascent over multiplicative steps; no refit).
 Trials run in a fixed, seeded order; a trial that raises is recorded with its error and
-skipped. A trial is only started while the budget lasts, so a short budget stops early
-(recorded as ``stopped_by_budget``) — with the same budget on the same machine the run
-is deterministic; ``max_trials`` makes it so on any machine.
+skipped. Trials run in batches: up to ``batch_size`` consecutive trials of one stage are
+fitted together (by a :class:`~liverec.jobs.JobRunner`: here, or as Ray tasks on a
+cluster), then scored and chosen in plan order. Their fits are independent: a stage-1
+trial refits every source with its own reading, and a stage-2 grid point names every
+parameter of its source's space, so what an earlier trial of the batch chose does not
+change it. Hence the choice is the same whatever runs the fits and whatever the batch
+size. A batch is only started while the budget lasts, so a short budget stops early
+(recorded as ``stopped_by_budget``), at a batch boundary — with the same budget on the
+same machine and runner the run is deterministic; ``max_trials`` (exact: it can cut a
+batch) makes it so anywhere.
 
 Examples
 --------
@@ -41,11 +48,12 @@ import json
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..encode.catalog import Catalog
+from ..jobs import Failed, JobRunner, LocalJobs
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from ..types import Event
 from .ranker import minmax
@@ -252,7 +260,9 @@ class Tuner:
 
     ``make_learner(name, params, feedback)`` builds an unfitted learner the way the
     engine does; ``sources`` are the starting hyperparameters per source (overrides
-    of the learner defaults) and ``weights`` the starting fusion weights.
+    of the learner defaults) and ``weights`` the starting fusion weights. ``jobs`` runs
+    each batch's fits (default: here, one after another; ``RayJobs`` on a cluster, which
+    needs a picklable ``make_learner``); ``batch_size`` trials are fitted at a time.
     """
 
     def __init__(
@@ -273,6 +283,8 @@ class Tuner:
         users: Callable[[str], bool] | None = None,
         new_item_share: float = 0.25,
         progress: bool = False,
+        jobs: JobRunner | None = None,
+        batch_size: int = 16,
     ) -> None:
         self.make_learner = make_learner
         self.sources = {n: dict(p) for n, p in sources.items()}
@@ -287,6 +299,8 @@ class Tuner:
         self.users = users
         self.new_item_share = new_item_share
         self.progress = progress
+        self.jobs: JobRunner = jobs if jobs is not None else LocalJobs()
+        self.batch_size = max(1, int(batch_size))
 
     # ------------------------------------------------------------------ pieces
     def _split(self, events: Sequence[Event], catalog: Catalog, feedback: FeedbackConfig) -> _Split:
@@ -347,64 +361,62 @@ class Tuner:
         plan = self._plan(events, rng)
         bar = tqdm(total=len(plan) + 1, desc="tuning", unit="trial", disable=not self.progress)
 
-        def trial(stage: str, source: str | None, params: Mapping[str, Any], run: Callable[[], float]) -> float | None:
+        def trial(stage: str, source: str | None, params: Mapping[str, Any], fitted: "_Fitted",
+                  base: Mapping[str, _Part]) -> float | None:
+            """Score one fitted trial (its parts over ``base``) and record it."""
             a = time.perf_counter()
             rec: dict[str, Any] = {"stage": stage, "source": source, "params": dict(params)}
-            try:
-                rec["score"] = round(run(), 6)
-            except Exception as exc:  # noqa: BLE001 - a failed trial is reported, not fatal
-                rec["error"] = f"{type(exc).__name__}: {exc}"
-            rec["seconds"] = round(time.perf_counter() - a, 3)
+            got, seconds = fitted
+            if isinstance(got, Failed):
+                rec["error"] = got.error
+            else:
+                try:
+                    rec["score"] = round(boards.objective({**base, **got}, weights), 6)
+                except Exception as exc:  # noqa: BLE001 - a failed trial is reported, not fatal
+                    rec["error"] = f"{type(exc).__name__}: {exc}"
+            rec["seconds"] = round(seconds + time.perf_counter() - a, 3)
             trials.append(rec)
             bar.update(1)
             return rec.get("score")
 
-        parts: dict[str, _Part] = {}
+        def every_source(f: FeedbackConfig) -> list[_FitJob]:
+            return [(n, p, f) for n, p in sources.items()]
 
-        def fit_all(f: FeedbackConfig) -> dict[str, _Part]:
-            return {n: boards.fit(n, p, f) for n, p in sources.items()}
-
-        def start() -> float:
-            parts.update(fit_all(fb))
-            return boards.objective(parts, weights)
-
-        default = trial("start", None, {}, start)
+        [started] = self._fit_trials(boards, [every_source(fb)])
+        default = trial("start", None, {}, started, {})
         if default is None:
             bar.close()
             raise RuntimeError(f"tuning could not fit the starting configuration: {trials[-1]['error']}")
         best = default
-        for stage, source, params in plan:
+        parts: dict[str, _Part] = dict(started[0])
+        for batch in _batches(plan, self.batch_size):
             if over():
                 break
+            stage = batch[0][0]
             if stage == "feedback":
-                cand = replace(fb, rating_engagement=params["rating_engagement"], rating_valence=params["rating_valence"])
-                got: dict[str, _Part] = {}
-
-                def run_fb(cand: FeedbackConfig = cand, got: dict[str, _Part] = got) -> float:
-                    got.update(fit_all(cand))
-                    return boards.objective(got, weights)
-
-                s = trial(stage, None, params, run_fb)
-                if s is not None and s > best:
-                    best, fb = s, cand
-                    parts.update(got)
+                batch = batch[: self._room(len(trials))]
+                cands = [replace(fb, rating_engagement=p["rating_engagement"], rating_valence=p["rating_valence"])
+                         for _, _, p in batch]
+                for (_, _, params), cand, fitted in zip(
+                    batch, cands, self._fit_trials(boards, [every_source(c) for c in cands])
+                ):
+                    s = trial(stage, None, params, fitted, {})
+                    if s is not None and s > best:
+                        best, fb = s, cand
+                        parts.update(fitted[0])
             elif stage == "source":
-                assert source is not None
-                if not weights.get(source):  # switched off by the weight search: its params change nothing
-                    continue
-                merged = {**sources[source], **params}
-                got1: dict[str, _Part] = {}
-
-                def run_src(source: str = source, merged: dict[str, Any] = merged,
-                            got1: dict[str, _Part] = got1) -> float:
-                    got1[source] = boards.fit(source, merged, fb)
-                    return boards.objective({**parts, source: got1[source]}, weights)
-
-                s = trial(stage, source, params, run_src)
-                if s is not None and s > best:
-                    best = s
-                    sources[source] = merged
-                    parts[source] = got1[source]
+                # A source switched off by the weight search: its params change nothing.
+                batch = [t for t in batch if weights.get(t[1] or "")][: self._room(len(trials))]
+                # A grid point sets every parameter of its source's space, so the merged
+                # parameters do not depend on which earlier point of the batch was chosen.
+                merged = [{**sources[src or ""], **params} for _, src, params in batch]
+                jobs = [[(src or "", m, fb)] for (_, src, _), m in zip(batch, merged)]
+                for (_, src, params), m, fitted in zip(batch, merged, self._fit_trials(boards, jobs)):
+                    s = trial(stage, src, params, fitted, parts)
+                    if s is not None and s > best:
+                        best = s
+                        sources[src or ""] = m
+                        parts.update(fitted[0])
             elif stage == "weights":
                 a = time.perf_counter()
                 w, s = boards.search_weights(parts, weights)
@@ -421,6 +433,21 @@ class Tuner:
             n_validation_users=len(boards.warm.split.users), n_train_events=len(boards.warm.split.train),
             seconds=round(time.perf_counter() - t0, 2), seed=self.seed, stopped_by_budget=stopped, trials=trials,
         )
+
+    def _room(self, done: int) -> int | None:
+        """How many more trials ``max_trials`` allows after ``done`` (None: no limit)."""
+        return None if self.max_trials is None else max(0, self.max_trials - done)
+
+    def _fit_trials(self, boards: "_Boards", trials: Sequence[Sequence["_FitJob"]]) -> list["_Fitted"]:
+        """Every trial's fits as one batch of jobs; per trial its parts (or its first failure) and fit seconds."""
+        results = iter(self.jobs.map(_fit_job, boards, [job for jobs in trials for job in jobs]))
+        out: list[_Fitted] = []
+        for jobs in trials:
+            got = [next(results) for _ in jobs]
+            failed = next((r for r in got if isinstance(r, Failed)), None)
+            seconds = sum(r[1] for r in got if not isinstance(r, Failed))
+            out.append((failed or {job[0]: r[0] for job, r in zip(jobs, got)}, seconds))
+        return out
 
     def _plan(self, events: Sequence[Event], rng: np.random.Generator) -> list[tuple[str, str | None, dict[str, Any]]]:
         """Trials in order: weights, feedback, each source's space (seeded order), weights again."""
@@ -444,6 +471,24 @@ class Tuner:
 
 
 _Part = tuple[np.ndarray, np.ndarray | None]  # (warm board scores, new-item board scores or None)
+_FitJob = tuple[str, Mapping[str, Any], FeedbackConfig]  # (source, its parameters, feedback reading)
+_Fitted = tuple["dict[str, _Part] | Failed", float]  # a trial's parts (or its failure), its fit seconds
+
+
+def _fit_job(boards: "_Boards", job: _FitJob) -> tuple[_Part, float]:
+    """One source fitted on the boards (a job run by a JobRunner): its part and the seconds it took."""
+    a = time.perf_counter()
+    part = boards.fit(*job)
+    return part, time.perf_counter() - a
+
+
+def _batches(plan: Sequence[tuple[str, str | None, dict[str, Any]]], size: int) -> Iterator[list[tuple[str, str | None, dict[str, Any]]]]:
+    """Consecutive trials of one stage, ``size`` at a time; each weight search alone."""
+    for stage, group in itertools.groupby(plan, key=lambda t: t[0]):
+        trials = list(group)
+        step = 1 if stage == "weights" else size
+        for i in range(0, len(trials), step):
+            yield trials[i : i + step]
 
 
 class _Boards:
@@ -451,12 +496,12 @@ class _Boards:
 
     def __init__(self, warm: _Board, cold: _Board | None, share: float, make_learner: MakeLearner) -> None:
         self.warm, self.cold, self.share, self.make_learner = warm, cold, share, make_learner
-        self._logs: dict[int, InteractionLog] = {}
+        # Built once, here: the boards travel whole to whoever runs the fits (see ``_fit_job``).
+        self._logs = {role: InteractionLog.from_events(b.split.train, b.catalog)
+                      for role, b in (("warm", warm), ("cold", cold)) if b is not None}
 
     def _log(self, board: _Board) -> InteractionLog:
-        if id(board) not in self._logs:
-            self._logs[id(board)] = InteractionLog.from_events(board.split.train, board.catalog)
-        return self._logs[id(board)]
+        return self._logs["warm" if board is self.warm else "cold"]
 
     def fit(self, name: str, params: Mapping[str, Any], fb: FeedbackConfig) -> _Part:
         """Fit source ``name`` on each board's training log; its normalised validation scores."""

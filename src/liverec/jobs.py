@@ -1,0 +1,159 @@
+"""Where independent jobs run: one after another in this process, or as Ray tasks on a cluster.
+
+A fit of every source and the trials of a tuning stage are independent jobs over one
+shared, read-only input (the interaction log, the validation boards). A runner maps a
+function over the jobs and returns the results in the jobs' order, with a job that
+raised returned as :class:`Failed` (so the caller decides what a failure means, the
+same way whichever runner ran it).
+
+:class:`RayJobs` ships the shared input once per object (``ray.put``) and runs every job as
+a task asking for one CPU; every node needs liverec installed (the same version) and
+the same Python. Ray is imported only when a :class:`RayJobs` is made.
+
+Examples
+--------
+>>> def add(shared, job):
+...     return shared + job
+>>> LocalJobs().map(add, 10, [1, 2])
+[11, 12]
+>>> LocalJobs().map(add, 10, ["x"])
+[Failed(error="TypeError: unsupported operand type(s) for +: 'int' and 'str'")]
+>>> job_runner(None)
+LocalJobs()
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from .errors import ValidationError
+
+#: Started by Ray's defaults (the GCS listens on 6379); give another port when Redis runs there.
+RAY_START = "ray start --head --port 6380"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A job that raised: ``error`` is ``"<ExceptionType>: <message>"``, ``exc`` the exception."""
+
+    error: str
+    exc: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "Failed":
+        return cls(f"{type(exc).__name__}: {exc}", exc)
+
+    def reraise(self) -> None:
+        """Raise the job's exception here (a RuntimeError with its text when it did not travel)."""
+        raise self.exc if self.exc is not None else RuntimeError(self.error)
+
+
+class JobRunner(Protocol):
+    """Maps ``fn(shared, job)`` over ``jobs``; results in the jobs' order, a raise as :class:`Failed`."""
+
+    def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]: ...
+
+
+def _call(fn: Callable[[Any, Any], Any], shared: Any, job: Any) -> Any:
+    try:
+        return fn(shared, job)
+    except Exception as exc:  # noqa: BLE001 - reported to the caller as a result
+        return Failed.of(exc)
+
+
+class LocalJobs:
+    """Runs the jobs one after another in this process."""
+
+    def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
+        return [_call(fn, shared, job) for job in jobs]
+
+    def __repr__(self) -> str:
+        return "LocalJobs()"
+
+
+class RayJobs:
+    """Runs the jobs as Ray tasks (one CPU each) on the cluster whose head is at ``address``.
+
+    ``address`` is what ``ray start --head`` printed (``HOST:PORT`` of its GCS), or
+    ``auto`` on a node of a running cluster. This process joins the cluster as a driver;
+    when it is already connected to another cluster it disconnects first.
+    Raises :class:`~liverec.errors.ValidationError` when the cluster cannot be reached.
+
+    Examples
+    --------
+    >>> jobs = RayJobs("127.0.0.1:6380")                       # doctest: +SKIP
+    >>> jobs.map(lambda shared, job: shared * job, 3, [1, 2])  # doctest: +SKIP
+    [3, 6]
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._ray = _connect(address)
+        self._task = self._ray.remote(num_cpus=1)(_call)
+        self._shared: tuple[Any, Any] | None = None  # (object, its ref): put once, reused by later maps
+
+    def _ref(self, shared: Any) -> Any:
+        if self._shared is None or self._shared[0] is not shared:
+            self._shared = (shared, self._ray.put(shared))
+        return self._shared[1]
+
+    def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
+        ref = self._ref(shared)
+        return list(self._ray.get([self._task.remote(fn, ref, job) for job in jobs]))
+
+    def __repr__(self) -> str:
+        return f"RayJobs({self.address!r})"
+
+
+_joined: str | None = None  # the address this process is connected to
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise ConnectionError unless something listens at ``HOST:PORT`` (``ray.init`` would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        if address == "auto":
+            return
+        raise ValueError("expected HOST:PORT")
+    with socket.create_connection((host.removeprefix("ray://") or "127.0.0.1", int(port)), timeout=timeout):
+        pass
+
+
+def _connect(address: str) -> Any:
+    """The ``ray`` module, connected to the cluster at ``address``."""
+    global _joined
+    if not isinstance(address, str) or not address.strip():
+        raise ValidationError(
+            f"the Ray address must be the HOST:PORT of a cluster's head, got {address!r}.", field="ray",
+            fix=f"start a Ray head ({RAY_START}) and give the address it prints.",
+        )
+    try:
+        import ray
+    except ImportError:
+        raise ValidationError(
+            "running fits on a Ray cluster needs the ray package, which is not installed.", field="ray",
+            fix="pip install ray (the version in liverec's requirements.txt), or leave the Ray address unset.",
+        ) from None
+    if ray.is_initialized():
+        if _joined == address:
+            return ray
+        ray.shutdown()
+    try:
+        _reachable(address)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, ValueError, RuntimeError, ...
+        raise ValidationError(
+            f"cannot reach the Ray cluster at {address!r}: {type(exc).__name__}: {exc}", field="ray",
+            fix=f"start a Ray head ({RAY_START}) and give the HOST:PORT it prints, or leave the Ray address unset "
+            "to run locally.",
+        ) from None
+    _joined = address
+    return ray
+
+
+def job_runner(ray: str | None) -> JobRunner:
+    """:class:`RayJobs` on the cluster at ``ray``, else :class:`LocalJobs`."""
+    return LocalJobs() if ray is None else RayJobs(ray)
