@@ -512,17 +512,17 @@ class Engine:
                 hook(user, events, counts["erasure_epoch"])
             if self._erased_during_fit is not None:  # a background fit read them: forget at swap
                 self._erased_during_fit.append((user, events))
-            self._forget_local(user, events)
             self._erasures_applied.add(counts["erasure_epoch"])
             self.snapshots.erased()  # they hold the user's state; the next one holds none
+            self._forget_local(user, events)
             return counts
 
     def _forget_local(self, user: str, events: Sequence[Event]) -> None:
         for m in self.learners.values():
             m.forget(user, events)
-        self.state.forget(user)
         self.served.forget(user)
         self.erasure_epoch += 1
+        self.state.forget(user)  # last: a shared user state that cannot be reached raises (erase again)
 
     def forget_user(self, user: str, events: Sequence[Event], *, epoch: int | None = None) -> None:
         """Apply an erasure another replica performed (its rows are already gone from the store).

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ._extras import require
-from .errors import LiverecError, ValidationError
+from .errors import StoreError, ValidationError
 from .models.base import UserState
 from .state import OnlineState, Row
 from .types import Event
@@ -90,8 +90,8 @@ return 1
 """
 
 
-class StateUnavailableError(LiverecError):
-    """The shared user state (Redis) cannot be reached."""
+class StateUnavailableError(StoreError):
+    """The shared user state (Redis) cannot be reached (the HTTP service answers 503)."""
 
     default_fix = "check that Redis is running at the state URL (--state / LIVEREC_STATE), then retry."
 

@@ -10,7 +10,7 @@ from checks.user_state_checks import REDIS_URL, redis_client, redis_prefix
 from liverec import Engine, Event
 from liverec.settings import Settings
 from liverec.snapshot import ModelSet
-from liverec.state_redis import RedisUserState
+from liverec.state_redis import RedisUserState, StateUnavailableError
 from liverec.store import Store
 
 pytestmark = pytest.mark.slow
@@ -138,6 +138,12 @@ def test_while_redis_is_down_users_are_read_from_the_store(tmp_path, encoder, bo
         st = eng.user_state("reader")
         assert [e.item for e in st.history] == ["2"] and st.interests_text == "haunted houses"
         assert "2" not in ids(eng.recommend("reader", k=50, log=False))
+        epoch = eng.erasure_epoch
+        with pytest.raises(StateUnavailableError) as exc:  # its Redis keys may remain: say so
+            eng.delete_user("reader")
+        assert "again" in exc.value.fix
+        assert eng.history("reader") == [] and eng.erasure_epoch == epoch + 1  # the rest is done
+        assert eng.user_state("reader").history == ()
     finally:
         eng.close()
 
