@@ -7,8 +7,8 @@ raised returned as :class:`Failed` (so the caller decides what a failure means, 
 same way whichever runner ran it).
 
 :class:`RayJobs` ships the shared input once per object (``ray.put``) and runs every job as
-a task asking for one CPU; every node needs liverec installed (the same version) and
-the same Python. Ray is imported only when a :class:`RayJobs` is made.
+a task asking for one CPU; a worker process loads the shared input once and keeps it for
+its next jobs. Every node needs liverec installed (the same version) and the same Python. Ray is imported only when a :class:`RayJobs` is made.
 
 Examples
 --------
@@ -64,6 +64,22 @@ def _call(fn: Callable[[Any, Any], Any], shared: Any, job: Any) -> Any:
         return Failed.of(exc)
 
 
+_held: tuple[str, Any] | None = None  # in a Ray worker: the last shared input, by its object id
+
+
+def _call_shared(fn: Callable[[Any, Any], Any], ref: list[Any], job: Any) -> Any:
+    """``_call`` in a Ray worker, reusing the shared input the worker's previous job got (``ref``
+    comes wrapped in a list so that Ray passes the reference rather than the object)."""
+    global _held
+    key = ref[0].hex()
+    if _held is None or _held[0] != key:
+        import ray
+
+        _held = None  # drop the previous input before loading the next
+        _held = (key, ray.get(ref[0]))
+    return _call(fn, _held[1], job)
+
+
 class LocalJobs:
     """Runs the jobs one after another in this process."""
 
@@ -92,7 +108,7 @@ class RayJobs:
     def __init__(self, address: str) -> None:
         self.address = address
         self._ray = _connect(address)
-        self._task = self._ray.remote(num_cpus=1)(_call)
+        self._task = self._ray.remote(num_cpus=1)(_call_shared)
         self._shared: tuple[Any, Any] | None = None  # (object, its ref): put once, reused by later maps
 
     def _ref(self, shared: Any) -> Any:
@@ -102,7 +118,7 @@ class RayJobs:
 
     def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
         ref = self._ref(shared)
-        return list(self._ray.get([self._task.remote(fn, ref, job) for job in jobs]))
+        return list(self._ray.get([self._task.remote(fn, [ref], job) for job in jobs]))
 
     def __repr__(self) -> str:
         return f"RayJobs({self.address!r})"
