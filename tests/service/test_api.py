@@ -158,6 +158,21 @@ def test_a_filter_that_matches_nothing_comes_back_as_a_warning(make_client) -> N
     assert {"warning", "message", "field", "fix"} <= set(schema["WarningOut"]["properties"])
 
 
+def test_put_interests_moves_a_light_readers_list(make_client) -> None:
+    c = make_client(open_access=True)
+    hp = [i for i in c.engine.catalog.ids if "Rowling" in str(c.engine.attributes_of(i).get("authors"))][:5]
+    assert c.post("/events", json={"events": [{"user": "new-reader", "item": i, "kind": "click", "timestamp": 1e9 + n}
+                                              for n, i in enumerate(hp)]}).status_code == 200
+    before = ids(c.get("/recommendations/new-reader", params={"k": 10}))
+    interests = "detective mysteries and crime investigations"
+    assert c.put("/users/new-reader/interests", json={"interests": interests}).status_code == 200
+    r = c.get("/recommendations/new-reader", params={"k": 10})
+    assert r.json()["cached"] is False
+    new = [it for it in r.json()["items"] if it["item"] not in before]
+    assert len(new) >= 5, f"only {len(new)} of 10 changed"
+    assert sum(f"the interests you declared “{interests}”" in it["explanation"] for it in new) >= len(new) / 2
+
+
 def test_explain_and_interests(make_client) -> None:
     c = make_client(open_access=True)
     r = c.put("/users/fan/interests", json={"interests": "wizards and a school of magic"})

@@ -1,8 +1,9 @@
 """Learners: every model follows the one protocol in ``base``."""
 
-from .base import REGISTRY, FeedbackConfig, InteractionLog, Learner, Recommender, UserState, register
+from .base import REGISTRY, FeedbackConfig, InteractionLog, Learner, Recommender, UserState, UserWeight, register
 from .content import ContentProfile
 from .ease import EASE
+from .interests import DeclaredInterests
 from .itemknn import ItemKNN
 from .mf import ALS, BPR
 from .neural import NeuralScorer
@@ -15,6 +16,6 @@ from .userknn import UserKNN
 
 __all__ = [
     "EASE", "ItemKNN", "MostPopular", "TfidfContent", "UserKNN",
-    "ALS", "BPR", "REGISTRY", "ContentProfile", "FeedbackConfig", "InteractionLog", "Learner",
-    "NeuralScorer", "Recommender", "SequenceModel", "Transition", "Trending", "UserState", "register",
+    "ALS", "BPR", "REGISTRY", "ContentProfile", "DeclaredInterests", "FeedbackConfig", "InteractionLog", "Learner",
+    "NeuralScorer", "Recommender", "SequenceModel", "Transition", "Trending", "UserState", "UserWeight", "register",
 ]

@@ -216,6 +216,21 @@ class ScoreFloor(Protocol):
     def floor(self, user: UserState) -> float | None: ...
 
 
+@runtime_checkable
+class UserWeight(Protocol):
+    """A learner whose fusion weight depends on the user: the ranker multiplies the
+    source's weight by ``fusion_scale(user)`` (>= 0) for that user's request.
+
+    Examples
+    --------
+    >>> from liverec.models import ContentProfile, DeclaredInterests
+    >>> isinstance(DeclaredInterests(), UserWeight), isinstance(ContentProfile(), UserWeight)
+    (True, False)
+    """
+
+    def fusion_scale(self, user: UserState) -> float: ...
+
+
 class Learner:
     """Convenience base: hyperparameters from the constructor, clone, save/load, forget.
 
@@ -229,6 +244,10 @@ class Learner:
     #: Whether the learner ranks items nobody has interacted with yet (from their text
     #: or LM vector): the tuner weighs such sources on new items too.
     scores_new_items: ClassVar[bool] = False
+    #: Whether events change the learner's scores. A source that scores what the user
+    #: declared (not what they did) does not: a log holds no evidence of its weight, so
+    #: weights learned from a log leave it at its setting.
+    learns_from_events: ClassVar[bool] = True
 
     def get_params(self) -> dict[str, Any]:
         sig = inspect.signature(type(self).__init__)

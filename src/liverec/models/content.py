@@ -8,15 +8,94 @@ from typing import ClassVar, Self, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..encode.catalog import ItemIds, centred_norms
+from ..encode.catalog import Catalog, ItemIds, centred_norms
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 
 _DAY = 86_400.0
 
 
+class CentredSpace:
+    """Item LM vectors as a content source compares them: mean-centred and unit.
+
+    ``(v - mean) / |v - mean|`` with the mean over the live catalog at ``fit`` (the
+    first items that arrive, for a catalog empty then); with ``center=False`` the raw
+    vectors. Shared by :class:`ContentProfile` and the declared-interests source.
+    """
+
+    center: bool
+    catalog_: Catalog
+    fitted_: bool
+    mean_: np.ndarray
+    norms_: np.ndarray
+
+    def _fit_space(self, catalog: Catalog) -> None:
+        """Attach ``catalog`` and take its mean: the start of every ``fit``."""
+        self.catalog_ = catalog
+        self.fitted_ = True
+        alive = catalog.alive_idx()
+        d = catalog.dim or 0
+        self.mean_ = catalog.vectors[alive].astype(np.float64).mean(axis=0) if self.center and len(alive) else np.zeros(d)
+        self.norms_ = np.zeros(0)
+
+    def _norms(self) -> np.ndarray:
+        """|v - mean| per catalog row (rows added since ``fit`` get theirs on first use)."""
+        n = len(self.catalog_)
+        if self.center and self.mean_.shape[0] != (self.catalog_.dim or 0):
+            # Fitted on an empty catalog: take the mean of the first items that arrive.
+            alive = self.catalog_.alive_idx()
+            self.mean_ = self.catalog_.vectors[alive].astype(np.float64).mean(axis=0)
+            self.norms_ = np.zeros(0)
+        if len(self.norms_) < n:
+            new = centred_norms(self.catalog_.vectors[len(self.norms_) : n], self.mean_)
+            self.norms_ = np.concatenate([self.norms_, new])
+        return self.norms_
+
+    def _vec(self, i: int) -> np.ndarray:
+        """Item ``i``'s vector as the profile adds it (centred and unit, or raw)."""
+        v = self.catalog_.vectors[i].astype(np.float64)
+        if not self.center:
+            return v
+        norms = self._norms()  # first: it may set the mean
+        return (v - self.mean_) / norms[i]
+
+    def item_vectors(self, idx: np.ndarray) -> np.ndarray:
+        """The vectors the profile is made of, for catalog rows ``idx`` (centred and unit when ``center``)."""
+        v = self.catalog_.vectors[idx].astype(np.float64)
+        if not self.center:
+            return v
+        norms = self._norms()
+        return (v - self.mean_) / norms[idx][:, None]
+
+    def _centred(self, v: np.ndarray) -> np.ndarray | None:
+        """A vector of the LM space (declared interests) in this space: centred and unit."""
+        v = v.astype(np.float64)
+        if not self.center:
+            return v
+        self._norms()  # the mean exists
+        return _unit(v - self.mean_)
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        """Each item's cosine with ``query_vector(user)`` in this space; zeros when it is None
+        (the learner defines ``query_vector``; ``Learner`` the fitted check)."""
+        self._check_fitted()  # type: ignore[attr-defined]
+        q = self.query_vector(user)  # type: ignore[attr-defined]
+        if q is None or len(items) == 0:
+            return np.zeros(len(items), dtype=np.float32)
+        return self._project(q, items)
+
+    def _project(self, q: np.ndarray, items: ItemIds) -> np.ndarray:
+        """Each item's score for query ``q``: its cosine with ``q`` in this space, up to ``|q|``."""
+        raw = items.project(self.catalog_.vectors, q)
+        if not self.center:
+            return raw
+        norms = self._norms()
+        # cos(q, (v - m)/|v - m|) up to |q|: (v.q - m.q) / |v - m|.
+        return ((raw - float(self.mean_ @ q)) / norms[items.idx]).astype(np.float32)
+
+
 @register
-class ContentProfile(Learner):
+class ContentProfile(CentredSpace, Learner):
     """The user as two directions in the LM space: long-term taste and current intent.
 
     Long-term: ``sum_e w(kind_e) * 2^(-(t_last - t_e)/half_life - n_e/half_life_events) * v(item_e)``
@@ -73,45 +152,8 @@ class ContentProfile(Learner):
         self.feedback = feedback
         self.seed = seed
 
-    # ------------------------------------------------------------ centring
-    def _norms(self) -> np.ndarray:
-        """|v - mean| per catalog row (rows added since ``fit`` get theirs on first use)."""
-        n = len(self.catalog_)
-        if self.center and self.mean_.shape[0] != (self.catalog_.dim or 0):
-            # Fitted on an empty catalog: take the mean of the first items that arrive.
-            alive = self.catalog_.alive_idx()
-            self.mean_ = self.catalog_.vectors[alive].astype(np.float64).mean(axis=0)
-            self.norms_ = np.zeros(0)
-        if len(self.norms_) < n:
-            new = centred_norms(self.catalog_.vectors[len(self.norms_) : n], self.mean_)
-            self.norms_ = np.concatenate([self.norms_, new])
-        return self.norms_
-
-    def _vec(self, i: int) -> np.ndarray:
-        """Item ``i``'s vector as the profile adds it (centred and unit, or raw)."""
-        v = self.catalog_.vectors[i].astype(np.float64)
-        if not self.center:
-            return v
-        norms = self._norms()  # first: it may set the mean
-        return (v - self.mean_) / norms[i]
-
-    def item_vectors(self, idx: np.ndarray) -> np.ndarray:
-        """The vectors the profile is made of, for catalog rows ``idx`` (centred and unit when ``center``)."""
-        v = self.catalog_.vectors[idx].astype(np.float64)
-        if not self.center:
-            return v
-        norms = self._norms()
-        return (v - self.mean_) / norms[idx][:, None]
-
     def fit(self, log: InteractionLog) -> Self:
-        self.catalog_ = log.catalog
-        self.fitted_ = True
-        alive = log.catalog.alive_idx()
-        d = log.catalog.dim or 0
-        self.mean_ = (
-            log.catalog.vectors[alive].astype(np.float64).mean(axis=0) if self.center and len(alive) else np.zeros(d)
-        )
-        self.norms_ = np.zeros(0)
+        self._fit_space(log.catalog)
         self.profiles_: dict[str, np.ndarray] = {}
         self.short_: dict[str, np.ndarray] = {}
         self.last_t_: dict[str, float] = {}
@@ -190,10 +232,7 @@ class ContentProfile(Learner):
     def _long(self, user: UserState) -> np.ndarray | None:
         q = self.profiles_.get(user.user)
         if user.interests is not None and self.interest_weight > 0:
-            iv = user.interests.astype(np.float64)
-            if self.center:
-                self._norms()  # the mean exists
-                iv = _unit(iv - self.mean_)
+            iv = self._centred(user.interests)
             iv = self.interest_weight * iv if iv is not None else None
             if iv is None:
                 return _unit(q)
@@ -204,18 +243,6 @@ class ContentProfile(Learner):
                 # like `interest_weight` clicks at the behaviour's current scale.
                 q = q + iv
         return _unit(q)
-
-    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
-        self._check_fitted()
-        q = self.query_vector(user)
-        if q is None or len(items) == 0:
-            return np.zeros(len(items), dtype=np.float32)
-        raw = items.project(self.catalog_.vectors, q)
-        if not self.center:
-            return raw
-        norms = self._norms()
-        # cos(q, (v - m)/|v - m|) up to |q|: (v.q - m.q) / |v - m|.
-        return ((raw - float(self.mean_ @ q)) / norms[items.idx]).astype(np.float32)
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items whose vectors pull hardest toward item ``idx``."""

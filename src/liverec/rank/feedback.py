@@ -81,7 +81,8 @@ class SlateFeedback:
         """Keep the served slate's per-source normalised scores until the user acts on it."""
         if self.fusion is None:
             return
-        xs = [{n: float(v[p]) / w[n] for n, v in scored.parts.items() if w.get(n)} for p in positions]
+        eff = {n: w.get(n, 0.0) * scored.scale.get(n, 1.0) for n in scored.parts}  # the weights this slate used
+        xs = [{n: float(v[p]) / eff[n] for n, v in scored.parts.items() if eff[n]} for p in positions]
         self.slates[user] = ({int(scored.items.idx[p]): slot for slot, p in enumerate(positions)}, xs, set())
         self.slates.move_to_end(user)
         if len(self.slates) > self.max_users:

@@ -44,6 +44,10 @@ def learn_fusion_weights(
 ) -> FusionFit:
     """Fit fusion weights for ``learners`` (unfitted; they are fitted here on a prefix).
 
+    Sources that do not learn from events (``learns_from_events`` False: declared
+    interests) get no weight here, so they keep their configured one: a log holds no
+    evidence about them.
+
     Examples
     --------
     >>> fit = learn_fusion_weights(engine._new_learners(), events, engine.catalog, engine.feedback)  # doctest: +SKIP
@@ -58,7 +62,7 @@ def learn_fusion_weights(
     holdout = min(holdout, len(events) // 2)
     prefix, tail = events[: len(events) - holdout], events[len(events) - holdout :]
     log = InteractionLog.from_events(prefix, catalog)
-    fitted = {name: m.fit(log) for name, m in learners.items()}
+    fitted = {name: m.fit(log) for name, m in learners.items() if m.learns_from_events}
     names = list(fitted)
     rng = np.random.default_rng(seed)
     alive = catalog.alive_idx()

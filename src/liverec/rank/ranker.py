@@ -12,13 +12,13 @@ on which other items happened to be retrieved.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
-from ..models.base import Learner, Retriever, ScoreFloor, UserState, VectorQuery
+from ..models.base import Learner, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
 from .reasons import reason_text
@@ -32,6 +32,8 @@ class Scored:
     fused: np.ndarray
     parts: dict[str, np.ndarray]  # weighted, normalised contribution per source
     raw: dict[str, np.ndarray]
+    #: The per-user factor a UserWeight source's weight was multiplied by (others: 1).
+    scale: dict[str, float] = field(default_factory=dict)
 
 
 def minmax(x: np.ndarray, floor: float | None = None) -> np.ndarray:
@@ -154,19 +156,27 @@ def fuse(
     user: UserState, items: ItemIds, learners: Mapping[str, Learner], weights: Mapping[str, float],
     floor: Mapping[str, float] | None = None,
 ) -> Scored:
-    """Score ``items`` with every weighted source and fuse (``floor``: see :func:`floors`)."""
+    """Score ``items`` with every weighted source and fuse (``floor``: see :func:`floors`).
+
+    A :class:`~liverec.models.base.UserWeight` source's weight is first multiplied by
+    its ``fusion_scale(user)`` (declared interests weigh less as a history grows).
+    """
     fused = np.zeros(len(items), dtype=np.float64)
     parts: dict[str, np.ndarray] = {}
     raw: dict[str, np.ndarray] = {}
+    scale: dict[str, float] = {}
     for name, model in learners.items():
         w = weights.get(name, 0.0)
         if w == 0:
             continue
+        if offers(model, UserWeight):
+            scale[name] = float(model.fusion_scale(user))
+            w *= scale[name]
         s = np.asarray(model.score(user, items), dtype=np.float64)
         raw[name] = s
         parts[name] = w * minmax(s, (floor or {}).get(name))
         fused += parts[name]
-    return Scored(items, fused, parts, raw)
+    return Scored(items, fused, parts, raw, scale)
 
 
 def select(scored: Scored, k: int) -> np.ndarray:

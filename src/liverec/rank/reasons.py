@@ -109,6 +109,9 @@ def reason_text(name: str, raw: float, because: tuple[str, ...], user: UserState
         return "close to your taste profile" + _score("similarity", raw)
     if name == "trending":
         return "popular right now" + _score("trend score", float(np.expm1(raw)))
+    if name == "interests":
+        said = f" “{user.interests_text}”" if user.interests_text else ""
+        return f"matches the interests you declared{said}" + _score("similarity", raw)
     with_items, without = _PHRASES.get(name, _ANY_SOURCE)
     if because:
         return with_items.format(because=titles(catalog, because), did=did(user, because))
