@@ -28,6 +28,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "onnx": ("onnx", "onnxruntime"),
     "eval": ("matplotlib", "vowpalwabbit"),
+    "ray": ("ray",),
 }
 
 

@@ -8,7 +8,8 @@ same way whichever runner ran it).
 
 :class:`RayJobs` ships the shared input once per object (``ray.put``) and runs every job as
 a task asking for one CPU; a worker process loads the shared input once and keeps it for
-its next jobs. Every node needs liverec installed (the same version) and the same Python. Ray is imported only when a :class:`RayJobs` is made.
+its next jobs. Every node needs the same Python and liverec version, with the ``ray`` extra
+(``pip install 'liverec[ray]'``). Ray is imported only when a :class:`RayJobs` is made.
 
 Examples
 --------
@@ -29,6 +30,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from ._extras import require
 from .errors import ValidationError
 
 #: Started by Ray's defaults (the GCS listens on 6379); give another port when Redis runs there.
@@ -146,13 +148,7 @@ def _connect(address: str) -> Any:
             f"the Ray address must be the HOST:PORT of a cluster's head, got {address!r}.", field="ray",
             fix=f"start a Ray head ({RAY_START}) and give the address it prints.",
         )
-    try:
-        import ray
-    except ImportError:
-        raise ValidationError(
-            "running fits on a Ray cluster needs the ray package, which is not installed.", field="ray",
-            fix="pip install ray (the version in liverec's requirements.txt), or leave the Ray address unset.",
-        ) from None
+    ray = require("ray", "ray", "running fits on a Ray cluster")
     if ray.is_initialized():
         if _joined == address:
             return ray

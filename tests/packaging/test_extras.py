@@ -179,4 +179,4 @@ def test_cli_missing_extra_in_a_real_process(tmp_path):
 
 
 def test_every_extra_is_named_in_the_table():
-    assert set(EXTRAS) == {"postgres", "redis", "onnx", "eval"}
+    assert set(EXTRAS) == {"postgres", "redis", "onnx", "eval", "ray"}
