@@ -178,9 +178,12 @@ class Settings(BaseSettings):
     )
     state: str | None = Field(
         None, description="Redis URL (redis://host:6379/0) for running several replicas over one store: "
-        "update fan-out and fleet-wide A/B counters. None = a single replica"
+        "update fan-out, fleet-wide A/B counters and per-user online state in Redis (fleet mode: replica "
+        "memory does not grow with the users' recent events). None = a single replica, users in memory"
     )
-    state_prefix: str = Field("liverec", description="Prefix of every Redis key and channel (one per fleet)")
+    state_prefix: str = Field(
+        "liverec", description="Prefix of every Redis key and channel: one per deployment sharing a Redis"
+    )
     sync_seconds: float = Field(
         1.0, ge=0, description="Replicas also poll the shared log this often (the fallback when Redis is down)"
     )
