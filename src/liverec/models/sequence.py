@@ -19,11 +19,13 @@ import numpy as np
 
 from ..encode.catalog import ItemIds
 from .base import FeedbackConfig, UserState, register
+from .retrieval import FactorIndex, best
 from .torch_utils import (
     TorchLearner,
     mlp,
     require_torch,
     sampled_softmax,
+    threads,
     time_order,
     time_split,
     train_early_stopping,
@@ -31,7 +33,7 @@ from .torch_utils import (
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from torch import nn
+    from torch import Tensor, nn
 
 _KINDS = ("gru", "attention")
 
@@ -57,6 +59,8 @@ class SequenceModel(TorchLearner):
     tower stays frozen between batch fits, so the cached embeddings of the whole
     catalog stay valid (the step changes every user's ``h``, so those caches are dropped).
     ``num_threads`` and ``seed`` work as in :class:`~liverec.models.NeuralScorer`.
+    ``cold_popularity=False`` scores a user with no events 0 everywhere (in a fused
+    engine the trending source answers them) instead of by the learned start state.
 
     Examples
     --------
@@ -77,6 +81,8 @@ class SequenceModel(TorchLearner):
     # Online SGD on the encoder from a replay buffer is not a batch fit: the shared
     # suite's batch == incremental check does not apply.
     exact_incremental: ClassVar[bool] = False
+    #: What ``fit(tune=True)`` tries: the window read (events) and the embedding size.
+    search_space: ClassVar[dict[str, tuple]] = {"max_len": (10, 50), "emb_dim": (32, 128)}
 
     def __init__(
         self,
@@ -100,6 +106,7 @@ class SequenceModel(TorchLearner):
         online_batch: int = 64,
         num_threads: int = 1,
         feedback: FeedbackConfig | None = None,
+        cold_popularity: bool = True,
         seed: int = 0,
     ) -> None:
         self.kind = kind
@@ -121,6 +128,7 @@ class SequenceModel(TorchLearner):
         self.online_batch = online_batch
         self.num_threads = num_threads
         self.feedback = feedback
+        self.cold_popularity = cold_popularity
         self.seed = seed
 
     # ------------------------------------------------------------------ nets
@@ -240,7 +248,7 @@ class SequenceModel(TorchLearner):
         vecs = torch.from_numpy(np.ascontiguousarray(self.catalog_.vectors, dtype=np.float32))
         nets = self.nets_
 
-        def batch_loss(b: np.ndarray, train: bool) -> "torch.Tensor | None":
+        def batch_loss(b: np.ndarray, train: bool) -> "Tensor | None":  # torch is a local here
             uniq, inv = np.unique(np.concatenate([prefix[b].ravel(), targets[b]]), return_inverse=True)
             emb = self._item_out(nets["item"](vecs[torch.from_numpy(uniq)]))
             m = len(b) * self.max_len
@@ -315,5 +323,58 @@ class SequenceModel(TorchLearner):
             self.h_[key] = h
         return h
 
+    # --------------------------------------------------------------- retrieval
+    def _output_index(self) -> FactorIndex:
+        """Inner-product HNSW over the item tower's outputs, in line with them.
+
+        Rows whose output changed since the last sync (a new tower after a fit, changed
+        or new items) are found by a fingerprint (each row's projection on a fixed random
+        direction), as :class:`~.torch_utils.ItemTowerCache` finds changed LM vectors,
+        so a catalog change re-inserts only what moved.
+        """
+        emb = self.item_embeddings()
+        cat = self.catalog_
+        key = (cat.version, id(emb))
+        fi = self.__dict__.get("output_index_")
+        if fi is None:
+            fi = self.output_index_ = FactorIndex(emb.shape[1])
+            self.output_index_key_, self.output_index_fp_ = None, np.zeros(0, dtype=np.float32)
+        if self.output_index_key_ != key:
+            direction = np.random.default_rng(0).standard_normal(emb.shape[1]).astype(np.float32)
+            fp, old = emb @ direction, self.output_index_fp_
+            m = min(len(old), len(fp))
+            fi.changed(np.flatnonzero(old[:m] != fp[:m]))
+            fi.sync(emb, cat.alive[: len(emb)])
+            self.output_index_key_, self.output_index_fp_ = key, fp
+        return fi
+
+    def candidates(self, user: UserState, n: int) -> np.ndarray:
+        """About the ``n`` best-scored live items (dense indices, best first): the user's
+        ``h`` searched in an HNSW graph over the item outputs (scores are cosines), the
+        found items ordered by their exact score. None for a user with no events when
+        ``cold_popularity`` is off."""
+        self._check_fitted()
+        if n <= 0 or not self._ensure_nets() or (not self.cold_popularity and not self.seqs_.get(user.user)):
+            return np.zeros(0, dtype=np.int64)
+        self._sync_items()
+        with threads(self.num_threads):
+            h = self.user_vector(user.user)
+            fi = self._output_index()
+        keys = fi.search(h, n)
+        return best(keys, self.item_embeddings()[keys] @ h, n)
+
+    def floor(self, user: UserState, probe: int = 32) -> float | None:
+        """The lowest score over live items: the ``probe`` items nearest ``-h``, scored exactly."""
+        self._check_fitted()
+        if not self._ensure_nets() or (not self.cold_popularity and not self.seqs_.get(user.user)):
+            return 0.0
+        self._sync_items()
+        with threads(self.num_threads):
+            h = self.user_vector(user.user)
+            keys = self._output_index().search(-h, probe)
+        return float((self.item_embeddings()[keys] @ h).min() / self.temperature) if len(keys) else None
+
     def _score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        if not self.cold_popularity and not self.seqs_.get(user.user):  # in a fused engine, trending covers them
+            return np.zeros(len(items), dtype=np.float32)
         return items.project(self.item_embeddings(), self.user_vector(user.user)) / self.temperature
