@@ -24,6 +24,7 @@ import sys
 import threading
 import warnings
 from collections import Counter
+from types import FrameType
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -111,7 +112,7 @@ class Catalog:
         return len(self.ids)
 
     def __contains__(self, item_id: object) -> bool:
-        i = self.index.get(item_id)  # type: ignore[arg-type]
+        i = self.index.get(item_id) if isinstance(item_id, str) else None
         return i is not None and bool(self._alive[i])
 
     @property
@@ -223,7 +224,7 @@ class Catalog:
         if n <= cap:
             return
         new_cap = max(n, cap * 2)
-        v = np.zeros((new_cap, self.dim), dtype=np.float32)
+        v = np.zeros((new_cap, self._vectors.shape[1]), dtype=np.float32)
         v[:cap] = self._vectors
         a = np.zeros(new_cap, dtype=bool)
         a[:cap] = self._alive
@@ -368,7 +369,8 @@ def _num(x: float) -> str:
 def _caller_level() -> int:
     """The ``stacklevel`` of the first frame outside liverec: a warning points at the caller's line."""
     package = __name__.split(".")[0]
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == package:
         frame, level = frame.f_back, level + 1
     return level

@@ -29,7 +29,11 @@ class Encoder(Protocol):
     """Anything that turns texts into L2-normalised float32 vectors."""
 
     model_id: str
-    dim: int
+
+    @property
+    def dim(self) -> int:
+        """Length of every vector (an attribute or a property)."""
+        ...
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray: ...
 

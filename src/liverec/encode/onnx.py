@@ -84,7 +84,7 @@ class OnnxEncoder:
                 super().__init__()
                 self.bert = bert  # a registered submodule: weights export as initialisers
 
-            def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+            def forward(self, input_ids, attention_mask, token_type_ids):
                 return self.bert(input_ids=input_ids, attention_mask=attention_mask,
                                  token_type_ids=token_type_ids).last_hidden_state
 

@@ -362,7 +362,8 @@ class VWAgent:
         pmf = self._predict(shared + "\n" + "\n".join(lines))
         pmf = np.clip(pmf, 0.0, None)
         k = min(k, len(cand))
-        chosen, probs = [], []
+        chosen: list[int] = []
+        probs: list[float] = []
         avail = pmf.copy()
         for _ in range(k):
             tot = avail.sum()
@@ -449,4 +450,8 @@ def agent_factories(
     for n in names:
         if n not in ("vw", "random", "pop"):
             _parse_mode(n.partition("@")[0])
-    return {n: (lambda seed, _n=n: make_agent(_n, vectors, item_ids, seed=seed, **kwargs)) for n in names}
+
+    def factory(name: str) -> Callable[[int], Agent]:
+        return lambda seed: make_agent(name, vectors, item_ids, seed=seed, **kwargs)
+
+    return {n: factory(n) for n in names}

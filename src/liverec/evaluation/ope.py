@@ -80,7 +80,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, SupportsFloat, TypeGuard
 
 import numpy as np
 
@@ -384,7 +384,7 @@ def load_open_bandit(path: str | Path, *, hash_buckets: int | None = None) -> Lo
     )
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[SupportsFloat]:
     return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v))
 
 

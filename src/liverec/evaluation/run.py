@@ -101,12 +101,13 @@ def evaluate(
         )
 
     def factory(spec: ModelSpec) -> Callable[[], Any]:
-        grid = grid_for(spec.learner, spec.params) if tune_baselines and spec.kind == "learner" else []
-        if not grid:
+        learner = spec.learner  # set for kind "learner"
+        grid = grid_for(learner, spec.params) if tune_baselines and learner is not None and spec.kind == "learner" else []
+        if not grid or learner is None:
             return lambda: plain(spec)
 
         def make(point: Any) -> LearnerModel:
-            return LearnerModel(spec.name, make_learner(spec.learner, {**spec.params, **point}), catalog)
+            return LearnerModel(spec.name, make_learner(learner, {**spec.params, **point}), catalog)
 
         return lambda: TunedModel(spec.name, make, grid, protocol, k=k, learn=learns[spec.name], seed=seed)
 

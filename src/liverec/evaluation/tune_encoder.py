@@ -347,7 +347,7 @@ def tune_encoder(
     try:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]  # same class, older home
 
     hf_logging.disable_progress_bar()
     rng = np.random.default_rng(seed)

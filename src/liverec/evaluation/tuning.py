@@ -119,9 +119,9 @@ def validation_split(
         s = temporal_user_split(train, test_frac=VALIDATION_FRAC)
         return Validation(protocol, s.train, s.test, targets=s.test_by_user, exclude=s.train_by_user)
     if protocol == "stream":
-        s = stream_split(train, warmup_frac=1.0 - VALIDATION_FRAC)
-        held = s.stream if max_stream is None else s.stream[:max_stream]
-        return Validation(protocol, s.warmup, held)
+        ss = stream_split(train, warmup_frac=1.0 - VALIDATION_FRAC)
+        held = ss.stream if max_stream is None else ss.stream[:max_stream]
+        return Validation(protocol, ss.warmup, held)
     if protocol == "cold":
         c = cold_item_split(train, item_frac=COLD_ITEM_FRAC, seed=seed)
         return Validation(protocol, c.train, c.test, targets=c.test_by_user, candidates=tuple(sorted(c.cold_items)))

@@ -77,7 +77,8 @@ class FeedbackConfig:
             return w * (self.rating_engagement + self.rating_valence * self.valence(kind, value))
         return w * value
 
-    def weights(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
+    def weights(self, kinds: Sequence[str] | np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``weight`` per event, for columns of kinds (e.g. ``InteractionLog.kinds``) and values."""
         return np.fromiter((self.weight(k, v) for k, v in zip(kinds, values)), dtype=np.float64, count=len(kinds))
 
 
@@ -248,6 +249,20 @@ class Learner:
     #: declared (not what they did) does not: a log holds no evidence of its weight, so
     #: weights learned from a log leave it at its setting.
     learns_from_events: ClassVar[bool] = True
+    #: The catalog the learner was fitted on (set by ``fit`` and ``from_state``).
+    catalog_: Catalog
+
+    def fit(self, log: InteractionLog) -> Self:
+        """Reset, then learn from ``log``; returns ``self``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement fit")
+
+    def learn_one(self, event: Event) -> None:
+        """The real-time update from one event."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement learn_one")
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        """One score per item of ``items`` for ``user``, higher = better."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score")
 
     def get_params(self) -> dict[str, Any]:
         sig = inspect.signature(type(self).__init__)

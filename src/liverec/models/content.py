@@ -208,7 +208,7 @@ class ContentProfile(CentredSpace, Learner):
         h = self.half_life_days * _DAY
         s = self.short_.get(event.user)
         self.short_[event.user] = w * v if s is None else self.short_decay * s + w * v
-        if p is None:
+        if p is None or t0 is None:  # a new user (profiles_ and last_t_ are set together)
             self.profiles_[event.user] = w * v
             self.last_t_[event.user] = event.timestamp
         elif event.timestamp >= t0:

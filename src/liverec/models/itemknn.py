@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Self, Sequence
+from typing import ClassVar, Collection, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -453,7 +453,7 @@ class ItemKNN(Learner):
         hist = self.items_.get(user)
         if not hist:
             return None
-        keys = hist.keys()
+        keys: Collection[int] = hist.keys()
         if self.max_history is not None and len(hist) > self.max_history:
             # Score from the most recent items only: a heavy user's whole history costs
             # O(history x neighbours) per request (42 ms at ~2k items) and their old
@@ -502,7 +502,7 @@ class ItemKNN(Learner):
         k = self.k_neighbours
         counts = np.diff(sub.indptr)
         top_k = k is not None and bool((counts > k).any())
-        if top_k:
+        if top_k and k is not None:
             # Top-k needs every entry's similarity (one gather of 1/sqrt(n_j)) and a
             # partition per long row: ~3x slower than the full sum below.
             sub.data *= np.repeat(inv(h), counts)
@@ -525,6 +525,7 @@ class ItemKNN(Learner):
             return out.astype(np.float32)
         out = np.asarray(sub.T @ coef)
         if not top_k:
+            assert isq is not None  # computed whenever not few
             out = out * isq[:n_cat]
         out[h] += own
         return out[items.idx].astype(np.float32)

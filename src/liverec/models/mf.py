@@ -99,6 +99,7 @@ class _MatrixFactorization(Learner, abc.ABC):
     map_l2: float
     feedback: FeedbackConfig | None
     seed: int
+    min_interactions: int
 
     # ------------------------------------------------------------ subclass hooks
     @property

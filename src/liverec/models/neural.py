@@ -36,7 +36,7 @@ from .torch_utils import (
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from torch import nn
+    from torch import Tensor, nn
 
 _DAY = 86_400.0
 #: Exponent (in half-lives) below which 2^e is too close to float64 underflow for the
@@ -201,7 +201,7 @@ class NeuralScorer(TorchLearner):
         val_neg = self._sample_items((n - n_train, k))
         nets = self.nets_
 
-        def batch_loss(b: np.ndarray, train: bool) -> "torch.Tensor | None":
+        def batch_loss(b: np.ndarray, train: bool) -> "Tensor | None":  # torch is a local here
             neg = self._sample_items((len(b), k)) if train else val_neg[b - n_train]
             it, lab = item_np[b], label_np[b]
             u = self._user_emb(prof_t[b], has_t[b])

@@ -326,16 +326,16 @@ class ItemTowerCache:
         vecs = catalog.vectors
         n = len(vecs)
         fp = self._fingerprint(vecs)
-        old = 0
-        if self.emb is not None and self.fingerprint is not None and len(self.emb) <= n:
-            old = len(self.emb)
-        changed = np.flatnonzero(fp[:old] != self.fingerprint[:old]) if old else np.zeros(0, np.int64)
+        old, prev, prev_fp = 0, self.emb, self.fingerprint
+        if prev is not None and prev_fp is not None and len(prev) <= n:
+            old = len(prev)
+        changed = np.flatnonzero(fp[:old] != prev_fp[:old]) if old and prev_fp is not None else np.zeros(0, np.int64)
         rows = np.concatenate([changed, np.arange(old, n)])
         parts = [tower(vecs[rows[s : s + chunk]]) for s in range(0, len(rows), chunk)]
-        if old == 0:  # rows == arange(n)
+        if old == 0 or prev is None:  # rows == arange(n)
             emb = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
         else:
-            emb = self.emb
+            emb = prev
             if n > old:
                 emb = np.concatenate([emb, np.zeros((n - old, emb.shape[1]), dtype=emb.dtype)])
             if parts:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
+
+import numpy as np
 
 from ..store import Store
 from ..types import Event
@@ -77,7 +79,7 @@ class SlateFeedback:
         return self.fusion.weights if self.fusion is not None else dict(start)
 
     # ------------------------------------------------------------------ slates
-    def remember(self, user: str, scored: Scored, positions: Sequence[int], w: Mapping[str, float]) -> None:
+    def remember(self, user: str, scored: Scored, positions: np.ndarray, w: Mapping[str, float]) -> None:
         """Keep the served slate's per-source normalised scores until the user acts on it."""
         if self.fusion is None:
             return

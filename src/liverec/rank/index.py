@@ -9,10 +9,14 @@ take effect on the next search.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..encode.catalog import Catalog, centred_norms
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -67,7 +71,7 @@ class VectorIndex:
         self.connectivity = connectivity
         self.expansion_add = expansion_add
         self.expansion_search = expansion_search
-        self._ann = None
+        self._ann: Index | None = None  # built on the first search above exact_max_items
         self._in_ann = np.zeros(0, dtype=bool)
         self._synced_version = -1
         self.threads = threads
@@ -96,7 +100,7 @@ class VectorIndex:
             if self.center:  # fixed for the graph's life: every stored vector depends on it
                 self.mean_ = cat.vectors[cat.alive_idx()].astype(np.float64).mean(axis=0)
             self._ann = Index(
-                ndim=cat.dim, metric="ip", dtype="f32", connectivity=self.connectivity,
+                ndim=cat.vectors.shape[1], metric="ip", dtype="f32", connectivity=self.connectivity,
                 expansion_add=self.expansion_add, expansion_search=self.expansion_search,
             )
         if len(self._in_ann) < n:
@@ -154,7 +158,8 @@ class VectorIndex:
             return top, scores[top]
         with self._lock:
             self._sync_ann()
-            m = self._ann.search(query.astype(np.float32), min(n, len(self._ann)))
-        keys = np.asarray(m.keys, dtype=np.int64)
+            assert self._ann is not None  # built by _sync_ann
+            found = self._ann.search(query.astype(np.float32), min(n, len(self._ann)))
+        keys = np.asarray(found.keys, dtype=np.int64)
         # usearch "ip" distance is 1 - <q, v> (v as stored: centred and unit when center)
-        return keys, 1.0 - np.asarray(m.distances, dtype=np.float32)
+        return keys, 1.0 - np.asarray(found.distances, dtype=np.float32)

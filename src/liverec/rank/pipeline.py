@@ -157,7 +157,7 @@ class Pipeline:
         self._log(req, recs, scored, chosen.positions, req.policy)
         return recs
 
-    def _log(self, req: Request, recs: list[Recommendation], scored: ranker.Scored, order: Sequence[int], policy: str) -> None:
+    def _log(self, req: Request, recs: list[Recommendation], scored: ranker.Scored, order: np.ndarray, policy: str) -> None:
         """The served slate as impressions, each with its per-source contributions (the
         fusion weights are learned from them). Called under the engine lock: an erasure
         running now cannot be followed by this user's impressions."""

@@ -338,7 +338,10 @@ class QLearning(_Tabular):
 
     name: ClassVar[str] = "qlearning"
 
-    def _learn(self, transitions, s_next, avail, served, next_ctx) -> None:  # type: ignore[no-untyped-def]
+    def _learn(
+        self, transitions: list[tuple[int, int, float, float]], s_next: int | None, avail: np.ndarray,
+        served: Served, next_ctx: SlateContext | None,
+    ) -> None:
         for s, a, r, w in transitions:
             boot = float(self.Q_[s_next, avail].max()) if s_next is not None and len(avail) else 0.0
             self._td(s, a, r, w, boot)
@@ -387,7 +390,10 @@ class SARSA(_Tabular):
         a_next = self._explore(s_next, avail)[0] if len(avail) else None
         self._apply(transitions, s_next, a_next)
 
-    def _learn(self, transitions, s_next, avail, served, next_ctx) -> None:  # type: ignore[no-untyped-def]
+    def _learn(
+        self, transitions: list[tuple[int, int, float, float]], s_next: int | None, avail: np.ndarray,
+        served: Served, next_ctx: SlateContext | None,
+    ) -> None:
         if s_next is None or next_ctx is None:
             self._apply(transitions, None, None)
             return
@@ -500,10 +506,11 @@ class DQN(Policy):
         d = self.proj_.shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            net = nn.Sequential(nn.Linear(3 * d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1))
+            first, last = nn.Linear(3 * d, self.hidden), nn.Linear(self.hidden, 1)
+            net = nn.Sequential(first, nn.ReLU(), last)
         with torch.no_grad():
-            net[2].weight.zero_()  # Q starts at 0: untrained, the fused ranking decides
-            net[2].bias.zero_()
+            last.weight.zero_()  # Q starts at 0: untrained, the fused ranking decides
+            last.bias.zero_()
         self.net_ = net
         self.target_ = copy.deepcopy(net).requires_grad_(False)
         self.opt_ = torch.optim.Adam(net.parameters(), lr=self.lr)

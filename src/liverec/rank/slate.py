@@ -108,8 +108,10 @@ def build_slate(
     rel = fused[pool].astype(np.float64)
     span = rel.max() - rel.min() if len(rel) else 0.0
     rel = (rel - rel.min()) / span if span > 1e-12 else np.ones_like(rel)
-    use_div = diversity > 0 and vectors is not None
-    vecs = (vectors[pool] if rows is None else vectors[rows[pool]]) if use_div else None
+    vecs = None
+    if diversity > 0 and vectors is not None:
+        vecs = vectors[pool] if rows is None else vectors[rows[pool]]
+    use_div = vecs is not None
     max_sim = np.full(len(pool), -1.0)
     chosen: list[int] = []
     counts: dict[Any, int] = {}
@@ -136,7 +138,7 @@ def build_slate(
         for w in ws:
             word_counts[w] = word_counts.get(w, 0) + 1
         chosen.append(j)
-        if use_div:
+        if vecs is not None:  # use_div
             max_sim = np.maximum(max_sim, vecs @ vecs[j])
     chosen += waiting[: k - len(chosen)]
     return pool[np.asarray(chosen, dtype=np.int64)]

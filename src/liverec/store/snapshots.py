@@ -79,16 +79,19 @@ class StoreSnapshots:
 
     def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo:
         created = time.time()
-        row = {"log_seq": int(header["log_seq"]), "created": created, "size": len(body), "header": json.dumps(header)}
+        log_seq = int(header["log_seq"])
+        row = {"log_seq": log_seq, "created": created, "size": len(body), "header": json.dumps(header)}
         with self.store._begin() as conn:  # header and parts commit together, or not at all
-            version = conn.execute(S.model_snapshots.insert().values(**row)).inserted_primary_key[0]
+            key = conn.execute(S.model_snapshots.insert().values(**row)).inserted_primary_key
+            assert key is not None  # a single-row INSERT
+            version = key[0]
             for part, start in enumerate(range(0, len(body), PART_BYTES)):
                 conn.execute(
                     S.model_snapshot_parts.insert().values(
                         version=version, part=part, data=body[start : start + PART_BYTES]
                     )
                 )
-        return SnapshotInfo(str(version), row["log_seq"], created, len(body), header)
+        return SnapshotInfo(str(version), log_seq, created, len(body), header)
 
     def list(self) -> list[SnapshotInfo]:
         t = S.model_snapshots

@@ -223,10 +223,12 @@ class Store:
     def _insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT, which carries ON CONFLICT on both SQLite and PostgreSQL."""
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
 
     # -------------------------------------------------------------------- items
     def upsert_items(self, items: Sequence[Item], now: float | None = None) -> None:
