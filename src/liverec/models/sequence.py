@@ -340,7 +340,7 @@ class SequenceModel(TorchLearner):
             fi = self.output_index_ = FactorIndex(emb.shape[1])
             self.output_index_key_, self.output_index_fp_ = None, np.zeros(0, dtype=np.float32)
         if self.output_index_key_ != key:
-            direction = np.random.default_rng(0).standard_normal(emb.shape[1]).astype(np.float32)
+            direction = np.random.default_rng(0).standard_normal(int(emb.shape[1])).astype(np.float32)
             fp, old = emb @ direction, self.output_index_fp_
             m = min(len(old), len(fp))
             fi.changed(np.flatnonzero(old[:m] != fp[:m]))
