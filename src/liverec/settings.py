@@ -204,8 +204,13 @@ class Settings(BaseSettings):
         20, ge=1, description="Most items (or served/clicked items per variant) one user adds to a DP export"
     )
     dp_budget: float = Field(
-        10.0, gt=0, description="Total ε all DP exports of this store may spend (each export spends its ε; "
-        "refused with 429 once spent). Privacy loss adds up over exports: raise it knowingly"
+        10.0, gt=0, description="Total ε the DP exports of one API key may spend in one budget window (each "
+        "export spends its ε; refused with 429 once spent). Privacy loss adds up over exports, keys and "
+        "windows: raise it knowingly"
+    )
+    dp_budget_window_s: float = Field(
+        0.0, ge=0, description="Length of a DP budget window in seconds: each key's budget starts afresh when a "
+        "new window begins (windows start at multiples of it since 1970). 0 = one window for ever"
     )
 
     @field_validator("kind_weights")

@@ -65,7 +65,7 @@ DEPLOYMENT_FIELDS = frozenset({
     "store", "vector_cache", "encoder_batch_size", "encoder_progress", "impression_flush_seconds",
     "log_impressions", "open_access", "api_keys", "max_body_bytes", "max_batch", "response_cache_size",
     "response_cache_seconds", "workers", "state", "state_prefix", "sync_seconds", "dp_epsilon",
-    "dp_max_contributions", "dp_budget", "snapshot_dir", "snapshot_keep", "snapshot_every_events",
+    "dp_max_contributions", "dp_budget", "dp_budget_window_s", "snapshot_dir", "snapshot_keep", "snapshot_every_events",
     "snapshot_interval_s",
 })
 

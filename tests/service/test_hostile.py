@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -66,6 +67,11 @@ def test_hostile_attributes_are_refused_and_lists_stay_intact(make_client, store
     assert c.engine.store.get_item("evil") is None
     assert [x["item"] for x in c.get("/recommendations/newcomer2", params={"k": 5}).json()["items"]] == [
         x["item"] for x in before]
+    # Filters on the attribute still work, and removing the item (never stored) changes nothing.
+    assert c.delete("/items/evil").status_code == 404
+    r = c.get("/recommendations/newcomer3", params={"k": 5, "filters": '{"year": {"gte": 1990, "lt": 2000}}'})
+    assert r.status_code == 200 and r.json()["items"]
+    assert all(1990 <= x["attributes"]["year"] < 2000 for x in r.json()["items"])
 
 
 def test_event_context_and_text_checked_like_attributes(make_client, store_url) -> None:
@@ -140,16 +146,26 @@ def test_ids_written_are_ids_that_can_be_read_and_erased(make_client, store_url)
     assert c.get(f"/users/{quote(odd, safe='')}").json()["events"] == 1
     assert c.delete(f"/users/{quote(odd, safe='')}").json()["deleted"]["events"] == 1
     assert c.engine.store.count_events() == 0
+    # Items by the same rule: an odd id is read and removed by its escaped path.
+    assert c.post("/items", json={"items": [{"id": odd, "text": "an odd book"}]}).status_code == 200
+    assert c.get(f"/items/{quote(odd, safe='')}").json()["id"] == odd
+    assert c.delete(f"/items/{quote(odd, safe='')}").json() == {"deleted": 1}
+    assert c.get(f"/items/{quote(odd, safe='')}").status_code == 404
+    # Event ids never appear in a path: a '/' is allowed there.
+    assert c.post("/events", json={"user": "u", "item": "2", "id": "shop/order/7"}).json()["accepted"] == 1
 
 
 def test_nul_in_paths_and_interests_is_refused_alike_on_every_store(make_client, store_url) -> None:
     c = make_client(store_url, open_access=True)
-    for method, path in [("get", "/users/%00"), ("delete", "/users/%00"), ("get", "/items/%00"),
-                         ("delete", "/items/%00"), ("get", "/recommendations/%00"), ("get", "/explain/%00/2"),
-                         ("get", "/users/a%00b")]:
+    # The same answer on every store (this test runs on each): 422 naming the path field.
+    for method, path, field in [("get", "/users/%00", "user"), ("delete", "/users/%00", "user"),
+                                ("get", "/items/%00", "item_id"), ("delete", "/items/%00", "item_id"),
+                                ("get", "/recommendations/%00", "user"), ("get", "/explain/%00/2", "user"),
+                                ("get", "/users/a%00b", "user")]:
         r = getattr(c, method)(path)
-        assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
-        assert set(r.json()) >= {"error", "message", "field", "fix"}
+        assert r.status_code == 422, (method, path, r.status_code, r.text)
+        assert set(r.json()) == {"error", "message", "field", "fix"} and r.json()["field"] == field
+        assert r.json()["error"] == "validation_error" and "NUL" in r.json()["message"]
     r = c.put("/users/x/interests", json={"interests": "a\u0000b"})
     assert r.status_code == 422 and r.json()["field"] == "body.interests"
     r = raw(c, "PUT", "/users/x/interests", '{"interests": "\\udc00"}')
@@ -183,7 +199,10 @@ def test_openapi_lists_401_and_422_in_the_error_shape(make_client) -> None:
     c = make_client()
     doc = c.get("/openapi.json").json()
     post = doc["paths"]["/events"]["post"]["responses"]
-    assert {"401", "403", "422", "413"} <= set(post)
+    assert {"400", "401", "403", "422", "413"} <= set(post)
+    assert post["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    for export in ("/admin/export/popularity", "/admin/export/variants"):
+        assert "429" in doc["paths"][export]["get"]["responses"]
     assert post["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
     assert "401" not in doc["paths"]["/health"]["get"]["responses"]
     assert "401" in doc["paths"]["/users/{user}"]["delete"]["responses"]
@@ -271,10 +290,44 @@ def test_dp_budget_epsilon_cap_and_empty_policy(make_client) -> None:
     assert c.get("/admin/export/popularity", params={"epsilon": 0.5}).status_code == 200  # what is left
     assert c.get("/admin/export/popularity", params={"epsilon": 0.01}).status_code == 429
     # The budget lives in the store: a restarted service does not get a fresh one.
-    assert c.engine.store.spend("dp_epsilon_spent", 0.01, limit=2.5) == (False, pytest.approx(2.5))
+    assert c.engine.store.spend("dp_epsilon_spent:open", 0.01, limit=2.5) == (False, pytest.approx(2.5))
     r = c.get("/recommendations/u1", params={"policy": ""})
     assert r.status_code == 422 and r.json()["field"] == "policy"
     assert [v["name"] for v in c.get("/variants").json()["variants"]] == ["default"]
+
+
+def test_dp_budget_is_per_key_and_starts_afresh_each_window(make_client, monkeypatch) -> None:
+    import liverec.service.routes.variants as variants_mod
+    from apihelp import KEYS
+
+    from liverec.service.auth import hash_key
+
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr(variants_mod, "time", SimpleNamespace(time=lambda: clock[0]))
+    c = make_client(dp_budget=2.0, dp_budget_window_s=86_400)
+    c.engine.store.add_api_key("second-admin", "admin", hash_key("lr_second_admin_key"))
+    first, second = {"X-API-Key": KEYS["admin"]}, {"X-API-Key": "lr_second_admin_key"}
+    window_end = (clock[0] // 86_400 + 1) * 86_400
+    r = c.get("/admin/export/popularity", params={"epsilon": 1.5}, headers=first).json()
+    assert r["budget_spent"] == pytest.approx(1.5) and r["budget_renews_at"] == window_end
+    r = c.get("/admin/export/variants", params={"epsilon": 1}, headers=first)
+    assert r.status_code == 429 and "this API key" in r.json()["message"] and "starts afresh at" in r.json()["message"]
+    # Another key has a budget of its own; the refused export spent nothing.
+    r = c.get("/admin/export/variants", params={"epsilon": 1}, headers=second).json()
+    assert r["budget_spent"] == pytest.approx(1)
+    assert c.get("/admin/export/popularity", params={"epsilon": 0.5}, headers=first).json()["budget_spent"] == 2.0
+    assert c.get("/admin/export/popularity", params={"epsilon": 0.1}, headers=first).status_code == 429
+    clock[0] = window_end + 1  # the next window: the key's budget starts afresh
+    r = c.get("/admin/export/popularity", params={"epsilon": 1.5}, headers=first).json()
+    assert r["budget_spent"] == pytest.approx(1.5) and r["budget_renews_at"] == window_end + 86_400
+    doc = c.get("/openapi.json").json()["components"]["schemas"]["DPCountOut"]["properties"]
+    assert "budget_renews_at" in doc
+    # Without a window the budget never renews, and says so.
+    c2 = make_client(open_access=True, dp_budget=1.0)
+    assert c2.get("/admin/export/popularity", params={"epsilon": 1}).json()["budget_renews_at"] is None
+    clock[0] += 10 * 86_400
+    r = c2.get("/admin/export/popularity", params={"epsilon": 1})
+    assert r.status_code == 429 and "starts afresh" not in r.json()["message"]
 
 
 # ---------------------------------------------------------------------- erasure

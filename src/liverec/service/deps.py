@@ -18,7 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader
 
-from .auth import HEADER, allows
+from .auth import HEADER, allows, hash_key
 from .core import Service
 
 
@@ -65,6 +65,18 @@ def require(role: str) -> DependsParam:
 
 
 READ, WRITE, ADMIN = require("read"), require("write"), require("admin")
+
+
+async def caller_id(request: Request, key: Annotated[str | None, Depends(api_key)] = None) -> str:
+    """Who is calling, for per-key accounting: ``key:<first 16 hex of the key's SHA-256>``
+    (never the key itself), or ``open`` when keys are off."""
+    if request.app.state.svc.settings.open_access:
+        return "open"
+    key = key or bearer(request)
+    return f"key:{hash_key(key)[:16]}" if key else "anonymous"
+
+
+Caller = Annotated[str, Depends(caller_id)]
 
 
 def role_of_route(route: Any) -> str | None:

@@ -15,8 +15,10 @@ whose per-user contribution is bounded first.
   (``epsilon / 2`` each); the released CTR is post-processing of the noisy counts.
 
 Negative noisy counts are clipped to 0 (post-processing keeps the guarantee). Every
-export spends its ε from one budget per store (``Settings.dp_budget``, basic
-composition: the total privacy loss is the sum); once spent, exports are refused.
+export spends its ε from the calling API key's budget (``Settings.dp_budget`` per
+``Settings.dp_budget_window_s``, kept in the store; basic composition: the total
+privacy loss is the sum over exports, keys and windows); once spent, that key's
+exports are refused until the next window.
 One export's ε is at most ``MAX_EPSILON``.
 
 Examples

@@ -219,8 +219,10 @@ class DPCountOut(BaseModel):
     epsilon: float
     sensitivity: int
     mechanism: str
-    budget: float = Field(description="Total ε all exports of this store may spend (Settings.dp_budget)")
-    budget_spent: float = Field(description="ε spent so far, this export included")
+    budget: float = Field(description="ε the caller's API key may spend in this window (Settings.dp_budget)")
+    budget_spent: float = Field(description="ε this key spent in this window, this export included")
+    budget_renews_at: float | None = Field(
+        description="Unix time the key's budget starts afresh (Settings.dp_budget_window_s); null: never")
     counts: dict[str, int]
 
 
@@ -228,8 +230,10 @@ class DPVariantOut(BaseModel):
     epsilon: float
     sensitivity: int
     mechanism: str
-    budget: float = Field(description="Total ε all exports of this store may spend (Settings.dp_budget)")
-    budget_spent: float = Field(description="ε spent so far, this export included")
+    budget: float = Field(description="ε the caller's API key may spend in this window (Settings.dp_budget)")
+    budget_spent: float = Field(description="ε this key spent in this window, this export included")
+    budget_renews_at: float | None = Field(
+        description="Unix time the key's budget starts afresh (Settings.dp_budget_window_s); null: never")
     variants: dict[str, dict[str, float | int | None]]
 
 

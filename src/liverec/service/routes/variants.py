@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -11,7 +14,7 @@ from ...types import Event
 from .. import schemas as S
 from ..ab import wilson
 from ..core import Service
-from ..deps import ADMIN, READ, Svc
+from ..deps import ADMIN, READ, Caller, Svc
 from ..privacy import MAX_EPSILON, bounded_popularity, dp_counts
 
 router = APIRouter()
@@ -42,11 +45,13 @@ def variants(svc: Svc) -> S.VariantsOut:
     return S.VariantsOut(variants=variant_rows(svc))
 
 
-def spend(svc: Service, epsilon: float | None) -> tuple[float, float]:
-    """(ε, total spent) for one DP export, after charging ε to the store's privacy budget.
+def spend(svc: Service, who: str, epsilon: float | None) -> tuple[float, float, float | None]:
+    """(ε, spent in this window, when the window ends) for one DP export by caller ``who``,
+    after charging ε to that API key's privacy budget for the current window.
 
-    The budget is kept in the store, so restarts and every worker or replica over the
-    same store share it; an export that would exceed ``Settings.dp_budget`` is refused
+    Budgets are counters in the store, so restarts and every worker or replica over the
+    same store share them; an export that would take the key past ``Settings.dp_budget``
+    in this window (``Settings.dp_budget_window_s``; 0 = one window for ever) is refused
     (429) and spends nothing.
     """
     eps = float(epsilon or svc.settings.dp_epsilon)
@@ -56,21 +61,33 @@ def spend(svc: Service, epsilon: float | None) -> tuple[float, float]:
             f"near-exact counts. Use epsilon <= {MAX_EPSILON:g} (LIVEREC_DP_EPSILON for the default).",
             field="epsilon",
         )
-    budget = svc.settings.dp_budget
-    ok, spent = svc.engine.store.spend("dp_epsilon_spent", eps, limit=budget)
+    budget, window = svc.settings.dp_budget, svc.settings.dp_budget_window_s
+    start = math.floor(time.time() / window) * window if window > 0 else None
+    renews = start + window if start is not None else None
+    counter = f"dp_epsilon_spent:{who}" + (f":{start:.0f}" if start is not None else "")
+    ok, spent = svc.engine.store.spend(counter, eps, limit=budget)
     if not ok:
+        when = (f"it starts afresh at {datetime.fromtimestamp(renews, timezone.utc):%Y-%m-%d %H:%M:%S} UTC; "
+                if renews is not None else "")
         raise HTTPException(
             429,
-            f"the privacy budget is spent: DP exports of this store have used ε={spent:g} of dp_budget={budget:g}, "
-            f"and this export needs ε={eps:g}. Every export adds to what an observer can learn about one user; "
-            "export with a smaller epsilon, or raise LIVEREC_DP_BUDGET knowing the total privacy loss grows.",
+            f"the privacy budget is spent: this API key's DP exports have used ε={spent:g} of dp_budget={budget:g}"
+            f"{' in this window' if renews is not None else ''}, and this export needs ε={eps:g}. Every export "
+            f"adds to what an observer can learn about one user; {when}export with a smaller epsilon, or raise "
+            "LIVEREC_DP_BUDGET knowing the total privacy loss grows.",
         )
-    return eps, spent
+    return eps, spent, renews
 
 
-@router.get("/admin/export/popularity", response_model=S.DPCountOut, tags=["privacy"], dependencies=[ADMIN])
+#: The refusal of an export past the key's budget, in the OpenAPI document.
+SPENT = {429: {"model": S.ErrorOut, "description": "The API key's privacy budget for this window is spent"}}
+
+
+@router.get("/admin/export/popularity", response_model=S.DPCountOut, tags=["privacy"], dependencies=[ADMIN],
+            responses=SPENT)
 def export_popularity(
     svc: Svc,
+    who: Caller,
     epsilon: Epsilon = None,
     top: Annotated[int, Query(ge=1, le=100_000, description="Return the top items by noisy count")] = 100,
 ) -> S.DPCountOut:
@@ -81,7 +98,7 @@ def export_popularity(
     (zeros included, so which items were touched is not revealed), then the top
     ``top`` noisy counts are returned (post-processing).
     """
-    eps, spent = spend(svc, epsilon)
+    eps, spent, renews = spend(svc, who, epsilon)
     cap = svc.settings.dp_max_contributions
     eng = svc.engine
     weights = eng.feedback.kind_weights
@@ -96,18 +113,19 @@ def export_popularity(
     noisy = dp_counts(counts, epsilon=eps, sensitivity=cap)
     best = dict(sorted(noisy.items(), key=lambda kv: -kv[1])[:top])
     return S.DPCountOut(epsilon=eps, sensitivity=cap, mechanism=MECHANISM, budget=svc.settings.dp_budget,
-                        budget_spent=spent, counts=best)
+                        budget_spent=spent, budget_renews_at=renews, counts=best)
 
 
-@router.get("/admin/export/variants", response_model=S.DPVariantOut, tags=["privacy"], dependencies=[ADMIN])
-def export_variants(svc: Svc, epsilon: Epsilon = None) -> S.DPVariantOut:
+@router.get("/admin/export/variants", response_model=S.DPVariantOut, tags=["privacy"], dependencies=[ADMIN],
+            responses=SPENT)
+def export_variants(svc: Svc, who: Caller, epsilon: Epsilon = None) -> S.DPVariantOut:
     """ε-DP per-variant CTR: noisy served and clicked counts (ε/2 each), CTR from them.
 
     Each user adds at most ``dp_max_contributions`` served items and as many clicks
     to the counts of all variants together, so that bound is the L1 sensitivity of
     each vector however many variants (or ``?policy=`` overrides) the user saw.
     """
-    eps, spent = spend(svc, epsilon)
+    eps, spent, renews = spend(svc, who, epsilon)
     cap = svc.settings.dp_max_contributions
     raw = svc.stats.dp_counts()
     names = [v.name for v in svc.variants] + sorted(n for n in raw if n not in svc.by_name)
@@ -118,4 +136,4 @@ def export_variants(svc: Svc, epsilon: Epsilon = None) -> S.DPVariantOut:
             "ctr": min(1.0, clicked[n] / served[n]) if served[n] else None} for n in names
     }
     return S.DPVariantOut(epsilon=eps, sensitivity=cap, mechanism=MECHANISM, budget=svc.settings.dp_budget,
-                          budget_spent=spent, variants=out)
+                          budget_spent=spent, budget_renews_at=renews, variants=out)
