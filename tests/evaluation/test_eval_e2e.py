@@ -134,3 +134,15 @@ def test_eval_creates_the_cache_directory_or_runs_without_a_cache(tiny, encoder,
     out = evaluate(tiny, ["trending"], protocol="static", k=10, encoder=encoder, cache_url=url)
     assert 0.0 <= out["results"]["trending"]["ndcg@10"] <= 1.0
     assert (tmp_path / "not/yet/there/v.db").exists() == (cache == "new-dir")
+
+
+def test_book_vectors_and_encoder_reports_create_the_cache_directory(encoder, tmp_path):
+    from liverec.evaluation.simulator import load_book_vectors
+    from liverec.evaluation.tune_encoder import _encode
+
+    url = f"sqlite:///{tmp_path}/sim/cache/v.db"
+    vecs, ids, titles = load_book_vectors(20, encoder=encoder, cache_url=url)
+    assert vecs.shape == (20, encoder.dim) and (tmp_path / "sim/cache/v.db").exists()
+    url = f"sqlite:///{tmp_path}/report/cache/v.db"
+    got, _ = _encode(None, ["a book about the sea", "a book about the stars"], url, False)
+    assert got.shape == (2, encoder.dim) and (tmp_path / "report/cache/v.db").exists()

@@ -678,16 +678,15 @@ def load_book_vectors(
     default template, exactly as the engine would, so the cache is shared with it.
     """
     from ..data import load_goodbooks
-    from ..encode.cache import CachedEncoder
+    from ..encode.cache import CachedEncoder, open_cache
     from ..encode.text import render_text
     from ..settings import DEFAULT_TEXT_TEMPLATE
-    from ..store import Store
     from .run import default_cache_url
 
     items = load_goodbooks(limit=catalog_size)
     tpl = template or DEFAULT_TEXT_TEMPLATE
     texts = [render_text(it.text, it.attributes, tpl) for it in items]
-    store = Store.open(cache_url or default_cache_url())
+    store = open_cache(cache_url or default_cache_url())  # its directory made on first use
     try:
         enc = encoder if encoder is not None else SentenceTransformerEncoder()
         vecs = CachedEncoder(enc, store, progress=True).encode(texts)

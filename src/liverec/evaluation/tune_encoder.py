@@ -401,10 +401,9 @@ def _encode(model: str | None, texts: list[str], cache_url: str | None, progress
     enc = SentenceTransformerEncoder(model)
     if cache_url is None:
         return enc.encode(texts, progress=progress), enc.model_id
-    from ..store import Store
-    from ..encode.cache import CachedEncoder
+    from ..encode.cache import CachedEncoder, open_cache
 
-    store = Store.open(cache_url)
+    store = open_cache(cache_url)  # its directory made on first use
     try:
         return CachedEncoder(enc, store, progress=progress).encode(texts), enc.model_id
     finally:
