@@ -99,3 +99,24 @@ def test_itemknn_top_k_scores_of_a_few_items_are_those_of_the_whole_catalog(setu
     for u in users[:8]:
         full = m.score(UserState(u), live)
         np.testing.assert_array_equal(m.score(UserState(u), cat.from_idx(few)), full[few])
+
+
+def test_declared_interests_two_stage_serve_the_exact_top_ten(setup):
+    # Candidates from the vector index and a floor from its far end, as for content.
+    cat, learners, users = setup
+    m = REGISTRY["interests"]().fit(InteractionLog.from_events([], cat))
+    two_stage = VectorIndex(cat, exact_max_items=100, center=True, threads=1)
+    rng = np.random.default_rng(0)
+    weights = {"interests": 1.0}
+    source = {"interests": m}
+    live = cat.from_idx(cat.alive_idx())
+    for j in (3, 150, 420):
+        iv = (cat.vectors[j] + 0.1 * rng.normal(size=cat.dim)).astype(np.float32)
+        u = UserState(users[0], interests=iv)
+        full = np.asarray(m.score(u, live), dtype=np.float64)
+        floor = ranker.floors(u, source, weights, cat, two_stage)
+        assert full.min() - 1e-5 <= floor["interests"] <= full.min() + 0.05 * (full.max() - full.min())
+        idx = ranker.retrieve(u, source, weights, cat, two_stage, 40)
+        got = ranker.fuse(u, cat.from_idx(idx), source, weights, floor)
+        want = ranker.fuse(u, live, source, weights)
+        assert set(got.items.idx[ranker.select(got, 10)]) == set(want.items.idx[ranker.select(want, 10)])
