@@ -59,8 +59,10 @@ class SequenceModel(TorchLearner):
     tower stays frozen between batch fits, so the cached embeddings of the whole
     catalog stay valid (the step changes every user's ``h``, so those caches are dropped).
     ``num_threads`` and ``seed`` work as in :class:`~liverec.models.NeuralScorer`.
-    ``cold_popularity=False`` scores a user with no events 0 everywhere (in a fused
-    engine the trending source answers them) instead of by the learned start state.
+    A batch fit trains on the most recent ``max_pairs`` pairs (0 = all), so its time is
+    bounded whatever the log's length. ``cold_popularity=False`` scores a user with no
+    events 0 everywhere (in a fused engine the trending source answers them) instead of
+    by the learned start state.
 
     Examples
     --------
@@ -104,6 +106,7 @@ class SequenceModel(TorchLearner):
         online_every: int = 8,
         online_lr: float = 1e-3,
         online_batch: int = 64,
+        max_pairs: int = 200_000,
         num_threads: int = 1,
         feedback: FeedbackConfig | None = None,
         cold_popularity: bool = True,
@@ -126,6 +129,7 @@ class SequenceModel(TorchLearner):
         self.online_every = online_every
         self.online_lr = online_lr
         self.online_batch = online_batch
+        self.max_pairs = max_pairs
         self.num_threads = num_threads
         self.feedback = feedback
         self.cold_popularity = cold_popularity
@@ -242,6 +246,9 @@ class SequenceModel(TorchLearner):
     ) -> None:
         torch = require_torch()
         prefix, pol, lengths, targets = self._pairs(users, items, weights, times)
+        if self.max_pairs and len(targets) > self.max_pairs:  # the most recent pairs bound the fit's time
+            keep = slice(len(targets) - self.max_pairs, None)
+            prefix, pol, lengths, targets = prefix[keep], pol[keep], lengths[keep], targets[keep]
         n = len(targets)
         if n == 0:
             return
