@@ -287,7 +287,7 @@ class RedisUserState:
         except Exception as exc:
             if not self.down:
                 self._failed("version read from", exc)
-            return -1  # never equal to a cached version: nothing stale is served while Redis is away
+            return -time.monotonic_ns()  # never the same twice: no cached response is served while Redis is away
         return int(v) if v is not None else 0
 
     def interests_text(self, user: str) -> str | None:
