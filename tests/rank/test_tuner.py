@@ -160,3 +160,21 @@ def test_new_items_are_part_of_the_objective_for_sources_that_can_rank_them():
     assert cold is not None and cold.shape == (len(boards.cold.split.users), len(new)) and cold.any()
     assert boards.fit("transition", {}, FeedbackConfig())[1] is None  # cannot rank unseen items
     assert "new items" in tuner.run(events, cat).objective
+
+
+def test_a_switched_off_source_comes_back_at_a_share_of_the_sources_that_score():
+    """A source with no evidence in the log (all scores 0) does not set the scale of the weights tried."""
+    from liverec.rank.tuner import _Boards
+
+    tried: list[float] = []
+
+    def objective(parts, w):
+        tried.append(w["off"])
+        return 0.0
+
+    boards = _Boards.__new__(_Boards)
+    boards.objective = objective
+    ones, zeros = np.ones((3, 4), np.float32), np.zeros((3, 4), np.float32)
+    parts = {"a": (ones, None), "off": (ones, None), "silent": (zeros, None)}
+    boards.search_weights(parts, {"a": 1.0, "off": 0.0, "silent": 10.0})
+    assert set(tried) - {0.0} == {0.05, 0.25, 1.0}

@@ -532,7 +532,9 @@ class _Boards:
         """Coordinate ascent over multiplicative steps of each weight (0 switches a source off)."""
         w = dict(weights)
         cur = self.objective(parts, w)
-        top = max(w.values(), default=1.0) or 1.0
+        # A switched-off source comes back at a share of the largest weight among the sources
+        # that score anything here (one with no evidence in the log, e.g. declared interests, does not count).
+        top = max((v for n, v in w.items() if n in parts and parts[n][0].any()), default=1.0) or 1.0
         for _ in range(rounds):
             moved = False
             for name in sorted(parts):
