@@ -940,8 +940,14 @@ class Engine:
             context=dict(context or {}), explain=explain,
             log=self.settings.log_impressions if log is None else log,
         )
+        shared = self._read_shared(user)
         with self._lock:
-            return self.pipeline.serve(*self.state.view(user), self.learners, req)
+            return self.pipeline.serve(*(shared or self.state.view(user)), self.learners, req)
+
+    def _read_shared(self, user: str) -> tuple[UserState, set[int]] | None:
+        """``user``'s state from a shared user state (Redis), read before taking the engine lock
+        so other requests do not wait on the round trip; None for in-process state (read under it)."""
+        return self.state.view(user) if self.state.shared else None
 
     def log_served(
         self, user: str, recs: Sequence[Recommendation], *, policy: str = "greedy",
@@ -957,9 +963,10 @@ class Engine:
         _check_id(user, "user")
         idx = self.catalog.idx_of(item)
         w = self._weights(weights)
+        shared = self._read_shared(user)
         with self._lock:
             return self.pipeline.explain(
-                *self.state.view(user), self.learners, item, idx, w,
+                *(shared or self.state.view(user)), self.learners, item, idx, w,
                 exclude_seen=self.settings.exclude_seen,
             )
 

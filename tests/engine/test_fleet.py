@@ -127,6 +127,22 @@ def test_fleet_snapshots_are_refused_by_a_node_keeping_users_in_memory(open_engi
         mem.close()
 
 
+def test_requests_read_redis_outside_the_engine_lock(open_engine, books) -> None:
+    a = open_engine()
+    a.add_items(books[:60])
+    a.record(Event(user="reader", item="2", kind="like"))
+    held, real = [], a.state.view
+
+    def view(user: str):
+        held.append(a._lock._is_owned())  # other requests would wait on this round trip
+        return real(user)
+
+    a.state.view = view
+    assert "2" not in ids(a.recommend("reader", k=20, log=False))
+    a.explain("reader", "18")
+    assert held == [False, False]
+
+
 def test_while_redis_is_down_users_are_read_from_the_store(tmp_path, encoder, books) -> None:
     url = f"sqlite:///{tmp_path}/down.db"
     s = Settings(store=url, state="redis://127.0.0.1:1/0", encoder_progress=False)
