@@ -11,7 +11,7 @@ from checks.user_state_checks import CATALOG, REDIS_URL, UserStateContract, ev, 
 from liverec.errors import ValidationError
 from liverec.settings import Settings
 from liverec.state import OnlineState, open_user_state, user_from_events
-from liverec.state_redis import RedisUserState, StateUnavailableError, check_state_url
+from liverec.state_redis import REFILL_CLAIM_S, RedisUserState, StateUnavailableError, check_state_url
 
 
 class TestMemory(UserStateContract):
@@ -102,6 +102,24 @@ class TestRedis(UserStateContract):
         assert not st.complete() and "u" not in st
         st.apply(ev("u", "a", 1.0), 0)
         assert st.version("u") > v  # versions keep growing: no cached list of before the loss matches
+
+    def test_until_redis_holds_every_user_reads_come_from_the_fallback(self, make) -> None:
+        st = make(5)
+        st.apply(ev("u", "a", 1.0), 0)
+        st.fallback = lambda user: user_from_events(user, [ev(user, "b", 2.0)], CATALOG.get, history_length=5)
+        assert st.view("u")[1] == {1}  # lost or being refilled: the store is exact
+        st.mark_complete()
+        assert st.view("u")[1] == {0}
+
+    def test_one_replica_refills_at_a_time(self, make, prefix) -> None:
+        a, b = make(5), make(5)
+        assert a.claim_refill() and not b.claim_refill()
+        assert 0 < redis_client().ttl(f"{prefix}:users:refilling") <= REFILL_CLAIM_S  # a crashed refill expires
+        with a.batch():
+            a.apply(ev("u", "a", 1.0), 0)
+        assert not b.claim_refill()
+        a.mark_complete()
+        assert a.complete() and b.complete() and b.claim_refill()  # released
 
     def test_unreachable_redis(self, make) -> None:
         down = RedisUserState.open("redis://127.0.0.1:1/0", prefix="x", history_length=5, idx_of=CATALOG.get)

@@ -251,7 +251,10 @@ class Engine:
     def _refill_users(self) -> int:
         """Write every user's state from the durable log into a shared user state that lost it (or
         never had it); returns the events written. Writes are idempotent, so replicas recording
-        meanwhile are safe; the engine lock keeps this engine's erasures after it."""
+        meanwhile are safe; the engine lock keeps this engine's erasures after it. One replica
+        refills at a time; the others read users from the store until it is done."""
+        if not self.state.claim_refill():
+            return 0
         n = 0
         with self._lock:
             with self.state.batch():

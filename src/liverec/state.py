@@ -94,7 +94,8 @@ class UserStateStore(Protocol):
     ``shared`` stores outlive the process and are shared by replicas: they are not
     rebuilt by a fit (:meth:`fresh` gives a rebuild target that keeps nothing), and when
     one reports ``complete() is False`` (it lost its data, or never had it) the engine
-    refills it from the durable log and calls :meth:`mark_complete`.
+    refills it from the durable log if :meth:`claim_refill` (one replica at a time), then
+    calls :meth:`mark_complete`.
     """
 
     history_length: int
@@ -115,6 +116,7 @@ class UserStateStore(Protocol):
     def records(self) -> Iterator[tuple[str, tuple[Row, ...], list[int]]]: ...
     def count(self) -> int | None: ...
     def complete(self) -> bool: ...
+    def claim_refill(self) -> bool: ...
     def mark_complete(self) -> None: ...
 
 
@@ -195,6 +197,9 @@ class OnlineState:
 
     def complete(self) -> bool:
         """Always: the engine rebuilds this state itself on open and on every fit."""
+        return True
+
+    def claim_refill(self) -> bool:
         return True
 
     def mark_complete(self) -> None:

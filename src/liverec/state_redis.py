@@ -15,8 +15,10 @@ write is idempotent (a row is its event's JSON, a seen item a set member): repla
 the log over Redis, or two replicas writing the same event, changes nothing twice.
 
 Redis loss (the ``complete`` key is gone, or a write failed): the engine refills the
-keys by streaming the durable log (:meth:`liverec.Engine.sync` checks on every call).
-While Redis cannot be reached, a read rebuilds the user from the store (``fallback``:
+keys by streaming the durable log (:meth:`liverec.Engine.sync` checks on every call);
+one replica at a time (``P:users:refilling``, a claim that expires unless renewed while
+it writes). Until ``complete`` is back, reads rebuild the user from the store. While
+Redis cannot be reached, a read rebuilds the user from the store (``fallback``:
 their events and interests, slower but exact) and writes are dropped to be refilled;
 after a failure Redis is left alone for :data:`RETRY_S` seconds. Erasure deletes the
 user's three keys.
@@ -54,6 +56,9 @@ BATCH = 1000
 
 #: After a failed call, Redis is not asked again for this many seconds (reads use the fallback).
 RETRY_S = 1.0
+
+#: A refill claim expires after this many seconds unless the refilling replica writes again.
+REFILL_CLAIM_S = 60
 
 #: Rebuilds one user from the durable store: (what the learners see, seen dense indices).
 Fallback = Callable[[str], tuple[UserState, set[int]]]
@@ -155,6 +160,7 @@ class RedisUserState:
         self._apply = client.register_script(_APPLY)
         self._interests = client.register_script(_INTERESTS)
         self._clock, self._complete = f"{prefix}:users:clock", f"{prefix}:users:complete"
+        self._refilling, self._claimed = f"{prefix}:users:refilling", False
         self._local = threading.local()
         self._lost = False  # a write failed: refill once Redis answers again
 
@@ -218,6 +224,8 @@ class RedisUserState:
         if self.down:  # the events are durable in the log: a refill restores them
             self._lost = True
             return
+        if self._claimed:  # still refilling: keep the claim
+            pipe.expire(self._refilling, REFILL_CLAIM_S)
         try:
             pipe.execute()
         except Exception as exc:
@@ -247,26 +255,30 @@ class RedisUserState:
             ) from None
 
     # ------------------------------------------------------------------- reads
-    def _read(self, user: str) -> tuple[list[bytes], set[bytes], list[bytes | None]]:
+    def _read(self, user: str) -> tuple[list[bytes], set[bytes], list[bytes | None], int]:
         h, s, m = self.keys(user)
         pipe = self.r.pipeline(transaction=True)
         pipe.zrange(h, 0, -1)
         pipe.smembers(s)
         pipe.hmget(m, "it", "iv")
+        pipe.exists(self._complete)
         return pipe.execute()
 
     def view(self, user: str) -> tuple[UserState, set[int]]:
         """(what the learners see, the seen filter as this replica's dense indices), in one round trip.
 
-        While Redis cannot be reached: the ``fallback``'s answer, else a cold user."""
+        While Redis cannot be reached, or does not hold every user (lost, being refilled):
+        the ``fallback``'s answer (the store's), else what Redis has (a cold user if nothing)."""
         try:
             if self.down:
                 raise ConnectionError("Redis failed moments ago")
-            rows, seen, (text, blob) = self._read(user)
+            rows, seen, (text, blob), filled = self._read(user)
         except Exception as exc:
             if not self.down:
                 self._failed("read from", exc)
             return self.fallback(user) if self.fallback is not None else (UserState(user), set())
+        if not filled and self.fallback is not None:
+            return self.fallback(user)
         history = tuple(Event(user, i, k, v, t, x, c or {}) for i, k, v, t, x, c in map(json.loads, rows))
         vec = np.frombuffer(blob, dtype=np.float32).copy() if blob else None
         idx = (self.idx_of(s.decode()) for s in seen)
@@ -328,14 +340,25 @@ class RedisUserState:
         self._lost = False  # the caller refills now; a write failing meanwhile sets it again
         return False
 
-    def mark_complete(self) -> None:
-        """Called by the engine after a refill from the log (kept incomplete if a write of it failed)."""
-        if self._lost:
-            return
+    def claim_refill(self) -> bool:
+        """Whether this replica refills now: one replica at a time (the claim expires after
+        :data:`REFILL_CLAIM_S` seconds unless renewed by the refill's writes)."""
         try:
-            self.r.set(self._complete, "1")
+            self._claimed = bool(self.r.set(self._refilling, "1", nx=True, ex=REFILL_CLAIM_S))
+        except Exception:
+            return False
+        return self._claimed
+
+    def mark_complete(self) -> None:
+        """Called by the engine after a refill from the log (kept incomplete if a write of it
+        failed); releases the refill claim."""
+        try:
+            if not self._lost:
+                self.r.set(self._complete, "1")
+            self.r.delete(self._refilling)
         except Exception:
             self._lost = True
+        self._claimed = False
 
     def close(self) -> None:
         self.r.close()

@@ -101,9 +101,13 @@ def test_restart_serves_from_redis_and_a_lost_redis_is_refilled_from_the_log(ope
 
     r = redis_client()
     r.delete(*r.scan_iter(match=f"{prefix}:*"))  # Redis restarted empty
-    assert b.user_state("reader").history == ()
+    assert b.user_state("reader").history == before[0]  # read from the store until refilled
+    assert b.user_state("fan").interests_text == "sea voyages"
+    r.set(f"{prefix}:users:refilling", "1")  # another replica is refilling
+    assert b.sync().get("users") == 0 and "reader" not in b.state
+    r.delete(f"{prefix}:users:refilling")  # it died: its claim expired
     out = b.sync()
-    assert out["users"] == 3
+    assert out["users"] == 3 and "reader" in b.state
     assert b.user_state("reader").history == before[0] and b.state.seen("reader") == before[1]
     assert b.user_state("fan").interests_text == "sea voyages"
     assert ids(b.recommend("reader", k=10, log=False)) == ids(before[2])
