@@ -10,7 +10,8 @@ import pytest
 from checks.user_state_checks import CATALOG, REDIS_URL, UserStateContract, ev, redis_client, redis_prefix
 from liverec.errors import ValidationError
 from liverec.settings import Settings
-from liverec.state import OnlineState, open_user_state, user_from_events
+from liverec.store import Store
+from liverec.state import OnlineState, open_user_state, refill_from_log, user_from_events
 from liverec.state_redis import REFILL_CLAIM_S, RedisUserState, StateUnavailableError, check_state_url
 
 
@@ -120,6 +121,24 @@ class TestRedis(UserStateContract):
         assert not b.claim_refill()
         a.mark_complete()
         assert a.complete() and b.complete() and b.claim_refill()  # released
+
+    def test_a_refill_does_not_bring_back_a_user_erased_meanwhile(self, make) -> None:
+        store = Store.open("sqlite://")
+        store.append_events([ev("gone", "a", 1.0), ev("keep", "b", 2.0), ev("keep", "c", 3.0)])
+        store.set_interests("fan", "opera")
+        st, read = make(5), store.iter_events
+
+        def iter_events(**kw):  # another replica erases "gone" after its event was read, before it is written
+            for seq, e in read(**kw):
+                yield seq, e
+                if e.user == "gone":
+                    store.delete_user("gone")
+                    st.forget("gone")
+
+        store.iter_events = iter_events
+        assert refill_from_log(st, store, CATALOG.get, lambda texts: np.ones((len(texts), 4), np.float32)) == 3
+        assert "gone" not in st and st.seen("keep") == {1, 2} and st.interests_text("fan") == "opera"
+        store.close()
 
     def test_unreachable_redis(self, make) -> None:
         down = RedisUserState.open("redis://127.0.0.1:1/0", prefix="x", history_length=5, idx_of=CATALOG.get)

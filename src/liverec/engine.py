@@ -42,7 +42,7 @@ from .settings import Settings
 from .snapshot import ModelSet, Snapshots, compat_key
 from .store import Store
 from .store.snapshots import SnapshotInfo, snapshot_repo
-from .state import UserStateStore, open_user_state, user_from_events
+from .state import UserStateStore, open_user_state, refill_from_log, user_from_events
 from .store.impressions import ImpressionWriter
 from .ingest import Ingestor
 from .types import Event, Item, Recommendation
@@ -255,18 +255,9 @@ class Engine:
         refills at a time; the others read users from the store until it is done."""
         if not self.state.claim_refill():
             return 0
-        n = 0
         with self._lock:
-            with self.state.batch():
-                for _, e in self.store.iter_events():
-                    self.state.apply(e, self.catalog.get_idx(e.item))
-                    n += 1
-                interests = list(self.store.iter_interests())
-                for start in range(0, len(interests), 256):
-                    part = interests[start:start + 256]
-                    vecs = self.encoder.encode([t for _, t in part], private=True)
-                    for (user, text), v in zip(part, vecs):
-                        self.state.set_interests(user, v, text)
+            n = refill_from_log(self.state, self.store, self.catalog.get_idx,
+                                lambda texts: self.encoder.encode(texts, private=True))
             self.state.mark_complete()
             self.model_version += 1  # versions restarted with the lost data: drop every cached list
         return n

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import AbstractContextManager, contextmanager
+from itertools import islice
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ from .types import Event
 
 if TYPE_CHECKING:
     from .settings import Settings
+    from .store import Store
 
 
 #: One event of a user's history without the user: (item, kind, value, timestamp, id, context or None).
@@ -262,3 +264,42 @@ def open_user_state(settings: "Settings", idx_of: Callable[[str], int | None], *
 
     return RedisUserState.open(settings.state, prefix=settings.state_prefix,
                                history_length=settings.history_length, idx_of=idx_of, fallback=fallback)
+
+
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def refill_from_log(state: UserStateStore, store: "Store", idx_of: Callable[[str], int | None],
+                    encode: Callable[[list[str]], np.ndarray], *, chunk: int = 1000) -> int:
+    """Write every user of ``store``'s log (events, then declared interests encoded with
+    ``encode``) into a shared ``state``; returns the events written.
+
+    Writes are idempotent, so replicas recording meanwhile are safe. A user erased by another
+    replica while a chunk was between read and write would come back: once the store's
+    erasure counter has moved, each chunk's users without events or interests in the store
+    are forgotten again after it is written.
+    """
+    erasures, n = store.counter("erasures"), 0
+
+    def written(users: set[str]) -> None:
+        if store.counter("erasures") != erasures:
+            for u in users:
+                if store.get_interests(u) is None and not store.user_events(u):
+                    state.forget(u)
+
+    for part in _chunks((e for _, e in store.iter_events()), chunk):
+        with state.batch():
+            for e in part:
+                state.apply(e, idx_of(e.item))
+        written({e.user for e in part})
+        n += len(part)
+    for part in _chunks(store.iter_interests(), 256):
+        vecs = encode([t for _, t in part])
+        with state.batch():
+            for (user, text), v in zip(part, vecs):
+                state.set_interests(user, v, text)
+        written({u for u, _ in part})
+    return n
