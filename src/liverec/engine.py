@@ -45,6 +45,7 @@ from .store.snapshots import SnapshotInfo, snapshot_repo
 from .state import UserStateStore, open_user_state, refill_from_log, user_from_events
 from .store.impressions import ImpressionWriter
 from .ingest import Ingestor
+from .replica import ReplicaSync
 from .types import Event, Item, Recommendation
 from .state_redis import check_state_url
 from .validate import check_text
@@ -129,14 +130,12 @@ class Engine:
             create_items=self._auto_create,
         )
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
-        self._cursor = 0  # last log seq this engine has learned (or skipped as its own)
-        self._items_mark = 0.0
-        self._item_seen: dict[str, float] = {}  # item id -> `updated` of the row loaded
-        self._users_mark = time.time()
-        self._erasures_seen = store.counter("erasures")
-        self._erasures_applied: set[int] = set()
-        self._erasure_noticed: float | None = None
-        self._changes_seen = store.counter("changes")
+        #: The replica cursor: what other engines wrote to the shared store, caught up on.
+        self.replica = ReplicaSync(
+            store, self.catalog, self._lock, learn=self._learn, own=self.ingest.own, load_items=self._load_items,
+            set_interests=self._load_interests, refit=lambda: self.fit(background=True),
+            fit_running=lambda: self.fit_running, before_sync=self._refill_if_lost, batch=self.state.batch,
+        )
         #: Versioned snapshots of the model set (liverec.snapshot): restarts replay only the log tail.
         self.snapshots = Snapshots(snapshot_repo(store, settings.snapshot_dir), settings.snapshot_keep)
         restored = self._load()
@@ -221,7 +220,7 @@ class Engine:
         if snap is not None:
             self.learned_weights = json.loads(snap[0].decode())
         restored = self.snapshots.newest(
-            self._snapshot_key(), erasures=self._erasures_seen, last_seq=self.store.last_event_seq()
+            self._snapshot_key(), erasures=self.replica.erasures_seen, last_seq=self.store.last_event_seq()
         )
         stored, gone = list(self.store.iter_items()), []
         if restored is not None:  # the snapshot's dense order: its learners index items by it
@@ -232,8 +231,7 @@ class Engine:
             self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
             self.catalog.remove(gone)
             self.index.sync()
-            self._items_mark = max(s.updated for s in stored)
-            self._item_seen = {s.id: s.updated for s in stored}
+            self.replica.items_loaded(stored)
         # A shared user state holds declared interests itself (and is refilled below when lost).
         interests = [] if self.state.shared else list(self.store.iter_interests())
         if interests:
@@ -267,7 +265,7 @@ class Engine:
         learners = restored.build_learners(self.catalog)
         users = restored.build_users(self.settings.history_length)
         with self._lock:
-            self._cursor = self._replay(learners, users, restored.log_seq)
+            self.replica.cursor = self._replay(learners, users, restored.log_seq)
             self.learners = learners
             self.state.adopt(users)
             self.model_version += 1
@@ -324,7 +322,7 @@ class Engine:
         # Not shared yet: serialised without the lock, at the fit's log position.
         snap = (self._capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
         with self._lock:
-            self._cursor = self._replay(learners, users, cursor)
+            self.replica.cursor = self._replay(learners, users, cursor)
             self.ingest.own.clear()
             if self._erased_during_fit:
                 snap = None  # it holds users erased during the fit
@@ -372,10 +370,8 @@ class Engine:
         with self._lock:
             if self.replicated:  # learn what other engines wrote: the state is then the log up to the cursor
                 self.sync(catalog=False)
-            seq = self._cursor if self.replicated else self.store.last_event_seq()
-            erasures = self._erasures_seen
-            while erasures + 1 in self._erasures_applied:
-                erasures += 1
+            seq = self.replica.cursor if self.replicated else self.store.last_event_seq()
+            erasures = self.replica.settled_erasures()
             body = self._capture(self.learners, self.state, seq, erasures)
         return self._write_snapshot(body, seq, erasures)
 
@@ -506,7 +502,7 @@ class Engine:
                 hook(user, events, counts["erasure_epoch"])
             if self._erased_during_fit is not None:  # a background fit read them: forget at swap
                 self._erased_during_fit.append((user, events))
-            self._erasures_applied.add(counts["erasure_epoch"])
+            self.replica.applied(counts["erasure_epoch"])
             self.snapshots.erased()  # they hold the user's state; the next one holds none
             self._forget_local(user, events)
             return counts
@@ -529,26 +525,20 @@ class Engine:
             if self._erased_during_fit is not None:
                 self._erased_during_fit.append((user, list(events)))
             self._forget_local(user, events)
-            if epoch is not None:
-                self._erasures_applied.add(epoch)
+            self.replica.applied(epoch)
 
     def behind(self) -> bool:
         """Whether another engine wrote to the shared store since this one last looked."""
-        seq, changes = self.store.head()
-        return seq > self._cursor or changes != self._changes_seen
+        return self.replica.behind()
 
     def catch_up(self) -> dict[str, int] | None:
         """Read-your-writes across processes: if another engine wrote to the store since
         this one last looked (one cheap query), :meth:`sync` now. None if nothing was new."""
-        seq, changes = self.store.head()
-        if seq <= self._cursor and changes == self._changes_seen:
-            return None
-        catalog = changes != self._changes_seen
-        self._changes_seen = changes  # read before syncing: a later change is seen next time
-        return self.sync(catalog=catalog)
+        return self.replica.catch_up()
 
     def sync(self, *, catalog: bool = True) -> dict[str, int]:
-        """Catch up with what other engines wrote to the shared store; returns what changed.
+        """Catch up with what other engines wrote to the shared store; returns what changed
+        (see :mod:`liverec.replica`).
 
         ``catalog=False`` catches up on events and erasures only (the cheap, frequent
         case); items and interests are read when ``catalog`` is True.
@@ -560,57 +550,20 @@ class Engine:
         about (the store's erasure counter moved) triggers a background re-fit, which
         drops the erased user's state.
         """
-        out = {"events": 0, "items": 0, "interests": 0, "refit": 0}
+        return self.replica.sync(catalog=catalog)
+
+    def _refill_if_lost(self, out: dict[str, int]) -> None:
         if not self.state.complete():  # a shared user state lost its data (Redis restarted empty)
             out["users"] = self._refill_users()
-        with self._lock, self.state.batch():
-            last = self._cursor
-            for seq, e in self.store.iter_events(after_seq=self._cursor):
-                if e.id in self.ingest.own:
-                    self.ingest.own.discard(e.id)
-                else:
-                    self._learn(e)
-                    out["events"] += 1
-                last = seq
-            self._cursor = last
-        if catalog:
-            self._sync_catalog(out)
-        epoch = self.store.counter("erasures")
-        missed = [x for x in range(self._erasures_seen + 1, epoch + 1) if x not in self._erasures_applied]
-        if not missed:
-            self._erasures_seen, self._erasure_noticed = epoch, None
-        elif self._erasure_noticed is None:
-            self._erasure_noticed = time.monotonic()  # its notice may still be on the way
-        elif time.monotonic() - self._erasure_noticed > 2.0 and not self.fit_running:
-            self.fit(background=True)
-            self._erasures_seen, self._erasure_noticed = epoch, None
-            out["refit"] = 1
-        return out
 
-    def _sync_catalog(self, out: dict[str, int]) -> None:
-        """Items and interests changed by other engines (a 5 s overlap absorbs clock skew;
-        rows already loaded at the same ``updated`` are skipped without rendering)."""
-        todo = [i for i, u in self.store.item_versions_since(self._items_mark - 5.0) if self._item_seen.get(i) != u]
-        changed = self.store.get_items(todo) if todo else []
-        if changed:
-            with self._lock:
-                out["items"] = self._load_items(changed)
-                self._items_mark = max(self._items_mark, max(s.updated for s in changed))
-        if self.store.count_items() != self.catalog.n_alive:
-            alive = self.store.item_ids()
-            gone = [i for i, a in zip(self.catalog.ids, self.catalog.alive) if a and i not in alive]
-            if gone:
-                with self._lock:
-                    self.catalog.remove(gone)
-                    out["items"] += len(gone)
-        mark = time.time()
-        for user, text in self.store.interests_changed_since(self._users_mark - 5.0):
-            if self.state.interests_text(user) != text:
-                vec = self.encoder.encode([text], private=True)[0] if text else None
-                with self._lock:
-                    self.state.set_interests(user, vec, text)
-                out["interests"] += 1
-        self._users_mark = mark
+    def _load_interests(self, user: str, text: str | None) -> bool:
+        """Load interests another engine declared; False if they were already loaded."""
+        if self.state.interests_text(user) == text:
+            return False
+        vec = self.encoder.encode([text], private=True)[0] if text else None
+        with self._lock:
+            self.state.set_interests(user, vec, text)
+        return True
 
     def _load_items(self, stored: Sequence[Any]) -> int:
         """Bring stored items into the in-memory catalog and index (already in the store)."""
@@ -624,8 +577,6 @@ class Engine:
             fresh.append((s_, text, idx))
         if not fresh:
             return 0
-        for s_ in stored:
-            self._item_seen[s_.id] = s_.updated
         vecs = self.encoder.encode([t for _, t, _ in fresh])
         self.catalog.upsert([s_.id for s_, _, _ in fresh], vecs, [dict(s_.attributes) for s_, _, _ in fresh],
                             [t for _, t, _ in fresh])

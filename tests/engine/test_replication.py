@@ -70,7 +70,7 @@ def test_erasure_notice_and_missed_erasure(pair) -> None:
     b.sync()
     a.delete_user("other")
     assert b.sync()["refit"] == 0  # the notice may still be on its way
-    b._erasure_noticed -= 3.0
+    b.replica.erasure_noticed -= 3.0
     v = b.model_version
     assert b.sync()["refit"] == 1
     b._fit_thread.join(60)

@@ -84,7 +84,7 @@ def test_restart_from_snapshot_serves_what_the_writer_served(url, encoder, books
     no_refit(monkeypatch)
     with Engine.open(url, settings=s, encoder=encoder) as again:
         assert again.snapshots.log_seq == at < last
-        assert again._cursor == last  # the 150 events after it were replayed
+        assert again.replica.cursor == last  # the 150 events after it were replayed
         assert served(again, users) == expected
         # New items after the snapshot, and events on them.
         again.add_items(books[300:320])
