@@ -24,9 +24,8 @@ import numpy as np
 from .encode.cache import CachedEncoder, open_shared_cache
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
-from .encode.text import render_text
 from .jobs import Failed, JobRunner, LocalJobs, job_runner
-from .errors import ConflictError, LiverecError, UnknownItemError, ValidationError
+from .errors import ConflictError, LiverecError, ValidationError
 from .models import REGISTRY
 from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from .rank.fusion import OnlineFusion
@@ -45,6 +44,7 @@ from .store.snapshots import SnapshotInfo, snapshot_repo
 from .state import UserStateStore, open_user_state, refill_from_log, user_from_events
 from .store.impressions import ImpressionWriter
 from .ingest import Ingestor
+from .items import Items
 from .replica import ReplicaSync
 from .types import Event, Item, Recommendation
 from .state_redis import check_state_url
@@ -104,6 +104,9 @@ class Engine:
         #: memory, or in Redis when ``settings.state`` is set (fleet mode).
         self.state: UserStateStore = open_user_state(settings, self.catalog.get_idx, fallback=self._user_from_store)
         self._lock = threading.RLock()
+        #: Catalog items in the store, in memory and in the index.
+        self.items = Items(store, self.catalog, self.encoder, settings.text_template, self._lock,
+                           index=lambda: self.index)
         self._fit_thread: threading.Thread | None = None
         self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
         self.model_version = 0
@@ -127,12 +130,12 @@ class Engine:
         self.ingest = Ingestor(
             store, self.catalog, settings, self._lock, lambda: self.feedback,
             learn=self._learn, seen=lambda e: self.state.apply(e, self.catalog.get_idx(e.item)),
-            create_items=self._auto_create,
+            create_items=lambda ids: self.items.create_bare(ids),
         )
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
         #: The replica cursor: what other engines wrote to the shared store, caught up on.
         self.replica = ReplicaSync(
-            store, self.catalog, self._lock, learn=self._learn, own=self.ingest.own, load_items=self._load_items,
+            store, self.catalog, self._lock, learn=self._learn, own=self.ingest.own, load_items=lambda rows: self.items.load(rows),
             set_interests=self._load_interests, refit=lambda: self.fit(background=True),
             fit_running=lambda: self.fit_running, before_sync=self._refill_if_lost, batch=self.state.batch,
         )
@@ -226,11 +229,7 @@ class Engine:
         if restored is not None:  # the snapshot's dense order: its learners index items by it
             stored, gone = restored.arrange(stored)
         if stored:
-            texts = [self._render(s.text, s.attributes) for s in stored]
-            vecs = self.encoder.encode(texts)
-            self.catalog.upsert([s.id for s in stored], vecs, [dict(s.attributes) for s in stored], texts)
-            self.catalog.remove(gone)
-            self.index.sync()
+            self.items.load_all(stored, gone)
             self.replica.items_loaded(stored)
         # A shared user state holds declared interests itself (and is refilled below when lost).
         interests = [] if self.state.shared else list(self.store.iter_interests())
@@ -377,78 +376,27 @@ class Engine:
 
     # ------------------------------------------------------------------- items
     def _render(self, text: str, attributes: Mapping[str, Any]) -> str:
-        return render_text(text, attributes, self.settings.text_template)
+        return self.items.render(text, attributes)
 
     def add_items(self, items: Iterable[Item]) -> int:
         """Add or update items; only new or changed text is encoded. Returns how many changed.
 
         Raises :class:`~liverec.errors.ValidationError` (nothing stored) on a bad item.
         """
-        items = list(items)
-        seen: set[str] = set()
-        for i, it in enumerate(items):
-            _check_item(it, f"items[{i}]")
-            if it.id in seen:
-                raise ValidationError(
-                    f"item id {it.id!r} appears twice in one batch of items (items[{i}]); "
-                    "send each item once.",
-                    field=f"items[{i}].id",
-                )
-            seen.add(it.id)
-            if not self._render(it.text, it.attributes).strip():
-                raise ValidationError(
-                    f"items[{i}] ({it.id!r}) has no text: nothing for the language model to read, so it could "
-                    "only be recommended by chance. Give it text, or attributes the text template uses "
-                    "(title, authors, genres, tags). Nothing was stored.",
-                    field=f"items[{i}].text",
-                )
-        with self._lock:
-            changed: list[Item] = []
-            texts: list[str] = []
-            for it in items:
-                text = self._render(it.text, it.attributes)
-                idx = self.catalog.get_idx(it.id)
-                if idx is not None and self.catalog.texts[idx] == text and self.catalog.attributes[idx] == dict(it.attributes):
-                    continue
-                changed.append(it)
-                texts.append(text)
-            if not changed:
-                return 0
-            vecs = self.encoder.encode(texts)
-            self.store.upsert_items(changed)
-            cat = self.catalog
-            existing = [cat.get_idx(it.id) for it in changed]
-            cat.upsert([it.id for it in changed], vecs, [dict(it.attributes) for it in changed], texts)
-            self.index.update([i for i in existing if i is not None])
-            self.index.sync()
-            return len(changed)
+        return self.items.add(items)
 
     def remove_items(self, ids: Iterable[str]) -> int:
         """Remove items from the catalog (past events stay in the log). Returns how many."""
-        ids = list(ids)
-        with self._lock:
-            n = self.store.delete_items(ids)
-            self.catalog.remove(ids)
-            return n
+        return self.items.remove(ids)
 
     def get_item(self, item_id: str) -> Item:
         """The stored item, or :class:`~liverec.errors.UnknownItemError`."""
-        s = self.store.get_item(item_id)
-        if s is None:
-            raise UnknownItemError(f"unknown item {item_id!r}: it is not in the catalog.", field="item")
-        return s.to_item()
+        return self.items.get(item_id)
 
     def search_items(self, q: str = "", limit: int = 20) -> list[Item]:
         """Catalog items whose text contains ``q`` (case-insensitive), in catalog order;
         ``q=""`` gives the first ``limit`` items."""
-        needle, out, cat = q.lower().strip(), [], self.catalog
-        with self._lock:
-            for i in range(len(cat)):
-                if cat.alive[i] and (not needle or needle in cat.texts[i].lower()):
-                    out.append(Item(id=cat.ids[i], text=cat.texts[i], attributes=dict(cat.attributes[i])))
-                    if len(out) >= limit:
-                        break
-        return out
+        return self.items.search(q, limit)
 
     def attributes_of(self, item_id: str) -> Mapping[str, Any]:
         """The item's attributes from memory (no store query); empty for an unknown item."""
@@ -565,25 +513,6 @@ class Engine:
             self.state.set_interests(user, vec, text)
         return True
 
-    def _load_items(self, stored: Sequence[Any]) -> int:
-        """Bring stored items into the in-memory catalog and index (already in the store)."""
-        fresh = []
-        for s_ in stored:
-            text = self._render(s_.text, s_.attributes)
-            idx = self.catalog.get_idx(s_.id)
-            alive = idx is not None and bool(self.catalog.alive[idx])
-            if alive and self.catalog.texts[idx] == text and self.catalog.attributes[idx] == dict(s_.attributes):
-                continue
-            fresh.append((s_, text, idx))
-        if not fresh:
-            return 0
-        vecs = self.encoder.encode([t for _, t, _ in fresh])
-        self.catalog.upsert([s_.id for s_, _, _ in fresh], vecs, [dict(s_.attributes) for s_, _, _ in fresh],
-                            [t for _, t, _ in fresh])
-        self.index.update([i for _, _, i in fresh if i is not None])
-        self.index.sync()
-        return len(fresh)
-
     def user_version(self, user: str) -> tuple[int, int, int, int]:
         """Changes whenever what ``recommend(user)`` sees may have changed because of ``user``
         (their events, interests, erasure) or of everyone (re-fit, catalog change)."""
@@ -622,12 +551,6 @@ class Engine:
         """
         with self.state.batch():  # fleet mode: one Redis round trip for the whole call
             return self.ingest.record_groups(groups, learn=learn)
-
-    def _auto_create(self, ids: list[str]) -> None:
-        # Text-less items: no LM vector (zeros) until someone adds their text.
-        dim = self.catalog.dim or self.encoder.dim
-        self.store.upsert_items([Item(id=i) for i in ids])
-        self.catalog.upsert(ids, np.zeros((len(ids), dim), dtype=np.float32), [{} for _ in ids], ["" for _ in ids])
 
     def reward_of(self, e: Event) -> float:
         """The policy reward of an event (``Settings.reward_weights``)."""
@@ -969,15 +892,3 @@ def _check_id(v: Any, field: str) -> None:
     from .validate import check_id  # the one id rule, shared with the HTTP service
 
     check_id(v, field)
-
-
-def _check_item(it: Any, where: str) -> None:
-    if not isinstance(it, Item):
-        raise ValidationError(f"{where} is a {type(it).__name__}, not an Item.", field=where)
-    from .validate import check_id, check_json_value, check_text
-
-    check_id(it.id, f"{where}.id")
-    check_text(it.text, f"{where}.text")
-    if not isinstance(it.attributes, Mapping):
-        raise ValidationError(f"{where}.attributes must be a mapping.", field=f"{where}.attributes")
-    check_json_value(it.attributes, f"{where}.attributes")
