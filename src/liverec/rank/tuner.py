@@ -388,7 +388,7 @@ class Tuner:
             bar.close()
             raise RuntimeError(f"tuning could not fit the starting configuration: {trials[-1]['error']}")
         best = default
-        parts: dict[str, _Part] = dict(started[0])
+        parts: dict[str, _Part] = _parts_of(started)
         for batch in _batches(plan, self.batch_size):
             if over():
                 break
@@ -403,7 +403,7 @@ class Tuner:
                     s = trial(stage, None, params, fitted, {})
                     if s is not None and s > best:
                         best, fb = s, cand
-                        parts.update(fitted[0])
+                        parts.update(_parts_of(fitted))
             elif stage == "source":
                 # A source switched off by the weight search: its params change nothing.
                 batch = [t for t in batch if weights.get(t[1] or "")][: self._room(len(trials))]
@@ -416,7 +416,7 @@ class Tuner:
                     if s is not None and s > best:
                         best = s
                         sources[src or ""] = m
-                        parts.update(fitted[0])
+                        parts.update(_parts_of(fitted))
             elif stage == "weights":
                 a = time.perf_counter()
                 w, s = boards.search_weights(parts, weights)
@@ -480,6 +480,13 @@ def _fit_job(boards: "_Boards", job: _FitJob) -> tuple[_Part, float]:
     a = time.perf_counter()
     part = boards.fit(*job)
     return part, time.perf_counter() - a
+
+
+def _parts_of(fitted: _Fitted) -> dict[str, _Part]:
+    """The parts of a trial that was scored (so none of its fits failed)."""
+    got = fitted[0]
+    assert not isinstance(got, Failed), got
+    return dict(got)
 
 
 def _batches(plan: Sequence[tuple[str, str | None, dict[str, Any]]], size: int) -> Iterator[list[tuple[str, str | None, dict[str, Any]]]]:
