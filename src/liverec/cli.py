@@ -254,10 +254,15 @@ def fit(store: StoreOpt = None, state: StateOpt = None, ray: RayOpt = None) -> N
             eng.fit(ray=ray)
             console.print(
                 f"fitted {', '.join(eng.learners)} on {eng.store.count_events()} events, "
-                f"{eng.n_items} items in {time.perf_counter() - t:.2f} s."
+                f"{eng.n_items} items in {time.perf_counter() - t:.2f} s{_on_ray(ray)}."
             )
     except LiverecError as exc:
         _fail(exc)
+
+
+def _on_ray(address: str | None) -> str:
+    """' on the Ray cluster at ADDRESS' (where the fits ran), or '' when they ran here."""
+    return f" on the Ray cluster at {address}" if address else ""
 
 
 def _parse_budget(raw: str) -> float:
@@ -303,6 +308,7 @@ def tune(
         with _open(store) as eng:
             if not show:
                 eng.fit(tune=True, budget=_parse_budget(budget) if budget else None, progress=True, seed=seed, ray=ray)
+                console.print(f"tuned and fitted{_on_ray(ray) or ' here'}.")
             if eng.tuned is None:
                 console.print("no tuned configuration stored yet: run `liverec tune`.")
                 raise typer.Exit(1)

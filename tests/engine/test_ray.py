@@ -140,10 +140,13 @@ def test_fit_on_ray_serves_what_a_local_fit_serves(cluster, store, encoder):
 def test_cli_fit_and_tune_take_ray(cluster, store):
     r = CliRunner().invoke(app, ["fit", "--store", store, "--ray", cluster])
     assert r.exit_code == 0, r.output
-    assert "fitted" in r.output
-    r = CliRunner().invoke(app, ["tune", "--store", store, "--ray", cluster, "--seed", "3"])
+    assert f"on the Ray cluster at {cluster}" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["tune", "--store", store, "--seed", "3"], env={"LIVEREC_RAY": cluster})
     assert r.exit_code == 0, r.output
-    assert "validation score" in r.output
+    out = " ".join(r.output.split())
+    assert f"tuned and fitted on the Ray cluster at {cluster}" in out and "validation score" in out
+    r = CliRunner().invoke(app, ["fit", "--store", store], env={"LIVEREC_RAY": None})
+    assert r.exit_code == 0 and "Ray" not in r.output
 
 
 def test_an_unreachable_ray_address_names_the_flag_and_the_fix(store, encoder):
