@@ -29,18 +29,20 @@ Examples
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .encode.catalog import Catalog
-from .encode.encoder import Encoder
 from .encode.text import render_text
 from .errors import UnknownItemError, ValidationError
 from .rank.index import VectorIndex
 from .store import Store
 from .types import Item
 from .validate import check_id, check_json_value, check_text
+
+if TYPE_CHECKING:
+    from .encode.cache import CachedEncoder
 
 
 class Items:
@@ -51,7 +53,7 @@ class Items:
     """
 
     def __init__(
-        self, store: Store, catalog: Catalog, encoder: Encoder, template: str | None, lock: threading.RLock,
+        self, store: Store, catalog: Catalog, encoder: CachedEncoder, template: str, lock: threading.RLock,
         *, index: Callable[[], VectorIndex],
     ) -> None:
         self.store, self.catalog, self.encoder, self.template, self.lock = store, catalog, encoder, template, lock
@@ -155,8 +157,10 @@ class Items:
         for s_ in stored:
             text = self.render(s_.text, s_.attributes)
             idx = self.catalog.get_idx(s_.id)
-            alive = idx is not None and bool(self.catalog.alive[idx])
-            if alive and self.catalog.texts[idx] == text and self.catalog.attributes[idx] == dict(s_.attributes):
+            unchanged = idx is not None and bool(self.catalog.alive[idx]) and self.catalog.texts[idx] == text and (
+                self.catalog.attributes[idx] == dict(s_.attributes)
+            )
+            if unchanged:
                 continue
             fresh.append((s_, text, idx))
         if not fresh:
