@@ -673,8 +673,8 @@ def eval_(
     dataset: Annotated[DatasetName, typer.Option("--dataset", "-d")] = DatasetName.movielens,
     data: Annotated[Optional[str], typer.Option("--data", help="Path to the dataset (folder or file)")] = None,
     models: Annotated[
-        str, typer.Option("--models", "-m", help="Comma-separated: liverec, liverec:src=w,..., pop, itemknn, ease, als, ... (@frozen = never sees revealed events)")
-    ] = "liverec,pop,itemknn,ease,als,bpr,tfidf",
+        Optional[str], typer.Option("--models", "-m", help="Comma-separated: liverec, liverec:src=w,..., pop, itemknn, ease, als, bpr, tfidf, sknn, bow, ... (@frozen = never sees revealed events); default: liverec and the protocol's baselines (static: pop, itemknn, ease, als, bpr, tfidf; stream: the same and sknn; cold: pop, als, bpr, tfidf, bow)")
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k")] = 10,
     seed: Annotated[int, typer.Option()] = 0,
     max_events: Annotated[Optional[int], typer.Option(help="Keep only the earliest N events (quick runs)")] = None,
@@ -712,7 +712,7 @@ def eval_(
     from .evaluation.adapters import split_models
     from .evaluation.datasets import load_dataset
     from .evaluation.report import results_table, tuning_lines, write_html, write_json
-    from .evaluation.run import evaluate
+    from .evaluation.run import default_models, evaluate
 
     try:
         ds = load_dataset(dataset.value, data, max_events=max_events)
@@ -721,7 +721,7 @@ def eval_(
         )
         out = evaluate(
             ds,
-            split_models(models),
+            split_models(models) if models else list(default_models(protocol.value)),
             protocol=protocol.value,
             k=k,
             seed=seed,

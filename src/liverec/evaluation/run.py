@@ -30,6 +30,23 @@ from .tuning import TunedModel, grid_for
 
 PROTOCOLS = ("static", "stream", "cold")
 DEFAULT_MODELS = ("liverec", "pop", "itemknn", "ease", "als", "bpr", "tfidf")
+#: The baselines each protocol runs unless told otherwise: the stream adds the
+#: session-transition kNN (what comes next); new items add the bag-of-words profile
+#: and leave out the item-item models, which cannot rank items nobody has touched.
+PROTOCOL_MODELS = {
+    "static": DEFAULT_MODELS,
+    "stream": (*DEFAULT_MODELS, "sknn"),
+    "cold": ("liverec", "pop", "als", "bpr", "tfidf", "bow"),
+}
+
+
+def default_models(protocol: str) -> tuple[str, ...]:
+    """The models ``liverec eval -p PROTOCOL`` runs without ``--models``.
+
+    >>> default_models("stream")[-1], "bow" in default_models("cold")
+    ('sknn', True)
+    """
+    return PROTOCOL_MODELS.get(protocol, DEFAULT_MODELS)
 
 
 def default_cache_url() -> str:
@@ -39,7 +56,7 @@ def default_cache_url() -> str:
 
 def evaluate(
     dataset: Dataset,
-    models: Sequence[str] = DEFAULT_MODELS,
+    models: Sequence[str] | None = None,
     *,
     protocol: str = "static",
     k: int = 10,
@@ -64,10 +81,13 @@ def evaluate(
     in the model name (``ease:l2=200``) stay fixed. With ``tune_liverec`` engines fit
     with ``fit(tune=True)`` where the engine supports it. ``out["tuning"]`` records,
     per model, the grid with every validation score, the choice and the seconds, or
-    which fit an engine made.
+    which fit an engine made. ``models`` None runs liverec and the protocol's
+    baselines (:func:`default_models`).
     """
     if protocol not in PROTOCOLS:
         raise ValidationError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.", field="protocol")
+    if models is None:
+        models = default_models(protocol)
     if not models:
         raise ValidationError("no models given; e.g. --models liverec,pop,ease", field="models")
     base = settings or Settings(log_impressions=False, encoder_progress=False)
