@@ -55,11 +55,13 @@ _MAX_K = 1000
 
 
 class _LogRead(NamedTuple):
-    """One read of the log for a fit: its end position, the erasure count before it, the events."""
+    """One read of the log for a fit: its end position, the erasure count before it, the events,
+    and (for a fit) the users erased since the read, with their events: the fit forgets them at its swap."""
 
     cursor: int
     erasures: int
     events: list[Event]
+    erased: list[tuple[str, list[Event]]] | None = None
 
 
 class Engine:
@@ -108,7 +110,8 @@ class Engine:
         self.items = Items(store, self.catalog, self.encoder, settings.text_template, self._lock,
                            index=lambda: self.index)
         self._fit_thread: threading.Thread | None = None
-        self._erased_during_fit: list[tuple[str, list[Event]]] | None = None
+        #: The ``erased`` list of every fit's log read not swapped in yet (fits may overlap).
+        self._fit_erasures: list[list[tuple[str, list[Event]]]] = []
         self.model_version = 0
         #: Bumped by every erasure: caches keyed on it can never serve an erased user's state.
         self.erasure_epoch = 0
@@ -225,6 +228,7 @@ class Engine:
         restored = self.snapshots.newest(
             self._snapshot_key(), erasures=self.replica.erasures_seen, last_seq=self.store.last_event_seq()
         )
+        gone: list[str]  # ids the snapshot knows that are gone from the store
         stored, gone = list(self.store.iter_items()), []
         if restored is not None:  # the snapshot's dense order: its learners index items by it
             stored, gone = restored.arrange(stored)
@@ -293,9 +297,16 @@ class Engine:
         with self._lock:
             cursor = self.store.last_event_seq()
             erasures = self.store.counter("erasures")  # read before the log: a later erasure refuses the snapshot
+            erased: list[tuple[str, list[Event]]] | None = None
             if for_fit:
-                self._erased_during_fit = []
-        return _LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor])
+                erased = []
+                self._fit_erasures.append(erased)
+        return _LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor], erased)
+
+    def _fit_done(self, read: _LogRead) -> None:
+        """Stop remembering erasures for the fit of ``read`` (swapped in, or failed)."""
+        with self._lock:
+            self._fit_erasures = [x for x in self._fit_erasures if x is not read.erased]
 
     def _rebuild(self, read: _LogRead | None = None, jobs: JobRunner | None = None) -> None:
         """Fit fresh learners and user state from the durable log, then swap them in.
@@ -323,13 +334,13 @@ class Engine:
         with self._lock:
             self.replica.cursor = self._replay(learners, users, cursor)
             self.ingest.own.clear()
-            if self._erased_during_fit:
+            if read.erased:
                 snap = None  # it holds users erased during the fit
-            for user, erased in self._erased_during_fit:
+            for user, erased in read.erased or ():
                 for m in learners.values():
                     m.forget(user, erased)
                 users.forget(user)
-            self._erased_during_fit = None
+            self._fit_done(read)
             self.learners = learners
             self.state.adopt(users)
             self.model_version += 1
@@ -448,8 +459,8 @@ class Engine:
                 self.encoder.forget([interests])
             for hook in self.on_erase:  # e.g. tell other replicas (they need the events to forget)
                 hook(user, events, counts["erasure_epoch"])
-            if self._erased_during_fit is not None:  # a background fit read them: forget at swap
-                self._erased_during_fit.append((user, events))
+            for pending in self._fit_erasures:  # a fit in progress read them: it forgets them at its swap
+                pending.append((user, events))
             self.replica.applied(counts["erasure_epoch"])
             self.snapshots.erased()  # they hold the user's state; the next one holds none
             self._forget_local(user, events)
@@ -470,8 +481,8 @@ class Engine:
         that erasure produced.
         """
         with self._lock:
-            if self._erased_during_fit is not None:
-                self._erased_during_fit.append((user, list(events)))
+            for pending in self._fit_erasures:
+                pending.append((user, list(events)))
             self._forget_local(user, events)
             self.replica.applied(epoch)
 
@@ -653,11 +664,10 @@ class Engine:
         try:
             tuned = self._tune(read, budget=budget, progress=progress, seed=seed, max_trials=max_trials, users=users,
                                jobs=jobs)
-        except BaseException:
-            self._erased_during_fit = None
-            raise
-        if refit:
-            self._rebuild(read, jobs)
+            if refit:
+                self._rebuild(read, jobs)
+        finally:
+            self._fit_done(read)
         return tuned
 
     def _fit(
@@ -669,10 +679,9 @@ class Engine:
         try:
             if tune:
                 self._tune(read, budget=budget, progress=progress, seed=seed, jobs=jobs)
-        except BaseException:
-            self._erased_during_fit = None
-            raise
-        self._rebuild(read, jobs)
+            self._rebuild(read, jobs)
+        finally:
+            self._fit_done(read)
 
     def _tune(
         self, read: _LogRead, *, budget: float | None, progress: bool = False, seed: int | None = None,
@@ -710,8 +719,6 @@ class Engine:
             self.last_fit_error = None
         except Exception as exc:  # keep serving with the old models; report the failure
             self.last_fit_error = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self._erased_during_fit = None
 
     @property
     def fit_running(self) -> bool:
