@@ -38,7 +38,7 @@ err = Console(stderr=True)
 class _Group(TyperGroup):
     """Every command: a missing optional package is a one-line error and exit code 2."""
 
-    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MissingExtraError as exc:
@@ -278,7 +278,7 @@ def _parse_budget(raw: str) -> float:
     return value
 
 
-def _show_tuned(tuned) -> None:  # type: ignore[no-untyped-def]
+def _show_tuned(tuned) -> None:
     t = tuned.summary()
     console.print(
         f"validation score {t['score']:.4f} (starting configuration {t['default_score']:.4f}; {t['objective']}) "
@@ -522,7 +522,7 @@ def serve(
             engine.close()
 
 
-def _start_demo(url: str, settings):  # type: ignore[no-untyped-def]
+def _start_demo(url: str, settings):
     """Open the engine and add the shipped books while the page serves (``serve --demo``).
 
     A store holding other items is left as it is. With several workers (each its own
@@ -567,7 +567,7 @@ def _check_port_free(host: str, port: int) -> None:
             raise typer.Exit(code=2) from None
 
 
-def _require_extras(settings) -> None:  # type: ignore[no-untyped-def]
+def _require_extras(settings) -> None:
     """Import now what the settings name, so a missing optional package is a one-line error.
 
     Inside the server's start-up the same failure would be a logged traceback.

@@ -60,7 +60,8 @@ class UserRecord:
 
     def __init__(self, history: deque[Event], seen: set[int] | None = None,
                  interests: np.ndarray | None = None, interests_text: str | None = None) -> None:
-        self._history, self._rows, self._user = history, None, ""
+        self._history, self._user = history, ""
+        self._rows: tuple[Row, ...] | None = None  # a restored history not built yet
         self.seen = set() if seen is None else seen
         self.interests, self.interests_text = interests, interests_text
 

@@ -180,7 +180,7 @@ def new_item_split(
     chose: dict[str, set[int]] = {}
     for e in split.train:
         i = catalog.get_idx(e.item)
-        if i in new and feedback.weight(e.kind, e.value) > 0:
+        if i is not None and i in new and feedback.weight(e.kind, e.value) > 0:
             chose.setdefault(e.user, set()).add(i)
     hist: dict[str, deque[Event]] = {}
     for e in train:
@@ -460,7 +460,7 @@ class Tuner:
         for name in self.sources:
             space = getattr(self.make_learner(name, {}, self.feedback), "search_space", None) or {}
             grid = _grid(space)
-            order = rng.permutation(len(grid)) if grid else []
+            order = rng.permutation(len(grid)) if grid else np.zeros(0, dtype=np.int64)
             per_source.append([("source", name, grid[int(i)]) for i in order])
         # Interleave sources so a short budget still visits each of them.
         longest = max((len(p) for p in per_source), default=0)

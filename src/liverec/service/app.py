@@ -29,6 +29,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
 
 from ..engine import Engine
 from ..settings import Settings
@@ -117,7 +118,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             app.openapi_schema = handlers.document_errors(
                 get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes),
                 {(r.path, m.lower()): role_of_route(r)
-                 for router in (*ROUTERS, app.router) for r in router.routes for m in getattr(r, "methods", None) or ()},
+                 for router in (*ROUTERS, app.router) for r in router.routes if isinstance(r, Route)
+                 for m in r.methods or ()},
             )
         return app.openapi_schema
 

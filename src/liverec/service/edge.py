@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, MutableMapping
 
 from .handlers import error
 from .metrics import Metrics
@@ -70,7 +70,7 @@ class Edge:
         status = 500
         started = False
 
-        async def send_(msg: dict) -> None:
+        async def send_(msg: MutableMapping[str, Any]) -> None:
             nonlocal status, started
             if msg["type"] == "http.response.start":
                 status, started = msg["status"], True

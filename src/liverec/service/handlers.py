@@ -79,7 +79,7 @@ async def _invalid(request: Request, exc: RequestValidationError) -> Json:
             for e in errs
             if len(e.get("loc", ())) < 2 or e["loc"][1] == meant
         ] or errs
-    first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = errs[0] if errs else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first.get("loc", ()))
     if first.get("type") == "json_invalid":
         ctx = first.get("ctx") or {}

@@ -15,7 +15,7 @@ router = APIRouter(include_in_schema=False)
 def swagger_ui_dir() -> Path | None:
     """The Swagger UI files shipped by the ``swagger-ui-bundle-v2`` package, if installed."""
     try:
-        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-not-found]
+        from swagger_ui_bundle import swagger_ui_path
     except ImportError:
         return None
     path = Path(str(swagger_ui_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -80,7 +80,7 @@ def spend(svc: Service, who: str, epsilon: float | None) -> tuple[float, float, 
 
 
 #: The refusal of an export past the key's budget, in the OpenAPI document.
-SPENT = {429: {"model": S.ErrorOut, "description": "The API key's privacy budget for this window is spent"}}
+SPENT: dict[int | str, dict[str, Any]] = {429: {"model": S.ErrorOut, "description": "The API key's privacy budget for this window is spent"}}
 
 
 @router.get("/admin/export/popularity", response_model=S.DPCountOut, tags=["privacy"], dependencies=[ADMIN],
