@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/liverec
 	$(BIN)/python -m pytest -n 2 --dist loadfile --doctest-modules src tests
 
 # Build sdist + wheel, install the wheel into a fresh venv (torch CPU first, then [redis])
@@ -37,4 +38,4 @@ check-wheel: $(STAMP)
 	$(BIN)/python scripts/check_wheel.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache build dist
