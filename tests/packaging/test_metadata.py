@@ -55,9 +55,15 @@ def test_changelog_has_an_entry_for_this_version():
 
 
 def _guarded(tree: ast.AST) -> set[int]:
-    """ids of import nodes inside ``try: ... except ImportError`` (optional by construction)."""
+    """ids of import nodes inside ``try: ... except ImportError`` (optional by construction)
+    or under ``if TYPE_CHECKING:`` (read by the type checker only, never imported at run time)."""
     out = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+            (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+            or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")
+        ):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
         if isinstance(node, ast.Try) and any(
             isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers
         ):
