@@ -8,6 +8,7 @@ attributes ending in ``_``.
 
 from __future__ import annotations
 
+import abc
 import copy
 import inspect
 import pickle
@@ -232,7 +233,7 @@ class UserWeight(Protocol):
     def fusion_scale(self, user: UserState) -> float: ...
 
 
-class Learner:
+class Learner(abc.ABC):
     """Convenience base: hyperparameters from the constructor, clone, save/load, forget.
 
     Subclasses implement ``fit``, ``learn_one`` and ``score``; they may also provide
@@ -252,17 +253,17 @@ class Learner:
     #: The catalog the learner was fitted on (set by ``fit`` and ``from_state``).
     catalog_: Catalog
 
+    @abc.abstractmethod
     def fit(self, log: InteractionLog) -> Self:
         """Reset, then learn from ``log``; returns ``self``."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement fit")
 
+    @abc.abstractmethod
     def learn_one(self, event: Event) -> None:
         """The real-time update from one event."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement learn_one")
 
+    @abc.abstractmethod
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         """One score per item of ``items`` for ``user``, higher = better."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement score")
 
     def get_params(self) -> dict[str, Any]:
         sig = inspect.signature(type(self).__init__)
