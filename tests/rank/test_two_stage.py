@@ -67,7 +67,8 @@ def test_two_stage_fused_scores_do_not_depend_on_the_other_candidates(setup):
     # The same items plus a hundred more that none of the sources ranks at its top.
     others = np.setdiff1d(cat.alive_idx(), union)[:100]
     b = ranker.fuse(u, cat.from_idx(np.concatenate([union, others])), learners, weights, floor)
-    np.testing.assert_allclose(b.fused[: len(union)], a.fused, rtol=1e-12)
+    # Sources score in float32, and a BLAS product's rounding depends on the batch size.
+    np.testing.assert_allclose(b.fused[: len(union)], a.fused, rtol=1e-6)
     # Without floors the minimum moves with the candidate set, and with it every score.
     c = ranker.fuse(u, cat.from_idx(union), learners, weights)
     d = ranker.fuse(u, cat.from_idx(np.concatenate([union, others])), learners, weights)
