@@ -4,9 +4,10 @@ A model under evaluation is fitted on history, optionally sees each revealed eve
 (``learn_one``), and recommends ``k`` item ids for a user, excluding given items or
 restricted to candidates. ``LearnerModel`` wraps any registered learner (the
 baselines Pop, ItemKNN, EASE, ALS, BPR, UserKNN are learners too) or one of the
-evaluation-only baselines of :mod:`.baselines` (``sknn``, ``tfidf``, ``bow``; their
-names take precedence, so ``tfidf`` here is the reference mean-tf-idf profile, not
-the engine's ``tfidf`` source); ``EngineModel`` wraps a whole in-memory
+evaluation baselines of :mod:`.baselines` (``sknn``, ``tfidf``, ``bow``, and
+``itemknn``/``ease``: the engine's learners with scoring made cheaper for a replay;
+their names take precedence, so ``tfidf`` here is the reference mean-tf-idf profile,
+not the engine's ``tfidf`` source); ``EngineModel`` wraps a whole in-memory
 :class:`~liverec.Engine`.
 """
 

@@ -8,6 +8,9 @@ the figures of ``liverec eval`` and of that check can be compared.
 - :class:`SessionKNN` (``sknn``): what tends to follow the user's last few items.
 - :class:`TextProfile` (``tfidf``, ``bow``): the user as the mean tf-idf vector or the
   summed word counts of their items; score = dot product with each item's vector.
+
+:data:`EVAL_BASELINES` also maps ``itemknn`` and ``ease`` to the engine's ItemKNN and
+EASE with scoring made cheaper for a stream replay (:mod:`.itemknn`, :mod:`.ease`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from ..encode.catalog import ItemIds
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from ..models.pop import grow
 from ..types import Event
+from .ease import StreamEASE
+from .itemknn import StreamItemKNN
 
 
 class SessionKNN(Learner):
@@ -290,11 +295,19 @@ class TextProfile(Learner):
         if self.profile == "mean":
             q = q / self.n_[user.user]
         self._ensure_rows(len(self.catalog_))
+        if len(items) * 4 >= self.rows_.shape[0]:
+            # Many items: one product over all rows, then pick (the same row sums);
+            # indexing rows_ first would copy most of the matrix per request.
+            return np.asarray(self.rows_ @ q, dtype=np.float64).ravel()[items.idx]
         return np.asarray(self.rows_[items.idx] @ q, dtype=np.float64).ravel()
 
 
 #: Evaluation-only baselines by name, with the parameters that define each one.
+#: ``itemknn`` and ``ease`` are the engine's learners with scoring made cheaper for a
+#: replay (:mod:`.itemknn`, :mod:`.ease`): the same scores, up to float32 rounding for EASE.
 EVAL_BASELINES: dict[str, tuple[type[Learner], dict[str, Any]]] = {
+    "itemknn": (StreamItemKNN, {}),
+    "ease": (StreamEASE, {}),
     "sknn": (SessionKNN, {}),
     "tfidf": (TextProfile, {"vectorizer": "tfidf", "profile": "mean"}),
     "bow": (TextProfile, {"vectorizer": "count", "profile": "sum"}),

@@ -1,0 +1,110 @@
+"""The evaluation's ItemKNN and EASE score as the engine's learners do, event after event."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from liverec import Event
+from liverec.encode.catalog import Catalog
+from liverec.evaluation import itemknn as fast_knn
+from liverec.evaluation.adapters import make_learner
+from liverec.evaluation.ease import StreamEASE
+from liverec.evaluation.itemknn import StreamItemKNN
+from liverec.models.base import InteractionLog, UserState
+from liverec.models.ease import EASE
+from liverec.models.itemknn import ItemKNN
+
+
+def _stream(n_items: int = 120, users: int = 25, events: int = 900, seed: int = 0) -> tuple[Catalog, list[Event]]:
+    """Heavy-tailed items and users: long co-occurrence rows, many tied counts, a few heavy users."""
+    rng = np.random.default_rng(seed)
+    ids = [f"i{j}" for j in range(n_items)]
+    cat = Catalog(dim=2)
+    cat.upsert(ids, np.ones((n_items, 2), np.float32), [{}] * n_items, [""] * n_items)
+    p_item = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    p_user = 1.0 / np.arange(1, users + 1) ** 1.1
+    u = rng.choice(users, events, p=p_user / p_user.sum())
+    i = rng.choice(n_items, events, p=p_item / p_item.sum())
+    evs = [Event(user=f"u{a}", item=ids[b], timestamp=float(t), id=f"e{t}") for t, (a, b) in enumerate(zip(u, i))]
+    return cat, evs
+
+
+def _replay(fast: object, ref: object, cat: Catalog, evs: list[Event]) -> int:
+    """Score every event's user with both models before revealing it; the number of scored events."""
+    items = cat.select([f"i{j}" for j in range(len(cat))])
+    half = len(evs) // 2
+    log = InteractionLog.from_events(evs[:half], cat)
+    fast.fit(log)  # type: ignore[attr-defined]
+    ref.fit(log)  # type: ignore[attr-defined]
+    scored = 0
+    for e in evs[half:]:
+        a = fast.score(UserState(e.user), items)  # type: ignore[attr-defined]
+        b = ref.score(UserState(e.user), items)  # type: ignore[attr-defined]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        scored += 1
+        fast.learn_one(e)  # type: ignore[attr-defined]
+        ref.learn_one(e)  # type: ignore[attr-defined]
+    return scored
+
+
+@pytest.mark.parametrize("k,shrink", [(2, 0.0), (3, 10.0), (8, 100.0), (1000, 0.0)])
+def test_itemknn_scores_as_the_model_through_a_stream(k: int, shrink: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small tiers, so rows are cut, rebuilt, moved to the wide tier and read whole.
+    monkeypatch.setattr(fast_knn, "_WIDE", 12)
+    monkeypatch.setattr(fast_knn, "_DIRTY", 3)
+    cat, evs = _stream()
+    params = {"k_neighbours": k, "shrink": shrink, "max_history": None, "all_events": True}
+    fast, ref = StreamItemKNN(**params), ItemKNN(**params)
+    assert _replay(fast, ref, cat, evs) == len(evs) - len(evs) // 2
+    if k < 1000:
+        assert fast.cand_ is not None and fast.cand_[0]["valid"].any()
+
+
+def test_itemknn_ties_across_the_cut_are_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One user rated 60 items nobody else rated: every row holds 59 entries tied at
+    # count 1 (n = 1), longer than both tiers, so the rows are read whole.
+    monkeypatch.setattr(fast_knn, "_WIDE", 4)
+    ids = [f"i{j}" for j in range(80)]
+    cat = Catalog(dim=2)
+    cat.upsert(ids, np.ones((80, 2), np.float32), [{}] * 80, [""] * 80)
+    evs = [Event(user="heavy", item=f"i{j}", timestamp=float(j), id=f"h{j}") for j in range(60)]
+    rng = np.random.default_rng(2)
+    evs += [Event(user=f"u{t % 5}", item=f"i{int(rng.integers(55, 80))}", timestamp=100.0 + t, id=f"e{t}")
+            for t in range(60)]
+    params = {"k_neighbours": 2, "shrink": 0.0, "max_history": None, "all_events": True}
+    fast = StreamItemKNN(**params)
+    _replay(fast, ItemKNN(**params), cat, evs)
+    assert fast.cand_ is not None and fast.cand_[0]["full"].any() and fast.cand_[1]["full"].any()
+
+
+def test_itemknn_forget_falls_back_to_the_model() -> None:
+    cat, evs = _stream(events=300)
+    params = {"k_neighbours": 3, "shrink": 10.0, "max_history": None, "all_events": True}
+    fast, ref = StreamItemKNN(**params), ItemKNN(**params)
+    _replay(fast, ref, cat, evs)
+    for m in (fast, ref):
+        m.forget("u0", [])
+    items = cat.select([f"i{j}" for j in range(len(cat))])
+    np.testing.assert_array_equal(fast.score(UserState("u1"), items), ref.score(UserState("u1"), items))
+
+
+def test_ease_keeps_each_users_sum_as_the_model_computes_it() -> None:
+    cat, evs = _stream()
+    assert _replay(StreamEASE(l2=20.0, all_events=True), EASE(l2=20.0, all_events=True), cat, evs) > 0
+
+
+def test_candidates_still_come_from_current_counts() -> None:
+    cat, evs = _stream(events=300)
+    params = {"k_neighbours": 3, "shrink": 10.0, "max_history": None, "all_events": True}
+    fast, ref = StreamItemKNN(**params), ItemKNN(**params)
+    _replay(fast, ref, cat, evs)
+    assert fast.candidates(UserState("u0"), 10).tolist() == ref.candidates(UserState("u0"), 10).tolist()
+    e1, e2 = StreamEASE(l2=20.0), EASE(l2=20.0)
+    _replay(e1, e2, cat, evs)
+    assert e1.candidates(UserState("u0"), 10).tolist() == e2.candidates(UserState("u0"), 10).tolist()
+
+
+def test_evaluation_names_build_the_replay_learners() -> None:
+    assert isinstance(make_learner("itemknn", {}), StreamItemKNN)
+    assert isinstance(make_learner("ease", {}), StreamEASE)
