@@ -108,3 +108,26 @@ def test_candidates_still_come_from_current_counts() -> None:
 def test_evaluation_names_build_the_replay_learners() -> None:
     assert isinstance(make_learner("itemknn", {}), StreamItemKNN)
     assert isinstance(make_learner("ease", {}), StreamEASE)
+
+
+def test_itemknn_grid_shares_one_validation_pass_per_shrink() -> None:
+    from liverec.evaluation.adapters import LearnerModel, parse_model
+    from liverec.evaluation.run import _itemknn_views
+    from liverec.evaluation.tuning import TunedModel
+
+    cat, evs = _stream(events=1200, seed=3)
+    spec = parse_model("itemknn")
+    grid = [{"k_neighbours": k, "shrink": s} for k in (2, 5, 40) for s in (0.0, 10.0)]
+
+    def make(point: dict) -> LearnerModel:
+        return LearnerModel("itemknn", make_learner("itemknn", {**spec.params, **point}), cat)
+
+    alone = TunedModel("itemknn", make, grid, "stream", k=5)
+    shared = TunedModel("itemknn", make, grid, "stream", k=5,
+                        shared=lambda pts: _itemknn_views(spec, pts, cat), state_keys=("shrink",))
+    alone.fit(evs)
+    shared.fit(evs)
+    assert alone.tuning is not None and shared.tuning is not None
+    assert shared.tuning["validation_passes"] == 2 and alone.tuning["validation_passes"] == 6
+    assert shared.tuning["scores"] == alone.tuning["scores"]
+    assert shared.tuning["chosen"] == alone.tuning["chosen"]

@@ -127,25 +127,14 @@ def rank_users(
     return lists
 
 
-def prequential(
-    model: EvalModel,
-    history: Iterable[Event],
-    stream: Sequence[Event],
-    k: int,
-    *,
-    learn: bool = True,
-    window: int = 2000,
-    progress: Progress = lambda it, desc, total: it,
-    desc: str = "",
-    latencies: list[float] | None = None,
-    curve: list[tuple[int, float]] | None = None,
-) -> list[int]:
+def prequential(model: EvalModel, history: Iterable[Event], stream: Sequence[Event], k: int, **options: Any) -> list[int]:
     """Replay ``stream``: recommend ``k`` for each event's user before revealing it; 1 = hit.
 
     A re-interaction (an item in the user's ``history`` or already streamed) is not a
-    target, and the user's known items are excluded from the list. With ``learn`` the
-    model sees every event (``learn_one``) after its prediction. ``curve`` collects
-    (events seen, hit rate over the last ``window`` predictions).
+    target, and the user's known items are excluded from the list. ``options`` are those
+    of :func:`prequential_many`: with ``learn`` (default) the model sees every event
+    (``learn_one``) after its prediction; ``curve`` collects (events seen, hit rate over
+    the last ``window`` predictions); ``latencies`` the milliseconds of each request.
 
     Examples
     --------
@@ -158,21 +147,45 @@ def prequential(
     >>> prequential(Last(), [], evs, 1)
     [0, 1, 1]
     """
+    return prequential_many([model], model, history, stream, k, **options)[0]
+
+
+def prequential_many(
+    models: Sequence[EvalModel],
+    learner: EvalModel,
+    history: Iterable[Event],
+    stream: Sequence[Event],
+    k: int,
+    *,
+    learn: bool = True,
+    window: int = 2000,
+    progress: Progress = lambda it, desc, total: it,
+    desc: str = "",
+    latencies: list[float] | None = None,
+    curve: list[tuple[int, float]] | None = None,
+) -> list[list[int]]:
+    """:func:`prequential` for several ``models`` that share one state, taught through ``learner``.
+
+    Each event is predicted by every model, then revealed once (``learner.learn_one``):
+    the models are views of ``learner`` (e.g. one set of counts scored with several
+    hyperparameters). ``latencies`` and ``curve`` follow the first model.
+    """
     seen: dict[str, set[str]] = defaultdict(set)
     for e in history:
         seen[e.user].add(e.item)
-    hits: list[int] = []
+    hits: list[list[int]] = [[] for _ in models]
     for n, e in enumerate(progress(stream, desc, len(stream))):
         if e.item not in seen[e.user]:  # a re-interaction is not a recommendation target
-            t = time.perf_counter()
-            ranked = model.recommend(e.user, k, exclude=seen[e.user])
-            if latencies is not None:
-                latencies.append((time.perf_counter() - t) * 1000)
-            hits.append(int(e.item in ranked[:k]))
-            if curve is not None and len(hits) % window == 0:
-                curve.append((n + 1, float(np.mean(hits[-window:]))))
+            for m, got in zip(models, hits):
+                t = time.perf_counter()
+                ranked = m.recommend(e.user, k, exclude=seen[e.user])
+                if latencies is not None and got is hits[0]:
+                    latencies.append((time.perf_counter() - t) * 1000)
+                got.append(int(e.item in ranked[:k]))
+            if curve is not None and len(hits[0]) % window == 0:
+                curve.append((n + 1, float(np.mean(hits[0][-window:]))))
         if learn:
-            model.learn_one(e)
+            learner.learn_one(e)
         seen[e.user].add(e.item)
     return hits
 

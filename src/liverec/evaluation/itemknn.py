@@ -1,39 +1,46 @@
-"""ItemKNN for evaluation: the same scores as :class:`liverec.models.ItemKNN`, top-k rows read from candidates.
+"""ItemKNN for evaluation: the scores of :class:`liverec.models.ItemKNN`, top-k rows read from candidates.
 
 With ``k_neighbours`` set, :class:`~liverec.models.ItemKNN` keeps only each history
 item's k most similar items, so a score call computes the similarity of every entry of
 every history row (a heavy MovieLens user's 2,000 rows hold ~10M co-occurrences) and
 partitions each long row: ~12 ms per request on average over a stream replay, which
 made ItemKNN the costliest baseline of ``liverec eval -p stream`` (its 12-point grid
-and the final replay took ~1,400 of 1,508 s).
+and the final replay took ~1,300 of 1,508 s).
 
-:class:`StreamItemKNN` returns bit-identical scores (the same float32 operations in
-the same order) from a small part of each row. For every row ``h`` it keeps the
-``2k + 16`` entries with the highest ``v = c'_hi / sqrt(n_i)`` (``c'`` the shrunk
-count, the row's own ``1/sqrt(n_h)`` left out: it does not change the order within
-the row) and ``b_h``, the highest ``v`` of the entries left out. In a stream counts
-and ``n`` only grow, so a left-out entry's ``v`` can only rise through its own count;
-every count change of a row's left-out entry adds that entry to the row's candidates
-(a row with no room left is rebuilt when next read). A row's top k read from its
-candidates is then its true top k whenever their k-th similarity is above
+:class:`StreamItemKNN` computes the same similarities (the same float32 operations)
+from a small part of each row. For every row ``h`` it keeps the ``2k + 16`` entries
+with the highest ``v = c'_hi / sqrt(n_i)`` (``c'`` the shrunk count; the row's own
+``1/sqrt(n_h)`` does not change the order within the row), cut where the next value
+is strictly lower, and ``b_h``, the highest ``v`` of the entries left out. In a
+stream counts and ``n`` only grow, so a left-out entry's ``v`` can only rise through
+its own count; a count change that lifts a left-out entry to the bound adds it to the
+row's candidates (a row with no room left is rebuilt when next read). A row's top k
+read from its candidates is its true top k whenever their k-th similarity is above
 ``b_h / sqrt(n_h)`` (with a 1e-5 margin for rounding); a row failing that check is
-rebuilt from all its entries. Ties at the cut are kept, as in the model.
+rebuilt from all its entries. Ties at the cut are kept, as in the model: a row whose
+tie crosses the last candidate moves to a wide tier (``k + 1000`` candidates), and
+past that is read whole. The kept similarities are summed block by block, so scores
+equal the model's up to the order of float32 additions (relative differences ~1e-7;
+they reorder only items whose scores tie exactly).
 
-Scores without ``k_neighbours``, for a few candidates, for cold users, and after
-``forget`` (counts may fall) come from :class:`~liverec.models.ItemKNN` itself.
+:meth:`StreamItemKNN.view` scores one set of counts with several k at once (the
+validation grid: ``k_neighbours`` changes scoring, not the counts); scores without
+``k_neighbours``, for a few candidates, for cold users, and after ``forget`` (counts
+may fall) come from :class:`~liverec.models.ItemKNN` itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..encode.catalog import ItemIds
-from ..models.base import InteractionLog, UserState
+from ..models.base import InteractionLog, Learner, UserState
 from ..models.itemknn import ItemKNN
 from ..models.retrieval import TopList
+from ..types import Event
 
 #: Entries a row may gain (count changes of left-out items) before it is rebuilt.
 _DIRTY = 48
@@ -194,21 +201,51 @@ class StreamItemKNN(ItemKNN):
 
     # ------------------------------------------------------------------ scoring
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        return self.score_ks(user, items, (self.k_neighbours,))[0]
+
+    def _model_score(self, user: UserState, items: ItemIds, k: int | None) -> np.ndarray:
+        """The model's own score with ``k`` neighbours per history item."""
+        mine = self.k_neighbours
+        self.k_neighbours = k
+        try:
+            return super().score(user, items)
+        finally:
+            self.k_neighbours = mine
+
+    def score_ks(self, user: UserState, items: ItemIds, ks: Sequence[int | None]) -> list[np.ndarray]:
+        """The scores with each of ``ks`` neighbours per history item (none above ``k_neighbours``).
+
+        The history rows' candidates (kept for ``k_neighbours``) and similarities are
+        computed once; each k then takes its own top k of every row.
+        """
         self._check_fitted()
         n_cat = max(len(self.catalog_), 1)
         self._ensure(n_cat)
-        k = self.k_neighbours
         hx = self._history(user.user)
-        if (k is None or hx is None or len(items) == 0 or len(items) * 4 < n_cat
-                or not getattr(self, "exact_", False)):
-            return super().score(user, items)
+        kmax = self.k_neighbours
+        if (kmax is None or hx is None or len(items) == 0 or len(items) * 4 < n_cat
+                or not getattr(self, "exact_", False) or any(k is None or k > kmax for k in ks)):
+            return [self._model_score(user, items, k) for k in ks]
         h, x = hx
         sizes = self.counts_.size[h]
-        if not bool((sizes > k).any()):
-            return super().score(user, items)  # no row is cut: the full sum
+        # With no row cut the model sums every entry in another order: its own path.
+        outs = {k: self._model_score(user, items, k) for k in ks if k is not None and not (sizes > k).any()}
+        todo_ks = sorted({k for k in ks if k is not None and k not in outs})
+        if todo_ks:
+            got = self._sums(h, x, sizes, todo_ks)
+            nh = self.n_[h].astype(np.float32)
+            den = nh + np.float32(self.shrink)
+            own = x * np.divide(nh, den, out=np.zeros_like(nh), where=den > 0)  # sim(h, h)
+            for k, out in zip(todo_ks, got):
+                out[h] += own
+                outs[k] = out[items.idx].astype(np.float32)
+        return [outs[k] for k in ks]  # type: ignore[index]
+
+    def _sums(self, h: np.ndarray, x: np.ndarray, sizes: np.ndarray, ks: list[int]) -> list[np.ndarray]:
+        """``sum_h x_h sim_k(h, .)`` for each k of ``ks`` (ascending), from the candidates."""
+        kmax = int(self.k_neighbours or 0)
         isq = self._inv_sqrt_n()
-        cut = sizes > k
-        parts: list[np.ndarray] = []  # each block's sum_h x_h sim(h, .)
+        parts: list[list[np.ndarray]] = [[] for _ in ks]  # per k, each block's sum
         todo = np.ones(len(h), dtype=bool)
         for tier in self._tiers():
             rows = np.flatnonzero(todo)
@@ -222,12 +259,13 @@ class StreamItemKNN(ItemKNN):
                 part = rows[(n_r > lo) & (n_r <= hi)]
                 if not len(part):
                     continue
-                got = self._top(tier, h, part, cut, k, isq)
+                got = self._top(tier, h, part, sizes, ks, kmax, isq)
                 if got[4].any():  # left-out entries may have reached the top k: rebuild those rows
                     self._build(tier, h[part[got[4]]], isq)
                     part = part[~tier["full"][h[part]]]
-                    got = self._top(tier, h, part, cut, k, isq)
-                parts.append(self._kept(got, ~got[4], x))
+                    got = self._top(tier, h, part, sizes, ks, kmax, isq)
+                for j, thr in enumerate(got[3]):
+                    parts[j].append(self._kept(got[0], got[1], got[2], thr, ~got[4], x))
                 todo[part[~got[4]]] = False
         if todo.any():  # rows whose top k no tier certifies: read whole, as the model does
             w = np.flatnonzero(todo)
@@ -236,28 +274,32 @@ class StreamItemKNN(ItemKNN):
             counts = np.diff(sub.indptr)
             sub.data *= np.repeat(isq[h[w]], counts)
             sub.data *= isq[sub.indices.astype(np.intp)]
-            for row in np.flatnonzero(counts > k).tolist():
-                seg = sub.data[sub.indptr[row] : sub.indptr[row + 1]]
-                seg[seg < np.partition(seg, len(seg) - k)[len(seg) - k]] = 0.0
-            parts.append(np.asarray(sub.T @ x[w]))
+            for j, k in enumerate(ks):
+                data = sub.data.copy()
+                for row in np.flatnonzero(counts > k).tolist():
+                    seg = data[sub.indptr[row] : sub.indptr[row + 1]]
+                    seg[seg < np.partition(seg, len(seg) - k)[len(seg) - k]] = 0.0
+                one = sp.csr_matrix((data, sub.indices, sub.indptr), shape=sub.shape)
+                parts[j].append(np.asarray(one.T @ x[w]))
         # Blocks summed one after the other: the model's sum up to the order of float32 additions.
-        out = parts[0] if parts else np.zeros(self.counts_.n, dtype=np.float32)
-        for p in parts[1:]:
-            out += p
-        nh = self.n_[h].astype(np.float32)
-        den = nh + np.float32(self.shrink)
-        own = x * np.divide(nh, den, out=np.zeros_like(nh), where=den > 0)  # sim(h, h)
-        out[h] += own
-        return out[items.idx].astype(np.float32)
+        outs = []
+        for blocks in parts:
+            out = blocks[0] if blocks else np.zeros(self.counts_.n, dtype=np.float32)
+            for b in blocks[1:]:
+                out += b
+            outs.append(out)
+        return outs
 
     def _top(
-        self, tier: dict[str, Any], h: np.ndarray, rows: np.ndarray, cut: np.ndarray, k: int, isq: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self, tier: dict[str, Any], h: np.ndarray, rows: np.ndarray, sizes: np.ndarray, ks: list[int],
+        kmax: int, isq: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
         """Candidates of rows ``h[rows]`` in ``tier``: positions in h, columns, similarities,
-        each row's k-th largest, and the rows it does not certify.
+        each row's k-th largest for each k of ``ks``, and the rows they do not certify.
 
         Similarities are the model's float32 ``(c' / sqrt(n_h)) / sqrt(n_i)``; a row not
-        ``cut`` (k entries or fewer) keeps every entry (threshold -inf).
+        cut (k entries or fewer) keeps every entry (threshold -1). The candidates are
+        kept for ``kmax``: a row certified for kmax is certified for every smaller k.
         """
         hr = h[rows]
         width = max(int(tier["n"][hr].max()) if len(hr) else 0, 1)  # >= k + 1 if a row is cut
@@ -268,24 +310,78 @@ class StreamItemKNN(ItemKNN):
         sims *= isq_h[:, None]
         sims *= isq[cols]
         sims[~ok] = -np.inf
-        cr = cut[rows]
-        thr = np.full(len(hr), -1.0, dtype=np.float32)  # a row not cut keeps all (sims >= 0)
-        if cr.any():
-            thr[cr] = np.partition(sims[cr], width - k, axis=1)[:, width - k]
+        size = sizes[rows]
+        need = sorted({k for k in (*ks, kmax) if k < width and (size > k).any()})
+        thr = {k: np.full(len(hr), -1.0, dtype=np.float32) for k in (*ks, kmax)}
+        if need:
+            first = size > need[0]  # rows cut for the smallest k: every other cut row among them
+            srt = np.partition(sims[first], [width - k for k in need], axis=1)
+            for k in need:
+                thr[k][size > k] = srt[(size > k)[first], width - k]
         bound = tier["bound"][hr] * isq_h.astype(np.float64) * (1.0 + _MARGIN)
-        bad = cr & (thr.astype(np.float64) <= bound)
-        return rows, cols, sims, thr, bad
+        bad = (size > kmax) & (thr[kmax].astype(np.float64) <= bound)
+        return rows, cols, sims, [thr[k] for k in ks], bad
 
-    def _kept(self, got: tuple[np.ndarray, ...], sel: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def _kept(
+        self, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, thr: np.ndarray, sel: np.ndarray, x: np.ndarray
+    ) -> np.ndarray:
         """``sum_h x_h sim(h, .)`` over the selected rows' entries at or above their threshold.
 
         The block is summed as it is padded (a padding entry adds 0 to column 0): no
         gather of the kept entries.
         """
-        rows, cols, sims, thr, _ = got
         m, width = sims.shape
         keep = (sims >= thr[:, None]) & sel[:, None]  # the model zeroes the rest: they add nothing
         data = np.where(keep, sims, np.float32(0.0)).ravel()
         indptr = np.arange(0, m * width + 1, width, dtype=np.int64)
         sub = sp.csr_matrix((data, cols.ravel(), indptr), shape=(m, self.counts_.n))
         return np.asarray(sub.T @ x[rows])
+
+    # ------------------------------------------------------------------ grid
+    def learn_one(self, event: Event) -> None:
+        super().learn_one(event)
+        self.revealed_ = getattr(self, "revealed_", 0) + 1
+
+    def view(self, k: int) -> KView:
+        """The model with ``k`` neighbours (at most ``k_neighbours``), on this model's counts.
+
+        Views of one model share its state: a stream replay fits and teaches the model
+        once, and every view's request for the same user at the same point of the
+        stream is answered from one :meth:`score_ks` call over all the views' k.
+        """
+        views = self.__dict__.setdefault("views_", [])
+        views.append(k)
+        return KView(self, k)
+
+    def score_view(self, user: UserState, items: ItemIds, k: int) -> np.ndarray:
+        key = (user.user, getattr(self, "revealed_", 0))
+        memo = self.__dict__.get("memo_")
+        if memo is None or memo[0] != key or not np.array_equal(memo[1], items.idx):
+            ks = sorted(set(self.__dict__.get("views_", [k])))
+            memo = (key, items.idx.copy(), dict(zip(ks, self.score_ks(user, items, ks))))
+            self.memo_ = memo
+        return memo[2][k]
+
+
+class KView(Learner):
+    """One k of a :class:`StreamItemKNN` that scores several (its :meth:`~StreamItemKNN.view`).
+
+    Fitted and taught through the model it views: its own ``fit`` and ``learn_one``
+    do nothing.
+    """
+
+    name: ClassVar[str] = "itemknn-view"
+
+    def __init__(self, model: StreamItemKNN | None = None, k: int = 20) -> None:
+        self.model = model
+        self.k = k
+
+    def fit(self, log: InteractionLog) -> Self:
+        return self
+
+    def learn_one(self, event: Event) -> None:
+        pass
+
+    def score(self, user: UserState, items: ItemIds) -> np.ndarray:
+        assert self.model is not None, "a view is made by StreamItemKNN.view"
+        return self.model.score_view(user, items, self.k)

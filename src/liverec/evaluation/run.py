@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from ..store import Store
 from .adapters import LearnerModel, ModelSpec, build_model, make_learner, parse_model
 from .datasets import Dataset
 from .harness import ModelResult, run_cold, run_static, run_stream
+from .itemknn import StreamItemKNN
 from .tuning import TunedModel, grid_for
 
 PROTOCOLS = ("static", "stream", "cold")
@@ -134,7 +135,13 @@ def evaluate(
         def make(point: Any) -> LearnerModel:
             return LearnerModel(spec.name, make_learner(learner, {**spec.params, **point}), catalog)
 
-        return lambda: TunedModel(spec.name, make, grid, protocol, k=k, learn=learns[spec.name], seed=seed)
+        shared: Any = None
+        keys: tuple[str, ...] = ()
+        if learner == "itemknn" and all(isinstance(p.get("k_neighbours", 0), int) for p in grid):
+            shared, keys = (lambda points: _itemknn_views(spec, points, catalog)), ("shrink",)
+        return lambda: TunedModel(
+            spec.name, make, grid, protocol, k=k, learn=learns[spec.name], seed=seed, shared=shared, state_keys=keys
+        )
 
     jobs = max(1, min((os.cpu_count() or 1) if jobs is None else jobs, len(specs)))
     # In parallel, the costliest models start first so no worker is left with a long one
@@ -179,6 +186,18 @@ def evaluate(
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         },
     }
+
+
+def _itemknn_views(
+    spec: ModelSpec, points: Sequence[Mapping[str, Any]], catalog: Catalog
+) -> tuple[LearnerModel, list[LearnerModel]]:
+    """One ItemKNN state for grid points differing only in ``k_neighbours`` (scoring, not
+    counts), and a model per point viewing it: validation fits and replays it once."""
+    params = [{**spec.params, **p} for p in points]
+    ks = [int(p["k_neighbours"]) for p in params]
+    model = make_learner("itemknn", {**params[0], "k_neighbours": max(ks)})
+    assert isinstance(model, StreamItemKNN)
+    return LearnerModel(spec.name, model, catalog), [LearnerModel(spec.name, model.view(k), catalog) for k in ks]
 
 
 def _clean(d: dict[str, float]) -> dict[str, float | None]:
