@@ -200,7 +200,7 @@ def main() -> None:
          f"{built['tail_learn_s']:.2f} ({(built['log_events'] - built['snapshot_log_seq']) / built['tail_learn_s']:,.0f})"),
         ("restart from snapshot: spawn -> first rec s", snap["spawn_to_first_rec_s"]),
         ("  of which Engine.open + first rec s", snap["open_to_first_rec_s"]),
-        ("    of which read + unpickle s / replay tail s", f"{snap['load_snapshot_s']:.2f} / {snap['replay_tail_s']:.2f}"),
+        ("    of which read + unpickle s / replay tail s (per-user tables decode in replay)", f"{snap['load_snapshot_s']:.2f} / {snap['replay_tail_s']:.2f}"),
         ("restart full replay: spawn -> first rec s", full["spawn_to_first_rec_s"]),
         ("  of which Engine.open + first rec s", full["open_to_first_rec_s"]),
         ("floor (catalog, no events): spawn -> first rec s", floor["spawn_to_first_rec_s"]),

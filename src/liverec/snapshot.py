@@ -23,12 +23,17 @@ learner's state into named tensors plus a JSON side file, kept in step with each
 learner. Pickle runs code on load: snapshots are trusted exactly like the store they
 sit in (only liverec writes them; keep a snapshot directory as private as the database).
 
+Format 3 packs the learners' per-user tables before pickling (:func:`pack`): per-user
+arrays as one matrix, per-user dicts as one pickled blob per user decoded on first read
+(:class:`LazyTable`), so a restart unpickles a few large buffers and only the users it
+replays or serves, not millions of small objects.
+
 Examples
 --------
 >>> from liverec.settings import Settings
 >>> key = compat_key(Settings(), "all-MiniLM-L6-v2", None)
 >>> key["format"], key["sources"][:2]
-(2, ['als', 'content'])
+(3, ['als', 'content'])
 >>> refusal({**key, "erasures": 0, "log_seq": 5}, key, erasures=1, last_seq=9)
 'taken before a user was erased (the store has had 1 erasures, the snapshot reflects 0)'
 """
@@ -46,6 +51,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 
 from .encode.catalog import Catalog
 from .models.base import Learner
@@ -57,7 +63,7 @@ from .store.sql import StoredItem
 log = logging.getLogger("liverec.snapshot")
 
 #: Version of the snapshot body layout (bump when :class:`ModelSet` changes shape).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 #: Settings that do not shape what is learned or served: they may differ between the
 #: node that wrote a snapshot and the one that loads it.
@@ -143,6 +149,176 @@ def refusal(header: Mapping[str, Any], key: Mapping[str, Any], *, erasures: int,
     return None
 
 
+#: Per-user tables with fewer entries than this are pickled as they are.
+PACK_MIN = 64
+
+
+def pack(value: Any) -> Any:
+    """``value`` in a form that loads fast; anything but a per-user table as it is.
+
+    Unpickling builds one object per pickled object: at 1M events the per-user tables
+    (a dict with an entry per user) are millions of small objects and cost seconds. So:
+
+    - ``{key: 1-D array}`` (arrays of one dtype and length) is stored as one matrix
+      (:class:`_ArrayDict`): it loads as one buffer, each key getting its row back;
+    - ``{key: dict}`` is stored as one pickled blob per key (:class:`LazyTable`): a key's
+      dict is unpickled when a learner first reads it, so a restart decodes only the
+      users it serves or replays.
+
+    Either way the learner sees a mapping equal to the original (same keys, order, values).
+
+    >>> table = {f"u{j}": {3: 1.0, j: 2.5} for j in range(100)}
+    >>> packed = pack(table)
+    >>> type(packed).__name__, unpack(packed) == table
+    ('LazyTable', True)
+    >>> pack({"a": 1}) == {"a": 1}
+    True
+    """
+    if type(value) is not dict or len(value) < PACK_MIN:
+        return value
+    first = next(iter(value.values()))
+    if type(first) is np.ndarray:
+        return _ArrayDict.pack(value) or value
+    if type(first) is dict and all(type(v) is dict for v in value.values()):
+        return LazyTable.of(value)
+    return value
+
+
+def unpack(value: Any) -> Any:
+    """The inverse of :func:`pack` (a :class:`LazyTable` stays lazy)."""
+    return value.unpack() if isinstance(value, _ArrayDict) else value
+
+
+@dataclass
+class _ArrayDict:
+    """``{key: 1-D array}`` with arrays of one dtype and length, as one matrix; unpacked,
+    each key gets its own row (a writable view of that matrix)."""
+
+    keys: list[Any]
+    rows: np.ndarray
+
+    @classmethod
+    def pack(cls, table: dict[Any, Any]) -> "_ArrayDict | None":
+        arrays = list(table.values())
+        a0 = arrays[0]
+        if a0.ndim != 1 or a0.dtype.hasobject:
+            return None
+        if not all(type(a) is np.ndarray and a.dtype == a0.dtype and a.shape == a0.shape for a in arrays):
+            return None
+        if len({id(a) for a in arrays}) != len(arrays):  # a shared array would come back as two
+            return None
+        return cls(list(table), np.stack(arrays))
+
+    def unpack(self) -> dict[Any, np.ndarray]:
+        return dict(zip(self.keys, self.rows))
+
+
+_MISSING = object()
+
+
+class LazyTable(dict):
+    """A per-user table (``{user: dict}``) restored from a snapshot: each value is unpickled
+    the first time it is read, then kept. Every read path of a dict decodes
+    (``[]``, ``get``, ``setdefault``, ``pop``, ``values``, ``items``, copies, ``==``);
+    keys, ``in`` and ``len`` never need to. Pickling it keeps undecoded values as they are.
+    An undecoded value is its pickled ``bytes`` (so tables are only made of values that are
+    never ``bytes``: :func:`pack` makes them of dicts, snapshots of users' row tuples).
+
+    >>> t = LazyTable.of({"a": {1: 2.0}, "b": {}})
+    >>> t["a"], t.get("b"), t.get("c", 0), "a" in t, len(t), dict(t) == {"a": {1: 2.0}, "b": {}}
+    ({1: 2.0}, {}, 0, True, 2, True)
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, table: Mapping[Any, Any]) -> "LazyTable":
+        out = cls()
+        for k, v in table.items():
+            dict.__setitem__(out, k, v if type(v) is bytes else pickle.dumps(v, protocol=5))
+        return out
+
+    def _load(self, key: Any, data: bytes) -> Any:
+        """The value of ``key`` from its blob."""
+        return pickle.loads(data)
+
+    def _decode(self, key: Any, v: Any) -> Any:
+        if type(v) is bytes:
+            v = self._load(key, v)
+            dict.__setitem__(self, key, v)
+        return v
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._decode(key, dict.__getitem__(self, key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        v = dict.get(self, key, _MISSING)
+        return default if v is _MISSING else self._decode(key, v)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        v = dict.setdefault(self, key, default)
+        return self._decode(key, v)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        v = dict.pop(self, key, *default)
+        return self._load(key, v) if type(v) is bytes else v
+
+    def popitem(self) -> tuple[Any, Any]:
+        k, v = dict.popitem(self)
+        return k, self._load(k, v) if type(v) is bytes else v
+
+    def decode_all(self) -> "LazyTable":
+        for k, v in dict.items(self):
+            if type(v) is bytes:
+                dict.__setitem__(self, k, self._load(k, v))
+        return self
+
+    def __iter__(self) -> Any:  # not dict's own: dict(t) and {**t} then read through __getitem__
+        return dict.__iter__(self)
+
+    def values(self) -> Any:
+        return dict.values(self.decode_all())
+
+    def items(self) -> Any:
+        return dict.items(self.decode_all())
+
+    def copy(self) -> dict[Any, Any]:
+        return dict(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        return dict.__eq__(self.decode_all(), other.decode_all() if isinstance(other, LazyTable) else other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"LazyTable({dict.__repr__(self.decode_all())})"
+
+    def __reduce__(self) -> Any:
+        return LazyTable.of, (dict(dict.items(self)),)
+
+
+class _LazyUsers(LazyTable):
+    """Users restored from a snapshot (``{user: UserRecord}``), each built from its blob of
+    ``(rows, seen)`` when first read: a restart builds only the users it replays or serves."""
+
+    __slots__ = ("history_length",)
+    history_length: int
+
+    @classmethod
+    def of_blobs(cls, blobs: LazyTable, history_length: int) -> "_LazyUsers":
+        out = cls()
+        out.history_length = history_length
+        dict.update(out, dict.items(blobs))
+        return out
+
+    def _load(self, key: Any, data: bytes) -> Any:
+        rows, seen = pickle.loads(data)
+        return UserRecord.from_rows(key, rows, seen, history_length=self.history_length)
+
+    def __reduce__(self) -> Any:  # a plain dict of records (the blobs are not records)
+        return dict, (list(self.items()),)
+
+
 @dataclass
 class ModelSet:
     """Everything a node learned, at log position ``log_seq`` (see module docstring)."""
@@ -172,12 +348,20 @@ class ModelSet:
         )
 
     def dumps(self) -> bytes:
-        """The snapshot body (pickle protocol 5, uncompressed: load speed over size)."""
-        return pickle.dumps(self.__dict__, protocol=5)
+        """The snapshot body: learners' per-user tables packed (see :func:`pack`), then
+        pickle protocol 5, uncompressed (load speed over size)."""
+        body = dict(self.__dict__)
+        body["learners"] = {name: (cls, {k: pack(v) for k, v in state.items()})
+                            for name, (cls, state) in self.learners.items()}
+        if len(self.users) >= PACK_MIN:  # one blob per user: built into a record when first read
+            body["users"] = LazyTable.of(self.users)
+        return pickle.dumps(body, protocol=5)
 
     @classmethod
     def loads(cls, body: bytes) -> "ModelSet":
-        return cls(**pickle.loads(body))
+        d = pickle.loads(body)
+        d["learners"] = {name: (c, {k: unpack(v) for k, v in state.items()}) for name, (c, state) in d["learners"].items()}
+        return cls(**d)
 
     def arrange(self, stored: Sequence[StoredItem]) -> tuple[list[StoredItem], list[str]]:
         """The store's items in the snapshot's dense order (items added since at the end), and
@@ -201,6 +385,11 @@ class ModelSet:
 
     def build_users(self, history_length: int) -> OnlineState:
         users = OnlineState(history_length)
+        if isinstance(self.users, LazyTable):
+            users.users = _LazyUsers.of_blobs(self.users, history_length)
+            for name in self.users:
+                users.touch(name)
+            return users
         for name, (rows, seen) in self.users.items():
             users.users[name] = UserRecord.from_rows(name, rows, seen, history_length=history_length)
             users.touch(name)

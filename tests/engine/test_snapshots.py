@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from typing import Callable, Iterator
 
@@ -281,3 +282,64 @@ def test_the_scheduler_writes_by_time_only_when_the_log_grew():
     assert sch.due(11)
     sch.request()
     assert sch.due(10)  # asked for (after an erasure), whatever the counts
+
+
+def test_a_snapshot_of_an_older_format_is_refused_and_the_node_refits(tmp_path, encoder, books, monkeypatch, caplog):
+    s, url, ids = in_a_directory(tmp_path, books, 100)
+    monkeypatch.setattr(snapshot_module, "FORMAT_VERSION", snapshot_module.FORMAT_VERSION - 1)
+    with Engine.open(url, settings=s, encoder=encoder) as e:
+        e.add_items(books[:100])
+        e.record_many(events(100, ids, seed=9))
+        assert e.snapshot() is not None
+    monkeypatch.undo()
+    caplog.set_level(logging.INFO, logger="liverec.snapshot")
+    with Engine.open(url, settings=s, encoder=encoder) as again:
+        assert again.snapshots.log_seq == 100  # the re-fit wrote one in today's format
+    old, new = snapshot_module.FORMAT_VERSION - 1, snapshot_module.FORMAT_VERSION
+    assert f"refused: written with snapshot format {old}, this node has {new}" in caplog.text
+    assert "re-fitting from the whole event log" in caplog.text
+
+
+def test_per_user_tables_are_packed_and_come_back_equal():
+    rng = np.random.default_rng(0)
+    profiles = {f"u{j}": rng.random(8) for j in range(100)}
+    nested = {f"u{j}": {int(i): float(rng.random()) for i in rng.integers(0, 50, size=j % 7)} for j in range(100)}
+    recent = {f"u{j}": dict.fromkeys([j, j + 1]) for j in range(100)}
+    ms = snapshot_module.ModelSet(
+        5, 0, ["a"], {"x": (object, {"profiles_": profiles, "hist_": nested, "recent_": recent, "small_": {"u": {1: 1.0}},
+                                     "mixed_": {f"u{j}": np.zeros(j % 3 + 1) for j in range(100)}})},
+        {}, None,
+    )
+    state = snapshot_module.ModelSet.loads(ms.dumps()).learners["x"][1]
+    assert list(state["profiles_"]) == list(profiles)
+    assert all(np.array_equal(state["profiles_"][u], profiles[u]) for u in profiles)
+    assert all(a.flags.writeable and a.dtype == np.float64 for a in state["profiles_"].values())
+    assert type(state["small_"]) is dict and state["small_"] == {"u": {1: 1.0}}  # small: as it was
+    assert all(np.array_equal(state["mixed_"][u], np.zeros(int(u[1:]) % 3 + 1)) for u in state["mixed_"])
+    hist = state["hist_"]
+    assert isinstance(hist, snapshot_module.LazyTable) and hist == nested and list(hist) == list(nested)
+    assert state["recent_"] == recent and list(state["recent_"]["u3"]) == [3, 4]
+
+
+def test_a_lazy_table_decodes_on_read_and_keeps_changes():
+    table = snapshot_module.LazyTable.of({f"u{j}": {j: float(j)} for j in range(5)})
+    table.setdefault("u1", {})[7] = 1.0  # a learner's in-place update of a decoded dict
+    table.setdefault("new", {})[3] = 2.0
+    assert table["u1"] == {1: 1.0, 7: 1.0} and table.get("new") == {3: 2.0} and table.get("none") is None
+    assert table.pop("u2") == {2: 2.0} and table.pop("u2", None) is None and "u2" not in table
+    again = pickle.loads(pickle.dumps(table))  # undecoded values stay encoded, changes are kept
+    expected = {"u0": {0: 0.0}, "u1": {1: 1.0, 7: 1.0}, "u3": {3: 3.0}, "u4": {4: 4.0}, "new": {3: 2.0}}
+    assert again == expected and dict(again) == expected and {**again} == expected
+    assert [(k, v) for k, v in again.items()] == list(expected.items()) and len(again) == 5
+
+
+def test_users_restored_from_a_snapshot_are_built_when_first_read():
+    users = {f"u{j}": (tuple((f"b{j}", "click", 1.0, float(t), f"e{j}-{t}", {"p": t} if t else None)
+                             for t in range(j % 4)), list(range(j % 4))) for j in range(100)}
+    ms = snapshot_module.ModelSet.loads(snapshot_module.ModelSet(5, 0, [], {}, users, None).dumps())
+    state = ms.build_users(history_length=2)
+    assert len(state.users) == 100 and state.version("u7") > 0
+    assert [e.timestamp for e in state.state("u7").history] == [1.0, 2.0] and state.seen("u7") == {0, 1, 2}
+    assert state.state("u7").history[0].context == {"p": 1} and state.seen("u4") == set()
+    records = {u: (rows, seen) for u, rows, seen in state.records()}
+    assert records == {u: (rows, seen) for u, (rows, seen) in users.items() if rows} | {"u7": (users["u7"][0][-2:], [0, 1, 2])}
