@@ -214,6 +214,7 @@ class _ArrayDict:
 
 
 _MISSING = object()
+_DECODING = threading.Lock()
 
 
 class LazyTable(dict):
@@ -243,10 +244,16 @@ class LazyTable(dict):
         return pickle.loads(data)
 
     def _decode(self, key: Any, v: Any) -> Any:
-        if type(v) is bytes:
-            v = self._load(key, v)
-            dict.__setitem__(self, key, v)
-        return v
+        if type(v) is not bytes:
+            return v
+        # A request and an event may read a user first at the same time: one decodes and
+        # stores, the other takes what was stored (an update to it is then never lost).
+        with _DECODING:
+            cur = dict.get(self, key, _MISSING)
+            if cur is v:
+                cur = self._load(key, v)
+                dict.__setitem__(self, key, cur)
+            return self._load(key, v) if cur is _MISSING else cur
 
     def __getitem__(self, key: Any) -> Any:
         return self._decode(key, dict.__getitem__(self, key))

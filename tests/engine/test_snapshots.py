@@ -343,3 +343,12 @@ def test_users_restored_from_a_snapshot_are_built_when_first_read():
     assert state.state("u7").history[0].context == {"p": 1} and state.seen("u4") == set()
     records = {u: (rows, seen) for u, rows, seen in state.records()}
     assert records == {u: (rows, seen) for u, (rows, seen) in users.items() if rows} | {"u7": (users["u7"][0][-2:], [0, 1, 2])}
+
+
+def test_a_lazy_table_read_by_many_threads_decodes_each_value_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = snapshot_module.LazyTable.of({f"u{j}": {j: 1.0} for j in range(200)})
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda k: table.setdefault(f"u{k % 200}", {}), range(2000)))
+    assert all(g is table[f"u{k % 200}"] for k, g in enumerate(got))  # one object per user
