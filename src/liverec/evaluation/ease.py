@@ -70,10 +70,14 @@ class StreamEASE(EASE):
         b = self.hist_.get(event.user, {}).get(i, 0.0)
         j = int(self.bidx_[i]) if i < len(self.bidx_) else -1
         if b != a and j >= 0:
-            if b - a == 1.0:
-                acc += self.B_[j]
-            else:
-                acc += np.float32(b - a) * self.B_[j]
+            self._add_row(acc, j, b - a)
+
+    def _add_row(self, acc: np.ndarray, j: int, w: float) -> None:
+        """``acc += w * B[j]`` in place (a weight of 1 adds the row itself, as the model does)."""
+        if w == 1.0:
+            acc += self.B_[j]
+        else:
+            acc += np.float32(w) * self.B_[j]
 
     def forget(self, user: str, events: Any) -> None:
         super().forget(user, events)
@@ -99,10 +103,7 @@ class StreamEASE(EASE):
             hb = hb[hb >= 0]
             acc = np.zeros(len(self.B_), dtype=np.float32)
             for j, w in zip(hb.tolist(), x.tolist()):  # as the model: whole rows added in place
-                if w == 1.0:
-                    acc += self.B_[j]
-                else:
-                    acc += np.float32(w) * self.B_[j]
+                self._add_row(acc, j, w)
             self.sums_[user.user] = acc
         out = np.zeros(len(items), dtype=np.float32)
         out[ok] = acc[ib[ok]]

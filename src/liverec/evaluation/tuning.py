@@ -231,14 +231,9 @@ class TunedModel:
         val = validation_split(self.protocol, train, seed=self.seed, max_stream=self.max_stream)
         check_no_overlap(val.fit, val.held_out)
         scores = [math.nan] * len(self.grid)
-        for group in self._passes():
-            if self.shared is None:
-                model = self.make(self.grid[group[0]])
-                model.fit(val.fit)
-                scores[group[0]] = validation_score(model, val, self.k, learn=self.learn)
-                close_model(model)
-                continue
-            state, views = self.shared([self.grid[i] for i in group])
+        passes = self._passes()
+        for group in passes:
+            state, views = self._views([self.grid[i] for i in group])
             state.fit(val.fit)
             for i, s in zip(group, shared_validation_scores(state, views, val, self.k, learn=self.learn)):
                 scores[i] = s
@@ -250,11 +245,18 @@ class TunedModel:
             "chosen": best,
             "metric": f"{val.metric}@{self.k}",
             "validation": val.describe(),
-            "validation_passes": len(self._passes()),
+            "validation_passes": len(passes),
             "seconds": round(time.perf_counter() - t, 2),
         }
         self.model = self.make(best)
         self.model.fit(train)
+
+    def _views(self, points: Sequence[Mapping[str, Any]]) -> tuple[EvalModel, Sequence[EvalModel]]:
+        """The model fitted for one pass over ``points`` and a view of it per point."""
+        if self.shared is not None:
+            return self.shared(points)
+        model = self.make(points[0])  # no sharing: a pass per point, the model its own view
+        return model, [model]
 
     def _passes(self) -> list[list[int]]:
         """Grid indices scored in one validation pass: one each, or with ``shared`` those equal
