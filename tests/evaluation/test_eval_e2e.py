@@ -46,8 +46,15 @@ def test_every_protocol_runs_and_liverec_learns_taste(tiny, encoder, protocol, t
         assert res["liverec"]["hr@10"] > res["liverec@frozen"]["hr@10"]
         assert res["liverec"]["hr@10"] > res["trending"]["hr@10"]
         assert out["curves"] == {} or all(len(c) >= 0 for c in out["curves"].values())
+        # Every model's hit rate per tenth of the stream; the predictions add up to the total.
+        assert set(out["tenths"]) == set(models)
+        for name, t in out["tenths"].items():
+            assert len(t["hr@10"]) == 10 and sum(t["predictions"]) == res[name]["predictions"]
+            hits = sum(h * n for h, n in zip(t["hr@10"], t["predictions"]) if n)
+            assert hits == pytest.approx(res[name]["hr@10"] * res[name]["predictions"], abs=1e-3)
     else:
         assert res["liverec"][headline] > res["trending"][headline]
+        assert out["tenths"] == {}
     write_json(out, tmp_path / "out.json")
     write_html(out, tmp_path / "out.html")
     assert json.loads((tmp_path / "out.json").read_text())["settings"]["protocol"] == protocol

@@ -110,24 +110,70 @@ def test_evaluation_names_build_the_replay_learners() -> None:
     assert isinstance(make_learner("ease", {}), StreamEASE)
 
 
-def test_itemknn_grid_shares_one_validation_pass_per_shrink() -> None:
-    from liverec.evaluation.adapters import LearnerModel, parse_model
-    from liverec.evaluation.run import _itemknn_views
-    from liverec.evaluation.tuning import TunedModel
+def test_itemknn_views_score_as_models_with_their_own_k_and_shrink(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One set of counts, views at every (k, shrink) of a grid, taught once, event by
+    # event: each view scores as a StreamItemKNN built with its own k and shrink.
+    monkeypatch.setattr(fast_knn, "_WIDE", 12)
+    monkeypatch.setattr(fast_knn, "_DIRTY", 3)
+    cat, evs = _stream(events=700, seed=5)
+    base = {"max_history": None, "all_events": True}
+    points = [{**base, "k_neighbours": k, "shrink": s} for s in (0.0, 10.0, 100.0) for k in (2, 8, 40)]
+    state, views = StreamItemKNN.grid_state(points)
+    alone = [StreamItemKNN(**p) for p in points]
+    items = cat.select([f"i{j}" for j in range(len(cat))])
+    half = len(evs) // 2
+    log = InteractionLog.from_events(evs[:half], cat)
+    for m in (state, *alone):
+        m.fit(log)
+    for e in evs[half:]:
+        for view, ref in zip(views, alone):
+            np.testing.assert_allclose(view.score(UserState(e.user), items), ref.score(UserState(e.user), items),
+                                       rtol=1e-5, atol=1e-7)
+        for m in (state, *alone):
+            m.learn_one(e)
+    assert set(state.alt_) == {10.0, 100.0} and all(t is not None for t in state.alt_.values())
 
-    cat, evs = _stream(events=1200, seed=3)
+
+def _tuned_itemknn(cat: Catalog, grid: list[dict], share: bool) -> object:
+    from liverec.evaluation.adapters import LearnerModel, learner_class, parse_model
+    from liverec.evaluation.run import shared_views
+    from liverec.evaluation.tuning import TunedModel, state_keys
+
     spec = parse_model("itemknn")
-    grid = [{"k_neighbours": k, "shrink": s} for k in (2, 5, 40) for s in (0.0, 10.0)]
 
     def make(point: dict) -> LearnerModel:
         return LearnerModel("itemknn", make_learner("itemknn", {**spec.params, **point}), cat)
 
-    alone = TunedModel("itemknn", make, grid, "stream", k=5)
-    shared = TunedModel("itemknn", make, grid, "stream", k=5,
-                        shared=lambda pts: _itemknn_views(spec, pts, cat), state_keys=("shrink",))
-    alone.fit(evs)
-    shared.fit(evs)
-    assert alone.tuning is not None and shared.tuning is not None
-    assert shared.tuning["validation_passes"] == 2 and alone.tuning["validation_passes"] == 6
-    assert shared.tuning["scores"] == alone.tuning["scores"]
-    assert shared.tuning["chosen"] == alone.tuning["chosen"]
+    if not share:
+        return TunedModel("itemknn", make, grid, "stream", k=5)
+    cls = learner_class("itemknn")
+    return TunedModel("itemknn", make, grid, "stream", k=5,
+                      shared=lambda pts: shared_views(cls, spec, pts, cat), state_keys=state_keys(cls, grid))
+
+
+def test_itemknn_grid_is_scored_in_one_validation_pass() -> None:
+    # A tiny stream: the one shared pass and a pass per point give the same scores.
+    from liverec.evaluation.tuning import SharesGrid
+
+    assert isinstance(StreamItemKNN, SharesGrid) and not isinstance(StreamEASE, SharesGrid)
+    cat, evs = _stream(events=1200, seed=3)
+    grid = [{"k_neighbours": k, "shrink": s} for k in (2, 5, 40) for s in (0.0, 10.0, 100.0)]
+    alone, shared = _tuned_itemknn(cat, grid, False), _tuned_itemknn(cat, grid, True)
+    alone.fit(evs)  # type: ignore[attr-defined]
+    shared.fit(evs)  # type: ignore[attr-defined]
+    a, b = alone.tuning, shared.tuning  # type: ignore[attr-defined]
+    assert b["validation_passes"] == 1 and a["validation_passes"] == 9
+    assert b["scores"] == a["scores"] and len(set(a["scores"])) > 1
+    assert b["chosen"] == a["chosen"]
+
+
+def test_itemknn_grid_with_a_fixed_shrink_or_every_neighbour_still_shares() -> None:
+    from liverec.evaluation.tuning import state_keys
+
+    cat, evs = _stream(events=800, seed=4)
+    grid = [{"k_neighbours": k} for k in (3, None)]
+    assert state_keys(StreamItemKNN, grid) == ()
+    alone, shared = _tuned_itemknn(cat, grid, False), _tuned_itemknn(cat, grid, True)
+    alone.fit(evs)  # type: ignore[attr-defined]
+    shared.fit(evs)  # type: ignore[attr-defined]
+    assert shared.tuning["scores"] == alone.tuning["scores"]  # type: ignore[attr-defined]

@@ -104,6 +104,27 @@ def test_the_tuner_picks_the_best_point_wherever_it_is_in_the_grid() -> None:
     assert model.tuning["scores"] == pytest.approx([0.2, 0.9, 0.5])
 
 
+def test_keys_searched_last_score_the_other_keys_first_then_those_at_the_best() -> None:
+    rows = [(f"u{n}", f"x{n}") for n in range(20)] + [(f"u{n}", "target") for n in range(20)]
+    cat = _catalog([f"x{n}" for n in range(20)] + ["target"])
+    quality = {(0, 1): 0.2, (1, 1): 0.5, (2, 1): 0.3, (0, 2): 0.9, (1, 2): 0.6, (1, 3): 0.4, (2, 3): 0.1, (0, 3): 0.0}
+    grid = [{"a": a, "size": z} for z in (1, 2, 3) for a in (0, 1, 2) if (a, z) in quality]
+
+    def make(p: dict) -> LearnerModel:
+        return LearnerModel("graded", _Graded(quality=quality[(p["a"], p["size"])]), cat)
+
+    staged = TunedModel("graded", make, grid, "static", k=1, last=("size",))
+    staged.fit(_log(rows))
+    t = staged.tuning
+    # a at size 1 (best a=1), then sizes 2 and 3 at a=1: (0, 2), the best of the full grid, is never scored.
+    scored = {(p["a"], p["size"]) for p, sc in zip(t["grid"], t["scores"]) if sc is not None}
+    assert scored == {(0, 1), (1, 1), (2, 1), (1, 2), (1, 3)} and t["points_scored"] == 5
+    assert t["chosen"] == {"a": 1, "size": 2} and t["search"] == "a at size 1, then size at the best of those"
+    full = TunedModel("graded", make, grid, "static", k=1)
+    full.fit(_log(rows))
+    assert full.tuning["chosen"] == {"a": 0, "size": 2} and full.tuning["search"] == "every point"
+
+
 def test_best_index_ignores_nan_and_keeps_the_first_of_ties() -> None:
     assert best_index([float("nan"), 0.2, 0.5, 0.5, 0.1]) == 2
     assert best_index([float("nan")] * 3) == 0

@@ -215,6 +215,15 @@ def _literal(v: str) -> Any:
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
+def learner_class(name: str) -> type[Learner]:
+    """The class :func:`make_learner` builds for ``name`` (an evaluation baseline first).
+
+    >>> learner_class("itemknn").__name__
+    'StreamItemKNN'
+    """
+    return EVAL_BASELINES[name][0] if name in EVAL_BASELINES else REGISTRY[name]
+
+
 def make_learner(name: str, params: Mapping[str, Any]) -> Learner:
     """The learner ``name`` (an evaluation baseline first, else a registered learner) with ``params``.
 
@@ -225,10 +234,12 @@ def make_learner(name: str, params: Mapping[str, Any]) -> Learner:
     >>> make_learner("ease", {"l2": 200.0}).l2
     200.0
     """
-    if name in EVAL_BASELINES:
-        cls, defaults = EVAL_BASELINES[name]
-        return cls(**{**defaults, **params})
-    return REGISTRY[name](**params)
+    return learner_class(name)(**learner_params(name, params))
+
+
+def learner_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` over the parameters that define evaluation baseline ``name`` (none for a learner)."""
+    return {**(EVAL_BASELINES[name][1] if name in EVAL_BASELINES else {}), **params}
 
 
 def build_model(

@@ -49,6 +49,7 @@ class ModelResult:
     fit_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     curve: list[tuple[int, float]] = field(default_factory=list)  # stream: (events seen, rolling HR)
+    tenths: dict[str, list[float]] = field(default_factory=dict)  # stream: hit rate per tenth of the stream
     tuning: dict[str, Any] | None = None  # how the model's hyperparameters were chosen, if they were
 
     def summary(self) -> dict[str, float]:
@@ -163,12 +164,14 @@ def prequential_many(
     desc: str = "",
     latencies: list[float] | None = None,
     curve: list[tuple[int, float]] | None = None,
+    positions: list[int] | None = None,
 ) -> list[list[int]]:
     """:func:`prequential` for several ``models`` that share one state, taught through ``learner``.
 
     Each event is predicted by every model, then revealed once (``learner.learn_one``):
     the models are views of ``learner`` (e.g. one set of counts scored with several
-    hyperparameters). ``latencies`` and ``curve`` follow the first model.
+    hyperparameters). ``latencies`` and ``curve`` follow the first model; ``positions``
+    collects the stream index of each prediction (the same for every model).
     """
     seen: dict[str, set[str]] = defaultdict(set)
     for e in history:
@@ -182,12 +185,34 @@ def prequential_many(
                 if latencies is not None and got is hits[0]:
                     latencies.append((time.perf_counter() - t) * 1000)
                 got.append(int(e.item in ranked[:k]))
+            if positions is not None:
+                positions.append(n)
             if curve is not None and len(hits[0]) % window == 0:
                 curve.append((n + 1, float(np.mean(hits[0][-window:]))))
         if learn:
             learner.learn_one(e)
         seen[e.user].add(e.item)
     return hits
+
+
+def by_tenth(hits: Sequence[int], positions: Sequence[int], n: int, k: int = 10) -> dict[str, list[float]]:
+    """Hit rate in each tenth of a stream of ``n`` events (by position, in time order).
+
+    ``hits[j]`` is the outcome of the prediction made at stream index ``positions[j]``;
+    a tenth with no prediction has hit rate NaN.
+
+    Examples
+    --------
+    >>> t = by_tenth([1, 0, 1, 1], [0, 1, 5, 9], 10, k=10)
+    >>> t["hr@10"][:2], t["predictions"][:2], t["hr@10"][9]
+    ([1.0, 0.0], [1, 1], 1.0)
+    """
+    tenth = np.minimum(np.asarray(positions, dtype=np.int64) * 10 // max(n, 1), 9)
+    h = np.asarray(hits, dtype=np.float64)
+    count = np.bincount(tenth, minlength=10)
+    got = np.bincount(tenth, weights=h, minlength=10)
+    rate = np.divide(got, count, out=np.full(10, np.nan), where=count > 0)
+    return {f"hr@{k}": [float(r) for r in rate], "predictions": [int(c) for c in count]}
 
 
 def fit_timed(model: EvalModel, train: Sequence[Event]) -> ModelResult:
@@ -255,10 +280,12 @@ def run_stream(
         model = factory()
         res = fit_timed(model, split.warmup)
         learn = True if learns is None else learns.get(model.name, True)
+        at: list[int] = []
         hits = prequential(model, split.warmup, split.stream, k, learn=learn, window=window, progress=progress,
-                           desc=f"stream {model.name}", latencies=res.latencies_ms, curve=res.curve)
+                           desc=f"stream {model.name}", latencies=res.latencies_ms, curve=res.curve, positions=at)
         res.metrics[f"hr@{k}"] = float(np.mean(hits)) if hits else float("nan")
         res.metrics["predictions"] = float(len(hits))
+        res.tenths = by_tenth(hits, at, len(split.stream), k)
         close_model(model)
         return res
 

@@ -23,15 +23,17 @@ past that is read whole. The kept similarities are summed block by block, so sco
 equal the model's up to the order of float32 additions (relative differences ~1e-7;
 they reorder only items whose scores tie exactly).
 
-:meth:`StreamItemKNN.view` scores one set of counts with several k at once (the
-validation grid: ``k_neighbours`` changes scoring, not the counts); scores without
+:meth:`StreamItemKNN.view` scores one set of counts with several k and shrinkages
+at once (the validation grid: neither ``k_neighbours`` nor ``shrink`` changes the
+counts; each shrinkage keeps its own candidates, updated at every event); scores without
 ``k_neighbours``, for a few candidates, for cold users, and after ``forget`` (counts
 may fall) come from :class:`~liverec.models.ItemKNN` itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -80,8 +82,29 @@ class StreamItemKNN(ItemKNN):
     def fit(self, log: InteractionLog) -> Self:
         super().fit(log)
         self.cand_: list[dict[str, Any]] | None = None
+        # Candidates for the other shrinkages views score with (built lazily, like cand_).
+        self.alt_: dict[float, list[dict[str, Any]] | None] = dict.fromkeys(self.__dict__.get("alt_", {}))
         self.exact_ = True  # False after forget: counts may have fallen, candidates are not kept
         return self
+
+    @contextmanager
+    def _shrunk(self, shrink: float) -> Iterator[None]:
+        """This model scoring and keeping candidates with ``shrink`` for the duration.
+
+        Shrinkage changes similarities, not counts: each shrinkage keeps its own
+        candidate tiers (``alt_``), swapped in with the shrinkage itself.
+        """
+        if shrink == self.shrink:
+            yield
+            return
+        alt = self.__dict__.setdefault("alt_", {})
+        mine = (self.shrink, getattr(self, "cand_", None))
+        self.shrink, self.cand_ = shrink, alt.get(shrink)
+        try:
+            yield
+        finally:
+            alt[shrink] = self.cand_
+            self.shrink, self.cand_ = mine
 
     # ------------------------------------------------------------------ candidates
     def _tiers(self) -> list[dict[str, Any]]:
@@ -168,9 +191,17 @@ class StreamItemKNN(ItemKNN):
 
         The model's neighbour lists (its candidate retrieval, which evaluation never
         asks for) are dropped instead of updated, and rebuilt from the counts if
-        ``candidates`` is called; the rows' candidates are updated here.
+        ``candidates`` is called; the rows' candidates are updated here, those of
+        every shrinkage a view scores with.
         """
         self.__dict__.pop("neighbours_", None)
+        self._offer_candidates(i, js)
+        for shrink in list(self.__dict__.get("alt_", {})):
+            with self._shrunk(shrink):
+                self._offer_candidates(i, js)
+
+    def _offer_candidates(self, i: int, js: np.ndarray) -> None:
+        """The candidate tiers of the current shrinkage after ``C[i, js]`` and ``C[js, i]`` changed."""
         tiers = getattr(self, "cand_", None)
         if tiers is None:
             return
@@ -197,6 +228,7 @@ class StreamItemKNN(ItemKNN):
     def forget(self, user: str, events: Any) -> None:
         super().forget(user, events)
         self.cand_ = None
+        self.alt_ = dict.fromkeys(self.__dict__.get("alt_", {}))
         self.exact_ = False
 
     # ------------------------------------------------------------------ scoring
@@ -338,33 +370,63 @@ class StreamItemKNN(ItemKNN):
         return np.asarray(sub.T @ x[rows])
 
     # ------------------------------------------------------------------ grid
+    #: Hyperparameters that change scoring, not the counts: grid points differing only in
+    #: these are scored from one state (:class:`~liverec.evaluation.tuning.SharesGrid`).
+    scoring_params: ClassVar[tuple[str, ...]] = ("k_neighbours", "shrink")
+
+    @classmethod
+    def grid_state(cls, points: Sequence[dict[str, Any]]) -> tuple[StreamItemKNN, list[KView]]:
+        """One model for grid ``points`` (full parameters, equal but for :attr:`scoring_params`)
+        and a view per point: it keeps the counts, every point is scored from them.
+
+        The model keeps candidates for the largest ``k_neighbours`` (None, "every
+        neighbour", if a point has it), with the first point's shrinkage.
+        """
+        ks = [p.get("k_neighbours") for p in points]
+        kmax = None if any(k is None for k in ks) else max(int(k) for k in ks)
+        model = cls(**{**points[0], "k_neighbours": kmax})
+        return model, [model.view(k, float(p.get("shrink", model.shrink))) for k, p in zip(ks, points)]
+
     def learn_one(self, event: Event) -> None:
         super().learn_one(event)
         self.revealed_ = getattr(self, "revealed_", 0) + 1
 
-    def view(self, k: int) -> KView:
-        """The model with ``k`` neighbours (at most ``k_neighbours``), on this model's counts.
+    def view(self, k: int | None, shrink: float | None = None) -> KView:
+        """The model with ``k`` neighbours (at most ``k_neighbours``) and ``shrink`` (default
+        the model's), on this model's counts.
 
         Views of one model share its state: a stream replay fits and teaches the model
         once, and every view's request for the same user at the same point of the
-        stream is answered from one :meth:`score_ks` call over all the views' k.
+        stream is answered from one :meth:`score_ks` call per shrinkage over all the
+        views' k.
         """
+        shrink = self.shrink if shrink is None else float(shrink)
+        if shrink != self.shrink:
+            self.__dict__.setdefault("alt_", {}).setdefault(shrink, None)
         views = self.__dict__.setdefault("views_", [])
-        views.append(k)
-        return KView(self, k)
+        views.append((k, shrink))
+        return KView(self, k, shrink)
 
-    def score_view(self, user: UserState, items: ItemIds, k: int) -> np.ndarray:
+    def score_view(self, user: UserState, items: ItemIds, k: int | None, shrink: float | None = None) -> np.ndarray:
+        shrink = self.shrink if shrink is None else shrink
         key = (user.user, getattr(self, "revealed_", 0))
         memo = self.__dict__.get("memo_")
         if memo is None or memo[0] != key or not np.array_equal(memo[1], items.idx):
-            ks = sorted(set(self.__dict__.get("views_", [k])))
-            memo = (key, items.idx.copy(), dict(zip(ks, self.score_ks(user, items, ks))))
+            by_shrink: dict[float, set[int | None]] = {}
+            for vk, vs in self.__dict__.get("views_", [(k, shrink)]):
+                by_shrink.setdefault(vs, set()).add(vk)
+            scores: dict[tuple[int | None, float], np.ndarray] = {}
+            for s, kset in by_shrink.items():
+                ks = sorted(kset, key=lambda v: (v is None, v or 0))
+                with self._shrunk(s):
+                    scores.update({(vk, s): out for vk, out in zip(ks, self.score_ks(user, items, ks))})
+            memo = (key, items.idx.copy(), scores)
             self.memo_ = memo
-        return memo[2][k]
+        return memo[2][(k, shrink)]
 
 
 class KView(Learner):
-    """One k of a :class:`StreamItemKNN` that scores several (its :meth:`~StreamItemKNN.view`).
+    """One (k, shrinkage) of a :class:`StreamItemKNN` that scores several (its :meth:`~StreamItemKNN.view`).
 
     Fitted and taught through the model it views: its own ``fit`` and ``learn_one``
     do nothing.
@@ -372,9 +434,10 @@ class KView(Learner):
 
     name: ClassVar[str] = "itemknn-view"
 
-    def __init__(self, model: StreamItemKNN | None = None, k: int = 20) -> None:
+    def __init__(self, model: StreamItemKNN | None = None, k: int | None = 20, shrink: float | None = None) -> None:
         self.model = model
         self.k = k
+        self.shrink = shrink
 
     def fit(self, log: InteractionLog) -> Self:
         return self
@@ -384,4 +447,4 @@ class KView(Learner):
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         assert self.model is not None, "a view is made by StreamItemKNN.view"
-        return self.model.score_view(user, items, self.k)
+        return self.model.score_view(user, items, self.k, self.shrink)

@@ -23,11 +23,10 @@ from ..encode.text import render_text
 from ..errors import ValidationError
 from ..settings import Settings
 from ..store import Store
-from .adapters import LearnerModel, ModelSpec, build_model, make_learner, parse_model
+from .adapters import LearnerModel, ModelSpec, build_model, learner_class, learner_params, make_learner, parse_model
 from .datasets import Dataset
 from .harness import ModelResult, run_cold, run_static, run_stream
-from .itemknn import StreamItemKNN
-from .tuning import TunedModel, grid_for
+from .tuning import SEARCHED_LAST, SharesGrid, TunedModel, grid_for, state_keys
 
 PROTOCOLS = ("static", "stream", "cold")
 DEFAULT_MODELS = ("liverec", "pop", "itemknn", "ease", "als", "bpr", "tfidf")
@@ -137,10 +136,12 @@ def evaluate(
 
         shared: Any = None
         keys: tuple[str, ...] = ()
-        if learner == "itemknn" and all(isinstance(p.get("k_neighbours", 0), int) for p in grid):
-            shared, keys = (lambda points: _itemknn_views(spec, points, catalog)), ("shrink",)
+        cls = learner_class(learner)
+        if isinstance(cls, SharesGrid):  # grid points scored from one state: fewer passes
+            shared, keys = (lambda points: shared_views(cls, spec, points, catalog)), state_keys(cls, grid)
         return lambda: TunedModel(
-            spec.name, make, grid, protocol, k=k, learn=learns[spec.name], seed=seed, shared=shared, state_keys=keys
+            spec.name, make, grid, protocol, k=k, learn=learns[spec.name], seed=seed, shared=shared, state_keys=keys,
+            last=SEARCHED_LAST.get(learner, ()),
         )
 
     jobs = max(1, min((os.cpu_count() or 1) if jobs is None else jobs, len(specs)))
@@ -165,6 +166,8 @@ def evaluate(
     return {
         "results": {r.model: _clean(r.summary()) for r in res},
         "curves": {r.model: r.curve for r in res if r.curve},
+        # Stream: HR@k in each tenth of the stream's events (time order), and the predictions in each.
+        "tenths": {r.model: _clean_lists(r.tenths) for r in res if r.tenths},
         "latencies_ms": {r.model: _lat_summary(r) for r in res},
         "tuning": {r.model: r.tuning for r in res if r.tuning},
         "settings": {
@@ -188,20 +191,22 @@ def evaluate(
     }
 
 
-def _itemknn_views(
-    spec: ModelSpec, points: Sequence[Mapping[str, Any]], catalog: Catalog
+def shared_views(
+    cls: SharesGrid, spec: ModelSpec, points: Sequence[Mapping[str, Any]], catalog: Catalog
 ) -> tuple[LearnerModel, list[LearnerModel]]:
-    """One ItemKNN state for grid points differing only in ``k_neighbours`` (scoring, not
-    counts), and a model per point viewing it: validation fits and replays it once."""
-    params = [{**spec.params, **p} for p in points]
-    ks = [int(p["k_neighbours"]) for p in params]
-    model = make_learner("itemknn", {**params[0], "k_neighbours": max(ks)})
-    assert isinstance(model, StreamItemKNN)
-    return LearnerModel(spec.name, model, catalog), [LearnerModel(spec.name, model.view(k), catalog) for k in ks]
+    """One learner state for grid ``points`` (the ``spec``'s fixed parameters added) and a
+    model per point viewing it: validation fits and replays the state once."""
+    state, views = cls.grid_state([learner_params(spec.learner or "", {**spec.params, **p}) for p in points])
+    return LearnerModel(spec.name, state, catalog), [LearnerModel(spec.name, v, catalog) for v in views]
 
 
 def _clean(d: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else round(float(v), 6)) for k, v in d.items()}
+
+
+def _clean_lists(d: Mapping[str, Sequence[float]]) -> dict[str, list[float | None]]:
+    return {k: [None if isinstance(v, float) and not np.isfinite(v) else round(v, 6) for v in vals]
+            for k, vals in d.items()}
 
 
 def _lat_summary(r: ModelResult) -> dict[str, Any]:

@@ -15,10 +15,13 @@ The test part is never passed in, so it cannot leak into the choice.
   ranked for the users who interacted with them; score NDCG@k.
 
 Grid points that differ only in hyperparameters that change scoring, not the learned
-state, can share one validation pass (``TunedModel(shared=..., state_keys=...)``):
-ItemKNN's ``k_neighbours`` only picks how many of the same co-occurrence counts each
-history item reads, so its 12-point grid is fitted and replayed once per ``shrink``
-and every k is scored at every event; the scores are those of separate passes.
+state, can share one validation pass (``TunedModel(shared=..., state_keys=...)``). A
+learner declares it (:class:`SharesGrid`): its ``scoring_params`` and a
+``grid_state(points)`` returning one state and a view of it per point. ItemKNN's
+``k_neighbours`` (how many of the co-occurrence counts each history item reads) and
+``shrink`` (how the counts become similarities) leave the counts alone, so its
+12-point grid is fitted and replayed once and every point is scored at every event;
+the scores are those of separate passes.
 Shorter stream replays are not used: on ml-latest-small the first 2,500 or 4,000
 validation events pick other points than 5,000 for BPR and ALS.
 
@@ -35,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Collection, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -59,9 +62,42 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "sknn": [{"window": w, "history": h} for w in (1, 3, 10) for h in (1, 3, 10)],
 }
 
+#: Keys searched last, per baseline: the grid's other keys are scored at the first value
+#: of these, then these at the best point found (a coordinate search, not every point).
+#: ALS's validation cost grows with its factors (one point, fit and 5,000-event replay
+#: on ml-latest-small, shared cores: 15 s at 32 factors, 17.5 s at 64, 35 s at 128), so
+#: regularization x alpha is searched at 32 factors and 64 and 128 are tried at the
+#: best pair: 8 of the 18 points, about a third of the cost.
+SEARCHED_LAST: dict[str, tuple[str, ...]] = {"als": ("factors",)}
+
 VALIDATION_FRAC = 0.2  # static: per user; stream: of the warm-up
 COLD_ITEM_FRAC = 0.1
 MAX_STREAM = 5_000  # validation events replayed per grid point (stream): HR@10 to about ±0.004, 4x faster than 20k
+
+
+@runtime_checkable
+class SharesGrid(Protocol):
+    """A learner class whose grid points differing only in ``scoring_params`` share one state.
+
+    ``grid_state(points)`` (full parameters of points equal on every other key) builds
+    the learner that is fitted and taught once and a view of it per point: each view
+    scores as a learner built with its point's parameters would, and fits and learns
+    nothing itself. Checked on the class: ``isinstance(StreamItemKNN, SharesGrid)``.
+    """
+
+    scoring_params: ClassVar[tuple[str, ...]]
+
+    def grid_state(self, points: Sequence[dict[str, Any]]) -> tuple[Any, list[Any]]: ...
+
+
+def state_keys(learner: SharesGrid, grid: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The keys of ``grid`` that change ``learner``'s state: points equal on them share a pass.
+
+    >>> from liverec.evaluation.itemknn import StreamItemKNN
+    >>> state_keys(StreamItemKNN, grid_for("itemknn", {}))
+    ()
+    """
+    return tuple(sorted({key for p in grid for key in p} - set(learner.scoring_params)))
 
 
 def grid_for(name: str, fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -181,6 +217,8 @@ class TunedModel:
     scores every point of ``grid`` on :func:`validation_split` of its input, then fits
     the best one on the whole input; ``tuning`` records the grid, every score, the
     choice and the seconds it took. Everything else is delegated to the chosen model.
+    With ``last`` keys the grid is searched in two stages (:data:`SEARCHED_LAST`):
+    unscored points have score None in ``tuning``.
 
     Examples
     --------
@@ -210,6 +248,7 @@ class TunedModel:
         max_stream: int | None = MAX_STREAM,
         shared: Callable[[Sequence[Mapping[str, Any]]], tuple[EvalModel, Sequence[EvalModel]]] | None = None,
         state_keys: Sequence[str] = (),
+        last: Sequence[str] = (),
     ) -> None:
         if not grid:
             raise ValueError("TunedModel needs a grid with at least one point.")
@@ -223,6 +262,7 @@ class TunedModel:
         self.max_stream = max_stream
         self.shared = shared
         self.state_keys = tuple(state_keys)
+        self.last = tuple(last)
         self.model: EvalModel | None = None
         self.tuning: dict[str, Any] | None = None
 
@@ -231,13 +271,16 @@ class TunedModel:
         val = validation_split(self.protocol, train, seed=self.seed, max_stream=self.max_stream)
         check_no_overlap(val.fit, val.held_out)
         scores = [math.nan] * len(self.grid)
-        passes = self._passes()
-        for group in passes:
-            state, views = self._views([self.grid[i] for i in group])
-            state.fit(val.fit)
-            for i, s in zip(group, shared_validation_scores(state, views, val, self.k, learn=self.learn)):
-                scores[i] = s
-            close_model(state)
+        first = self.grid[0]
+        # With ``last`` keys: every point at the first point's values of those keys, then
+        # the points equal to the best so far on every other key.
+        stage = [i for i, p in enumerate(self.grid) if all(p.get(key) == first.get(key) for key in self.last)]
+        passes = self._score(stage, val, scores)
+        if self.last:
+            best = self.grid[best_index(scores)]
+            rest = [i for i, p in enumerate(self.grid) if not math.isfinite(scores[i]) and i not in stage
+                    and all(p.get(key) == best.get(key) for key in p if key not in self.last)]
+            passes += self._score(rest, val, scores)
         best = self.grid[best_index(scores)]
         self.tuning = {
             "grid": self.grid,
@@ -245,11 +288,31 @@ class TunedModel:
             "chosen": best,
             "metric": f"{val.metric}@{self.k}",
             "validation": val.describe(),
-            "validation_passes": len(passes),
+            "search": self._search(),
+            "points_scored": sum(math.isfinite(s) for s in scores),
+            "validation_passes": passes,
             "seconds": round(time.perf_counter() - t, 2),
         }
         self.model = self.make(best)
         self.model.fit(train)
+
+    def _score(self, todo: Sequence[int], val: Validation, scores: list[float]) -> int:
+        """Validation scores of grid points ``todo`` into ``scores``; the passes it took."""
+        passes = self._passes(todo)
+        for group in passes:
+            state, views = self._views([self.grid[i] for i in group])
+            state.fit(val.fit)
+            for i, s in zip(group, shared_validation_scores(state, views, val, self.k, learn=self.learn)):
+                scores[i] = s
+            close_model(state)
+        return len(passes)
+
+    def _search(self) -> str:
+        if not self.last or not any(key in p for p in self.grid for key in self.last):
+            return "every point"
+        others = ", ".join(k for k in self.grid[0] if k not in self.last)
+        at = ", ".join(f"{key} {self.grid[0].get(key)}" for key in self.last)
+        return f"{others} at {at}, then {', '.join(self.last)} at the best of those"
 
     def _views(self, points: Sequence[Mapping[str, Any]]) -> tuple[EvalModel, Sequence[EvalModel]]:
         """The model fitted for one pass over ``points`` and a view of it per point."""
@@ -258,13 +321,14 @@ class TunedModel:
         model = self.make(points[0])  # no sharing: a pass per point, the model its own view
         return model, [model]
 
-    def _passes(self) -> list[list[int]]:
-        """Grid indices scored in one validation pass: one each, or with ``shared`` those equal
-        on ``state_keys`` (the hyperparameters that change the model's state)."""
+    def _passes(self, todo: Sequence[int]) -> list[list[int]]:
+        """Grid indices of ``todo`` scored in one validation pass: one each, or with ``shared``
+        those equal on ``state_keys`` (the hyperparameters that change the model's state)."""
         if self.shared is None:
-            return [[i] for i in range(len(self.grid))]
+            return [[i] for i in todo]
         groups: dict[tuple, list[int]] = {}
-        for i, point in enumerate(self.grid):
+        for i in todo:
+            point = self.grid[i]
             groups.setdefault(tuple(repr(point.get(key)) for key in self.state_keys), []).append(i)
         return list(groups.values())
 
