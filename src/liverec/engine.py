@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import json
 import threading
 import time
@@ -27,12 +28,13 @@ from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .jobs import Failed, JobRunner, LocalJobs, job_runner
 from .errors import ConflictError, LiverecError, ValidationError
 from .models import REGISTRY
-from .models.base import FeedbackConfig, InteractionLog, Learner, UserState
+from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner, UserState
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
 from .rank.feedback import SlateFeedback
 from .rank.pipeline import Pipeline, Request
 from .rank.policy import make_policies
+from .rank.ranker import offers
 from .rank.tuner import TunedConfig, Tuner
 
 if TYPE_CHECKING:
@@ -52,6 +54,8 @@ from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
+#: Events per run when the log tail is replayed (bounds the memory a run's updates take).
+REPLAY_BATCH = 5000
 
 
 class _LogRead(NamedTuple):
@@ -280,12 +284,24 @@ class Engine:
             self.served.fusion.restore(restored.online_fusion)
 
     def _replay(self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int) -> int:
-        """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor."""
-        for seq, e in self.store.iter_events(after_seq=cursor):
+        """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor.
+
+        The log is read in runs of :data:`REPLAY_BATCH` events: a :class:`BatchLearner` learns
+        each run in one call (the same state as event by event), the others event by event.
+        Learners share no state, so each may take the run on its own.
+        """
+        log = iter(self.store.iter_events(after_seq=cursor))
+        while run := list(itertools.islice(log, REPLAY_BATCH)):
+            events = [e for _, e in run]
             for m in learners.values():
-                m.learn_one(e)
-            users.apply(e, self.catalog.get_idx(e.item))
-            cursor = seq
+                if offers(m, BatchLearner):
+                    m.learn_many(events)
+                else:
+                    for e in events:
+                        m.learn_one(e)
+            for e in events:
+                users.apply(e, self.catalog.get_idx(e.item))
+            cursor = run[-1][0]
         return cursor
 
     def _read_log(self, *, for_fit: bool = True) -> _LogRead:

@@ -16,7 +16,7 @@ from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
-from liverec.models.base import Retriever
+from liverec.models.base import BatchLearner, Retriever
 
 
 def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
@@ -228,6 +228,38 @@ def check_retriever_candidates(learner: Learner) -> None:
     assert np.mean([x for x in r if x is not None]) >= 0.9, "recall holds after forget"
 
 
+def check_learn_many_equals_learn_one(learner: Learner) -> None:
+    """A BatchLearner's ``learn_many`` over a run leaves what ``learn_one`` per event leaves:
+    the same scores and (for a Retriever) the same candidates, for users old, new and cold,
+    and the same after more events learned one by one."""
+    if not isinstance(learner, BatchLearner):
+        pytest.skip(f"{type(learner).__name__} learns event by event only")
+    cat = make_catalog(200, seed=5)
+    events = make_events(cat, n_users=30, per_user=10, seed=6)
+    half = len(events) // 2
+    rng = np.random.default_rng(7)
+    fresh = [Event(user=f"new{k % 7}", item=f"i{int(j)}", kind=["click", "like", "skip", "rating"][k % 4],
+                   value=float(1 + k % 5) if k % 4 == 3 else 1.0, timestamp=1_800_000_000.0 + k)
+             for k, j in enumerate(rng.integers(0, 200, size=120))]
+    run = events[half:] + fresh + events[half:][:20]  # repeats: strengths that do not change
+    one, many = fitted(learner.clone(), events[:half], cat), fitted(learner.clone(), events[:half], cat)
+    for e in run:
+        one.learn_one(e)
+    many.learn_many(run[:50])
+    many.learn_many(run[50:])
+    many.learn_many([])
+    later = Event(user="u3", item="i11", kind="purchase", timestamp=1_900_000_000.0)
+    items = all_items(cat)
+    users = [UserState(u) for u in ("u0", "u3", "u17", "new2", "new5", "nobody")]
+    for step in range(2):
+        for st in users:
+            np.testing.assert_array_equal(one.score(st, items), many.score(st, items), err_msg=st.user)
+            if isinstance(learner, Retriever):
+                np.testing.assert_array_equal(one.candidates(st, 20), many.candidates(st, 20), err_msg=st.user)
+        one.learn_one(later)
+        many.learn_one(later)
+
+
 ALL_CHECKS = [
     check_scores_shape_and_finite,
     check_unknown_user_cold_start,
@@ -240,4 +272,5 @@ ALL_CHECKS = [
     check_batch_equals_incremental,
     check_forget_removes_user,
     check_retriever_candidates,
+    check_learn_many_equals_learn_one,
 ]

@@ -219,6 +219,23 @@ class ScoreFloor(Protocol):
 
 
 @runtime_checkable
+class BatchLearner(Protocol):
+    """A learner that learns a run of events in one call: ``learn_many(events)`` leaves
+    exactly the state ``learn_one`` on each event, in order, leaves (what scores, retrieval
+    and a snapshot read), only faster. A restart replays the log after its snapshot in
+    such runs; learners without it are replayed event by event.
+
+    Examples
+    --------
+    >>> from liverec.models import ItemKNN, ContentProfile
+    >>> isinstance(ItemKNN(), BatchLearner), isinstance(ContentProfile(), BatchLearner)
+    (True, False)
+    """
+
+    def learn_many(self, events: Sequence[Event]) -> None: ...
+
+
+@runtime_checkable
 class UserWeight(Protocol):
     """A learner whose fusion weight depends on the user: the ranker multiplies the
     source's weight by ``fusion_scale(user)`` (>= 0) for that user's request.

@@ -114,8 +114,9 @@ class _RowStore:
         self.nsorted[r] = n
 
     # ------------------------------------------------------------------ access
-    def find(self, rows: np.ndarray, col: int) -> np.ndarray:
-        """Position of entry ``(r, col)`` for each row ``r`` in ``rows``, -1 where absent."""
+    def find(self, rows: np.ndarray, col: int | np.ndarray) -> np.ndarray:
+        """Position of entry ``(rows[k], col)`` (or ``(rows[k], col[k])``) for each k, -1 where absent."""
+        want = np.broadcast_to(np.asarray(col, dtype=np.int64), rows.shape)
         s = self.start[rows]
         lo, hi = s.copy(), s + self.nsorted[rows]
         end = hi.copy()
@@ -123,17 +124,17 @@ class _RowStore:
         active = np.flatnonzero(lo < hi)
         while len(active):  # binary search in every row's sorted part at once
             mid = (lo[active] + hi[active]) // 2
-            less = cols[mid] < col
+            less = cols[mid] < want[active]
             lo[active[less]] = mid[less] + 1
             hi[active[~less]] = mid[~less]
             active = active[lo[active] < hi[active]]
-        pos = np.where((lo < end) & (cols[np.minimum(lo, len(cols) - 1)] == col), lo, -1)
+        pos = np.where((lo < end) & (cols[np.minimum(lo, len(cols) - 1)] == want), lo, -1)
         tail = np.flatnonzero((pos < 0) & (self.size[rows] > self.nsorted[rows]))
         if len(tail):  # the short unsorted tails, gathered in one go
             a = end[tail]
             n = s[tail] + self.size[rows[tail]] - a
             at = np.repeat(a - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-            hit = np.flatnonzero(cols[at] == col)
+            hit = np.flatnonzero(cols[at] == np.repeat(want[tail], n))
             pos[tail[np.searchsorted(np.cumsum(n), hit, side="right")]] = at[hit]
         return pos
 
@@ -160,24 +161,57 @@ class _RowStore:
 
     def append_to_row(self, r: int, cols: np.ndarray, v: np.ndarray) -> None:
         """New entries ``(r, c)`` (absent until now)."""
-        n = int(self.size[r])
-        self._reserve(np.array([r]), np.array([n + len(cols)]))
-        a = int(self.start[r]) + n
-        self.cols[a : a + len(cols)] = cols
-        self.vals[a : a + len(cols)] = v.astype(np.float32)
-        self.size[r] = n + len(cols)
-        if self.size[r] - self.nsorted[r] > _TAIL:
-            self._sort_row(r)
+        self.append(np.full(len(cols), r, dtype=np.int64), cols, v)
 
     def append_to_rows(self, rows: np.ndarray, col: int, v: np.ndarray) -> None:
         """New entries ``(r, col)`` for each (distinct) ``r`` in ``rows``."""
-        self._reserve(rows, self.size[rows] + 1)
-        at = self.start[rows] + self.size[rows]
-        self.cols[at] = col
-        self.vals[at] = v.astype(np.float32)
-        self.size[rows] += 1
-        for r in rows[self.size[rows] - self.nsorted[rows] > _TAIL].tolist():
+        self.append(rows, np.full(len(rows), col, dtype=np.int64), v)
+
+    def append(self, rows: np.ndarray, cols: np.ndarray, v: np.ndarray) -> None:
+        """New entries ``(rows[k], cols[k])`` (distinct pairs, absent until now), in order per row."""
+        if not len(rows):
+            return
+        order = np.argsort(rows, kind="stable")
+        rs = rows[order]
+        head = np.r_[True, rs[1:] != rs[:-1]]
+        ur = rs[head]
+        first = np.flatnonzero(head)
+        count = np.diff(np.r_[first, len(rs)])
+        self._reserve(ur, self.size[ur] + count)
+        at = np.repeat(self.start[ur] + self.size[ur] - first, count) + np.arange(len(rs))
+        self.cols[at] = cols[order]
+        self.vals[at] = v[order].astype(np.float32)
+        self.size[ur] += count
+        for r in ur[self.size[ur] - self.nsorted[ur] > _TAIL].tolist():
             self._sort_row(r)
+
+    def add_in_order(self, rows: np.ndarray, cols: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``C[rows[k], cols[k]] += v[k]`` for k = 0, 1, ... in order, to the same values as
+        one ``add``/``append`` per increment (each sum in float64, rounded to float32 once);
+        returns every entry's value right after its increment."""
+        n = max(self.n, 1)
+        key = rows.astype(np.int64) * n + cols
+        order = np.argsort(key, kind="stable")  # by pair, then in increment order
+        ks = key[order]
+        head = np.r_[True, ks[1:] != ks[:-1]]
+        pair_r, pair_c = ks[head] // n, ks[head] % n
+        pos = self.find(pair_r, pair_c)
+        if (pos < 0).any():  # new entries start at 0 (appending may move rows: find them again)
+            new = pos < 0
+            self.append(pair_r[new], pair_c[new], np.zeros(int(new.sum())))
+            pos = self.find(pair_r, pair_c)
+        first = np.flatnonzero(head)
+        grp = np.cumsum(head) - 1
+        rank = np.arange(len(ks)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
+        by_rank = np.argsort(rank, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(rank))]
+        after = np.empty(len(v), dtype=np.float32)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round touches distinct entries
+            sel = order[by_rank[a:b]]
+            p = pos[grp[by_rank[a:b]]]
+            self.add(p, v[sel])
+            after[sel] = self.vals[p]
+        return after
 
     def gather(self, rows: np.ndarray) -> sp.csr_matrix:
         """Rows ``rows`` (in that order) as a fresh float32 CSR; columns unsorted within a row."""
@@ -322,14 +356,16 @@ class ItemKNN(Learner):
                 r[i] = None
         return self
 
-    def learn_one(self, event: Event) -> None:
-        self._check_fitted()
+    def _remember(self, event: Event) -> tuple[int, float, float, np.ndarray, np.ndarray] | None:
+        """Record ``event`` in its user's history and recency; when the pair's strength
+        changed: (item, old strength, new strength, the user's other items, the change to
+        their co-occurrence with the item), else None."""
         i = self.catalog_.get_idx(event.item)
         if i is None:
-            return
+            return None
         s = interaction_strength(self._fb, event, self.weighting, self.all_events)
         if s <= 0:
-            return
+            return None
         r = self.recent_.setdefault(event.user, {})
         r.pop(i, None)
         r[i] = None
@@ -337,12 +373,21 @@ class ItemKNN(Learner):
         a = hist.get(i, 0.0)
         b = merge_strength(a, s, self.weighting)
         if b == a:
-            return
+            return None
         others = [j for j in hist if j != i]
+        js = np.array(others, dtype=np.int64)
+        v = (b - a) * np.fromiter((hist[j] for j in others), dtype=np.float64, count=len(others))
+        hist[i] = b
+        return i, a, b, js, v
+
+    def learn_one(self, event: Event) -> None:
+        self._check_fitted()
+        step = self._remember(event)
+        if step is None:
+            return
+        i, a, b, js, v = step
         self._ensure(max(len(self.catalog_), i + 1))
-        if others:
-            js = np.array(others, dtype=np.int64)
-            v = (b - a) * np.fromiter((hist[j] for j in others), dtype=np.float64, count=len(others))
+        if len(js):
             C = self.counts_
             # C_ij += d x_j and C_ji alike: existing entries in place first (appending
             # may move rows), then the new ones.
@@ -351,11 +396,46 @@ class ItemKNN(Learner):
             C.add(pj[pj >= 0], v[pj >= 0])
             C.append_to_row(i, js[pi < 0], v[pi < 0])
             C.append_to_rows(js[pj < 0], i, v[pj < 0])
-        hist[i] = b
         self.n_[i] += b * b - a * a
-        if others:
+        if len(js):
             self._offer_neighbours(i, js)
         lazy(self, "top_pop_", TopList).offer(i, self.n_)
+
+    def learn_many(self, events: Sequence[Event]) -> None:
+        """``learn_one`` on each event in order (:class:`~liverec.models.base.BatchLearner`):
+        the histories first, then the co-occurrence counts of the whole run in one
+        vectorised pass, then the neighbour lists and the popularity top list event by
+        event with each event's counts (what those keep depends on the order of offers).
+        """
+        self._check_fitted()
+        if type(self)._offer_neighbours is not ItemKNN._offer_neighbours:
+            for e in events:  # the subclass's neighbour upkeep reads the counts as each event leaves them
+                self.learn_one(e)
+            return
+        steps = [st for st in map(self._remember, events) if st is not None]
+        if not steps:
+            return
+        self._ensure(max(len(self.catalog_), max(st[0] for st in steps) + 1))
+        after = np.zeros(0, dtype=np.float32)
+        if any(len(st[3]) for st in steps):
+            # C_ij += d x_j and C_ji alike, for every step, in step order.
+            it = np.concatenate([np.full(len(js), i, dtype=np.int64) for i, _, _, js, _ in steps])
+            jt = np.concatenate([st[3] for st in steps])
+            v = np.concatenate([st[4] for st in steps])
+            step = np.repeat(np.arange(len(steps)), [len(st[3]) for st in steps])
+            order = np.argsort(np.concatenate([step, step]), kind="stable")
+            rows, cols = np.concatenate([it, jt])[order], np.concatenate([jt, it])[order]
+            both = np.empty(2 * len(v), dtype=np.float32)
+            both[order] = self.counts_.add_in_order(rows, cols, np.concatenate([v, v])[order])
+            after = both[: len(v)]  # C_ij right after each step
+        top = lazy(self, "top_pop_", TopList)
+        at = 0
+        for i, a, b, js, _ in steps:
+            self.n_[i] += b * b - a * a
+            if len(js):
+                self._offer_counts(i, js, after[at : at + len(js)].copy())
+                at += len(js)
+            top.offer(i, self.n_)
 
     def _ensure(self, n: int) -> None:
         self.n_ = grow(self.n_, n)
@@ -410,6 +490,10 @@ class ItemKNN(Learner):
         pos = self.counts_.find_in_row(i, js)
         c = np.zeros(len(js), dtype=np.float32)
         c[pos >= 0] = self.counts_.vals[pos[pos >= 0]]
+        self._offer_counts(i, js, c)
+
+    def _offer_counts(self, i: int, js: np.ndarray, c: np.ndarray) -> None:
+        """Pairs ``(i, js[k])`` now count ``c[k]`` (a fresh array, shrunk here): update the lists."""
         c = self._shrink_inplace(c)
         nl = self._neighbours()
         nl.offer_row(i, js, c, self._isq)

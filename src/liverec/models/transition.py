@@ -126,21 +126,49 @@ class Transition(Learner):
         self.recent_: dict[str, deque[int]] = {u: deque(s[-keepn:], maxlen=keepn) for u, s in seqs.items()}
         return self
 
-    def learn_one(self, event: Event) -> None:
-        self._check_fitted()
+    def _links(self, event: Event) -> tuple[int, list[tuple[int, int, float]]] | None:
+        """Record a positive ``event`` in its user's recent items: (its item, the links
+        ``(a, b, 1/d)`` it adds, in order); None for an event that adds nothing."""
         b = self.catalog_.get_idx(event.item)
         if b is None or self._fb.weight(event.kind, event.value) <= 0:
-            return
-        self._ensure(max(len(self.catalog_), b + 1))
+            return None
         keepn = max(self.window, self.history)
         recent = self.recent_.setdefault(event.user, deque(maxlen=keepn))
         prev = list(recent)[-self.window :][::-1]  # d = 1, 2, ...
+        links = []
         for d, a in enumerate(prev, start=1):
             if a != b:
-                self._add(a, b, 1.0 / d)
+                links.append((a, b, 1.0 / d))
                 if self.both_ways:
-                    self._add(b, a, 1.0 / d)
+                    links.append((b, a, 1.0 / d))
         recent.append(b)
+        return b, links
+
+    def learn_one(self, event: Event) -> None:
+        self._check_fitted()
+        step = self._links(event)
+        if step is None:
+            return
+        self._ensure(max(len(self.catalog_), step[0] + 1))
+        for a, b, v in step[1]:
+            self._add(a, b, v)
+
+    def learn_many(self, events: Sequence[Event]) -> None:
+        """``learn_one`` on each event in order (:class:`~liverec.models.base.BatchLearner`):
+        the run's links in one vectorised update of ``T`` and the row masses, each entry
+        summed in the order (and with the rounding) event-by-event learning gives it."""
+        self._check_fitted()
+        steps = [st for st in map(self._links, events) if st is not None]
+        if not steps:
+            return
+        self._ensure(max(len(self.catalog_), max(b for b, _ in steps) + 1))
+        links = [link for _, ls in steps for link in ls]
+        if links:
+            rows = np.fromiter((a for a, _, _ in links), dtype=np.int64, count=len(links))
+            cols = np.fromiter((b for _, b, _ in links), dtype=np.int64, count=len(links))
+            v = np.fromiter((x for *_, x in links), dtype=np.float32, count=len(links)).astype(np.float64)
+            self.T_.add_in_order(rows, cols, v)
+            np.add.at(self.mass_, rows, v)
 
     def _add(self, a: int, b: int, v: float) -> None:
         cols = np.array([b], dtype=np.int64)
