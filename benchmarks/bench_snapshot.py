@@ -14,7 +14,8 @@ Each restart is a fresh Python process (``liverec`` imported from scratch, the d
 encoder, which a full vector-cache hit never loads): wall time from spawning it to its
 first ``recommend`` answer, and inside it ``Engine.open`` + the first ``recommend``.
 
-- ``from snapshot``: loads the newest compatible snapshot, replays the tail.
+- ``from snapshot``: loads the newest compatible snapshot (the body read from the store,
+  then unpickled), replays the tail (in runs: learners with ``learn_many`` take a run at once).
 - ``full replay``: today's path, snapshots switched off (``snapshot_keep=0``): re-fits
   every source from the whole log.
 - ``floor``: the same process on a store with the same catalog and no events: what
@@ -126,10 +127,12 @@ def _restart_child(url: str, keep: int, probe: list[str]) -> None:
 
     imported = time.perf_counter() - t_import
     from liverec.snapshot import Snapshots
+    from liverec.store.snapshots import StoreSnapshots
 
-    parts = {"load_snapshot_s": 0.0, "replay_tail_s": 0.0, "refit_s": 0.0}
+    parts = {"load_snapshot_s": 0.0, "read_body_s": 0.0, "replay_tail_s": 0.0, "refit_s": 0.0}
     _time_calls(Engine, "_rebuild", parts, "refit_s")
     _time_calls(Snapshots, "newest", parts, "load_snapshot_s")  # read + unpickle
+    _time_calls(StoreSnapshots, "read", parts, "read_body_s")  # of which the read from the store
     _time_calls(Engine, "_replay", parts, "replay_tail_s")
     t0 = time.perf_counter()
     eng = Engine.open(url, settings=Settings(encoder_progress=False, snapshot_keep=keep,
@@ -200,7 +203,8 @@ def main() -> None:
          f"{built['tail_learn_s']:.2f} ({(built['log_events'] - built['snapshot_log_seq']) / built['tail_learn_s']:,.0f})"),
         ("restart from snapshot: spawn -> first rec s", snap["spawn_to_first_rec_s"]),
         ("  of which Engine.open + first rec s", snap["open_to_first_rec_s"]),
-        ("    of which read + unpickle s / replay tail s (per-user tables decode in replay)", f"{snap['load_snapshot_s']:.2f} / {snap['replay_tail_s']:.2f}"),
+        ("    of which read body / unpickle s / replay tail s (per-user tables decode in replay)",
+         f"{snap['read_body_s']:.2f} / {snap['load_snapshot_s'] - snap['read_body_s']:.2f} / {snap['replay_tail_s']:.2f}"),
         ("restart full replay: spawn -> first rec s", full["spawn_to_first_rec_s"]),
         ("  of which Engine.open + first rec s", full["open_to_first_rec_s"]),
         ("floor (catalog, no events): spawn -> first rec s", floor["spawn_to_first_rec_s"]),

@@ -17,7 +17,7 @@ Examples
 >>> from liverec.store import Store
 >>> repo = StoreSnapshots(Store.open("sqlite://"))
 >>> info = repo.write({"log_seq": 7, "format": 1}, b"body")
->>> [(i.log_seq, i.size) for i in repo.list()], repo.read(info)
+>>> [(i.log_seq, i.size) for i in repo.list()], bytes(repo.read(info))
 ([(7, 4)], b'body')
 >>> repo.delete(info); repo.list()
 []
@@ -62,7 +62,7 @@ class SnapshotRepo(Protocol):
 
     def list(self) -> list[SnapshotInfo]: ...
 
-    def read(self, info: SnapshotInfo) -> bytes: ...
+    def read(self, info: SnapshotInfo) -> bytearray: ...
 
     def delete(self, info: SnapshotInfo) -> None: ...
 
@@ -107,13 +107,20 @@ class StoreSnapshots:
             out.append(SnapshotInfo(str(r.version), int(r.log_seq), float(r.created), int(r.size), header))
         return _newest_first(out)
 
-    def read(self, info: SnapshotInfo) -> bytes:
+    def read(self, info: SnapshotInfo) -> bytearray:
+        """The body, its parts copied as they arrive into one buffer of the recorded size (no
+        list of parts joined afterwards: one copy of the body in memory, not two)."""
         p = S.model_snapshot_parts
+        body, at = bytearray(info.size), 0
         with self.store._connect() as conn:
-            parts = conn.execute(
+            for part in conn.execute(
                 sa.select(p.c.data).where(p.c.version == int(info.key)).order_by(p.c.part)
-            ).scalars().all()
-        return b"".join(bytes(x) for x in parts)
+            ).scalars():
+                body[at : at + len(part)] = part
+                at += len(part)
+        if at != info.size:
+            raise ValueError(f"snapshot {info.key} holds {at} bytes, its header says {info.size}")
+        return body
 
     def delete(self, info: SnapshotInfo) -> None:
         with self.store._begin() as conn:
@@ -147,8 +154,14 @@ class DirSnapshots:
                 log.warning("snapshot %s has an unreadable header or no body; ignored", head)
         return _newest_first(out)
 
-    def read(self, info: SnapshotInfo) -> bytes:
-        return (self.path / f"{info.key}.body").read_bytes()
+    def read(self, info: SnapshotInfo) -> bytearray:
+        path = self.path / f"{info.key}.body"
+        with path.open("rb") as f:
+            body = bytearray(os.fstat(f.fileno()).st_size)
+            n = f.readinto(body)
+        if n != len(body):
+            raise ValueError(f"snapshot {info.key}: read {n} of {len(body)} bytes")
+        return body
 
     def delete(self, info: SnapshotInfo) -> None:
         for suffix in (".json", ".body"):  # header first: a half-deleted snapshot is never listed
