@@ -209,7 +209,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     # (before any item is added) to apply --connectivity / --expansion-add / --expansion-search.
     eng.index = VectorIndex(eng.catalog, exact_max_items=args.exact_max, connectivity=args.connectivity,
                             expansion_add=args.expansion_add, expansion_search=args.expansion_search,
-                            center=eng.index.center)
+                            center=eng.index.center, dtype=args.ann_dtype)
     add_s = common.add_items_in_batches(eng, items)
     mode = "ANN (usearch HNSW)" if eng.index.uses_ann else "exact (below exact_index_max_items)"
     console.print(f"add_items: {add_s:.1f} s; engine retrieval: {mode}")
@@ -221,7 +221,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     else:
         ann_index = VectorIndex(eng.catalog, exact_max_items=0, connectivity=args.connectivity,
                                 expansion_add=args.expansion_add, expansion_search=args.expansion_search,
-                                center=eng.index.center)
+                                center=eng.index.center, dtype=args.ann_dtype)
     probe = vecs[0].copy()
     with Stopwatch() as sw_build:
         ann_index.search(probe, 10)  # first search syncs (builds) the whole graph
@@ -423,6 +423,8 @@ def main() -> None:
     ap.add_argument("--connectivity", type=int, default=16, help="usearch HNSW connectivity (M)")
     ap.add_argument("--expansion-add", type=int, default=128, help="usearch HNSW expansion_add (efConstruction)")
     ap.add_argument("--expansion-search", type=int, default=128, help="usearch HNSW expansion_search (ef)")
+    ap.add_argument("--ann-dtype", default="i8", choices=["i8", "f16", "f32"],
+                    help="precision of the vectors inside the HNSW graphs (Settings.ann_dtype)")
     ap.add_argument("--candidates-per-source", type=int, default=None,
                     help="Settings.candidates_per_source (default: the Settings default, 300); the ANN search "
                          "asks usearch for this many + the user's seen items")

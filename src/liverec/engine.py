@@ -102,6 +102,7 @@ class Engine:
             exact_max_items=settings.exact_index_max_items,
             connectivity=settings.ann_connectivity,
             expansion_search=settings.ann_expansion_search,
+            dtype=settings.ann_dtype,
             # The content source scores on centred vectors by default: retrieve in that space.
             center="content" in settings.sources and settings.sources["content"].get("center", True) is not False,
         )

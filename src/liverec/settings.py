@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     candidates_per_source: int = Field(300, ge=1)
     ann_connectivity: int = Field(16, ge=4, description="HNSW graph degree (usearch)")
     ann_expansion_search: int = Field(128, ge=8, description="HNSW search breadth: recall vs latency")
+    ann_dtype: Literal["i8", "f16", "f32"] = Field(
+        "i8", description="Precision of the item vectors inside the HNSW graph (found items are re-scored at "
+        "full precision): i8 searches ~4x faster than f32 with the same candidates, in a quarter of the memory"
+    )
     history_length: int = Field(50, ge=1, description="Recent events kept per user in memory")
     exclude_seen: bool = True
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")

@@ -49,3 +49,23 @@ def test_retrieve_asks_retrievers_and_never_scores_the_catalog():
     idx = ranker.retrieve(UserState("u1"), learners, {n: 1.0 for n in names}, cat, index, 20)
     assert 0 < len(idx) <= 20 * len(names) and cat.alive[idx].all()
     assert all(s < 100 for s in sizes), "a Retriever scored the whole catalog while retrieving"
+
+
+def test_every_graph_precision_finds_the_same_items_and_returns_exact_scores():
+    """The graph may hold int8 or float16 vectors; what it returns is scored at full precision."""
+    cat = make_catalog(600, seed=9)
+    rng = np.random.default_rng(9)
+    queries = [rng.normal(size=cat.vectors.shape[1]).astype(np.float32) for _ in range(20)]
+    for center, dtype in [(True, "i8"), (True, "f16"), (False, "i8"), (True, "f32")]:
+        ann = VectorIndex(cat, exact_max_items=0, center=center, threads=1, dtype=dtype)
+        assert ann.dtype == ("f16" if dtype == "i8" and not center else dtype)  # int8 needs unit vectors
+        overlap = []
+        for q in queries:
+            got, scores = ann.search(q, 20)
+            _, exact_scores = ann.search(q, len(cat), exact=True)
+            exact_top = set(ann.search(q, 20, exact=True)[0].tolist())
+            overlap.append(len(exact_top & set(got.tolist())) / 20)
+            by_item = dict(zip(ann.search(q, len(cat), exact=True)[0].tolist(), exact_scores.tolist()))
+            np.testing.assert_allclose(scores, [by_item[i] for i in got.tolist()], rtol=1e-5, atol=1e-6)
+            assert (np.diff(scores) <= 1e-9).all(), "best first"
+        assert np.mean(overlap) >= 0.9, (center, dtype, np.mean(overlap))

@@ -204,8 +204,11 @@ def explain(
 ) -> tuple[Reason, ...]:
     """Each source's contribution to the item at ``pos``, in words and as data."""
     idx = int(scored.items.idx[pos])
+    ranked = sorted(scored.parts.items(), key=lambda kv: -kv[1][pos])
+    # Sources that added nothing are left out (the strongest one stands in if none did).
+    shown = [(r, n, p) for r, (n, p) in enumerate(ranked) if round(float(p[pos]), 6) > 0] or [(0, *ranked[0])][: len(ranked)]
     reasons = []
-    for rank, (name, part) in enumerate(sorted(scored.parts.items(), key=lambda kv: -kv[1][pos])):
+    for rank, name, part in shown:
         contribution = float(part[pos])
         raw = float(scored.raw[name][pos])
         model = learners[name]
@@ -216,7 +219,7 @@ def explain(
             because = model.because(user, idx)
         text = reason_text(name, raw, because, user, catalog)
         reasons.append(Reason(source=name, contribution=round(contribution, 6), text=text, because=because))
-    return tuple(r for r in reasons if r.contribution > 0) or tuple(reasons[:1])
+    return tuple(reasons)
 
 
 def to_recommendations(
