@@ -19,6 +19,8 @@ from .retrieval import NeighbourLists, TopList, best, column_sums, lazy
 _TAIL = 32
 #: Free entries each row gets when the arrays are laid out (besides a quarter of its size).
 _SLACK = 8
+#: Pairs of (event item, history item) ``learn_many`` updates the counts for in one pass.
+_RUN_PAIRS = 1 << 20
 
 
 class _RowStore:
@@ -403,18 +405,31 @@ class ItemKNN(Learner):
 
     def learn_many(self, events: Sequence[Event]) -> None:
         """``learn_one`` on each event in order (:class:`~liverec.models.base.BatchLearner`):
-        the histories first, then the co-occurrence counts of the whole run in one
-        vectorised pass, then the neighbour lists and the popularity top list event by
-        event with each event's counts (what those keep depends on the order of offers).
+        the histories first, then the co-occurrence counts of the run in one vectorised
+        pass (per :data:`_RUN_PAIRS` pairs), then the neighbour lists and the popularity
+        top list event by event with each event's counts (what those keep depends on the
+        order of offers).
         """
         self._check_fitted()
         if type(self)._offer_neighbours is not ItemKNN._offer_neighbours:
             for e in events:  # the subclass's neighbour upkeep reads the counts as each event leaves them
                 self.learn_one(e)
             return
-        steps = [st for st in map(self._remember, events) if st is not None]
-        if not steps:
-            return
+        steps: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
+        pairs = 0
+        for e in events:
+            st = self._remember(e)
+            if st is not None:
+                steps.append(st)
+                pairs += len(st[3])
+                if pairs >= _RUN_PAIRS:  # heavy histories: bound the run's arrays
+                    self._learn_steps(steps)
+                    steps, pairs = [], 0
+        if steps:
+            self._learn_steps(steps)
+
+    def _learn_steps(self, steps: Sequence[tuple[int, float, float, np.ndarray, np.ndarray]]) -> None:
+        """The counts, lists and top list after ``steps`` (from :meth:`_remember`, in order)."""
         self._ensure(max(len(self.catalog_), max(st[0] for st in steps) + 1))
         after = np.zeros(0, dtype=np.float32)
         if any(len(st[3]) for st in steps):
