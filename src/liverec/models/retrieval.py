@@ -227,7 +227,10 @@ class NeighbourLists:
     def offer_row(self, r: int, items: np.ndarray, values: np.ndarray, scale: Scale = None) -> None:
         """Pairs ``(r, items[k])`` now have ``values[k]``: merge them into row ``r``'s list."""
         old, old_v = self.row(r)
-        keep = ~np.isin(old, items)
+        if len(old) * len(items) <= 1 << 16:  # a list and a history: comparing all pairs beats np.isin's sort
+            keep = ~(old[:, None] == items[None, :]).any(axis=1)
+        else:
+            keep = ~np.isin(old, items)
         self.set_row(r, np.concatenate([old[keep], items]), np.concatenate([old_v[keep], values]).astype(np.float32),
                      scale)
 
