@@ -181,6 +181,23 @@ def test_als_learns_online_from_an_empty_fit():
     assert m.score(st, cluster_items(cat, 0)).mean() > m.score(st, cluster_items(cat, 3)).mean()
 
 
+@pytest.mark.parametrize("cls", [ALS, BPR])
+def test_the_interaction_count_gate_reads_a_log_the_same_fitted_or_learned(cls):
+    """Below ``min_interactions`` distinct (user, item) pairs the model is silent, whether the
+    pairs came from a fit or event by event: a restarted server (snapshot + the log after it)
+    and one fitted on the whole log must agree, however often a user repeats an item."""
+    cat, events = synth(n_users=6, per_user=5)  # 30 distinct pairs, each clicked 3 times
+    repeated = [Event(user=e.user, item=e.item, kind="click", timestamp=e.timestamp + k, id=f"{e.id}-{k}")
+                for k in range(3) for e in events]
+    fitted = fit(cls(min_interactions=40), cat, repeated)
+    learned = fit(cls(min_interactions=40), cat, [])
+    for e in repeated:
+        learned.learn_one(e)
+    assert fitted.n_interactions_ == learned.n_interactions_ == 30
+    items = cat.from_idx(np.arange(len(cat)))
+    assert not fitted.score(UserState("u0"), items).any() and not learned.score(UserState("u0"), items).any()
+
+
 # ------------------------------------------------------------ persistence, seeds
 @pytest.mark.parametrize("cls", [ALS, BPR])
 def test_save_load_round_trip_keeps_learning_identically(cls, data):

@@ -270,11 +270,12 @@ class _MatrixFactorization(Learner, abc.ABC):
         return r
 
     def _add_interaction(self, r: int, i: int, strength: float) -> None:
-        self.n_interactions_ = getattr(self, "n_interactions_", 0) + 1
         row = self.extra_.get(r)
         if row is None:
             idx, s = self._row(r)
             row = self.extra_[r] = dict(zip(idx.tolist(), s.tolist()))
+        if i not in row:  # counted as the fit counts: distinct (user, item) pairs
+            self.n_interactions_ = getattr(self, "n_interactions_", 0) + 1
         row[i] = row.get(i, 0.0) + strength
 
     # ---------------------------------------------------------------- protocol
