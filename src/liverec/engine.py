@@ -115,6 +115,9 @@ class Engine:
         self.items = Items(store, self.catalog, self.encoder, settings.text_template, self._lock,
                            index=lambda: self.index)
         self._fit_thread: threading.Thread | None = None
+        #: Events the last fit read, and events learned since (a re-fit starts when they grow:
+        #: ``Settings.refit_growth``).
+        self._fit_events, self._since_fit = 0, 0
         #: The ``erased`` list of every fit's log read not swapped in yet (fits may overlap).
         self._fit_erasures: list[list[tuple[str, list[Event]]]] = []
         self.model_version = 0
@@ -277,6 +280,7 @@ class Engine:
             self.learners = learners
             self.state.adopt(users)
             self.model_version += 1
+            self._fit_events = restored.log_seq  # about the events it reflects; a re-fit counts from here
 
     def _restore_fusion(self, restored: ModelSet) -> None:
         """The snapshot's online fusion weights, unless the store holds newer ones."""
@@ -362,6 +366,7 @@ class Engine:
             self.state.adopt(users)
             self.model_version += 1
             self.last_fit_seconds = time.perf_counter() - t0
+            self._fit_events, self._since_fit = len(read.events), 0
         if snap is not None:
             self._write_snapshot(snap[0], snap[1], erasures)
 
@@ -593,6 +598,18 @@ class Engine:
         i = self.catalog.get_idx(e.item)
         self.state.apply(e, i)
         self.served.learn(e, i)
+        self._since_fit += 1
+        if self._refit_due():
+            self.fit(background=True)
+
+    def _refit_due(self) -> bool:
+        """Whether the log has grown enough since the last fit to fit again (see
+        ``Settings.refit_growth``); never while a fit runs."""
+        s = self.settings
+        # Only after a fit that read a log of that size: an engine fed event by event from
+        # empty is fitted when its owner asks (a bulk import is followed by fit()).
+        return (s.refit_growth > 0 and self._fit_events >= s.refit_min_events
+                and self._since_fit >= s.refit_growth * self._fit_events and not self.fit_running)
 
     @property
     def index(self) -> VectorIndex:
@@ -652,6 +669,9 @@ class Engine:
         """
         jobs = job_runner(ray)
         if not background:
+            running = self._fit_thread
+            if running is not None and running.is_alive():  # one fit at a time: the asked one goes last
+                running.join()
             self._fit(tune=tune, budget=budget, progress=progress, seed=seed, jobs=jobs)
             return None
         with self._lock:

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         description="Per-event learning rate of the fusion weights: a click on a served item moves weight "
         "toward the sources that ranked it above the items shown over it (0 = fixed weights)",
     )
+    refit_growth: float = Field(
+        0.25, ge=0, description="Fit every source again, in the background, once the events learned since the last "
+        "fit reach this fraction of the events that fit read (0 = fit only when asked): per-event learning keeps "
+        "every source current, a periodic re-fit keeps the batch-fitted ones (EASE, ALS) from drifting"
+    )
+    refit_min_events: int = Field(
+        10_000, ge=1, description="Re-fits start only after a fit that read at least this many events"
+    )
     tune_budget_seconds: float = Field(
         300.0, gt=0, description="Time budget of fit(tune=True) / `liverec tune`: the search stops starting "
         "trials after this many seconds"

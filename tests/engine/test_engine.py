@@ -280,6 +280,35 @@ def test_extra_sources_from_settings(encoder, books):
         Engine.open(settings=Settings(sources={"nope": {}}), encoder=encoder)
 
 
+def test_the_log_growing_past_refit_growth_starts_a_background_refit(encoder, books):
+    """After a fit that read N events, learning refit_growth x N more starts a re-fit in the
+    background; nothing is lost, and a fit asked for meanwhile waits for it."""
+    s = Settings(encoder_progress=False, refit_growth=0.5, refit_min_events=40)
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:60])
+        e.record_many([ev(f"u{j % 5}", books[j % 60].id, t=j) for j in range(30)])  # learned: never fitted yet
+        assert not e.fit_running and e.model_version == 1
+        e.record_many([ev(f"u{j % 5}", books[j % 60].id, t=j) for j in range(30, 60)], learn=False)
+        e.fit()                                                        # read 60 events (>= 40)
+        version = e.model_version
+        e.record_many([ev(f"v{j % 3}", books[j % 60].id, t=100 + j) for j in range(29)])
+        assert e.model_version == version and not e.fit_running         # 29 < 0.5 x 60
+        e.record(ev("v9", books[7].id, t=200))                          # the 30th: a re-fit starts
+        thread = e._fit_thread
+        assert thread is not None
+        e.fit()                                                         # waits for it, then fits
+        assert not thread.is_alive() and e.last_fit_error is None
+        assert e.model_version == version + 2
+        assert [x.item for x in e.user_state("v9").history] == [books[7].id]
+    off = Settings(encoder_progress=False, refit_growth=0, refit_min_events=1)
+    with Engine.open(settings=off, encoder=encoder) as e:
+        e.add_items(books[:20])
+        e.record_many([ev("u", books[j].id, t=j) for j in range(10)], learn=False)
+        e.fit()
+        e.record_many([ev("u", books[j].id, t=20 + j) for j in range(10)])
+        assert e._fit_thread is None
+
+
 def test_background_fit_hot_swaps_and_loses_nothing(eng, monkeypatch):
     import threading
 
