@@ -234,7 +234,9 @@ def frame(stream: bytes, buffers: Sequence[memoryview]) -> bytes:
     """
     head = 4 + 8 + 8 + 16 * len(buffers)
     at = -(-(head + len(stream)) // _ALIGN) * _ALIGN
-    table, parts, end = [], [], head + len(stream)
+    table: list[tuple[int, int]] = []
+    parts: list[bytes | memoryview] = []
+    end = head + len(stream)
     for b in buffers:
         parts.append(b"\0" * (at - end))
         parts.append(b)

@@ -383,7 +383,7 @@ class StreamItemKNN(ItemKNN):
         neighbour", if a point has it), with the first point's shrinkage.
         """
         ks = [p.get("k_neighbours") for p in points]
-        kmax = None if any(k is None for k in ks) else max(int(k) for k in ks)
+        kmax = None if any(k is None for k in ks) else max(int(k) for k in ks if k is not None)
         model = cls(**{**points[0], "k_neighbours": kmax})
         return model, [model.view(k, float(p.get("shrink", model.shrink))) for k, p in zip(ks, points)]
 
