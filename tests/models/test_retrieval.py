@@ -58,6 +58,28 @@ def test_factor_index_follows_items_and_pickles():
     np.testing.assert_array_equal(back.search(q, 10), got)
 
 
+def test_factor_index_after_most_vectors_moved_is_a_fresh_graph():
+    """Re-solved factors move every item: the graph is rebuilt (no tombstones), and it
+    finds what a graph built from the new vectors finds."""
+    rng = np.random.default_rng(3)
+    old, new = rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    alive = np.ones(300, dtype=bool)
+    fi = FactorIndex(8)
+    fi.sync(old, alive)
+    first = fi._index
+    fi.changed(np.arange(300))
+    fi.sync(new, alive)
+    assert fi._index is not first and len(fi) == 300
+    fresh = FactorIndex(8)
+    fresh.sync(new, alive)
+    for q in rng.normal(size=(20, 8)).astype(np.float32):
+        np.testing.assert_array_equal(fi.search(q, 10), fresh.search(q, 10))
+    few = fi._index
+    fi.changed(np.arange(10))                       # a few moved: updated in place
+    fi.sync(old, alive)
+    assert fi._index is few and len(fi) == 300
+
+
 def test_itemknn_lists_follow_events():
     cat = make_catalog(200, seed=2)
     m = fitted(ItemKNN(shrink=0.0), make_events(cat), cat)

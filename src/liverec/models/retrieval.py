@@ -250,6 +250,10 @@ class NeighbourLists:
         return items.astype(np.int64), np.bincount(inv, weights=val[ok], minlength=len(items))
 
 
+#: A sync that would remove more than this share of a factor graph builds a new one.
+REBUILD_SHARE = 0.25
+
+
 class FactorIndex:
     """Inner-product HNSW (usearch) over item vectors that follows a learner's item table.
 
@@ -313,6 +317,11 @@ class FactorIndex:
             d = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
             out = np.union1d(out, d[self._in[d]])
             self._dirty.clear()
+        if len(out) > REBUILD_SHARE * max(len(self), 1):
+            # A removed node stays in the graph as a tombstone: after most of the items
+            # moved (a new tower, re-solved factors) a fresh graph searches far better.
+            self._index, out = self._new(), out[:0]
+            self._in[:] = False
         if len(out):
             self._index.remove(out)
             self._in[out] = False

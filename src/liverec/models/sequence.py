@@ -341,7 +341,7 @@ class SequenceModel(TorchLearner):
         """
         emb = self.item_embeddings()
         cat = self.catalog_
-        key = (cat.version, id(emb))
+        key = (cat.version, self.cache_.generation)
         fi = self.__dict__.get("output_index_")
         if fi is None:
             fi = self.output_index_ = FactorIndex(emb.shape[1])

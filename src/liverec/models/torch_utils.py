@@ -26,6 +26,7 @@ import contextlib
 import copy
 import math
 import threading
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Self, Sequence
 
 import numpy as np
@@ -305,6 +306,11 @@ class ItemTowerCache:
     ([[2.0, 2.0], [0.0, 0.0]], [1, 1])
     """
 
+    #: A new random token whenever the outputs are computed again, unique across caches
+    #: (read by indexes built on them: an array's ``id`` can be reused by the next array,
+    #: and a model may swap its cache for a fresh one, so neither can say "changed").
+    generation = ""
+
     def __init__(self) -> None:
         self.version: int | None = None
         self.emb: np.ndarray | None = None
@@ -341,6 +347,7 @@ class ItemTowerCache:
             if parts:
                 emb[rows] = np.concatenate(parts)
         self.emb, self.fingerprint, self.version = emb, fp, catalog.version
+        self.generation = uuid.uuid4().hex
         return emb
 
 
