@@ -82,14 +82,15 @@ class EventSource:
 class Split:
     """Times Engine internals by wrapping them on the instance (the engine code is untouched).
 
-    Adds two perf_counter calls per event to _learn: well under 1 us per event.
+    Adds two perf_counter calls per call to the ingestor's learning step (one per
+    stored batch): well under 1 us per event.
     """
 
     def __init__(self, eng: Any) -> None:
         self.store_s = 0.0
         self.learn_s = 0.0
         store_append = eng.store.append_events
-        learn = eng._learn
+        learn = eng.ingest.learn
 
         def timed_append(events):
             t0 = time.perf_counter()
@@ -98,13 +99,13 @@ class Split:
             finally:
                 self.store_s += time.perf_counter() - t0
 
-        def timed_learn(e):
+        def timed_learn(events):
             t0 = time.perf_counter()
-            learn(e)
+            learn(events)
             self.learn_s += time.perf_counter() - t0
 
         eng.store.append_events = timed_append
-        eng._learn = timed_learn
+        eng.ingest.learn = timed_learn
 
 
 def bulk_run(open_engine, items, src: EventSource, n_events: int, batch: int) -> dict:

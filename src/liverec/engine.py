@@ -140,7 +140,7 @@ class Engine:
         #: validate -> append -> learn, for every event path (record, record_many, group commit).
         self.ingest = Ingestor(
             store, self.catalog, settings, self._lock, lambda: self.feedback,
-            learn=self._learn, seen=lambda e: self.state.apply(e, self.catalog.get_idx(e.item)),
+            learn=self._learn_many, seen=lambda e: self.state.apply(e, self.catalog.get_idx(e.item)),
             create_items=lambda ids: self.items.create_bare(ids),
         )
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
@@ -298,12 +298,7 @@ class Engine:
         log = iter(self.store.iter_events(after_seq=cursor))
         while run := list(itertools.islice(log, REPLAY_BATCH)):
             events = [e for _, e in run]
-            for m in learners.values():
-                if offers(m, BatchLearner):
-                    m.learn_many(events)
-                else:
-                    for e in events:
-                        m.learn_one(e)
+            learn_all(learners, events)
             for e in events:
                 users.apply(e, self.catalog.get_idx(e.item))
             cursor = run[-1][0]
@@ -599,6 +594,23 @@ class Engine:
         self.state.apply(e, i)
         self.served.learn(e, i)
         self._since_fit += 1
+        if self._refit_due():
+            self.fit(background=True)
+
+    def _learn_many(self, events: list[Event]) -> None:
+        """Learn new events in log order: a :class:`BatchLearner` takes them in one call (the
+        state event-by-event learning leaves), the others one by one. Learners share no
+        state, and the user state and slate feedback read none of theirs, so this is
+        :meth:`_learn` for each event in turn."""
+        if len(events) == 1:
+            self._learn(events[0])
+            return
+        learn_all(self.learners, events)
+        for e in events:
+            i = self.catalog.get_idx(e.item)
+            self.state.apply(e, i)
+            self.served.learn(e, i)
+        self._since_fit += len(events)
         if self._refit_due():
             self.fit(background=True)
 
@@ -912,6 +924,17 @@ def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: Fe
         kwargs["cold_popularity"] = False
     kwargs.update(params)
     return cls(**kwargs)
+
+
+def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:
+    """Teach ``events`` (in log order) to every learner: a :class:`BatchLearner` in one
+    call, the others event by event. Learners share no state, so each takes the run on its own."""
+    for m in learners.values():
+        if offers(m, BatchLearner):
+            m.learn_many(events)
+        else:
+            for e in events:
+                m.learn_one(e)
 
 
 def _fit_learner(log: InteractionLog, learner: Learner) -> tuple[type[Learner], dict[str, Any]]:

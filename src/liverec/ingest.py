@@ -20,7 +20,7 @@ Examples
 >>> _ = cat.upsert(["a"], np.ones((1, 2), np.float32), [{}], [""])
 >>> learned = []
 >>> ing = Ingestor(Store.open(), cat, Settings(), threading.RLock(), FeedbackConfig,
-...                learn=learned.append, seen=lambda e: None, create_items=lambda ids: None)
+...                learn=learned.extend, seen=lambda e: None, create_items=lambda ids: None)
 >>> ing.record_groups([[Event(user="u", item="a", id="e1")], [Event(user="u", item="zz")]])[0]
 1
 >>> [e.id for e in learned]
@@ -61,7 +61,7 @@ class Ingestor:
         lock: threading.RLock,
         feedback: Callable[[], FeedbackConfig],
         *,
-        learn: Callable[[Event], None],
+        learn: Callable[[list[Event]], None],
         seen: Callable[[Event], None],
         create_items: Callable[[list[str]], None],
     ) -> None:
@@ -114,7 +114,12 @@ class Ingestor:
                 self.own.update(flat[i].id for i in new)
             for i in new:
                 results[owner[i]] += 1  # type: ignore[operator]
-                (self.learn if learn else self.seen)(flat[i])
+            fresh = [flat[i] for i in new]
+            if learn:  # one call, in log order: a learner that can takes the batch at once
+                self.learn(fresh)
+            else:
+                for e in fresh:
+                    self.seen(e)
             return results
 
     def _unknown_items(self, evs: list[Event]) -> UnknownItemError | None:

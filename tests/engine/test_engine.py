@@ -280,6 +280,28 @@ def test_extra_sources_from_settings(encoder, books):
         Engine.open(settings=Settings(sources={"nope": {}}), encoder=encoder)
 
 
+def test_a_batch_is_learned_as_its_events_one_by_one(encoder, books):
+    """record_many hands a batch to the learners that take one (ItemKNN, transition) in a
+    single call: every source scores every item as after recording the events one by one."""
+    events = [ev(f"u{j % 6}", books[(7 * j) % 80].id, kind="like" if j % 5 else "click", t=j) for j in range(240)]
+    lists = []
+    for batched in (True, False):
+        with Engine.open(settings=Settings(encoder_progress=False), encoder=encoder) as e:
+            e.add_items(books[:80])
+            e.record_many(events[:40], learn=False)
+            e.fit()
+            if batched:
+                e.record_many(events[40:])
+            else:
+                for x in events[40:]:
+                    e.record(x)
+            items = e.catalog.from_idx(e.catalog.alive_idx())
+            lists.append({(name, u): np.asarray(m.score(e.user_state(f"u{u}"), items)).round(9).tolist()
+                          for name, m in e.learners.items() for u in range(6)})
+    assert lists[0] == lists[1]
+    assert any(any(v) for (name, _), v in lists[0].items() if name == "itemknn")  # it learned something
+
+
 def test_the_log_growing_past_refit_growth_starts_a_background_refit(encoder, books):
     """After a fit that read N events, learning refit_growth x N more starts a re-fit in the
     background; nothing is lost, and a fit asked for meanwhile waits for it."""

@@ -28,7 +28,7 @@ def parts():
 
     def make(**settings) -> Ingestor:
         return Ingestor(store, cat, Settings(**settings), threading.RLock(), FeedbackConfig,
-                        learn=learned.append, seen=seen.append, create_items=created.append)
+                        learn=learned.extend, seen=seen.append, create_items=created.append)
 
     return make, store, learned, seen, created
 
