@@ -588,23 +588,13 @@ class Engine:
         return r
 
     def _learn(self, e: Event) -> None:
-        for m in self.learners.values():
-            m.learn_one(e)
-        i = self.catalog.get_idx(e.item)
-        self.state.apply(e, i)
-        self.served.learn(e, i)
-        self._since_fit += 1
-        if self._refit_due():
-            self.fit(background=True)
+        self._learn_many([e])
 
-    def _learn_many(self, events: list[Event]) -> None:
+    def _learn_many(self, events: Sequence[Event]) -> None:
         """Learn new events in log order: a :class:`BatchLearner` takes them in one call (the
         state event-by-event learning leaves), the others one by one. Learners share no
-        state, and the user state and slate feedback read none of theirs, so this is
-        :meth:`_learn` for each event in turn."""
-        if len(events) == 1:
-            self._learn(events[0])
-            return
+        state, and the user state and slate feedback read none of theirs, so this equals
+        learning each event in turn."""
         learn_all(self.learners, events)
         for e in events:
             i = self.catalog.get_idx(e.item)
@@ -930,7 +920,7 @@ def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:
     """Teach ``events`` (in log order) to every learner: a :class:`BatchLearner` in one
     call, the others event by event. Learners share no state, so each takes the run on its own."""
     for m in learners.values():
-        if offers(m, BatchLearner):
+        if len(events) > 1 and offers(m, BatchLearner):
             m.learn_many(events)
         else:
             for e in events:

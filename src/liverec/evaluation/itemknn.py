@@ -186,6 +186,12 @@ class StreamItemKNN(ItemKNN):
         tier["cnt"][rows, at] = now[room]
         tier["n"][rows] = at + 1
 
+    def learn_many(self, events: Sequence[Event]) -> None:
+        """Event by event: :meth:`_offer_neighbours` reads the counts as each event leaves
+        them, which the model's batch pass (counts for the whole run first) does not keep."""
+        for e in events:
+            self.learn_one(e)
+
     def _offer_neighbours(self, i: int, js: np.ndarray) -> None:
         """Called by the model's ``learn_one`` once ``C[i, j]`` and ``C[j, i]`` changed for ``js``.
 

@@ -411,10 +411,6 @@ class ItemKNN(Learner):
         order of offers).
         """
         self._check_fitted()
-        if type(self)._offer_neighbours is not ItemKNN._offer_neighbours:
-            for e in events:  # the subclass's neighbour upkeep reads the counts as each event leaves them
-                self.learn_one(e)
-            return
         steps: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
         pairs = 0
         for e in events:

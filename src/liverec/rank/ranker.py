@@ -206,7 +206,9 @@ def explain(
     idx = int(scored.items.idx[pos])
     ranked = sorted(scored.parts.items(), key=lambda kv: -kv[1][pos])
     # Sources that added nothing are left out (the strongest one stands in if none did).
-    shown = [(r, n, p) for r, (n, p) in enumerate(ranked) if round(float(p[pos]), 6) > 0] or [(0, *ranked[0])][: len(ranked)]
+    shown = [(r, n, p) for r, (n, p) in enumerate(ranked) if round(float(p[pos]), 6) > 0]
+    if not shown and ranked:
+        shown = [(0, *ranked[0])]
     reasons = []
     for rank, name, part in shown:
         contribution = float(part[pos])
