@@ -678,6 +678,9 @@ def eval_(
     k: Annotated[int, typer.Option("--k", "-k")] = 10,
     seed: Annotated[int, typer.Option()] = 0,
     max_events: Annotated[Optional[int], typer.Option(help="Keep only the earliest N events (quick runs)")] = None,
+    stream_events: Annotated[
+        int, typer.Option("--stream-events", min=0, help="Stream protocol: predict the first N events after the warm-up (0: all)")
+    ] = 20_000,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every figure and the settings here")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with plots here")] = None,
     cache: Annotated[Optional[str], typer.Option(help="Vector cache store URL (default ~/.cache/liverec/vectors.db)")] = None,
@@ -730,6 +733,7 @@ def eval_(
             progress=lambda it, desc, total: track(it, description=desc, total=total, console=err, transient=True),
             tune_baselines=tune_baselines,
             tune_liverec=tune_liverec,
+            stream_events=stream_events or None,
         )
     except LiverecError as exc:
         _fail(exc)

@@ -92,6 +92,29 @@ def test_sknn_runs_in_the_stream_protocol_and_tunes_its_window() -> None:
     assert res.tuning["validation"]["held_out_events"] == round(0.2 * len(events) / 2)
 
 
+def test_the_stream_protocol_predicts_the_first_events_after_the_warmup_only() -> None:
+    events = _sequences(users=40)  # 280 events: 140 warm-up, 140 streamed
+    cat = _catalog(["a", "b", "c"] + [f"x{i}" for i in range(20)])
+
+    def run(max_events: int | None) -> tuple[float, list[int]]:
+        (res,) = run_stream(events, [lambda: LearnerModel("pop", make_learner("trending", {}), cat)], k=1,
+                            max_events=max_events)
+        return res.metrics["predictions"], res.tenths["predictions"]
+
+    def targets(n: int) -> int:  # events that are no re-interaction among the first n streamed
+        seen = {(e.user, e.item) for e in events[:140]}
+        out = 0
+        for e in events[140:140 + n]:
+            out += (e.user, e.item) not in seen
+            seen.add((e.user, e.item))
+        return out
+
+    everything, tenths = run(None)
+    assert everything == targets(140) and sum(tenths) == everything
+    first, tenths = run(50)
+    assert first == targets(50) < everything and sum(tenths) == first and all(n > 0 for n in tenths)
+
+
 TEXTS = ["space opera with starships", "starships and space battles", "a cookbook of soups",
          "soups stews and space food", "romance in paris", "paris cookbook"]
 

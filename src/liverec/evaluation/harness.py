@@ -33,10 +33,12 @@ import numpy as np
 from ..types import Event
 from . import metrics as M
 from .adapters import EvalModel
-from .splits import cold_item_split, stream_split, temporal_user_split
+from .splits import StreamSplit, cold_item_split, stream_split, temporal_user_split
 
 RANKING = ("recall", "ndcg", "map", "hr", "mrr")
 Progress = Callable[[Iterable, str, int], Iterable]
+#: The stream protocol's predictions: the first 20,000 events after the 50% warm-up.
+STREAM_EVENTS = 20_000
 COLD_USER_MAX_TRAIN = 5  # users with at most this many training interactions form the cold-user slice
 
 
@@ -272,9 +274,15 @@ def run_stream(
     window: int = 2000,
     progress: Progress = lambda it, desc, total: it,
     jobs: int = 1,
+    max_events: int | None = STREAM_EVENTS,
 ) -> list[ModelResult]:
-    """Prequential: predict each event before revealing it. ``learns[name]=False`` = frozen model."""
+    """Prequential: predict each event before revealing it. ``learns[name]=False`` = frozen model.
+
+    The first ``max_events`` events after the warm-up are streamed (None: all of them).
+    """
     split = stream_split(events)
+    if max_events is not None:
+        split = StreamSplit(split.warmup, split.stream[:max_events])
 
     def one(factory: Callable[[], EvalModel], progress: Progress) -> ModelResult:
         model = factory()

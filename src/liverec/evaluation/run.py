@@ -25,7 +25,7 @@ from ..settings import Settings
 from ..store import Store
 from .adapters import LearnerModel, ModelSpec, build_model, learner_class, learner_params, make_learner, parse_model
 from .datasets import Dataset
-from .harness import ModelResult, run_cold, run_static, run_stream
+from .harness import STREAM_EVENTS, ModelResult, run_cold, run_static, run_stream
 from .tuning import SEARCHED_LAST, SharesGrid, TunedModel, grid_for, state_keys
 
 PROTOCOLS = ("static", "stream", "cold")
@@ -73,6 +73,7 @@ def evaluate(
     jobs: int | None = 1,
     tune_baselines: bool = True,
     tune_liverec: bool = True,
+    stream_events: int | None = STREAM_EVENTS,
 ) -> dict[str, Any]:
     """Run one protocol for every model on the same split; return JSON-ready results.
 
@@ -87,7 +88,8 @@ def evaluate(
     with ``fit(tune=True)`` where the engine supports it. ``out["tuning"]`` records,
     per model, the grid with every validation score, the choice and the seconds, or
     which fit an engine made. ``models`` None runs liverec and the protocol's
-    baselines (:func:`default_models`).
+    baselines (:func:`default_models`). The stream protocol predicts the first
+    ``stream_events`` events after its warm-up (None: every one).
     """
     if protocol not in PROTOCOLS:
         raise ValidationError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.", field="protocol")
@@ -158,7 +160,9 @@ def evaluate(
             dataset.events, factories, k=k, n_items=len(dataset.items), vectors=vectors, progress=prog, jobs=jobs
         )
     elif protocol == "stream":
-        res = run_stream(dataset.events, factories, k=k, learns=learns, progress=prog, jobs=jobs)
+        res = run_stream(
+            dataset.events, factories, k=k, learns=learns, progress=prog, jobs=jobs, max_events=stream_events
+        )
     else:
         res = run_cold(dataset.events, factories, k=k, seed=seed, progress=prog, jobs=jobs)
     res = [r for _, r in sorted(zip(order, res), key=lambda p: p[0])]  # back in the order asked
@@ -185,6 +189,7 @@ def evaluate(
             "jobs": jobs,
             "tune_baselines": tune_baselines,
             "tune_liverec": tune_liverec,
+            "stream_events": stream_events if protocol == "stream" else None,
             "liverec_settings": base.model_dump(mode="json"),
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         },
