@@ -41,6 +41,16 @@ def test_items_over_the_cap_fill_a_list_that_would_be_short() -> None:
     assert order.tolist() == [0, 3, 1, 2]
 
 
+def test_with_diversity_an_item_over_the_cap_waits_and_the_next_best_by_mmr_takes_its_place() -> None:
+    fused = np.array([1.0, 0.9, 0.8, 0.7])
+    vecs = np.array([[1, 0], [1, 0], [0, 1], [0.7071, 0.7071]], dtype=np.float32)
+    titles = ["Red House", "Dune", "Open House", "The Sea"]
+    free = build_slate(fused, vecs, 3, diversity=0.5)
+    assert free.tolist() == [0, 2, 1]  # MMR prefers the unlike third item to the second
+    capped = build_slate(fused, vecs, 3, diversity=0.5, words=lambda i: title_words(titles[i]), max_per_word=1)
+    assert capped.tolist() == [0, 1, 3]  # "Open House" waits; nothing made it needed
+
+
 def test_stop_words_and_short_words_do_not_tie_titles() -> None:
     assert title_words("The Lord of the Rings") == {"lord", "rings"}
     assert title_words("It (1990)") == frozenset()

@@ -114,34 +114,45 @@ def build_slate(
     vecs = None
     if diversity > 0 and vectors is not None:
         vecs = vectors[pool] if rows is None else vectors[rows[pool]]
-    use_div = vecs is not None
-    max_sim = np.full(len(pool), -1.0)
     chosen: list[int] = []
     counts: dict[Any, int] = {}
     word_counts: dict[str, int] = {}
+    full: set[str] = set()  # words at the cap: an item with one of them waits
     waiting: list[int] = []  # over the word cap: served only if the slate cannot be filled otherwise
-    available = np.ones(len(pool), dtype=bool)
-    in_order = iter(range(len(pool)))  # without MMR the greedy order is the pool's own (best first)
-    while len(chosen) < k and available.any():
-        if use_div and chosen:
-            obj = (1 - diversity) * rel - diversity * np.maximum(max_sim, 0.0)
-            obj[~available] = -np.inf
-            j = int(np.argmax(obj))
-        else:
-            j = next(in_order) if not use_div else int(np.argmax(np.where(available, rel, -np.inf)))
-        available[j] = False
+
+    def take(j: int) -> bool:
+        """Add pool position ``j`` to the slate unless a cap stops it (over the word cap: it waits)."""
         p = providers[pool[j]] if capped else None  # type: ignore[index]
         if p is not None and counts.get(p, 0) >= max_per_provider:  # type: ignore[operator]
-            continue
+            return False
         ws = words(int(pool[j])) if worded else frozenset()  # type: ignore[misc]
-        if any(word_counts.get(w, 0) >= max_per_word for w in ws):  # type: ignore[operator]
+        if full and not full.isdisjoint(ws):
             waiting.append(j)
-            continue
+            return False
         counts[p] = counts.get(p, 0) + 1
         for w in ws:
-            word_counts[w] = word_counts.get(w, 0) + 1
+            word_counts[w] = n = word_counts.get(w, 0) + 1
+            if n >= max_per_word:  # type: ignore[operator]
+                full.add(w)
         chosen.append(j)
-        if vecs is not None:  # use_div
-            max_sim = np.maximum(max_sim, vecs @ vecs[j])
+        return True
+
+    if vecs is None:  # relevance only: the pool's own order (best first), one pass
+        for j in range(len(pool)):
+            if len(chosen) == k:
+                break
+            take(j)
+    else:  # MMR: each next item maximises relevance minus similarity to the chosen ones
+        max_sim = np.full(len(pool), -1.0)
+        available = np.ones(len(pool), dtype=bool)
+        for _ in range(len(pool)):
+            if len(chosen) == k:
+                break
+            obj = (1 - diversity) * rel - diversity * np.maximum(max_sim, 0.0) if chosen else rel.copy()
+            obj[~available] = -np.inf
+            j = int(np.argmax(obj))
+            available[j] = False
+            if take(j):
+                max_sim = np.maximum(max_sim, vecs @ vecs[j])
     chosen += waiting[: k - len(chosen)]
     return pool[np.asarray(chosen, dtype=np.int64)]
