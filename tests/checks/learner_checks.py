@@ -16,7 +16,7 @@ from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
-from liverec.models.base import BatchLearner, Retriever
+from liverec.models.base import BatchLearner, Explains, Retriever
 
 
 def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
@@ -260,6 +260,31 @@ def check_learn_many_equals_learn_one(learner: Learner) -> None:
         many.learn_one(later)
 
 
+def check_explains_with_the_users_own_items(learner: Learner) -> None:
+    """An Explains learner names, for a user's best-scored items, at most ``top`` distinct
+    items of that user's own history (never the item explained), the same on every call;
+    and it names some for at least one user."""
+    if not isinstance(learner, Explains):
+        pytest.skip(f"{type(learner).__name__} does not name history items")
+    cat = make_catalog()
+    events = make_events(cat)
+    m = fitted(learner.clone(), events, cat)
+    items = all_items(cat)
+    named = 0
+    for u in ("u0", "u1", "u5"):
+        mine = [e for e in events if e.user == u]
+        st = UserState(u, history=tuple(mine))
+        best = items.idx[np.argsort(-m.score(st, items), kind="stable")[:5]]
+        for idx in best.tolist():
+            for top in (1, 2):
+                got = m.because(st, idx, top)
+                assert len(got) <= top and len(set(got)) == len(got)
+                assert set(got) <= {e.item for e in mine}, f"{got} are not all {u}'s items"
+                assert cat.ids[idx] not in got and got == m.because(st, idx, top)
+                named += bool(got)
+    assert named, "some best-scored item is explained by history items"
+
+
 ALL_CHECKS = [
     check_scores_shape_and_finite,
     check_unknown_user_cold_start,
@@ -273,4 +298,5 @@ ALL_CHECKS = [
     check_forget_removes_user,
     check_retriever_candidates,
     check_learn_many_equals_learn_one,
+    check_explains_with_the_users_own_items,
 ]

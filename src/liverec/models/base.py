@@ -236,6 +236,22 @@ class BatchLearner(Protocol):
 
 
 @runtime_checkable
+class Explains(Protocol):
+    """A learner that names the history items behind its score of item ``idx``:
+    ``because(user, idx, top)`` -> up to ``top`` item ids, strongest first (the
+    reasons' "similar to X, which you liked").
+
+    Examples
+    --------
+    >>> from liverec.models import ItemKNN, Trending
+    >>> isinstance(ItemKNN(), Explains), isinstance(Trending(), Explains)
+    (True, False)
+    """
+
+    def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]: ...
+
+
+@runtime_checkable
 class UserWeight(Protocol):
     """A learner whose fusion weight depends on the user: the ranker multiplies the
     source's weight by ``fusion_scale(user)`` (>= 0) for that user's request.
@@ -256,7 +272,7 @@ class Learner(abc.ABC):
     Subclasses implement ``fit``, ``learn_one`` and ``score``; they may also provide
     ``candidates(user, n)`` (:class:`Retriever`), ``query_vector(user)``
     (:class:`VectorQuery`, searched in the engine's vector index) and
-    ``because(user, idx)`` (history items behind a score, for explanations).
+    ``because(user, idx)`` (:class:`Explains`: history items behind a score).
     """
 
     name: ClassVar[str] = "learner"

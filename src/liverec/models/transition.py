@@ -258,10 +258,12 @@ class Transition(Learner):
         """The user's last items that ``idx`` most often follows (external ids)."""
         self._check_fitted()
         last = self._last(user.user)
-        pulls = []
+        pulls: dict[int, float] = {}  # an item seen twice among the last ones counts once, at its best
         for r, a in enumerate(last):
+            if a == idx:
+                continue
             pos = self.T_.find_in_row(a, np.array([idx], dtype=np.int64))
             v = float(self.T_.vals[pos[0]]) if pos[0] >= 0 else 0.0
-            pulls.append((v * self.recency**r / (self.mass_[a] + 1.0), a))
-        best = sorted((p for p in pulls if p[0] > 0), key=lambda p: -p[0])[:top]
-        return tuple(self.catalog_.ids[a] for _, a in best)
+            pulls[a] = max(pulls.get(a, 0.0), v * self.recency**r / (self.mass_[a] + 1.0))
+        best = sorted((a for a, p in pulls.items() if p > 0), key=lambda a: (-pulls[a], a))[:top]
+        return tuple(self.catalog_.ids[a] for a in best)

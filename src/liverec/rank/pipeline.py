@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..encode.catalog import Catalog
-from ..models.base import Learner, UserState
+from ..models.base import Learner, UserState, VectorQuery
 from ..settings import Settings
 from ..store import Impression
 from ..store.impressions import ImpressionWriter
@@ -147,7 +147,7 @@ class Pipeline:
     ) -> list[Recommendation]:
         """Let an exploring policy pick the slate; remember it so feedback can reward it."""
         content = learners.get("content")
-        query = content.query_vector(state) if content is not None and hasattr(content, "query_vector") else None
+        query = content.query_vector(state) if content is not None and ranker.offers(content, VectorQuery) else None
         vecs = getattr(content, "item_vectors", None) if query is not None else None
         ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs, scored.parts)
         chosen = self.served.choose(req.policy, ctx, scored, req.k)

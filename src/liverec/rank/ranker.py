@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
-from ..models.base import Learner, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
+from ..models.base import Explains, Learner, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
 from .reasons import reason_text
@@ -217,7 +217,7 @@ def explain(
         because: tuple[str, ...] = ()
         # History items only for the two strongest sources: they are what drove the
         # score, and ``because`` is the costly part of explaining (measured 5 ms of 7).
-        if rank < 2 and contribution > 0 and hasattr(model, "because"):
+        if rank < 2 and contribution > 0 and offers(model, Explains):
             because = model.because(user, idx)
         text = reason_text(name, raw, because, user, catalog)
         reasons.append(Reason(source=name, contribution=round(contribution, 6), text=text, because=because))
