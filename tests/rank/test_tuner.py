@@ -178,3 +178,43 @@ def test_a_switched_off_source_comes_back_at_a_share_of_the_sources_that_score()
     parts = {"a": (ones, None), "off": (ones, None), "silent": (zeros, None)}
     boards.search_weights(parts, {"a": 1.0, "off": 0.0, "silent": 10.0})
     assert set(tried) - {0.0} == {0.05, 0.25, 1.0}
+
+
+def noisy_chains(n_users: int = 60, length: int = 14, n_items: int = 60, seed: int = 0) -> list[Event]:
+    """Like :func:`chains`, but half the steps jump to a random item."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(n_users):
+        cur = int(rng.integers(0, n_items))
+        for s in range(length):
+            out.append(Event(user=f"u{u}", item=f"i{cur}", kind="click", timestamp=T0 + 1000 * s + u, id=f"e{u}-{s}"))
+            cur = (cur + 1) % n_items if rng.random() < 0.5 else int(rng.integers(0, n_items))
+    return out
+
+
+def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch):
+    """Source parameters chosen after the last weight search get weights that fit them:
+    the closing weight search refits nothing, so it runs even past the budget."""
+    import liverec.rank.tuner as tuner_module
+
+    clock = [0.0]
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            return clock[0]
+
+    monkeypatch.setattr(tuner_module, "time", Clock)
+    start = {"window": 10, "history": 10, "recency": 0.5, "both_ways": True}
+
+    def slow(name, params, fb):  # every source trial takes 100 s of the tuner's clock
+        if params != start:
+            clock[0] += 100.0
+        return make(name, params, fb)
+
+    tuned = Tuner(slow, {"transition": start}, {"transition": 1.0}, FeedbackConfig(), budget_seconds=250,
+                  seed=0, batch_size=1).run(noisy_chains(), make_catalog())
+    stages = [t["stage"] for t in tuned.trials]
+    assert tuned.stopped_by_budget and stages[:2] == ["start", "weights"] and "source" in stages[2:-1]
+    assert tuned.sources["transition"] != start  # a better source setting was found in time ...
+    assert stages[-1] == "weights" and stages.count("weights") == 2  # ... and weighed once more after

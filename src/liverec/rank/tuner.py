@@ -31,7 +31,10 @@ trial refits every source with its own reading, and a stage-2 grid point names e
 parameter of its source's space, so what an earlier trial of the batch chose does not
 change it. Hence the choice is the same whatever runs the fits and whatever the batch
 size. A batch is only started while the budget lasts, so a short budget stops early
-(recorded as ``stopped_by_budget``), at a batch boundary — with the same budget on the
+(recorded as ``stopped_by_budget``), at a batch boundary, and then still searches the
+fusion weights once more if a reading or a source's parameters changed since the last
+weight search (it refits nothing: seconds, where a trial refits a source; ``max_trials``
+is exact and skips it) — with the same budget on the
 same machine and runner the run is deterministic; ``max_trials`` (exact: it can cut a
 batch) makes it so anywhere.
 
@@ -347,11 +350,12 @@ class Tuner:
         weights = dict(self.weights)
         stopped = False
 
+        out_of_time = False
+
         def over() -> bool:
-            nonlocal stopped
-            if time.perf_counter() - t0 > self.budget_seconds or (
-                self.max_trials is not None and len(trials) >= self.max_trials
-            ):
+            nonlocal stopped, out_of_time
+            out_of_time = time.perf_counter() - t0 > self.budget_seconds
+            if out_of_time or (self.max_trials is not None and len(trials) >= self.max_trials):
                 stopped = True
             return stopped
 
@@ -389,6 +393,19 @@ class Tuner:
             raise RuntimeError(f"tuning could not fit the starting configuration: {trials[-1]['error']}")
         best = default
         parts: dict[str, _Part] = _parts_of(started)
+        reweigh = False  # a reading or a source's parameters chosen since the last weight search
+
+        def search_weights() -> None:
+            nonlocal best, weights, reweigh
+            a = time.perf_counter()
+            w, s = boards.search_weights(parts, weights)
+            trials.append({"stage": "weights", "source": None, "params": dict(w), "score": round(s, 6),
+                           "seconds": round(time.perf_counter() - a, 3)})
+            bar.update(1)
+            reweigh = False
+            if s > best:
+                best, weights = s, w
+
         for batch in _batches(plan, self.batch_size):
             if over():
                 break
@@ -402,7 +419,7 @@ class Tuner:
                 ):
                     s = trial(stage, None, params, fitted, {})
                     if s is not None and s > best:
-                        best, fb = s, cand
+                        best, fb, reweigh = s, cand, True
                         parts.update(_parts_of(fitted))
             elif stage == "source":
                 # A source switched off by the weight search: its params change nothing.
@@ -414,17 +431,13 @@ class Tuner:
                 for (_, src, params), m, fitted in zip(batch, merged, self._fit_trials(boards, jobs)):
                     s = trial(stage, src, params, fitted, parts)
                     if s is not None and s > best:
-                        best = s
+                        best, reweigh = s, True
                         sources[src or ""] = m
                         parts.update(_parts_of(fitted))
             elif stage == "weights":
-                a = time.perf_counter()
-                w, s = boards.search_weights(parts, weights)
-                trials.append({"stage": "weights", "source": None, "params": dict(w), "score": round(s, 6),
-                               "seconds": round(time.perf_counter() - a, 3)})
-                bar.update(1)
-                if s > best:
-                    best, weights = s, w
+                search_weights()
+        if reweigh and out_of_time:  # the closing weight search refits nothing: it runs past the budget
+            search_weights()
         bar.close()
         return TunedConfig(
             sources=sources, weights={n: round(float(v), 6) for n, v in weights.items()},
