@@ -14,15 +14,16 @@ from liverec.rank.tuner import TunedConfig, Tuner, _grid, time_split
 T0 = 1_700_000_000.0
 
 
-def chains(n_users: int = 40, length: int = 12, n_items: int = 60, seed: int = 0) -> list[Event]:
-    """Every user walks i, i+1, i+2, ... from a random start: what comes next is the next id."""
+def chains(n_users: int = 40, length: int = 12, n_items: int = 60, seed: int = 0, jump: float = 0.0) -> list[Event]:
+    """Every user walks i, i+1, i+2, ... from a random start: what comes next is the next id
+    (except, with ``jump``, that share of the steps goes to a random item)."""
     rng = np.random.default_rng(seed)
     out = []
     for u in range(n_users):
-        start = int(rng.integers(0, n_items))
+        cur = int(rng.integers(0, n_items))
         for s in range(length):
-            out.append(Event(user=f"u{u}", item=f"i{(start + s) % n_items}", kind="click",
-                             timestamp=T0 + 1000 * s + u, id=f"e{u}-{s}"))
+            out.append(Event(user=f"u{u}", item=f"i{cur}", kind="click", timestamp=T0 + 1000 * s + u, id=f"e{u}-{s}"))
+            cur = int(rng.integers(0, n_items)) if jump and rng.random() < jump else (cur + 1) % n_items
     return out
 
 
@@ -180,18 +181,6 @@ def test_a_switched_off_source_comes_back_at_a_share_of_the_sources_that_score()
     assert set(tried) - {0.0} == {0.05, 0.25, 1.0}
 
 
-def noisy_chains(n_users: int = 60, length: int = 14, n_items: int = 60, seed: int = 0) -> list[Event]:
-    """Like :func:`chains`, but half the steps jump to a random item."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for u in range(n_users):
-        cur = int(rng.integers(0, n_items))
-        for s in range(length):
-            out.append(Event(user=f"u{u}", item=f"i{cur}", kind="click", timestamp=T0 + 1000 * s + u, id=f"e{u}-{s}"))
-            cur = (cur + 1) % n_items if rng.random() < 0.5 else int(rng.integers(0, n_items))
-    return out
-
-
 def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch):
     """Source parameters chosen after the last weight search get weights that fit them:
     the closing weight search refits nothing, so it runs even past the budget."""
@@ -213,7 +202,7 @@ def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch
         return make(name, params, fb)
 
     tuned = Tuner(slow, {"transition": start}, {"transition": 1.0}, FeedbackConfig(), budget_seconds=250,
-                  seed=0, batch_size=1).run(noisy_chains(), make_catalog())
+                  seed=0, batch_size=1).run(chains(60, 14, jump=0.5), make_catalog())
     stages = [t["stage"] for t in tuned.trials]
     assert tuned.stopped_by_budget and stages[:2] == ["start", "weights"] and "source" in stages[2:-1]
     assert tuned.sources["transition"] != start  # a better source setting was found in time ...
