@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     "errors": 0, "types": 0, "_extras": 0, "validate": 1, "settings": 1, "jobs": 1,
     "store": 2, "encode": 3, "models": 4, "rank": 5,
-    "state": 6, "state_redis": 6, "snapshot": 6, "ingest": 6, "replica": 6, "items": 6, "engine": 7, "data": 1, "demo": 8, "importer": 8,
+    "state": 6, "state_redis": 6, "snapshot": 6, "ingest": 6, "replica": 6, "items": 6, "lifecycle": 6, "engine": 7, "data": 1, "demo": 8, "importer": 8,
     "service": 9, "evaluation": 9, "cli": 10, "__main__": 11, "__init__": 11,
 }
 

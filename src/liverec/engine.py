@@ -1,5 +1,8 @@
 """The engine: wires store -> encode -> models -> rank, and learns on every event.
 
+``Engine`` is the public API over named parts: ingest, rank.pipeline, lifecycle (fit, tune,
+re-fit, restore, snapshot of the shared model set), replica, items and the user state.
+
 Examples
 --------
 >>> from liverec import Engine, Item, Event
@@ -11,39 +14,32 @@ Examples
 
 from __future__ import annotations
 
-import functools
-import inspect
-import itertools
-import json
 import threading
-import time
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar, overload
 
 import numpy as np
 
 from .encode.cache import CachedEncoder, open_shared_cache
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
-from .jobs import Failed, JobRunner, LocalJobs, job_runner
-from .errors import ConflictError, LiverecError, ValidationError
-from .models import REGISTRY
-from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner, UserState
+from .errors import LiverecError, ValidationError
+from .lifecycle import Lifecycle, Models, learn_all
+from .models.base import FeedbackConfig, Learner, UserState
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
 from .rank.feedback import SlateFeedback
 from .rank.pipeline import Pipeline, Request
 from .rank.policy import make_policies
-from .rank.ranker import offers
-from .rank.tuner import TunedConfig, Tuner
+from .rank.tuner import TunedConfig
 
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
 from .settings import Settings
-from .snapshot import ModelSet, Snapshots, compat_key
+from .snapshot import Snapshots
 from .store import Store
 from .store.snapshots import SnapshotInfo, snapshot_repo
-from .state import UserStateStore, open_user_state, refill_from_log, user_from_events
+from .state import UserStateStore, open_user_state, user_from_events
 from .store.impressions import ImpressionWriter
 from .ingest import Ingestor
 from .items import Items
@@ -54,18 +50,25 @@ from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
-#: Events per run when the log tail is replayed (bounds the memory a run's updates take).
-REPLAY_BATCH = 5000
+T = TypeVar("T")
 
 
-class _LogRead(NamedTuple):
-    """One read of the log for a fit: its end position, the erasure count before it, the events,
-    and (for a fit) the users erased since the read, with their events: the fit forgets them at its swap."""
+class _FromPart(Generic[T]):
+    """A read-only engine attribute that lives in one of its parts:
+    ``learners = _FromPart[dict[str, Learner]]("models", "learners")`` reads ``engine.models.learners``."""
 
-    cursor: int
-    erasures: int
-    events: list[Event]
-    erased: list[tuple[str, list[Event]]] | None = None
+    def __init__(self, part: str, name: str) -> None:
+        self.part, self.name = part, name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> "_FromPart[T]": ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+    def __get__(self, obj: object | None, owner: type) -> "T | _FromPart[T]":
+        return self if obj is None else getattr(getattr(obj, self.part), self.name)
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"{self.name} is read-only here; it belongs to engine.{self.part}.")
 
 
 class Engine:
@@ -92,10 +95,9 @@ class Engine:
         self.encoder = CachedEncoder(encoder, store, shared=self._cache_store, progress=settings.encoder_progress)
         #: (items done, items in all) of a running background catalog import, else None.
         self.import_progress: tuple[int, int] | None = None
-        snap = store.get_snapshot("tuned_config")
-        #: What ``fit(tune=True)`` chose (persisted in the store), or None.
-        self.tuned: TunedConfig | None = TunedConfig.from_json(snap[0].decode()) if snap is not None else None
-        self.feedback = self._feedback()
+        #: The current model set (learners, feedback reading, tuned configuration, learned
+        #: weights, version): serving reads it, the lifecycle replaces what it holds.
+        self.models = Models.stored(store, settings)
         self.catalog = Catalog()
         self.index = VectorIndex(
             self.catalog,
@@ -106,7 +108,6 @@ class Engine:
             # The content source scores on centred vectors by default: retrieve in that space.
             center="content" in settings.sources and settings.sources["content"].get("center", True) is not False,
         )
-        self.learners: dict[str, Learner] = {}
         #: Per-user online state (recent events, seen items, interests, versions): in process
         #: memory, or in Redis when ``settings.state`` is set (fleet mode).
         self.state: UserStateStore = open_user_state(settings, self.catalog.get_idx, fallback=self._user_from_store)
@@ -114,16 +115,8 @@ class Engine:
         #: Catalog items in the store, in memory and in the index.
         self.items = Items(store, self.catalog, self.encoder, settings.text_template, self._lock,
                            index=lambda: self.index)
-        self._fit_thread: threading.Thread | None = None
-        #: Events the last fit read, and events learned since (a re-fit starts when they grow:
-        #: ``Settings.refit_growth``).
-        self._fit_events, self._since_fit = 0, 0
-        #: The ``erased`` list of every fit's log read not swapped in yet (fits may overlap).
-        self._fit_erasures: list[list[tuple[str, list[Event]]]] = []
-        self.model_version = 0
         #: Bumped by every erasure: caches keyed on it can never serve an erased user's state.
         self.erasure_epoch = 0
-        self.learned_weights: dict[str, float] | None = None
         self.policies = make_policies(settings.policies, seed=settings.seed)
         if settings.default_policy not in self.policies:
             raise ValidationError(
@@ -132,8 +125,6 @@ class Engine:
             )
         #: Served slates until the user acts on them: policy rewards and online fusion learning.
         self.served = SlateFeedback(store, self.policies, self.reward_of, settings.fusion_learning_rate)
-        self.last_fit_seconds: float | None = None
-        self.last_fit_error: str | None = None
         self._impressions = ImpressionWriter(store, settings.impression_flush_seconds)
         #: retrieve -> score -> fuse -> filter -> policy -> explain -> log.
         self.pipeline = Pipeline(settings, self.catalog, self.index, self.served, self._impressions)
@@ -148,14 +139,18 @@ class Engine:
         self.replica = ReplicaSync(
             store, self.catalog, self._lock, learn=self._learn, own=self.ingest.own, load_items=lambda rows: self.items.load(rows),
             set_interests=self._load_interests, refit=lambda: self.fit(background=True),
-            fit_running=lambda: self.fit_running, before_sync=self._refill_if_lost, batch=self.state.batch,
+            fit_running=lambda: self.fit_running, before_sync=lambda out: self.lifecycle.refill_if_lost(out), batch=self.state.batch,
         )
         #: Versioned snapshots of the model set (liverec.snapshot): restarts replay only the log tail.
         self.snapshots = Snapshots(snapshot_repo(store, settings.snapshot_dir), settings.snapshot_keep)
-        restored = self._load()
-        self.served.reset(self._base_weights())
-        if restored is not None:
-            self._restore_fusion(restored)
+        #: Fit, tune, periodic re-fit, restore (snapshot + log tail) and snapshot of ``models``.
+        self.lifecycle = Lifecycle(
+            self.models, store, settings, self.catalog, self._lock, self.state, snapshots=self.snapshots,
+            replica=self.replica, served=self.served, load_items=self.items.load_all,
+            encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
+            replicated=lambda: self.replicated,
+        )
+        self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
                                 interval_s=settings.snapshot_interval_s)
 
@@ -204,203 +199,77 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _feedback(self) -> FeedbackConfig:
-        """The settings' feedback reading; the tuned one where the settings leave it at its default."""
-        s, fb = self.settings, dict(self.tuned.feedback) if self.tuned is not None else {}
-        for key in ("rating_engagement", "rating_valence"):
-            if key in s.model_fields_set or key not in fb:
-                fb[key] = getattr(s, key)
-        return FeedbackConfig(
-            kind_weights=dict(s.kind_weights), rating_center=s.rating_center, rating_scale=s.rating_scale, **fb
-        )
-
-    def _source_params(self) -> dict[str, dict[str, Any]]:
-        """Per source: tuned hyperparameters, overridden by any written in Settings.sources."""
-        tuned = self.tuned.sources if self.tuned is not None else {}
-        return {name: {**tuned.get(name, {}), **params} for name, params in self.settings.sources.items()}
-
-    def _make_learner(self, name: str, params: Mapping[str, Any], feedback: FeedbackConfig) -> Learner:
-        """One fresh, unfitted learner of source ``name`` as this engine configures it."""
-        return make_learner(self.settings, name, params, feedback)
-
-    def _new_learners(self) -> dict[str, Learner]:
-        """Fresh, unfitted learners for every configured source."""
-        return {name: self._make_learner(name, params, self.feedback) for name, params in self._source_params().items()}
-
-    def _load(self) -> ModelSet | None:
-        """Restore the catalog, declared interests, learned weights and every learner from the store:
-        from the newest compatible snapshot and the log after it (returned), else from the whole log."""
-        snap = self.store.get_snapshot("fusion_weights")
-        if snap is not None:
-            self.learned_weights = json.loads(snap[0].decode())
-        restored = self.snapshots.newest(
-            self._snapshot_key(), erasures=self.replica.erasures_seen, last_seq=self.store.last_event_seq()
-        )
-        gone: list[str]  # ids the snapshot knows that are gone from the store
-        stored, gone = list(self.store.iter_items()), []
-        if restored is not None:  # the snapshot's dense order: its learners index items by it
-            stored, gone = restored.arrange(stored)
-        if stored:
-            self.items.load_all(stored, gone)
-            self.replica.items_loaded(stored)
-        # A shared user state holds declared interests itself (and is refilled below when lost).
-        interests = [] if self.state.shared else list(self.store.iter_interests())
-        if interests:
-            vecs = self.encoder.encode([t for _, t in interests], private=True)
-            for (user, text), v in zip(interests, vecs):
-                self.state.set_interests(user, v, text)
-        if restored is None:
-            self._rebuild()
-        else:
-            self._adopt(restored)
-        if not self.state.complete():
-            self._refill_users()
-        return restored
-
-    def _refill_users(self) -> int:
-        """Write every user's state from the durable log into a shared user state that lost it (or
-        never had it); returns the events written. Writes are idempotent, so replicas recording
-        meanwhile are safe; the engine lock keeps this engine's erasures after it. One replica
-        refills at a time; the others read users from the store until it is done."""
-        if not self.state.claim_refill():
-            return 0
-        with self._lock:
-            n = refill_from_log(self.state, self.store, self.catalog.get_idx,
-                                lambda texts: self.encoder.encode(texts, private=True))
-            self.state.mark_complete()
-            self.model_version += 1  # versions restarted with the lost data: drop every cached list
-        return n
-
-    def _adopt(self, restored: ModelSet) -> None:
-        """Take a snapshot's learners and user state, then learn the log after its position."""
-        learners = restored.build_learners(self.catalog)
-        users = restored.build_users(self.settings.history_length)
-        with self._lock:
-            self.replica.cursor = self._replay(learners, users, restored.log_seq)
-            self.learners = learners
-            self.state.adopt(users)
-            self.model_version += 1
-            self._fit_events = restored.log_seq  # about the events it reflects; a re-fit counts from here
-
-    def _restore_fusion(self, restored: ModelSet) -> None:
-        """The snapshot's online fusion weights, unless the store holds newer ones."""
-        saved = self.store.get_snapshot("fusion_weights_online")
-        if restored.online_fusion and self.served.fusion is not None and (saved is None or saved[1] < restored.log_seq):
-            self.served.fusion.restore(restored.online_fusion)
-
-    def _replay(self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int) -> int:
-        """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor.
-
-        The log is read in runs of :data:`REPLAY_BATCH` events: a :class:`BatchLearner` learns
-        each run in one call (the same state as event by event), the others event by event.
-        Learners share no state, so each may take the run on its own.
-        """
-        log = iter(self.store.iter_events(after_seq=cursor))
-        while run := list(itertools.islice(log, REPLAY_BATCH)):
-            events = [e for _, e in run]
-            learn_all(learners, events)
-            for e in events:
-                users.apply(e, self.catalog.get_idx(e.item))
-            cursor = run[-1][0]
-        return cursor
-
-    def _read_log(self, *, for_fit: bool = True) -> _LogRead:
-        """The log up to its current end, in append order, with the position and erasure count.
-
-        ``for_fit``: erasures from now on are remembered, so the fit built from this read
-        forgets those users again at the swap.
-        """
-        with self._lock:
-            cursor = self.store.last_event_seq()
-            erasures = self.store.counter("erasures")  # read before the log: a later erasure refuses the snapshot
-            erased: list[tuple[str, list[Event]]] | None = None
-            if for_fit:
-                erased = []
-                self._fit_erasures.append(erased)
-        return _LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor], erased)
-
-    def _fit_done(self, read: _LogRead) -> None:
-        """Stop remembering erasures for the fit of ``read`` (swapped in, or failed)."""
-        with self._lock:
-            self._fit_erasures = [x for x in self._fit_erasures if x is not read.erased]
-
-    def _rebuild(self, read: _LogRead | None = None, jobs: JobRunner | None = None) -> None:
-        """Fit fresh learners and user state from the durable log, then swap them in.
-
-        The heavy part runs without the engine lock, so the old learners keep serving
-        and learning. At the swap (under the lock) every event appended after the fit's
-        cursor is replayed into the new learners and users deleted meanwhile are
-        forgotten again: nothing recorded during a fit is lost or resurrected. ``read``
-        is a log read already made (by the tuner), so the log is read once per fit.
-        ``jobs`` runs the per-source fits (default: here, one after another).
-        """
-        t0 = time.perf_counter()
-        if read is None:
-            read = self._read_log()
-        cursor, erasures = read.cursor, read.erasures
-        # Time order (append order breaks ties): the order learn_one would have seen.
-        events = sorted(read.events, key=lambda e: e.timestamp)
-        log = InteractionLog.from_events(events, self.catalog)
-        learners = fit_learners(self._new_learners(), log, jobs or LocalJobs())
-        users = self.state.fresh()
-        for e in events:
-            users.apply(e, self.catalog.get_idx(e.item))
-        # Not shared yet: serialised without the lock, at the fit's log position.
-        snap = (self._capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
-        with self._lock:
-            self.replica.cursor = self._replay(learners, users, cursor)
-            self.ingest.own.clear()
-            if read.erased:
-                snap = None  # it holds users erased during the fit
-            for user, erased in read.erased or ():
-                for m in learners.values():
-                    m.forget(user, erased)
-                users.forget(user)
-            self._fit_done(read)
-            self.learners = learners
-            self.state.adopt(users)
-            self.model_version += 1
-            self.last_fit_seconds = time.perf_counter() - t0
-            self._fit_events, self._since_fit = len(read.events), 0
-        if snap is not None:
-            self._write_snapshot(snap[0], snap[1], erasures)
-
-    # --------------------------------------------------------------- snapshots
-    def _snapshot_key(self) -> dict[str, Any]:
-        return compat_key(self.settings, self.encoder.model_id, self.tuned.to_json() if self.tuned else None)
-
-    def _capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> bytes:
-        fusion = self.served.fusion.state() if self.served.fusion is not None else None
-        return ModelSet.capture(learners, users, self.catalog, log_seq=log_seq, erasures=erasures,
-                                online_fusion=fusion).dumps()
-
-    def _write_snapshot(self, body: bytes, log_seq: int, erasures: int) -> SnapshotInfo | None:
-        if self.store.counter("erasures") != erasures:  # a user erased since may be in it
-            return None
-        return self.snapshots.write(body, self._snapshot_key(), log_seq=log_seq, erasures=erasures,
-                                    meta={"users": self.state.count(), "items": len(self.catalog)})
-
+    # ------------------------------------------ the model set (liverec.lifecycle)
     def snapshot(self) -> SnapshotInfo | None:
-        """Write a snapshot of the model set as it is now (see :mod:`liverec.snapshot`).
+        """Write a snapshot of the model set as it is now (see :mod:`liverec.snapshot`): fits
+        write one, the settings schedule more. None when snapshots are off, while a re-fit runs
+        or an erasure is not applied here yet (:meth:`liverec.lifecycle.Lifecycle.snapshot`).
 
-        Every fit writes one, and ``Settings.snapshot_every_events`` / ``snapshot_interval_s``
-        schedule more. None when snapshots are off (``snapshot_keep=0``, or an in-memory
-        store and no ``snapshot_dir``), while a re-fit runs (it writes its own), or while an
-        erasure made by another engine is not applied here yet.
+        >>> eng.snapshot().log_seq          # doctest: +SKIP
+        """
+        return self.lifecycle.snapshot()
+
+    #: Source name -> the learner serving now (a fit swaps in new ones).
+    learners = _FromPart[dict[str, Learner]]("models", "learners")
+    #: How events are read as feedback (the settings', tuned where they leave the default).
+    feedback = _FromPart[FeedbackConfig]("models", "feedback")
+    #: What ``fit(tune=True)`` chose (persisted in the store), or None.
+    tuned = _FromPart["TunedConfig | None"]("models", "tuned")
+    #: Fusion weights learned by tuning or :meth:`tune_fusion`, or None.
+    learned_weights = _FromPart["dict[str, float] | None"]("models", "learned_weights")
+    #: Changes with every swap of the model set (fits, restores, refills).
+    model_version = _FromPart[int]("models", "version")
+    #: Seconds the last fit took (None before the first).
+    last_fit_seconds = _FromPart["float | None"]("lifecycle", "last_fit_seconds")
+    #: Why the last background fit failed (the old models kept serving), else None.
+    last_fit_error = _FromPart["str | None"]("lifecycle", "last_fit_error")
+    #: Whether a background fit runs.
+    fit_running = _FromPart[bool]("lifecycle", "running")
+
+    def fit(
+        self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
+        seed: int | None = None, ray: str | None = None,
+    ) -> threading.Thread | None:
+        """Batch (re)fit every learner from the durable log, then swap them in atomically.
+
+        ``tune=True`` first searches the configuration on a time split of the log within
+        ``budget`` seconds and stores it (later fits and restarts reuse it);
+        ``background=True`` fits in a thread while the current learners keep serving and
+        learning, and returns it (:class:`~liverec.errors.ConflictError` while one runs);
+        ``ray="HOST:PORT"`` runs the per-source fits and the trials as Ray tasks. In full:
+        :meth:`liverec.lifecycle.Lifecycle.fit`.
 
         Examples
         --------
-        >>> eng.snapshot().log_seq          # doctest: +SKIP
+        >>> eng.fit(tune=True, budget=120)           # doctest: +SKIP
+        >>> eng.fit(background=True).join()          # doctest: +SKIP
+        >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
         """
-        if not self.snapshots.enabled or self.fit_running:
-            return None
-        with self._lock:
-            if self.replicated:  # learn what other engines wrote: the state is then the log up to the cursor
-                self.sync(catalog=False)
-            seq = self.replica.cursor if self.replicated else self.store.last_event_seq()
-            erasures = self.replica.settled_erasures()
-            body = self._capture(self.learners, self.state, seq, erasures)
-        return self._write_snapshot(body, seq, erasures)
+        return self.lifecycle.fit(background=background, tune=tune, budget=budget, progress=progress, seed=seed,
+                                  ray=ray)
+
+    def tune(
+        self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None, ray: str | None = None,
+    ) -> TunedConfig:
+        """Search the configuration on the engine's own log, store it, and (``refit``) fit with it.
+
+        ``users`` restricts which users' recent events are held out for validation (for a
+        held-out check: tune on one half of the users, measure on the other). ``ray``: run the
+        trials' fits (and the refit) as tasks on that Ray cluster, as in :meth:`fit`; the
+        configuration chosen is the same as without it.
+        Raises :class:`~liverec.errors.ValidationError` when the log is too small to tune.
+        """
+        return self.lifecycle.tune(budget=budget, progress=progress, seed=seed, refit=refit, max_trials=max_trials,
+                                   users=users, ray=ray)
+
+    def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> "FusionFit":
+        """Learn fusion weights from the logged feedback (see ``liverec.rank.fusion``).
+
+        The weights are saved in the store and used by every later request (per-request
+        ``weights=`` still override them). Settings' ``fusion_weights`` stay the fallback.
+        """
+        return self.lifecycle.tune_fusion(holdout=holdout, negatives=negatives, seed=seed)
 
     # ------------------------------------------------------------------- items
     def _render(self, text: str, attributes: Mapping[str, Any]) -> str:
@@ -476,8 +345,7 @@ class Engine:
                 self.encoder.forget([interests])
             for hook in self.on_erase:  # e.g. tell other replicas (they need the events to forget)
                 hook(user, events, counts["erasure_epoch"])
-            for pending in self._fit_erasures:  # a fit in progress read them: it forgets them at its swap
-                pending.append((user, events))
+            self.lifecycle.erased(user, events)  # a fit in progress read them: it forgets them at its swap
             self.replica.applied(counts["erasure_epoch"])
             self.snapshots.erased()  # they hold the user's state; the next one holds none
             self._forget_local(user, events)
@@ -498,8 +366,7 @@ class Engine:
         that erasure produced.
         """
         with self._lock:
-            for pending in self._fit_erasures:
-                pending.append((user, list(events)))
+            self.lifecycle.erased(user, events)
             self._forget_local(user, events)
             self.replica.applied(epoch)
 
@@ -527,10 +394,6 @@ class Engine:
         drops the erased user's state.
         """
         return self.replica.sync(catalog=catalog)
-
-    def _refill_if_lost(self, out: dict[str, int]) -> None:
-        if not self.state.complete():  # a shared user state lost its data (Redis restarted empty)
-            out["users"] = self._refill_users()
 
     def _load_interests(self, user: str, text: str | None) -> bool:
         """Load interests another engine declared; False if they were already loaded."""
@@ -594,24 +457,14 @@ class Engine:
         """Learn new events in log order: a :class:`BatchLearner` takes them in one call (the
         state event-by-event learning leaves), the others one by one. Learners share no
         state, and the user state and slate feedback read none of theirs, so this equals
-        learning each event in turn."""
+        learning each event in turn. Enough of them start a background re-fit."""
         learn_all(self.learners, events)
         for e in events:
             i = self.catalog.get_idx(e.item)
             self.state.apply(e, i)
             self.served.learn(e, i)
-        self._since_fit += len(events)
-        if self._refit_due():
-            self.fit(background=True)
+        self.lifecycle.learned(len(events))
 
-    def _refit_due(self) -> bool:
-        """Whether the log has grown enough since the last fit to fit again (see
-        ``Settings.refit_growth``); never while a fit runs."""
-        s = self.settings
-        # Only after a fit that read a log of that size: an engine fed event by event from
-        # empty is fitted when its owner asks (a bulk import is followed by fit()).
-        return (s.refit_growth > 0 and self._fit_events >= s.refit_min_events
-                and self._since_fit >= s.refit_growth * self._fit_events and not self.fit_running)
 
     @property
     def index(self) -> VectorIndex:
@@ -638,154 +491,10 @@ class Engine:
         """The per-click fusion learner (None when ``fusion_learning_rate`` is 0)."""
         return self.served.fusion
 
-    def fit(
-        self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
-        seed: int | None = None, ray: str | None = None,
-    ) -> threading.Thread | None:
-        """Batch (re)fit every learner from the durable log, then swap them in atomically.
-
-        With ``tune=True`` the fit first searches every source's hyperparameters, the
-        feedback reading and the fusion weights on a time split of the log (the most
-        recent part of each sampled user's events held out; see
-        :mod:`liverec.rank.tuner`) within ``budget`` seconds (default
-        ``Settings.tune_budget_seconds``), then stores the chosen configuration with
-        its validation score; every later fit and every restart reuse it. Without
-        ``tune``, the last tuned configuration (if any) is used.
-
-        With ``background=True`` the fit runs in a thread while the current learners
-        keep serving; events recorded meanwhile are replayed into the new learners at
-        the swap. Returns the thread (``join()`` it to wait). A second background fit
-        while one runs raises :class:`~liverec.errors.ConflictError`.
-
-        With ``ray="HOST:PORT"`` (a Ray cluster's head) the per-source fits and the
-        tuning trials run as Ray tasks across the cluster (see :mod:`liverec.jobs`); the
-        log is read here, from the store, and shipped once; the fitted learners come
-        back here. The result is the same as without it. An unreachable address raises
-        :class:`~liverec.errors.ValidationError` before anything is read.
-
-        Examples
-        --------
-        >>> eng.fit(tune=True, budget=120)           # doctest: +SKIP
-        >>> eng.fit(ray="10.0.0.5:6380")             # doctest: +SKIP
-        >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
-        """
-        jobs = job_runner(ray)
-        if not background:
-            running = self._fit_thread
-            if running is not None and running.is_alive():  # one fit at a time: the asked one goes last
-                running.join()
-            self._fit(tune=tune, budget=budget, progress=progress, seed=seed, jobs=jobs)
-            return None
-        with self._lock:
-            if self.fit_running:
-                raise ConflictError("a re-fit is already running; wait for it to finish, then retry.")
-            self._fit_thread = threading.Thread(
-                target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs),
-                name="liverec-fit", daemon=True,
-            )
-            self._fit_thread.start()
-            return self._fit_thread
-
-    def tune(
-        self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
-        max_trials: int | None = None, users: Callable[[str], bool] | None = None, ray: str | None = None,
-    ) -> TunedConfig:
-        """Search the configuration on the engine's own log, store it, and (``refit``) fit with it.
-
-        ``users`` restricts which users' recent events are held out for validation (for a
-        held-out check: tune on one half of the users, measure on the other). ``ray``: run the
-        trials' fits (and the refit) as tasks on that Ray cluster, as in :meth:`fit`; the
-        configuration chosen is the same as without it.
-        Raises :class:`~liverec.errors.ValidationError` when the log is too small to tune.
-        """
-        jobs = job_runner(ray)
-        read = self._read_log(for_fit=refit)
-        try:
-            tuned = self._tune(read, budget=budget, progress=progress, seed=seed, max_trials=max_trials, users=users,
-                               jobs=jobs)
-            if refit:
-                self._rebuild(read, jobs)
-        finally:
-            self._fit_done(read)
-        return tuned
-
-    def _fit(
-        self, *, tune: bool, budget: float | None, progress: bool = False, seed: int | None = None,
-        jobs: JobRunner | None = None,
-    ) -> None:
-        """Tune (optionally) and fit on one read of the log."""
-        read = self._read_log()
-        try:
-            if tune:
-                self._tune(read, budget=budget, progress=progress, seed=seed, jobs=jobs)
-            self._rebuild(read, jobs)
-        finally:
-            self._fit_done(read)
-
-    def _tune(
-        self, read: _LogRead, *, budget: float | None, progress: bool = False, seed: int | None = None,
-        max_trials: int | None = None, users: Callable[[str], bool] | None = None, jobs: JobRunner | None = None,
-    ) -> TunedConfig:
-        budget = self.settings.tune_budget_seconds if budget is None else budget
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-            raise ValidationError(f"budget must be a number of seconds > 0, got {budget!r}.", field="budget")
-        cursor, events = read.cursor, read.events
-        weights = self._base_weights()
-        tuner = Tuner(
-            functools.partial(make_learner, self.settings), self._source_params(), weights, self.feedback,
-            budget_seconds=float(budget), seed=self.settings.seed if seed is None else seed,
-            history_length=self.settings.history_length, max_trials=max_trials, progress=progress, users=users,
-            jobs=jobs,
-        )
-        try:
-            tuned = tuner.run(events, self.catalog)
-        except ValueError as exc:
-            raise ValidationError(str(exc), field="tune") from None
-        self.store.put_snapshot("tuned_config", tuned.to_json().encode(), cursor)
-        self.store.put_snapshot("fusion_weights", json.dumps(tuned.weights).encode(), cursor)
-        with self._lock:
-            self.tuned = tuned
-            self.feedback = self._feedback()
-            self.learned_weights = dict(tuned.weights)
-            self.served.reset(self._base_weights())  # per-event learning goes on from the tuned weights
-        return tuned
-
-    def _background_fit(
-        self, tune: bool = False, budget: float | None = None, seed: int | None = None, jobs: JobRunner | None = None,
-    ) -> None:
-        try:
-            self._fit(tune=tune, budget=budget, seed=seed, jobs=jobs)
-            self.last_fit_error = None
-        except Exception as exc:  # keep serving with the old models; report the failure
-            self.last_fit_error = f"{type(exc).__name__}: {exc}"
-
-    @property
-    def fit_running(self) -> bool:
-        return self._fit_thread is not None and self._fit_thread.is_alive()
-
     # --------------------------------------------------------------- serving
-    def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> "FusionFit":
-        """Learn fusion weights from the logged feedback (see ``liverec.rank.fusion``).
-
-        The weights are saved in the store and used by every later request (per-request
-        ``weights=`` still override them). Settings' ``fusion_weights`` stay the fallback.
-        """
-        from .rank.fusion import learn_fusion_weights
-
-        events = [e for _, e in self.store.iter_events()]
-        fit = learn_fusion_weights(
-            self._new_learners(), events, self.catalog, self.feedback, holdout=holdout, negatives=negatives, seed=seed
-        )
-        self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
-        with self._lock:
-            self.learned_weights = dict(fit.weights)
-            self.served.reset(self._base_weights())  # per-event learning goes on from the tuned weights
-        return fit
-
     def _base_weights(self) -> dict[str, float]:
-        """Per source: ``tune_fusion``'s weight, else the settings', else 1.0."""
-        base = self.learned_weights or self.settings.fusion_weights
-        return {name: base.get(name, self.settings.fusion_weights.get(name, 1.0)) for name in self.learners}
+        """Per source: the learned weight (tuning, ``tune_fusion``), else the settings', else 1.0."""
+        return self.lifecycle.base_weights()
 
     def _weights(self, weights: Mapping[str, float] | None) -> dict[str, float]:
         w = self.served.weights(self._base_weights())
@@ -883,66 +592,6 @@ class Engine:
                 *(shared or self.state.view(user)), self.learners, item, idx, w,
                 exclude_seen=self.settings.exclude_seen,
             )
-
-
-def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: FeedbackConfig) -> Learner:
-    """One fresh, unfitted learner of source ``name`` as settings ``s`` configure it.
-
-    A module-level function, so ``functools.partial(make_learner, settings)`` pickles
-    (for fits and tuning trials run as Ray tasks).
-    """
-    defaults: dict[str, dict[str, Any]] = {
-        "content": dict(
-            half_life_days=s.profile_half_life_days,
-            interest_weight=s.interest_weight,
-            short_decay=s.short_term_decay,
-            short_weight=s.short_term_weight,
-        ),
-        "trending": dict(half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior),
-    }
-    cls = REGISTRY.get(name)
-    if cls is None:
-        raise ValidationError(
-            f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
-            field="sources",
-        )
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
-    if "feedback" in accepted:
-        kwargs["feedback"] = feedback
-    if "cold_popularity" in accepted:  # trending already answers cold users
-        kwargs["cold_popularity"] = False
-    kwargs.update(params)
-    return cls(**kwargs)
-
-
-def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:
-    """Teach ``events`` (in log order) to every learner: a :class:`BatchLearner` in one
-    call, the others event by event. Learners share no state, so each takes the run on its own."""
-    for m in learners.values():
-        if len(events) > 1 and offers(m, BatchLearner):
-            m.learn_many(events)
-        else:
-            for e in events:
-                m.learn_one(e)
-
-
-def _fit_learner(log: InteractionLog, learner: Learner) -> tuple[type[Learner], dict[str, Any]]:
-    """Fit one learner (a job: it may run in another process); its class and learned state."""
-    learner.fit(log)
-    return type(learner), learner.learned_state()
-
-
-def fit_learners(learners: Mapping[str, Learner], log: InteractionLog, jobs: JobRunner) -> dict[str, Learner]:
-    """Every learner fitted on ``log``, each as one job of ``jobs``, over the log's catalog.
-
-    Raises the first failure (in ``learners``' order), as a fit in this process would.
-    """
-    done = jobs.map(_fit_learner, log, list(learners.values()))
-    for result in done:
-        if isinstance(result, Failed):
-            result.reraise()
-    return {name: Learner.from_state(cls, state, log.catalog) for name, (cls, state) in zip(learners, done)}
 
 
 def _check_id(v: Any, field: str) -> None:

@@ -316,7 +316,7 @@ def test_the_log_growing_past_refit_growth_starts_a_background_refit(encoder, bo
         e.record_many([ev(f"v{j % 3}", books[j % 60].id, t=100 + j) for j in range(29)])
         assert e.model_version == version and not e.fit_running         # 29 < 0.5 x 60
         e.record(ev("v9", books[7].id, t=200))                          # the 30th: a re-fit starts
-        thread = e._fit_thread
+        thread = e.lifecycle.thread
         assert thread is not None
         e.fit()                                                         # waits for it, then fits
         assert not thread.is_alive() and e.last_fit_error is None
@@ -328,7 +328,7 @@ def test_the_log_growing_past_refit_growth_starts_a_background_refit(encoder, bo
         e.record_many([ev("u", books[j].id, t=j) for j in range(10)], learn=False)
         e.fit()
         e.record_many([ev("u", books[j].id, t=20 + j) for j in range(10)])
-        assert e._fit_thread is None
+        assert e.lifecycle.thread is None
 
 
 def test_background_fit_hot_swaps_and_loses_nothing(eng, monkeypatch):

@@ -73,5 +73,5 @@ def test_erasure_notice_and_missed_erasure(pair) -> None:
     b.replica.erasure_noticed -= 3.0
     v = b.model_version
     assert b.sync()["refit"] == 1
-    b._fit_thread.join(60)
+    b.lifecycle.thread.join(60)
     assert b.model_version == v + 1 and "other" not in b.state

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from liverec import Engine, Settings
-from liverec import engine as engine_module
+from liverec import lifecycle as lifecycle_module
 from liverec.models.base import BatchLearner
 from liverec.rank.ranker import offers
 
@@ -38,9 +38,9 @@ def test_batch_replay_restores_what_event_by_event_replay_restores(tmp_path, enc
 
     def restore(per_event: bool, batch: int) -> tuple[dict, dict]:
         with monkeypatch.context() as mp:
-            mp.setattr(engine_module, "REPLAY_BATCH", batch)
+            mp.setattr(lifecycle_module, "REPLAY_BATCH", batch)
             if per_event:
-                mp.setattr(engine_module, "offers", lambda m, p: p is not BatchLearner and offers(m, p))
+                mp.setattr(lifecycle_module, "offers", lambda m, p: p is not BatchLearner and offers(m, p))
             with Engine.open(url, settings=s, encoder=encoder) as eng:
                 assert eng.snapshots.log_seq < eng.replica.cursor  # restored from the snapshot, tail replayed
                 return served(eng, users), _itemknn_state(eng)

@@ -12,6 +12,7 @@ import pytest
 
 from liverec import Engine, Event, Settings
 from liverec import snapshot as snapshot_module
+from liverec.lifecycle import Lifecycle
 from liverec.store.snapshots import DirSnapshots
 
 T0 = 1_700_000_000.0
@@ -63,7 +64,7 @@ def no_refit(monkeypatch) -> None:
     def refit(self):  # a restart from a snapshot must not re-fit
         raise AssertionError("re-fitted from the whole log instead of loading the snapshot")
 
-    monkeypatch.setattr(Engine, "_rebuild", refit)
+    monkeypatch.setattr(Lifecycle, "rebuild", refit)
 
 
 def test_restart_from_snapshot_serves_what_the_writer_served(url, encoder, books, monkeypatch):
@@ -130,8 +131,8 @@ def test_incompatible_snapshots_are_refused_and_the_node_refits(tmp_path, encode
         e.record_many(events(200, ids, seed=6))
         assert e.snapshot() is not None
     fits = []
-    rebuild = Engine._rebuild
-    monkeypatch.setattr(Engine, "_rebuild", lambda self: (fits.append(1), rebuild(self))[1])
+    rebuild = Lifecycle.rebuild
+    monkeypatch.setattr(Lifecycle, "rebuild", lambda self: (fits.append(1), rebuild(self))[1])
     caplog.set_level(logging.INFO, logger="liverec.snapshot")
 
     # Other model settings: refused, re-fitted, and the re-fit writes a snapshot for them.

@@ -376,7 +376,7 @@ def test_ops_endpoints(make_client) -> None:
     before = c.engine.model_version
     r = c.post("/admin/fit")
     assert r.status_code == 202 and r.json()["started"] is True
-    c.engine._fit_thread and c.engine._fit_thread.join(60)
+    c.engine.lifecycle.thread and c.engine.lifecycle.thread.join(60)
     assert c.get("/admin/fit").json()["model_version"] == before + 1
     assert c.get("/docs").status_code == 200
 

@@ -50,7 +50,7 @@ def learn_fusion_weights(
 
     Examples
     --------
-    >>> fit = learn_fusion_weights(engine._new_learners(), events, engine.catalog, engine.feedback)  # doctest: +SKIP
+    >>> fit = learn_fusion_weights(engine.lifecycle.new_learners(), events, engine.catalog, engine.feedback)  # doctest: +SKIP
     >>> fit.weights                                                                               # doctest: +SKIP
     {'content': 0.31, 'als': 1.0}
     """

@@ -1,0 +1,575 @@
+"""The model lifecycle: fit, tune, periodic re-fit, restore (snapshot + log tail) and snapshot.
+
+Two objects, shared by the engine's parts:
+
+- :class:`Models` holds the current model set: the learners, the feedback reading, the
+  tuned configuration, the learned fusion weights and a version that changes with every
+  swap. Serving reads it (under the engine lock); the lifecycle replaces what it holds.
+- :class:`Lifecycle` builds new model sets and swaps them into a :class:`Models`: a fit
+  from the durable log (optionally tuned first, optionally in a background thread while
+  the old learners keep serving), a restore at open from the newest compatible snapshot
+  plus the log after it, and snapshots of the set as it is. It is handed everything it
+  touches (store, settings, catalog, lock, user state, snapshots, replica cursor, served
+  slates, callbacks); it holds no engine.
+
+Events recorded during a fit are replayed into the new learners at the swap, and users
+erased during a fit (:meth:`Lifecycle.erased`) are forgotten again there: nothing recorded
+meanwhile is lost or resurrected.
+
+Examples
+--------
+>>> models = Models.stored(store, settings)                                  # doctest: +SKIP
+>>> life = Lifecycle(models, store, settings, catalog, lock, state, snapshots=snaps,
+...                  replica=replica, served=served, load_items=items.load_all,
+...                  encoder_id="all-MiniLM-L6-v2", encode=encode)           # doctest: +SKIP
+>>> life.open()                                  # restore, or fit from the whole log  # doctest: +SKIP
+>>> life.fit(); models.version                                               # doctest: +SKIP
+2
+>>> life.fit(background=True).join(); life.last_fit_error is None            # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from .encode.catalog import Catalog
+from .errors import ConflictError, ValidationError
+from .jobs import Failed, JobRunner, LocalJobs, job_runner
+from .models import REGISTRY
+from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner
+from .rank.feedback import SlateFeedback
+from .rank.ranker import offers
+from .rank.tuner import TunedConfig, Tuner
+from .replica import ReplicaSync
+from .settings import Settings
+from .snapshot import ModelSet, Snapshots, compat_key
+from .state import UserStateStore, refill_from_log
+from .store import Store
+from .store.snapshots import SnapshotInfo
+from .types import Event
+
+if TYPE_CHECKING:
+    from .rank.fusion import FusionFit
+
+#: Events per run when the log tail is replayed (bounds the memory a run's updates take).
+REPLAY_BATCH = 5000
+
+#: Users erased while a fit runs, with their events (the fit forgets them at its swap).
+Erased = list[tuple[str, list[Event]]]
+
+
+@dataclass(eq=False)
+class Models:
+    """The current model set: what serving reads and the lifecycle replaces (under the engine lock).
+
+    Examples
+    --------
+    >>> m = Models(feedback=FeedbackConfig())
+    >>> m.version, m.learners, m.base_weights({"trending": 0.5})
+    (0, {}, {})
+    """
+
+    feedback: FeedbackConfig
+    #: Source name -> learner; replaced as a whole at every swap.
+    learners: dict[str, Learner] = field(default_factory=dict)
+    #: What ``fit(tune=True)`` chose (persisted in the store), or None.
+    tuned: TunedConfig | None = None
+    #: Fusion weights learned by tuning or ``tune_fusion`` (persisted in the store), or None.
+    learned_weights: dict[str, float] | None = None
+    #: Changes with every swap (and every refill of a lost shared user state): caches key on it.
+    version: int = 0
+
+    @classmethod
+    def stored(cls, store: Store, settings: Settings) -> "Models":
+        """An empty model set configured by ``settings`` and the tuned configuration ``store`` holds."""
+        snap = store.get_snapshot("tuned_config")
+        tuned = TunedConfig.from_json(snap[0].decode()) if snap is not None else None
+        return cls(feedback=feedback_config(settings, tuned), tuned=tuned)
+
+    def base_weights(self, settings_weights: Mapping[str, float]) -> dict[str, float]:
+        """Per source: the learned weight, else the settings', else 1.0."""
+        base = self.learned_weights or settings_weights
+        return {name: base.get(name, settings_weights.get(name, 1.0)) for name in self.learners}
+
+
+class LogRead(NamedTuple):
+    """One read of the log for a fit: its end position, the erasure count before it, the events,
+    and (for a fit) the users erased since the read, with their events: the fit forgets them at its swap."""
+
+    cursor: int
+    erasures: int
+    events: list[Event]
+    erased: Erased | None = None
+
+
+class Lifecycle:
+    """Fits, tunes, restores and snapshots the model set held by ``models`` (see the module docstring).
+
+    ``lock`` is the engine lock (swaps, replays and erasure bookkeeping take it);
+    ``state`` the per-user state the fits rebuild; ``replica`` the log cursor a swap moves;
+    ``served`` the served-slate memory whose online fusion weights snapshots carry;
+    ``load_items(stored, gone)`` puts stored item rows into the empty catalog at open;
+    ``encoder_id`` names the LM (snapshots are keyed on it); ``encode(texts)`` encodes
+    private texts (declared interests); ``replicated()`` says whether engines share the store.
+    """
+
+    def __init__(
+        self, models: Models, store: Store, settings: Settings, catalog: Catalog, lock: threading.RLock,
+        state: UserStateStore, *, snapshots: Snapshots, replica: ReplicaSync, served: SlateFeedback,
+        load_items: Callable[[list[Any], list[str]], None], encoder_id: str,
+        encode: Callable[[list[str]], np.ndarray], replicated: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.models, self.store, self.settings, self.catalog, self.lock = models, store, settings, catalog, lock
+        self.state, self.snapshots, self.replica, self.served = state, snapshots, replica, served
+        self.load_items, self.encoder_id, self.encode, self.replicated = load_items, encoder_id, encode, replicated
+        #: The thread of the last background fit (alive while it runs), or None.
+        self.thread: threading.Thread | None = None
+        #: Events the last fit read, and events learned since (a re-fit starts when they grow:
+        #: ``Settings.refit_growth``).
+        self.fit_events, self.since_fit = 0, 0
+        #: The ``erased`` list of every fit's log read not swapped in yet (fits may overlap).
+        self.pending_erasures: list[Erased] = []
+        self.last_fit_seconds: float | None = None
+        self.last_fit_error: str | None = None
+
+    # ------------------------------------------------------------- learners
+    def new_learners(self) -> dict[str, Learner]:
+        """Fresh, unfitted learners for every configured source."""
+        m = self.models
+        return {name: make_learner(self.settings, name, params, m.feedback)
+                for name, params in source_params(self.settings, m.tuned).items()}
+
+    def base_weights(self) -> dict[str, float]:
+        return self.models.base_weights(self.settings.fusion_weights)
+
+    # -------------------------------------------------------------- opening
+    def open(self) -> ModelSet | None:
+        """Restore the catalog, declared interests, learned weights and every learner from the store:
+        from the newest compatible snapshot and the log after it (returned), else from the whole log.
+        Then start per-event fusion learning (from the snapshot's weights unless the store holds newer)."""
+        snap = self.store.get_snapshot("fusion_weights")
+        if snap is not None:
+            self.models.learned_weights = json.loads(snap[0].decode())
+        restored = self.snapshots.newest(
+            self.snapshot_key(), erasures=self.replica.erasures_seen, last_seq=self.store.last_event_seq()
+        )
+        gone: list[str]  # ids the snapshot knows that are gone from the store
+        stored, gone = list(self.store.iter_items()), []
+        if restored is not None:  # the snapshot's dense order: its learners index items by it
+            stored, gone = restored.arrange(stored)
+        if stored:
+            self.load_items(stored, gone)
+            self.replica.items_loaded(stored)
+        # A shared user state holds declared interests itself (and is refilled below when lost).
+        interests = [] if self.state.shared else list(self.store.iter_interests())
+        if interests:
+            vecs = self.encode([t for _, t in interests])
+            for (user, text), v in zip(interests, vecs):
+                self.state.set_interests(user, v, text)
+        if restored is None:
+            self.rebuild()
+        else:
+            self.adopt(restored)
+        if not self.state.complete():
+            self.refill_users()
+        self.served.reset(self.base_weights())
+        if restored is not None:
+            self.restore_fusion(restored)
+        return restored
+
+    def refill_users(self) -> int:
+        """Write every user's state from the durable log into a shared user state that lost it (or
+        never had it); returns the events written. Writes are idempotent, so replicas recording
+        meanwhile are safe; the engine lock keeps this engine's erasures after it. One replica
+        refills at a time; the others read users from the store until it is done."""
+        if not self.state.claim_refill():
+            return 0
+        with self.lock:
+            n = refill_from_log(self.state, self.store, self.catalog.get_idx, self.encode)
+            self.state.mark_complete()
+            self.models.version += 1  # versions restarted with the lost data: drop every cached list
+        return n
+
+    def refill_if_lost(self, out: dict[str, int]) -> None:
+        """Before a replica sync: refill a shared user state that lost its data (Redis restarted
+        empty), counting the events written in ``out["users"]``."""
+        if not self.state.complete():
+            out["users"] = self.refill_users()
+
+    def adopt(self, restored: ModelSet) -> None:
+        """Take a snapshot's learners and user state, then learn the log after its position."""
+        learners = restored.build_learners(self.catalog)
+        users = restored.build_users(self.settings.history_length)
+        with self.lock:
+            self.replica.cursor = self.replay(learners, users, restored.log_seq)
+            self.models.learners = learners
+            self.state.adopt(users)
+            self.models.version += 1
+            self.fit_events = restored.log_seq  # about the events it reflects; a re-fit counts from here
+
+    def restore_fusion(self, restored: ModelSet) -> None:
+        """The snapshot's online fusion weights, unless the store holds newer ones."""
+        saved = self.store.get_snapshot("fusion_weights_online")
+        if restored.online_fusion and self.served.fusion is not None and (saved is None or saved[1] < restored.log_seq):
+            self.served.fusion.restore(restored.online_fusion)
+
+    def replay(self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int) -> int:
+        """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor.
+
+        The log is read in runs of :data:`REPLAY_BATCH` events: a :class:`BatchLearner` learns
+        each run in one call (the same state as event by event), the others event by event.
+        Learners share no state, so each may take the run on its own.
+        """
+        log = iter(self.store.iter_events(after_seq=cursor))
+        while run := list(itertools.islice(log, REPLAY_BATCH)):
+            events = [e for _, e in run]
+            learn_all(learners, events)
+            for e in events:
+                users.apply(e, self.catalog.get_idx(e.item))
+            cursor = run[-1][0]
+        return cursor
+
+    # ------------------------------------------------------------------ fits
+    @property
+    def running(self) -> bool:
+        """Whether a background fit runs."""
+        return self.thread is not None and self.thread.is_alive()
+
+    def fit(
+        self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
+        seed: int | None = None, ray: str | None = None,
+    ) -> threading.Thread | None:
+        """Batch (re)fit every learner from the durable log, then swap them in atomically.
+
+        With ``tune=True`` the fit first searches every source's hyperparameters, the
+        feedback reading and the fusion weights on a time split of the log (the most
+        recent part of each sampled user's events held out; see
+        :mod:`liverec.rank.tuner`) within ``budget`` seconds (default
+        ``Settings.tune_budget_seconds``), then stores the chosen configuration with
+        its validation score; every later fit and every restart reuse it. Without
+        ``tune``, the last tuned configuration (if any) is used.
+
+        With ``background=True`` the fit runs in a thread while the current learners
+        keep serving; events recorded meanwhile are replayed into the new learners at
+        the swap. Returns the thread (``join()`` it to wait). A second background fit
+        while one runs raises :class:`~liverec.errors.ConflictError`.
+
+        With ``ray="HOST:PORT"`` (a Ray cluster's head) the per-source fits and the
+        tuning trials run as Ray tasks across the cluster (see :mod:`liverec.jobs`); the
+        log is read here, from the store, and shipped once; the fitted learners come
+        back here. The result is the same as without it. An unreachable address raises
+        :class:`~liverec.errors.ValidationError` before anything is read.
+
+        In the foreground, a background fit that runs is waited for first (one fit at a
+        time: the asked one goes last).
+
+        Examples
+        --------
+        >>> life.fit(tune=True, budget=120)          # doctest: +SKIP
+        >>> life.fit(ray="10.0.0.5:6380")            # doctest: +SKIP
+        >>> life.models.tuned.score                  # doctest: +SKIP
+        """
+        jobs = job_runner(ray)
+        if not background:
+            running = self.thread
+            if running is not None and running.is_alive():  # one fit at a time: the asked one goes last
+                running.join()
+            self._fit(tune=tune, budget=budget, progress=progress, seed=seed, jobs=jobs)
+            return None
+        with self.lock:
+            if self.running:
+                raise ConflictError("a re-fit is already running; wait for it to finish, then retry.")
+            self.thread = threading.Thread(
+                target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs),
+                name="liverec-fit", daemon=True,
+            )
+            self.thread.start()
+            return self.thread
+
+    def tune(
+        self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None, ray: str | None = None,
+    ) -> TunedConfig:
+        """Search the configuration on the log, store it, and (``refit``) fit with it; see
+        :meth:`liverec.Engine.tune`."""
+        jobs = job_runner(ray)
+        read = self.read_log(for_fit=refit)
+        try:
+            tuned = self._tune(read, budget=budget, progress=progress, seed=seed, max_trials=max_trials, users=users,
+                               jobs=jobs)
+            if refit:
+                self.rebuild(read, jobs)
+        finally:
+            self.fit_done(read)
+        return tuned
+
+    def _fit(
+        self, *, tune: bool, budget: float | None, progress: bool = False, seed: int | None = None,
+        jobs: JobRunner | None = None,
+    ) -> None:
+        """Tune (optionally) and fit on one read of the log."""
+        read = self.read_log()
+        try:
+            if tune:
+                self._tune(read, budget=budget, progress=progress, seed=seed, jobs=jobs)
+            self.rebuild(read, jobs)
+        finally:
+            self.fit_done(read)
+
+    def _tune(
+        self, read: LogRead, *, budget: float | None, progress: bool = False, seed: int | None = None,
+        max_trials: int | None = None, users: Callable[[str], bool] | None = None, jobs: JobRunner | None = None,
+    ) -> TunedConfig:
+        s, m = self.settings, self.models
+        budget = s.tune_budget_seconds if budget is None else budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+            raise ValidationError(f"budget must be a number of seconds > 0, got {budget!r}.", field="budget")
+        tuner = Tuner(
+            functools.partial(make_learner, s), source_params(s, m.tuned), self.base_weights(), m.feedback,
+            budget_seconds=float(budget), seed=s.seed if seed is None else seed,
+            history_length=s.history_length, max_trials=max_trials, progress=progress, users=users, jobs=jobs,
+        )
+        try:
+            tuned = tuner.run(read.events, self.catalog)
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="tune") from None
+        self.store.put_snapshot("tuned_config", tuned.to_json().encode(), read.cursor)
+        self.store.put_snapshot("fusion_weights", json.dumps(tuned.weights).encode(), read.cursor)
+        with self.lock:
+            m.tuned = tuned
+            m.feedback = feedback_config(s, tuned)
+            m.learned_weights = dict(tuned.weights)
+            self.served.reset(self.base_weights())  # per-event learning goes on from the tuned weights
+        return tuned
+
+    def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> FusionFit:
+        """Learn fusion weights from the logged feedback, store them and start per-event fusion
+        learning from them; see :meth:`liverec.Engine.tune_fusion`."""
+        from .rank.fusion import learn_fusion_weights
+
+        events = [e for _, e in self.store.iter_events()]
+        fit = learn_fusion_weights(self.new_learners(), events, self.catalog, self.models.feedback,
+                                   holdout=holdout, negatives=negatives, seed=seed)
+        self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
+        with self.lock:
+            self.models.learned_weights = dict(fit.weights)
+            self.served.reset(self.base_weights())  # per-event learning goes on from the tuned weights
+        return fit
+
+    def _background_fit(
+        self, tune: bool = False, budget: float | None = None, seed: int | None = None, jobs: JobRunner | None = None,
+    ) -> None:
+        try:
+            self._fit(tune=tune, budget=budget, seed=seed, jobs=jobs)
+            self.last_fit_error = None
+        except Exception as exc:  # keep serving with the old models; report the failure
+            self.last_fit_error = f"{type(exc).__name__}: {exc}"
+
+    def read_log(self, *, for_fit: bool = True) -> LogRead:
+        """The log up to its current end, in append order, with the position and erasure count.
+
+        ``for_fit``: erasures from now on are remembered, so the fit built from this read
+        forgets those users again at the swap.
+        """
+        with self.lock:
+            cursor = self.store.last_event_seq()
+            erasures = self.store.counter("erasures")  # read before the log: a later erasure refuses the snapshot
+            erased: Erased | None = None
+            if for_fit:
+                erased = []
+                self.pending_erasures.append(erased)
+        return LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor], erased)
+
+    def fit_done(self, read: LogRead) -> None:
+        """Stop remembering erasures for the fit of ``read`` (swapped in, or failed)."""
+        with self.lock:
+            self.pending_erasures = [x for x in self.pending_erasures if x is not read.erased]
+
+    def erased(self, user: str, events: Sequence[Event]) -> None:
+        """``user`` was erased (call under the lock): every fit in progress read them and forgets
+        them at its swap."""
+        for pending in self.pending_erasures:
+            pending.append((user, list(events)))
+
+    def rebuild(self, read: LogRead | None = None, jobs: JobRunner | None = None) -> None:
+        """Fit fresh learners and user state from the durable log, then swap them in.
+
+        The heavy part runs without the engine lock, so the old learners keep serving
+        and learning. At the swap (under the lock) every event appended after the fit's
+        cursor is replayed into the new learners and users deleted meanwhile are
+        forgotten again: nothing recorded during a fit is lost or resurrected. ``read``
+        is a log read already made (by the tuner), so the log is read once per fit.
+        ``jobs`` runs the per-source fits (default: here, one after another).
+        """
+        t0 = time.perf_counter()
+        if read is None:
+            read = self.read_log()
+        cursor, erasures = read.cursor, read.erasures
+        # Time order (append order breaks ties): the order learn_one would have seen.
+        events = sorted(read.events, key=lambda e: e.timestamp)
+        log = InteractionLog.from_events(events, self.catalog)
+        learners = fit_learners(self.new_learners(), log, jobs or LocalJobs())
+        users = self.state.fresh()
+        for e in events:
+            users.apply(e, self.catalog.get_idx(e.item))
+        # Not shared yet: serialised without the lock, at the fit's log position.
+        snap = (self.capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
+        with self.lock:
+            self.replica.cursor = self.replay(learners, users, cursor)
+            self.replica.own.clear()
+            if read.erased:
+                snap = None  # it holds users erased during the fit
+            for user, erased in read.erased or ():
+                for m in learners.values():
+                    m.forget(user, erased)
+                users.forget(user)
+            self.fit_done(read)
+            self.models.learners = learners
+            self.state.adopt(users)
+            self.models.version += 1
+            self.last_fit_seconds = time.perf_counter() - t0
+            self.fit_events, self.since_fit = len(read.events), 0
+        if snap is not None:
+            self.write_snapshot(snap[0], snap[1], erasures)
+
+    def learned(self, n: int) -> None:
+        """``n`` more events were learned live (call under the lock): start a background
+        re-fit when the log has grown enough since the last fit."""
+        self.since_fit += n
+        if self.refit_due():
+            self.fit(background=True)
+
+    def refit_due(self) -> bool:
+        """Whether the log has grown enough since the last fit to fit again (see
+        ``Settings.refit_growth``); never while a fit runs."""
+        s = self.settings
+        # Only after a fit that read a log of that size: an engine fed event by event from
+        # empty is fitted when its owner asks (a bulk import is followed by fit()).
+        return (s.refit_growth > 0 and self.fit_events >= s.refit_min_events
+                and self.since_fit >= s.refit_growth * self.fit_events and not self.running)
+
+    # ------------------------------------------------------------- snapshots
+    def snapshot_key(self) -> dict[str, Any]:
+        tuned = self.models.tuned
+        return compat_key(self.settings, self.encoder_id, tuned.to_json() if tuned else None)
+
+    def capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> bytes:
+        fusion = self.served.fusion.state() if self.served.fusion is not None else None
+        return ModelSet.capture(learners, users, self.catalog, log_seq=log_seq, erasures=erasures,
+                                online_fusion=fusion).dumps()
+
+    def write_snapshot(self, body: bytes, log_seq: int, erasures: int) -> SnapshotInfo | None:
+        if self.store.counter("erasures") != erasures:  # a user erased since may be in it
+            return None
+        return self.snapshots.write(body, self.snapshot_key(), log_seq=log_seq, erasures=erasures,
+                                    meta={"users": self.state.count(), "items": len(self.catalog)})
+
+    def snapshot(self) -> SnapshotInfo | None:
+        """Write a snapshot of the model set as it is now (see :mod:`liverec.snapshot`).
+
+        Every fit writes one, and ``Settings.snapshot_every_events`` / ``snapshot_interval_s``
+        schedule more. None when snapshots are off (``snapshot_keep=0``, or an in-memory
+        store and no ``snapshot_dir``), while a re-fit runs (it writes its own), or while an
+        erasure made by another engine is not applied here yet.
+
+        Examples
+        --------
+        >>> life.snapshot().log_seq         # doctest: +SKIP
+        """
+        if not self.snapshots.enabled or self.running:
+            return None
+        with self.lock:
+            if self.replicated():  # learn what other engines wrote: the state is then the log up to the cursor
+                self.replica.sync(catalog=False)
+            seq = self.replica.cursor if self.replicated() else self.store.last_event_seq()
+            erasures = self.replica.settled_erasures()
+            body = self.capture(self.models.learners, self.state, seq, erasures)
+        return self.write_snapshot(body, seq, erasures)
+
+
+# ------------------------------------------------------------------ configuration
+def feedback_config(s: Settings, tuned: TunedConfig | None) -> FeedbackConfig:
+    """The settings' feedback reading; the tuned one where the settings leave it at its default."""
+    fb = dict(tuned.feedback) if tuned is not None else {}
+    for key in ("rating_engagement", "rating_valence"):
+        if key in s.model_fields_set or key not in fb:
+            fb[key] = getattr(s, key)
+    return FeedbackConfig(kind_weights=dict(s.kind_weights), rating_center=s.rating_center,
+                          rating_scale=s.rating_scale, **fb)
+
+
+def source_params(s: Settings, tuned: TunedConfig | None) -> dict[str, dict[str, Any]]:
+    """Per source: tuned hyperparameters, overridden by any written in ``Settings.sources``."""
+    found = tuned.sources if tuned is not None else {}
+    return {name: {**found.get(name, {}), **params} for name, params in s.sources.items()}
+
+
+def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: FeedbackConfig) -> Learner:
+    """One fresh, unfitted learner of source ``name`` as settings ``s`` configure it.
+
+    A module-level function, so ``functools.partial(make_learner, settings)`` pickles
+    (for fits and tuning trials run as Ray tasks).
+    """
+    defaults: dict[str, dict[str, Any]] = {
+        "content": dict(
+            half_life_days=s.profile_half_life_days,
+            interest_weight=s.interest_weight,
+            short_decay=s.short_term_decay,
+            short_weight=s.short_term_weight,
+        ),
+        "trending": dict(half_life_hours=s.trending_half_life_hours, prior_attribute=s.popularity_prior),
+    }
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise ValidationError(
+            f"unknown source {name!r} in Settings.sources; registered learners are {sorted(REGISTRY)}.",
+            field="sources",
+        )
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in defaults.get(name, {}).items() if k in accepted}
+    if "feedback" in accepted:
+        kwargs["feedback"] = feedback
+    if "cold_popularity" in accepted:  # trending already answers cold users
+        kwargs["cold_popularity"] = False
+    kwargs.update(params)
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------------ learning
+def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:
+    """Teach ``events`` (in log order) to every learner: a :class:`BatchLearner` in one
+    call, the others event by event. Learners share no state, so each takes the run on its own."""
+    for m in learners.values():
+        if len(events) > 1 and offers(m, BatchLearner):
+            m.learn_many(events)
+        else:
+            for e in events:
+                m.learn_one(e)
+
+
+def _fit_learner(log: InteractionLog, learner: Learner) -> tuple[type[Learner], dict[str, Any]]:
+    """Fit one learner (a job: it may run in another process); its class and learned state."""
+    learner.fit(log)
+    return type(learner), learner.learned_state()
+
+
+def fit_learners(learners: Mapping[str, Learner], log: InteractionLog, jobs: JobRunner) -> dict[str, Learner]:
+    """Every learner fitted on ``log``, each as one job of ``jobs``, over the log's catalog.
+
+    Raises the first failure (in ``learners``' order), as a fit in this process would.
+    """
+    done = jobs.map(_fit_learner, log, list(learners.values()))
+    for result in done:
+        if isinstance(result, Failed):
+            result.reraise()
+    return {name: Learner.from_state(cls, state, log.catalog) for name, (cls, state) in zip(learners, done)}
