@@ -126,14 +126,15 @@ def _restart_child(url: str, keep: int, probe: list[str]) -> None:
     from liverec import Engine, Settings
 
     imported = time.perf_counter() - t_import
+    from liverec.lifecycle import Lifecycle
     from liverec.snapshot import Snapshots
     from liverec.store.snapshots import StoreSnapshots
 
     parts = {"load_snapshot_s": 0.0, "read_body_s": 0.0, "replay_tail_s": 0.0, "refit_s": 0.0}
-    _time_calls(Engine, "_rebuild", parts, "refit_s")
+    _time_calls(Lifecycle, "rebuild", parts, "refit_s")
     _time_calls(Snapshots, "newest", parts, "load_snapshot_s")  # read + unpickle
     _time_calls(StoreSnapshots, "read", parts, "read_body_s")  # of which the read from the store
-    _time_calls(Engine, "_replay", parts, "replay_tail_s")
+    _time_calls(Lifecycle, "replay", parts, "replay_tail_s")
     t0 = time.perf_counter()
     eng = Engine.open(url, settings=Settings(encoder_progress=False, snapshot_keep=keep,
                                              snapshot_every_events=0, snapshot_interval_s=0))
