@@ -424,6 +424,15 @@ class StoreContract:
         assert store.delete_user("u1") == {"events": 0, "impressions": 0, "users": 0, "erasure_epoch": 2}
         assert store.count_events() == 4 and store.count_impressions() == 1
 
+    def test_an_erased_users_last_seq_is_never_handed_out_again(self, store: Store) -> None:
+        """A replica's cursor (or a fit) already past the erased events must read the next
+        event: its seq is above every seq ever given."""
+        store.append_events([ev("a0", user="u1"), ev("b0", user="u2"), ev("b1", user="u2")])
+        top = store.last_event_seq()
+        store.delete_user("u2")  # the log's last events
+        store.append_events([ev("c0", user="u3")])
+        assert [e.id for _, e in store.iter_events(after_seq=top)] == ["c0"]
+
     # ---------------------------------------------------------- hostile strings
     def test_hostile_strings_stored_verbatim(self, store: Store) -> None:
         for h in HOSTILE:

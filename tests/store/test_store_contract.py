@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from checks.store_checks import StoreContract, StoreOpenChecks
+from liverec import Event
 from liverec.store import Store
 from liverec.store import schema as S
 
@@ -31,6 +32,30 @@ class TestSqliteFile(StoreContract):
         assert st.dialect == "sqlite"
         yield st
         st.close()
+
+    def test_a_store_whose_event_seq_could_be_reused_is_rebuilt_with_its_rows(self, store: Store) -> None:
+        store.append_events([Event(user=u, item="i1", id=f"e{n}", timestamp=float(n)) for n, u in enumerate("aabb")])
+        with store.engine.begin() as conn:  # the events table as stores before schema 4 made it
+            old = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'events'").scalar()
+            conn.exec_driver_sql("ALTER TABLE events RENAME TO events_old")
+            for ix in S.events.indexes:
+                conn.exec_driver_sql(f'DROP INDEX "{ix.name}"')
+            conn.exec_driver_sql(old.replace("AUTOINCREMENT", ""))
+            conn.exec_driver_sql("INSERT INTO events SELECT * FROM events_old")
+            conn.exec_driver_sql("DROP TABLE events_old")
+            conn.exec_driver_sql("UPDATE liverec_meta SET value = '3' WHERE key = 'schema_version'")
+        before = [(q, e.id) for q, e in store.iter_events()]
+        again = Store(store.engine, store.url)
+        assert again.schema_version == S.SCHEMA_VERSION
+        assert [(q, e.id) for q, e in again.iter_events()] == before and len(before) == 4
+        with again.engine.connect() as conn:
+            assert "AUTOINCREMENT" in conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'events'").scalar()
+            names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {ix.name for ix in S.events.indexes} <= names
+        top = again.last_event_seq()
+        again.delete_user("b")
+        again.append_events([Event(user="c", item="i1", id="e9", timestamp=9.0)])
+        assert [e.id for _, e in again.iter_events(after_seq=top)] == ["e9"]
 
     def test_file_is_wal(self, store: Store) -> None:
         with store.engine.connect() as conn:

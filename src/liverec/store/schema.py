@@ -67,6 +67,10 @@ events = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("context", sa.JSON, nullable=False),
+    # An erased user's events at the end of the log must not hand their seq to the next
+    # event: a replica or a fit already past it would never read that event (SQLite reuses
+    # the largest rowid without AUTOINCREMENT; PostgreSQL sequences never go back).
+    sqlite_autoincrement=True,
 )
 
 impressions = sa.Table(
@@ -154,6 +158,25 @@ def _v3_model_snapshots(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[model_snapshots, model_snapshot_parts])
 
 
+def _v4_event_seq_never_reused(conn: sa.Connection) -> None:
+    """SQLite: rebuild ``events`` with AUTOINCREMENT (rows, seq values and indexes kept), so
+    the seq of erased events at the end of the log is never handed out again."""
+    if conn.dialect.name != "sqlite":
+        return
+    sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").scalar()
+    if sql is None or "AUTOINCREMENT" in sql.upper():
+        return
+    conn.exec_driver_sql("ALTER TABLE events RENAME TO events_before_v4")
+    for index in events.indexes:  # they moved with the renamed table; the new one creates them again
+        conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index.name}"')
+    events.create(conn)
+    cols = ", ".join(f'"{c.name}"' for c in events.columns)
+    conn.exec_driver_sql(f"INSERT INTO events ({cols}) SELECT {cols} FROM events_before_v4 ORDER BY seq")
+    conn.exec_driver_sql("DROP TABLE events_before_v4")
+
+
 #: Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_create, _v2_api_keys, _v3_model_snapshots]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _v1_create, _v2_api_keys, _v3_model_snapshots, _v4_event_seq_never_reused,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
