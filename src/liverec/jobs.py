@@ -1,4 +1,4 @@
-"""Where independent jobs run: one after another in this process, or as Ray tasks on a cluster.
+"""Where independent jobs run: in this process, in a child process, or as Ray tasks on a cluster.
 
 A fit of every source and the trials of a tuning stage are independent jobs over one
 shared, read-only input (the interaction log, the validation boards). A runner maps a
@@ -10,6 +10,11 @@ same way whichever runner ran it).
 a task asking for one CPU; a worker process loads the shared input once and keeps it for
 its next jobs. Every node needs the same Python and liverec version, with the ``ray`` extra
 (``pip install 'liverec[ray]'``). Ray is imported only when a :class:`RayJobs` is made.
+
+:class:`ProcessJobs` runs the jobs one after another in a fresh Python process at a lower
+CPU priority: what a *background* fit uses, so that a serving process keeps its cores and
+its GIL for requests while the fit runs (a fit in a thread of the server holds the GIL
+for its Python parts and competes with every request for the CPU).
 
 Examples
 --------
@@ -26,7 +31,11 @@ LocalJobs()
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -90,6 +99,58 @@ class LocalJobs:
 
     def __repr__(self) -> str:
         return "LocalJobs()"
+
+
+def _run_all(fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
+    return [_call(fn, shared, job) for job in jobs]
+
+
+def _worker_main() -> None:
+    """A :class:`ProcessJobs` child: lower its priority, read (fn, shared, jobs), write the results."""
+    nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:  # not allowed here: run at the parent's priority
+            pass
+    fn, shared, jobs = pickle.load(sys.stdin.buffer)
+    pickle.dump(_run_all(fn, shared, jobs), sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.flush()
+
+
+class ProcessJobs:
+    """Runs the jobs one after another in a new Python process, ``nice`` steps below this one.
+
+    The function, the shared input and the jobs travel pickled through the child's stdin,
+    the results back through its stdout (functions by reference: module-level only). The
+    child is a plain ``python -c`` that imports liverec, never this program's main module,
+    so a script without a ``__main__`` guard is not run twice (as a ``multiprocessing``
+    spawn would). A child that dies raises :class:`RuntimeError` with its last error lines.
+
+    Examples
+    --------
+    >>> import operator
+    >>> ProcessJobs().map(operator.add, 10, [1, 2, "x"])
+    [11, 12, Failed(error="TypeError: unsupported operand type(s) for +: 'int' and 'str'")]
+    """
+
+    def __init__(self, nice: int = 10) -> None:
+        self.nice = nice
+
+    def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
+        if not jobs:
+            return []
+        payload = pickle.dumps((fn, shared, list(jobs)), protocol=pickle.HIGHEST_PROTOCOL)
+        code = "from liverec.jobs import _worker_main; _worker_main()"
+        done = subprocess.run([sys.executable, "-c", code, str(self.nice)], input=payload, capture_output=True)
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"the fit process exited with code {done.returncode}: " + " | ".join(tail))
+        results: list[Any] = pickle.loads(done.stdout)
+        return results
+
+    def __repr__(self) -> str:
+        return f"ProcessJobs(nice={self.nice})"
 
 
 class RayJobs:

@@ -44,7 +44,7 @@ import numpy as np
 
 from .encode.catalog import Catalog
 from .errors import ConflictError, ValidationError
-from .jobs import Failed, JobRunner, LocalJobs, job_runner
+from .jobs import Failed, JobRunner, LocalJobs, ProcessJobs, job_runner
 from .models import REGISTRY
 from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner
 from .rank.feedback import SlateFeedback
@@ -261,7 +261,9 @@ class Lifecycle:
 
         With ``background=True`` the fit runs in a thread while the current learners
         keep serving; events recorded meanwhile are replayed into the new learners at
-        the swap. Returns the thread (``join()`` it to wait). A second background fit
+        the swap. The sources are fitted in a child process at a lower CPU priority
+        (:class:`~liverec.jobs.ProcessJobs`; ``Settings.background_fit_process``), so
+        requests keep the cores and the GIL. Returns the thread (``join()`` it to wait). A second background fit
         while one runs raises :class:`~liverec.errors.ConflictError`.
 
         With ``ray="HOST:PORT"`` (a Ray cluster's head) the per-source fits and the
@@ -280,6 +282,8 @@ class Lifecycle:
         >>> life.models.tuned.score                  # doctest: +SKIP
         """
         jobs = job_runner(ray)
+        if background and ray is None and self.settings.background_fit_process:
+            jobs = ProcessJobs()  # serving keeps its cores and the GIL while the fit runs
         if not background:
             running = self.thread
             if running is not None and running.is_alive():  # one fit at a time: the asked one goes last

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         "fit reach this fraction of the events that fit read (0 = fit only when asked): per-event learning keeps "
         "every source current, a periodic re-fit keeps the batch-fitted ones (EASE, ALS) from drifting"
     )
+    background_fit_process: bool = Field(
+        True, description="Background fits (the periodic re-fit, POST /fit) fit the sources in a child process at a "
+        "lower CPU priority, so requests keep their cores and the GIL; False = in a thread of this process"
+    )
     refit_min_events: int = Field(
         10_000, ge=1, description="Re-fits start only after a fit that read at least this many events"
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from liverec import Engine, Event, Settings
+from liverec import Engine, Event, Settings, lifecycle
+from liverec.jobs import LocalJobs
 from liverec.models import ContentProfile
 
 T0 = 1_700_000_000.0
@@ -31,6 +32,7 @@ def test_a_fit_during_a_background_fit_leaves_the_erased_user_erased(encoder, bo
         return real_fit(self, log)
 
     monkeypatch.setattr(ContentProfile, "fit", slow_fit)
+    monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)  # held open here, not in a child process
     thread = eng.fit(background=True)
     assert started.wait(10)
     eng.delete_user("gone")  # the background fit read their events: it must forget them at its swap

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from liverec import Engine, Event, Item, Settings
+from liverec import Engine, Event, Item, Settings, lifecycle
 from liverec.errors import LiverecError, UnknownItemError, ValidationError
+from liverec.jobs import LocalJobs
 
 T0 = 1_700_000_000.0
 
@@ -347,6 +348,7 @@ def test_background_fit_hot_swaps_and_loses_nothing(eng, monkeypatch):
         return real_fit(self, log)
 
     monkeypatch.setattr(type(eng.learners["content"]), "fit", slow_fit)
+    monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)  # held open here, not in a child process
     version = eng.model_version
     thread = eng.fit(background=True)
     assert started.wait(10)

@@ -13,7 +13,9 @@ import pytest
 from liverec import Event, Item, Settings
 from liverec.encode import Catalog
 from liverec.errors import ConflictError
+from liverec import lifecycle
 from liverec.items import Items
+from liverec.jobs import LocalJobs, ProcessJobs
 from liverec.lifecycle import Lifecycle, Models, learn_all
 from liverec.models import ContentProfile, ItemKNN
 from liverec.rank.feedback import SlateFeedback
@@ -138,6 +140,27 @@ def test_a_restore_from_the_snapshot_and_the_log_tail_serves_what_the_writer_ser
     assert scores(again, users) == expected
 
 
+def test_a_background_fit_runs_in_a_child_process_and_swaps_in_what_a_fit_here_gives(store, monkeypatch):
+    store.append_events(events(80, seed=7))
+    p = parts(store, SETTINGS)
+    p.life.open()
+    users = ["u0", "u3", "nobody"]
+    here = scores(p, users)
+    children = []
+    real_map = ProcessJobs.map
+
+    def spy(self, fn, shared, jobs):
+        children.append(len(jobs))
+        return real_map(self, fn, shared, jobs)
+
+    monkeypatch.setattr(ProcessJobs, "map", spy)
+    version = p.models.version
+    p.life.fit(background=True).join(120)
+    assert children == [len(SOURCES)]  # every source fitted in one child process
+    assert p.life.last_fit_error is None and p.models.version == version + 1
+    assert scores(p, users) == here
+
+
 def test_a_failing_fit_keeps_the_old_models_and_a_background_one_reports_why(store, monkeypatch):
     store.append_events(events(60, seed=5))
     p = parts(store, SETTINGS)
@@ -149,6 +172,7 @@ def test_a_failing_fit_keeps_the_old_models_and_a_background_one_reports_why(sto
 
     with monkeypatch.context() as mp:
         mp.setattr(ItemKNN, "fit", broken)
+        mp.setattr(lifecycle, "ProcessJobs", LocalJobs)  # the broken fit runs here, not in a child process
         p.life.fit(background=True).join(10)
         assert p.life.last_fit_error == "RuntimeError: out of memory"
         assert p.models.learners is learners and p.models.version == version
@@ -161,7 +185,6 @@ def test_a_failing_fit_keeps_the_old_models_and_a_background_one_reports_why(sto
 
 
 def test_users_erased_during_a_background_fit_are_forgotten_at_its_swap(store, monkeypatch):
-    # "gone" is not last in the log: SQLite reuses the seq of erased events at the log's end.
     store.append_events([Event(user="gone", item="b1", timestamp=T0 + 1, id="g1")] + events(60, seed=6))
     p = parts(store, SETTINGS)
     p.life.open()
@@ -175,6 +198,7 @@ def test_users_erased_during_a_background_fit_are_forgotten_at_its_swap(store, m
         return real_fit(self, log)
 
     monkeypatch.setattr(ContentProfile, "fit", slow_fit)
+    monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)  # held open here, not in a child process
     thread = p.life.fit(background=True)
     assert started.wait(10) and p.life.running
     with pytest.raises(ConflictError):

@@ -134,7 +134,10 @@ def test_fit_on_ray_serves_what_a_local_fit_serves(cluster, store, encoder):
         eng.fit(ray=cluster)
         assert all(eng.learners[n] is not before[n] for n in before)
         assert all(eng.learners[n].catalog_ is eng.catalog for n in eng.learners)  # the learners serve here
-        assert _recommendations(eng) == local
+        remote = _recommendations(eng)
+        # The same lists; scores equal up to float rounding (the fits ran in other processes).
+        assert [[i for i, _ in r] for r in remote] == [[i for i, _ in r] for r in local]
+        np.testing.assert_allclose([[s for _, s in r] for r in remote], [[s for _, s in r] for r in local], atol=1e-5)
 
 
 def test_cli_fit_and_tune_take_ray(cluster, store):
