@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 #: Events per run when the log tail is replayed (bounds the memory a run's updates take).
 REPLAY_BATCH = 5000
+#: Rounds of catching up on the events recorded during a fit before its swap, outside the lock.
+CATCH_UP_ROUNDS = 3
 
 #: Users erased while a fit runs, with their events (the fit forgets them at its swap).
 Erased = list[tuple[str, list[Event]]]
@@ -223,14 +225,19 @@ class Lifecycle:
         if restored.online_fusion and self.served.fusion is not None and (saved is None or saved[1] < restored.log_seq):
             self.served.fusion.restore(restored.online_fusion)
 
-    def replay(self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int) -> int:
-        """Learn the log after ``cursor`` into ``learners`` and ``users``, in log order; the new cursor.
+    def replay(
+        self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int, until: int | None = None
+    ) -> int:
+        """Learn the log after ``cursor`` (up to seq ``until``, if given) into ``learners`` and
+        ``users``, in log order; the new cursor.
 
         The log is read in runs of :data:`REPLAY_BATCH` events: a :class:`BatchLearner` learns
         each run in one call (the same state as event by event), the others event by event.
         Learners share no state, so each may take the run on its own.
         """
         log = iter(self.store.iter_events(after_seq=cursor))
+        if until is not None:
+            log = itertools.takewhile(lambda row: row[0] <= until, log)
         while run := list(itertools.islice(log, REPLAY_BATCH)):
             events = [e for _, e in run]
             learn_all(learners, events)
@@ -428,6 +435,16 @@ class Lifecycle:
             users.apply(e, self.catalog.get_idx(e.item))
         # Not shared yet: serialised without the lock, at the fit's log position.
         snap = (self.capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
+        # Catch up outside the lock: the new learners are not shared yet, so what was recorded
+        # while the fit ran is learned now while the old ones keep serving; the lock is held
+        # only for what arrives meanwhile. Up to a head read under the lock, where every event
+        # this engine appended is committed (its appends hold the lock).
+        for _ in range(CATCH_UP_ROUNDS):
+            with self.lock:
+                head = self.store.last_event_seq()
+            if head - cursor < REPLAY_BATCH:
+                break
+            cursor = self.replay(learners, users, cursor, until=head)
         with self.lock:
             self.replica.cursor = self.replay(learners, users, cursor)
             self.replica.own.clear()

@@ -234,3 +234,52 @@ def test_the_log_growing_past_refit_growth_starts_a_background_refit(store):
     assert p.life.thread is not None
     p.life.thread.join(10)
     assert p.models.version == version + 1 and p.life.fit_events == 90 and p.life.since_fit == 0
+
+
+def _swap_after_a_long_tail(path, monkeypatch, rounds: int) -> tuple[list[bool], dict[str, list[float]]]:
+    """A background fit held open while 50 events arrive; (whether each replay ran outside
+    the lock, the swapped-in scores)."""
+    store = Store.open(f"sqlite:///{path}")
+    store.append_events(events(60, seed=10))
+    p = parts(store, SETTINGS)
+    p.life.open()
+    started, release = threading.Event(), threading.Event()
+    real_fit, real_replay = ContentProfile.fit, Lifecycle.replay
+    unlocked: list[bool] = []
+
+    def slow_fit(self, log):
+        started.set()
+        release.wait(10)
+        return real_fit(self, log)
+
+    def replay(self, learners, users, cursor, until=None):
+        unlocked.append(until is not None)
+        return real_replay(self, learners, users, cursor, until)
+
+    monkeypatch.setattr(ContentProfile, "fit", slow_fit)
+    monkeypatch.setattr(Lifecycle, "replay", replay)
+    monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)  # held open here, not in a child process
+    monkeypatch.setattr(lifecycle, "REPLAY_BATCH", 8)
+    monkeypatch.setattr(lifecycle, "CATCH_UP_ROUNDS", rounds)
+    thread = p.life.fit(background=True)
+    assert started.wait(10)
+    tail = events(50, seed=11, t=500, users=9)
+    store.append_events(tail)
+    p.learn(tail)
+    release.set()
+    thread.join(10)
+    assert p.life.last_fit_error is None and p.life.replica.cursor == 110
+    got = scores(p, ["u0", "u7", "u8"])
+    store.close()
+    monkeypatch.undo()
+    return unlocked, got
+
+
+def test_events_recorded_during_a_background_fit_are_caught_up_outside_the_lock(tmp_path, monkeypatch):
+    """A long tail is learned into the new learners mostly outside the lock; the swapped-in
+    models are those of replaying all of it under the lock."""
+    unlocked, caught_up = _swap_after_a_long_tail(tmp_path / "a.db", monkeypatch, lifecycle.CATCH_UP_ROUNDS)
+    assert unlocked == [True, False]  # one round of catching up, then the last few under the lock
+    locked, under_lock = _swap_after_a_long_tail(tmp_path / "b.db", monkeypatch, 0)
+    assert locked == [False]
+    assert caught_up == under_lock
