@@ -181,9 +181,8 @@ def test_a_switched_off_source_comes_back_at_a_share_of_the_sources_that_score()
     assert set(tried) - {0.0} == {0.05, 0.25, 1.0}
 
 
-def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch):
-    """Source parameters chosen after the last weight search get weights that fit them:
-    the closing weight search refits nothing, so it runs even past the budget."""
+def fake_clock(monkeypatch) -> list[float]:
+    """The tuner's clock, moved by hand: ``clock[0]`` seconds."""
     import liverec.rank.tuner as tuner_module
 
     clock = [0.0]
@@ -194,6 +193,13 @@ def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch
             return clock[0]
 
     monkeypatch.setattr(tuner_module, "time", Clock)
+    return clock
+
+
+def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch):
+    """Source parameters chosen after the last weight search get weights that fit them:
+    the closing weight search refits nothing, so it runs even past the budget."""
+    clock = fake_clock(monkeypatch)
     start = {"window": 10, "history": 10, "recency": 0.5, "both_ways": True}
 
     def slow(name, params, fb):  # every source trial takes 100 s of the tuner's clock
@@ -207,3 +213,20 @@ def test_when_the_budget_runs_out_the_weights_are_searched_once_more(monkeypatch
     assert tuned.stopped_by_budget and stages[:2] == ["start", "weights"] and "source" in stages[2:-1]
     assert tuned.sources["transition"] != start  # a better source setting was found in time ...
     assert stages[-1] == "weights" and stages.count("weights") == 2  # ... and weighed once more after
+
+
+def test_run_here_a_batch_holds_no_more_trials_than_the_budget_left_fits(monkeypatch):
+    """Trials that run one after another: the budget is overrun by about one trial, not by a
+    batch of sixteen."""
+    clock = fake_clock(monkeypatch)
+
+    def slow(name, params, fb):  # every learner built takes 100 s of the tuner's clock
+        clock[0] += 100.0
+        return make(name, params, fb)
+
+    tuned = Tuner(slow, {"transition": {}}, {"transition": 1.0}, FeedbackConfig(), budget_seconds=450,
+                  seed=0, batch_size=16).run(chains(60, 14, jump=0.5), make_catalog())
+    per_trial = tuned.trials[0]["seconds"]  # the starting fit: one source, like each source trial
+    sources = [t for t in tuned.trials if t["stage"] == "source"]
+    assert tuned.stopped_by_budget and 1 <= len(sources) <= 3
+    assert clock[0] - 450 <= per_trial  # over the budget by at most one trial

@@ -30,7 +30,11 @@ cluster), then scored and chosen in plan order. Their fits are independent: a st
 trial refits every source with its own reading, and a stage-2 grid point names every
 parameter of its source's space, so what an earlier trial of the batch chose does not
 change it. Hence the choice is the same whatever runs the fits and whatever the batch
-size. A batch is only started while the budget lasts, so a short budget stops early
+size. Where the trials of a batch run one after another (here, or in a child process;
+not on Ray, where they run side by side), a batch holds no more trials than the remaining
+budget fits at the seconds this stage's trials have taken so far (the first source trials
+are estimated from the starting fit), so a budget is overrun by about one trial, not one
+batch. A batch is only started while the budget lasts, so a short budget stops early
 (recorded as ``stopped_by_budget``), at a batch boundary, and then still searches the
 fusion weights once more if a reading or a source's parameters changed since the last
 weight search (it refits nothing: seconds, where a trial refits a source; ``max_trials``
@@ -56,7 +60,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..encode.catalog import Catalog
-from ..jobs import Failed, JobRunner, LocalJobs
+from ..jobs import Failed, JobRunner, LocalJobs, RayJobs
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from ..types import Event
 from .ranker import minmax
@@ -406,7 +410,17 @@ class Tuner:
             if s > best:
                 best, weights = s, w
 
-        for batch in _batches(plan, self.batch_size):
+        def size(stage: str) -> int:
+            """Trials in the next batch of ``stage`` (see the module docstring)."""
+            if isinstance(self.jobs, RayJobs):
+                return self.batch_size
+            took = [t["seconds"] for t in trials if t["stage"] == stage and "seconds" in t]
+            start = trials[0]["seconds"]  # every source fitted once
+            per = float(np.mean(took)) if took else start / max(1, len(sources)) if stage == "source" else start
+            left = self.budget_seconds - (time.perf_counter() - t0)
+            return max(1, min(self.batch_size, int(left / max(per, 1e-6))))
+
+        for batch in _batches(plan, size):
             if over():
                 break
             stage = batch[0][0]
@@ -502,13 +516,18 @@ def _parts_of(fitted: _Fitted) -> dict[str, _Part]:
     return dict(got)
 
 
-def _batches(plan: Sequence[tuple[str, str | None, dict[str, Any]]], size: int) -> Iterator[list[tuple[str, str | None, dict[str, Any]]]]:
-    """Consecutive trials of one stage, ``size`` at a time; each weight search alone."""
+def _batches(
+    plan: Sequence[tuple[str, str | None, dict[str, Any]]], size: Callable[[str], int]
+) -> Iterator[list[tuple[str, str | None, dict[str, Any]]]]:
+    """Consecutive trials of one stage, ``size(stage)`` at a time (asked before each batch);
+    each weight search alone."""
     for stage, group in itertools.groupby(plan, key=lambda t: t[0]):
         trials = list(group)
-        step = 1 if stage == "weights" else size
-        for i in range(0, len(trials), step):
+        i = 0
+        while i < len(trials):
+            step = 1 if stage == "weights" else max(1, size(stage))
             yield trials[i : i + step]
+            i += step
 
 
 class _Boards:
