@@ -15,7 +15,6 @@ Examples
 from __future__ import annotations
 
 import threading
-
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar, overload
 
 import numpy as np
@@ -24,29 +23,29 @@ from .encode.cache import CachedEncoder, open_shared_cache
 from .encode.catalog import Catalog
 from .encode.encoder import Encoder, SentenceTransformerEncoder
 from .errors import LiverecError, ValidationError
+from .ingest import Ingestor
+from .items import Items
 from .lifecycle import Lifecycle, Models, learn_all
 from .models.base import FeedbackConfig, Learner, UserState
+from .rank.feedback import SlateFeedback
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
-from .rank.feedback import SlateFeedback
 from .rank.pipeline import Pipeline, Request
 from .rank.policy import make_policies
 from .rank.tuner import TunedConfig
+from .replica import ReplicaSync
+from .settings import Settings
+from .snapshot import Snapshots
+from .state import UserStateStore, open_user_state, user_from_events
+from .state_redis import check_state_url
+from .store import Store
+from .store.impressions import ImpressionWriter
+from .store.snapshots import SnapshotInfo, snapshot_repo
+from .types import Event, Item, Recommendation
+from .validate import check_text
 
 if TYPE_CHECKING:
     from .rank.fusion import FusionFit
-from .settings import Settings
-from .snapshot import Snapshots
-from .store import Store
-from .store.snapshots import SnapshotInfo, snapshot_repo
-from .state import UserStateStore, open_user_state, user_from_events
-from .store.impressions import ImpressionWriter
-from .ingest import Ingestor
-from .items import Items
-from .replica import ReplicaSync
-from .types import Event, Item, Recommendation
-from .state_redis import check_state_url
-from .validate import check_text
 
 _MAX_ID = 256
 _MAX_K = 1000
@@ -272,9 +271,6 @@ class Engine:
         return self.lifecycle.tune_fusion(holdout=holdout, negatives=negatives, seed=seed)
 
     # ------------------------------------------------------------------- items
-    def _render(self, text: str, attributes: Mapping[str, Any]) -> str:
-        return self.items.render(text, attributes)
-
     def add_items(self, items: Iterable[Item]) -> int:
         """Add or update items; only new or changed text is encoded. Returns how many changed.
 

@@ -63,7 +63,13 @@ class Failed:
 
 
 class JobRunner(Protocol):
-    """Maps ``fn(shared, job)`` over ``jobs``; results in the jobs' order, a raise as :class:`Failed`."""
+    """Maps ``fn(shared, job)`` over ``jobs``; results in the jobs' order, a raise as :class:`Failed`.
+
+    ``side_by_side``: whether the jobs of one ``map`` run at the same time (a batch then
+    takes about one job's time) or one after another.
+    """
+
+    side_by_side: bool
 
     def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]: ...
 
@@ -94,8 +100,10 @@ def _call_shared(fn: Callable[[Any, Any], Any], ref: list[Any], job: Any) -> Any
 class LocalJobs:
     """Runs the jobs one after another in this process."""
 
+    side_by_side = False
+
     def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
-        return [_call(fn, shared, job) for job in jobs]
+        return _run_all(fn, shared, jobs)
 
     def __repr__(self) -> str:
         return "LocalJobs()"
@@ -134,6 +142,8 @@ class ProcessJobs:
     [11, 12, Failed(error="TypeError: unsupported operand type(s) for +: 'int' and 'str'")]
     """
 
+    side_by_side = False
+
     def __init__(self, nice: int = 10) -> None:
         self.nice = nice
 
@@ -167,6 +177,8 @@ class RayJobs:
     >>> jobs.map(lambda shared, job: shared * job, 3, [1, 2])  # doctest: +SKIP
     [3, 6]
     """
+
+    side_by_side = True
 
     def __init__(self, address: str) -> None:
         self.address = address

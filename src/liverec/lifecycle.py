@@ -270,8 +270,8 @@ class Lifecycle:
         keep serving; events recorded meanwhile are replayed into the new learners at
         the swap. The sources are fitted in a child process at a lower CPU priority
         (:class:`~liverec.jobs.ProcessJobs`; ``Settings.background_fit_process``), so
-        requests keep the cores and the GIL. Returns the thread (``join()`` it to wait). A second background fit
-        while one runs raises :class:`~liverec.errors.ConflictError`.
+        requests keep the cores and the GIL. Returns the thread (``join()`` it to wait).
+        A second background fit while one runs raises :class:`~liverec.errors.ConflictError`.
 
         With ``ray="HOST:PORT"`` (a Ray cluster's head) the per-source fits and the
         tuning trials run as Ray tasks across the cluster (see :mod:`liverec.jobs`); the
@@ -288,9 +288,9 @@ class Lifecycle:
         >>> life.fit(ray="10.0.0.5:6380")            # doctest: +SKIP
         >>> life.models.tuned.score                  # doctest: +SKIP
         """
-        jobs = job_runner(ray)
-        if background and ray is None and self.settings.background_fit_process:
-            jobs = ProcessJobs()  # serving keeps its cores and the GIL while the fit runs
+        # In the background (and not on Ray) in a child process: serving keeps its cores and the GIL.
+        local = background and ray is None and self.settings.background_fit_process
+        jobs = ProcessJobs() if local else job_runner(ray)
         if not background:
             running = self.thread
             if running is not None and running.is_alive():  # one fit at a time: the asked one goes last
@@ -416,9 +416,10 @@ class Lifecycle:
         """Fit fresh learners and user state from the durable log, then swap them in.
 
         The heavy part runs without the engine lock, so the old learners keep serving
-        and learning. At the swap (under the lock) every event appended after the fit's
-        cursor is replayed into the new learners and users deleted meanwhile are
-        forgotten again: nothing recorded during a fit is lost or resurrected. ``read``
+        and learning. Every event appended after the fit's cursor is then replayed into
+        the new learners (most of them before the lock is taken, the rest under it, at
+        the swap) and users deleted meanwhile are forgotten again: nothing recorded
+        during a fit is lost or resurrected. ``read``
         is a log read already made (by the tuner), so the log is read once per fit.
         ``jobs`` runs the per-source fits (default: here, one after another).
         """

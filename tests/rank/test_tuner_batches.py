@@ -41,6 +41,8 @@ def make(name: str, params: dict[str, Any], fb: FeedbackConfig) -> Learner:
 class Backwards:
     """Runs a batch's jobs last to first (as a cluster may finish them), returns them in order."""
 
+    side_by_side = True
+
     def __init__(self) -> None:
         self.batches: list[int] = []
 

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..encode.catalog import Catalog
-from ..jobs import Failed, JobRunner, LocalJobs, RayJobs
+from ..jobs import Failed, JobRunner, LocalJobs
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from ..types import Event
 from .ranker import minmax
@@ -412,11 +412,13 @@ class Tuner:
 
         def size(stage: str) -> int:
             """Trials in the next batch of ``stage`` (see the module docstring)."""
-            if isinstance(self.jobs, RayJobs):
+            if self.jobs.side_by_side:
                 return self.batch_size
             took = [t["seconds"] for t in trials if t["stage"] == stage and "seconds" in t]
-            start = trials[0]["seconds"]  # every source fitted once
-            per = float(np.mean(took)) if took else start / max(1, len(sources)) if stage == "source" else start
+            if took:
+                per = float(np.mean(took))
+            else:  # from the starting trial, which fitted every source once
+                per = trials[0]["seconds"] / (len(sources) if stage == "source" else 1)
             left = self.budget_seconds - (time.perf_counter() - t0)
             return max(1, min(self.batch_size, int(left / max(per, 1e-6))))
 
