@@ -34,10 +34,14 @@ import logging
 import os
 import pickle
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
 
 from ._extras import require
 from .errors import ValidationError
@@ -113,6 +117,47 @@ def _run_all(fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) ->
     return [_call(fn, shared, job) for job in jobs]
 
 
+#: Bytes per read/write of a large buffer: each call releases the GIL (see :func:`_send`).
+_CHUNK = 1 << 20
+
+
+def _send(obj: Any, out: Any) -> None:
+    """Write ``obj`` to the binary stream ``out`` as pickle protocol 5 with its large buffers
+    (numpy arrays) out of band: a header (the pickle's and every buffer's length), the
+    pickle, then each buffer's raw bytes. Neither side copies an array inside one pickle
+    call, which would hold the GIL for the whole copy (hundreds of ms for an EASE matrix):
+    the buffers cross as plain writes and reads, which release it."""
+    bufs: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+    views = [b.raw() for b in bufs]
+    out.write(struct.pack(f"<QQ{len(views)}Q", len(body), len(views), *(v.nbytes for v in views)))
+    out.write(body)
+    for v in views:
+        for a in range(0, v.nbytes, _CHUNK):
+            out.write(v[a : a + _CHUNK])
+    out.flush()
+
+
+def _read_exact(src: Any, n: int) -> memoryview:
+    # np.empty, not bytearray(n): a bytearray is zero-filled under the GIL (the pages of a
+    # large one are touched there); here they are first touched by the reads.
+    view, got = np.empty(n, dtype=np.uint8).data, 0
+    while got < n:
+        k = src.readinto(view[got : got + _CHUNK])
+        if not k:
+            raise EOFError(f"the stream ended after {got} of {n} bytes")
+        got += k
+    return view
+
+
+def _receive(src: Any) -> Any:
+    """Read one object written by :func:`_send` (arrays come back writable, not copied again)."""
+    n_body, n_bufs = struct.unpack("<QQ", _read_exact(src, 16))
+    sizes = struct.unpack(f"<{n_bufs}Q", _read_exact(src, 8 * n_bufs)) if n_bufs else ()
+    body = _read_exact(src, n_body)
+    return pickle.loads(body, buffers=[_read_exact(src, n) for n in sizes])
+
+
 def _worker_main() -> None:
     """A :class:`ProcessJobs` child: lower its priority, read (fn, shared, jobs), write the results."""
     nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
@@ -121,16 +166,16 @@ def _worker_main() -> None:
             os.nice(nice)
         except OSError:  # not allowed here: run at the parent's priority
             pass
-    fn, shared, jobs = pickle.load(sys.stdin.buffer)
-    pickle.dump(_run_all(fn, shared, jobs), sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    sys.stdout.buffer.flush()
+    fn, shared, jobs = _receive(sys.stdin.buffer)
+    _send(_run_all(fn, shared, jobs), sys.stdout.buffer)
 
 
 class ProcessJobs:
     """Runs the jobs one after another in a new Python process, ``nice`` steps below this one.
 
     The function, the shared input and the jobs travel pickled through the child's stdin,
-    the results back through its stdout (functions by reference: module-level only). The
+    the results back through its stdout (functions by reference: module-level only; large
+    arrays out of band, so neither side holds the GIL while they cross). The
     child is a plain ``python -c`` that imports liverec, never this program's main module,
     so a script without a ``__main__`` guard is not run twice (as a ``multiprocessing``
     spawn would). A child that dies raises :class:`RuntimeError` with its last error lines.
@@ -150,13 +195,26 @@ class ProcessJobs:
     def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
         if not jobs:
             return []
-        payload = pickle.dumps((fn, shared, list(jobs)), protocol=pickle.HIGHEST_PROTOCOL)
-        code = "from liverec.jobs import _worker_main; _worker_main()"
-        done = subprocess.run([sys.executable, "-c", code, str(self.nice)], input=payload, capture_output=True)
-        if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError(f"the fit process exited with code {done.returncode}: " + " | ".join(tail))
-        results: list[Any] = pickle.loads(done.stdout)
+        program = "from liverec.jobs import _worker_main; _worker_main()"
+        # stderr to a file, not a pipe: a child that writes much there must not block on it.
+        with tempfile.TemporaryFile() as err:
+            child = subprocess.Popen([sys.executable, "-c", program, str(self.nice)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=err)
+            assert child.stdin is not None and child.stdout is not None
+            results: list[Any] | None = None
+            try:
+                with child.stdin:
+                    _send((fn, shared, list(jobs)), child.stdin)
+                results = _receive(child.stdout)
+            except (BrokenPipeError, EOFError, struct.error):
+                results = None  # the child died: its exit code and stderr say why
+            finally:
+                child.stdout.close()
+                code = child.wait()
+            if code != 0 or results is None:
+                err.seek(0)
+                tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"the fit process exited with code {code}: " + " | ".join(tail))
         return results
 
     def __repr__(self) -> str:

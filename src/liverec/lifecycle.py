@@ -485,12 +485,12 @@ class Lifecycle:
         tuned = self.models.tuned
         return compat_key(self.settings, self.encoder_id, tuned.to_json() if tuned else None)
 
-    def capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> bytes:
+    def capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> memoryview:
         fusion = self.served.fusion.state() if self.served.fusion is not None else None
         return ModelSet.capture(learners, users, self.catalog, log_seq=log_seq, erasures=erasures,
                                 online_fusion=fusion).dumps()
 
-    def write_snapshot(self, body: bytes, log_seq: int, erasures: int) -> SnapshotInfo | None:
+    def write_snapshot(self, body: bytes | memoryview, log_seq: int, erasures: int) -> SnapshotInfo | None:
         if self.store.counter("erasures") != erasures:  # a user erased since may be in it
             return None
         return self.snapshots.write(body, self.snapshot_key(), log_seq=log_seq, erasures=erasures,

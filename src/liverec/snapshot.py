@@ -223,28 +223,44 @@ class _ArrayDict:
 _MAGIC, _ALIGN = b"LRS4", 64
 
 
-def frame(stream: bytes, buffers: Sequence[memoryview]) -> bytes:
+def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
     """One body: magic, the stream's length, each buffer's (offset, length), the stream,
     then the buffers, each at an offset that is a multiple of 64 (aligned for any dtype).
 
+    The body is assembled a megabyte at a time into memory that is not zero-filled first,
+    so a large snapshot (hundreds of MB for an EASE matrix) is never copied in one call that
+    holds the GIL: requests served meanwhile wait milliseconds, not a second.
+
     >>> body = frame(b"stream", [memoryview(b"abc"), memoryview(b"")])
     >>> s, bufs = unframe(bytearray(body))
-    >>> bytes(s), [bytes(b) for b in bufs], body.index(b"abc") % 64
+    >>> bytes(s), [bytes(b) for b in bufs], bytes(body).index(b"abc") % 64
     (b'stream', [b'abc', b''], 0)
     """
     head = 4 + 8 + 8 + 16 * len(buffers)
     at = -(-(head + len(stream)) // _ALIGN) * _ALIGN
     table: list[tuple[int, int]] = []
-    parts: list[bytes | memoryview] = []
     end = head + len(stream)
     for b in buffers:
-        parts.append(b"\0" * (at - end))
-        parts.append(b)
         table.append((at, b.nbytes))
         end = at + b.nbytes
         at = -(-end // _ALIGN) * _ALIGN
     toc = struct.pack(f"<4sQQ{2 * len(buffers)}Q", _MAGIC, len(stream), len(buffers), *(x for t in table for x in t))
-    return b"".join([toc, stream, *parts])
+    view = np.empty(end, dtype=np.uint8).data
+    pieces: list[tuple[bytes | memoryview, int]] = [(toc, 0), (stream, len(toc))]
+    pieces += [(b, off) for b, (off, _) in zip(buffers, table)]
+    pos = 0
+    for part, start in pieces:
+        if start > pos:
+            view[pos:start] = bytes(start - pos)  # alignment padding
+        src = memoryview(part).cast("B")
+        for a in range(0, src.nbytes, _COPY_CHUNK):
+            view[start + a : start + min(a + _COPY_CHUNK, src.nbytes)] = src[a : a + _COPY_CHUNK]
+        pos = start + src.nbytes
+    return view
+
+
+#: Bytes copied per step when a body is assembled (the GIL can pass between steps).
+_COPY_CHUNK = 1 << 20
 
 
 def unframe(body: bytes | bytearray | memoryview) -> tuple[memoryview, list[memoryview]]:
@@ -402,7 +418,7 @@ class ModelSet:
             online_fusion=dict(online_fusion) if online_fusion else None,
         )
 
-    def dumps(self) -> bytes:
+    def dumps(self) -> memoryview:
         """The snapshot body: learners' per-user tables packed (see :func:`pack`), then
         pickle protocol 5, uncompressed (load speed over size)."""
         body = dict(self.__dict__)
@@ -470,7 +486,7 @@ class Snapshots:
     def enabled(self) -> bool:
         return self.repo is not None
 
-    def write(self, body: bytes, key: Mapping[str, Any], *, log_seq: int, erasures: int,
+    def write(self, body: bytes | memoryview, key: Mapping[str, Any], *, log_seq: int, erasures: int,
               meta: Mapping[str, Any] | None = None) -> SnapshotInfo | None:
         """Store ``body`` (from :meth:`ModelSet.dumps`) with its header, then prune."""
         if self.repo is None:

@@ -58,7 +58,7 @@ class SnapshotInfo:
 class SnapshotRepo(Protocol):
     """A place snapshots are written to, listed from (newest first), read and deleted."""
 
-    def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo: ...
+    def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo: ...
 
     def list(self) -> list[SnapshotInfo]: ...
 
@@ -77,7 +77,7 @@ class StoreSnapshots:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo:
+    def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo:
         created = time.time()
         log_seq = int(header["log_seq"])
         row = {"log_seq": log_seq, "created": created, "size": len(body), "header": json.dumps(header)}
@@ -135,7 +135,7 @@ class DirSnapshots:
         self.path = Path(path).expanduser()
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def write(self, header: dict[str, Any], body: bytes) -> SnapshotInfo:
+    def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo:
         created = time.time()
         name = f"liverec-{int(header['log_seq']):015d}-{time.time_ns()}"
         _write_atomic(self.path / f"{name}.body", body)
@@ -168,7 +168,7 @@ class DirSnapshots:
             (self.path / f"{info.key}{suffix}").unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
