@@ -504,6 +504,15 @@ class Engine:
             w.update(weights)
         return w
 
+    def _new_item_weights(self) -> dict[str, float] | None:
+        """The tuned weights for ranking only new items (over the current ones), if tuned."""
+        tuned = self.tuned
+        if tuned is None or not tuned.new_item_weights:
+            return None
+        w = self._weights(None)
+        w.update({n: v for n, v in tuned.new_item_weights.items() if n in w})
+        return w
+
     def recommend(
         self,
         user: str,
@@ -525,7 +534,9 @@ class Engine:
 
         Parameters
         ----------
-        candidates : only rank these item ids.
+        candidates : only rank these item ids. When none of them has had an event yet (a
+            shelf of new arrivals) and no ``weights`` are given, the weights tuned for ranking
+            new items are used (``fit(tune=True)`` searches them on its own new-item split).
         exclude_seen : drop items the user already interacted with (default: settings).
         filters : attribute filters, e.g. ``{"year": {"gte": 1990}}`` or ``{"lang": ["en", "fr"]}``.
         weights : per-request fusion weights per source, e.g. ``{"trending": 0.0}``.
@@ -558,6 +569,7 @@ class Engine:
             exclude=exclude, filters=filters, diversity=float(diversity), max_per_provider=cap, policy=policy,
             context=dict(context or {}), explain=explain,
             log=self.settings.log_impressions if log is None else log,
+            new_item_weights=self._new_item_weights() if weights is None and candidates is not None else None,
         )
         shared = self._read_shared(user)
         with self._lock:

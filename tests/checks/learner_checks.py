@@ -16,7 +16,7 @@ from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
-from liverec.models.base import BatchLearner, Explains, Retriever
+from liverec.models.base import BatchLearner, EventCounts, Explains, Retriever
 
 
 def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
@@ -285,6 +285,24 @@ def check_explains_with_the_users_own_items(learner: Learner) -> None:
     assert named, "some best-scored item is explained by history items"
 
 
+def check_counts_events_per_item(learner: Learner) -> None:
+    """An EventCounts learner counts each item's positive events: the fit's, then each
+    learned one; an item nobody acted on counts 0, and so does an index beyond the catalog."""
+    if not isinstance(learner, EventCounts):
+        pytest.skip(f"{type(learner).__name__} does not count events per item")
+    cat = make_catalog()
+    events = make_events(cat)
+    m = fitted(learner.clone(), events, cat)
+    acted = sorted({cat.get_idx(e.item) for e in events if e.kind == "click"})
+    never = np.setdiff1d(np.arange(len(cat)), [cat.get_idx(e.item) for e in events])
+    assert (m.events_on(np.array(acted)) > 0).all()
+    assert not m.events_on(never).any()
+    before = m.events_on(never[:1])[0]
+    m.learn_one(Event(user="u0", item=cat.ids[int(never[0])], timestamp=events[-1].timestamp + 1))
+    assert m.events_on(never[:1])[0] == before + 1
+    assert m.events_on(np.array([len(cat) + 5])).tolist() == [0.0]  # beyond the catalog: none
+
+
 ALL_CHECKS = [
     check_scores_shape_and_finite,
     check_unknown_user_cold_start,
@@ -299,4 +317,5 @@ ALL_CHECKS = [
     check_retriever_candidates,
     check_learn_many_equals_learn_one,
     check_explains_with_the_users_own_items,
+    check_counts_events_per_item,
 ]

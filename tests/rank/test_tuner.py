@@ -163,6 +163,25 @@ def test_new_items_are_part_of_the_objective_for_sources_that_can_rank_them():
     assert "new items" in tuner.run(events, cat).objective
 
 
+def test_new_item_weights_are_searched_on_the_new_item_board_for_the_sources_that_rank_new_items():
+    cat = make_catalog(n_items=200)
+    events = chains(n_users=150, n_items=200)
+    start = {"transition": 1.0, "content": 0.5, "trending": 0.5}
+    tuned = Tuner(make, {n: {} for n in start}, start, FeedbackConfig(), seed=0).run(events, cat)
+    assert set(tuned.new_item_weights) == set(tuned.weights)
+    assert tuned.new_item_weights["transition"] == tuned.weights["transition"]  # cannot tell new items apart
+    [search] = [t for t in tuned.trials if t["stage"] == "new-item weights"]
+    assert search["params"] == tuned.new_item_weights
+    boards = Tuner(make, {}, {}, FeedbackConfig(), seed=0)._boards(events, cat, FeedbackConfig())
+    parts = {n: boards.fit(n, tuned.sources.get(n, {}), FeedbackConfig()) for n in start}
+    on_new = {n: p[1] for n, p in parts.items() if p[1] is not None}
+    assert boards.cold is not None
+    assert boards.cold.objective(on_new, tuned.new_item_weights) >= boards.cold.objective(on_new, tuned.weights)
+    assert TunedConfig.from_json(tuned.to_json()) == tuned
+    old = tuned.to_json().replace(', "new_item_weights": ' + __import__("json").dumps(tuned.new_item_weights), "")
+    assert TunedConfig.from_json(old).new_item_weights == {}  # configurations stored before it existed
+
+
 def test_a_switched_off_source_comes_back_at_a_share_of_the_sources_that_score():
     """A source with no evidence in the log (all scores 0) does not set the scale of the weights tried."""
     from liverec.rank.tuner import _Boards
@@ -230,3 +249,30 @@ def test_run_here_a_batch_holds_no_more_trials_than_the_budget_left_fits(monkeyp
     sources = [t for t in tuned.trials if t["stage"] == "source"]
     assert tuned.stopped_by_budget and 1 <= len(sources) <= 3
     assert clock[0] - 450 <= per_trial  # over the budget by at most one trial
+
+
+def test_a_request_ranking_only_new_items_is_served_with_the_new_item_weights(encoder):
+    from dataclasses import replace
+
+    from liverec import Item
+
+    settings = Settings(encoder_progress=False, sources={"trending": {}, "content": {}, "tfidf": {}},
+                        fusion_weights={"trending": 1.0, "content": 1.0, "tfidf": 0.0}, fusion_learning_rate=0.0)
+    with Engine.open(settings=settings, encoder=encoder) as eng:
+        eng.add_items([Item(id=f"i{j}", text=f"item number {j} about gardens") for j in range(60)])
+        eng.record_many(chains(), learn=False)
+        eng.fit()
+        eng.add_items([Item(id="n1", text="gardens and roses"), Item(id="n2", text="item about the sea")])
+        base = TunedConfig(sources={}, weights={"trending": 1.0, "content": 1.0, "tfidf": 0.0}, feedback={},
+                           score=0.0, default_score=0.0, objective="", n_validation_users=0, n_train_events=0,
+                           seconds=0.0, seed=0, stopped_by_budget=False)
+        eng.models.tuned = replace(base, new_item_weights={"trending": 0.0, "content": 0.0, "tfidf": 1.0})
+
+        def sources(**kw) -> set[str]:
+            return {r.source for rec in eng.recommend("u0", k=2, **kw) for r in rec.reasons}
+
+        assert sources(candidates=["n1", "n2"]) == {"tfidf"}  # nobody acted on either: new-item weights
+        assert "tfidf" not in sources(candidates=["n1", "n2", "i3"])  # one has events: the usual weights
+        assert sources(candidates=["n1", "n2"], weights={"tfidf": 0.0, "trending": 0.0}) == {"content"}
+        eng.models.tuned = base  # tuned before new-item weights existed: the usual weights
+        assert "tfidf" not in sources(candidates=["n1", "n2"])

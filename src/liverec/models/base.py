@@ -219,6 +219,18 @@ class ScoreFloor(Protocol):
 
 
 @runtime_checkable
+class EventCounts(Protocol):
+    """A learner that counts the positive events it learned per item.
+
+    ``events_on(idx)`` (dense indices; items beyond what it knows count 0) tells serving
+    which items nobody has acted on yet: a request that ranks only such items (a shelf of
+    new arrivals) is served with the weights tuned for ranking new items.
+    """
+
+    def events_on(self, idx: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
 class BatchLearner(Protocol):
     """A learner that learns a run of events in one call: ``learn_many(events)`` leaves
     exactly the state ``learn_one`` on each event, in order, leaves (what scores, retrieval

@@ -122,6 +122,15 @@ class Trending(Learner):
         self._prior_cache = (self.catalog_.version, out)
         return out
 
+    def events_on(self, idx: np.ndarray) -> np.ndarray:
+        """Positive events learned per item (undecayed; no prior): :class:`~liverec.models.base.EventCounts`."""
+        self._check_fitted()
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.zeros(len(idx), dtype=np.float64)
+        ok = idx < len(self.count_)
+        out[ok] = self.count_[idx[ok]]
+        return out
+
     def decayed(self, idx: np.ndarray) -> np.ndarray:
         """Decayed positive-feedback count (plus prior pseudo-counts) of items ``idx``."""
         self._ensure(len(self.catalog_))

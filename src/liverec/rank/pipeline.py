@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..encode.catalog import Catalog
-from ..models.base import Learner, UserState, VectorQuery
+from ..models.base import EventCounts, Learner, UserState, VectorQuery
 from ..settings import Settings
 from ..store import Impression
 from ..store.impressions import ImpressionWriter
@@ -50,6 +50,8 @@ class Request:
     context: Mapping[str, Any] = field(default_factory=dict)
     explain: bool = True
     log: bool = True
+    #: Used instead of ``weights`` when every candidate is an item nobody has acted on yet.
+    new_item_weights: dict[str, float] | None = None
 
 
 class Pipeline:
@@ -97,6 +99,19 @@ class Pipeline:
             idx = np.append(idx, must_include)
         return ranker.fuse(state, cat.from_idx(idx), learners, req.weights, floor)
 
+    def for_new_items(self, req: Request, learners: Mapping[str, Learner]) -> Request:
+        """``req`` with its new-item weights when its candidates are all items nobody has acted
+        on yet (as an :class:`~liverec.models.base.EventCounts` source counts), else as it is."""
+        if req.candidates is None or not req.new_item_weights:
+            return req
+        counters = [m for m in learners.values() if ranker.offers(m, EventCounts)]
+        if not counters:
+            return req
+        idx = self.catalog.select(req.candidates).idx
+        if len(idx) and all(not m.events_on(idx).any() for m in counters):
+            return replace(req, weights=dict(req.new_item_weights))
+        return req
+
     def blocked_mask(self) -> np.ndarray | None:
         """Items never to serve (blocklist ids and blocked terms), cached per catalog version."""
         s = self.settings
@@ -122,6 +137,7 @@ class Pipeline:
     # ------------------------------------------------------------------ serve
     def serve(self, state: UserState, seen: set[int], learners: Mapping[str, Learner], req: Request) -> list[Recommendation]:
         """The slate for ``req``: greedy (diversity, exposure caps) or an exploring policy."""
+        req = self.for_new_items(req, learners)
         scored = self.score(state, seen, learners, req)
         if scored is None:
             return []

@@ -94,6 +94,9 @@ class TunedConfig:
     seed: int
     stopped_by_budget: bool
     trials: list[dict[str, Any]] = field(default_factory=list)
+    #: The weights for a request that ranks only items nobody has acted on yet (searched
+    #: on the new-item board alone; empty: no such board, serve with ``weights``).
+    new_item_weights: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -454,6 +457,14 @@ class Tuner:
                 search_weights()
         if reweigh and out_of_time:  # the closing weight search refits nothing: it runs past the budget
             search_weights()
+        new_item_weights: dict[str, float] = {}
+        if boards.cold is not None and (self.max_trials is None or len(trials) < self.max_trials):
+            # Ranking only new items is its own job (a shelf of new arrivals): its weights are
+            # searched on the new-item board alone, from the chosen ones (no refit: seconds).
+            a = time.perf_counter()
+            new_item_weights, s_new = boards.search_weights(parts, weights, new_items=True)
+            trials.append({"stage": "new-item weights", "source": None, "params": dict(new_item_weights),
+                           "score": round(s_new, 6), "seconds": round(time.perf_counter() - a, 3)})
         bar.close()
         return TunedConfig(
             sources=sources, weights={n: round(float(v), 6) for n, v in weights.items()},
@@ -461,6 +472,7 @@ class Tuner:
             score=round(best, 6), default_score=round(default, 6), objective=boards.describe(),
             n_validation_users=len(boards.warm.split.users), n_train_events=len(boards.warm.split.train),
             seconds=round(time.perf_counter() - t0, 2), seed=self.seed, stopped_by_budget=stopped, trials=trials,
+            new_item_weights={n: round(float(v), 6) for n, v in new_item_weights.items()},
         )
 
     def _room(self, done: int) -> int | None:
@@ -568,24 +580,38 @@ class _Boards:
         return text
 
     def search_weights(
-        self, parts: Mapping[str, _Part], weights: Mapping[str, float], rounds: int = 3
+        self, parts: Mapping[str, _Part], weights: Mapping[str, float], rounds: int = 3, *, new_items: bool = False,
     ) -> tuple[dict[str, float], float]:
-        """Coordinate ascent over multiplicative steps of each weight (0 switches a source off)."""
+        """Coordinate ascent over multiplicative steps of each weight (0 switches a source off).
+
+        ``new_items``: on the new-item board alone, over the sources that rank new items
+        (the others keep their weight: they cannot tell new items apart).
+        """
         w = dict(weights)
-        cur = self.objective(parts, w)
+        role = 1 if new_items else 0
+        cold = self.cold if new_items else None
+
+        def objective(p: Mapping[str, _Part], ws: Mapping[str, float]) -> float:
+            if not new_items:
+                return self.objective(p, ws)
+            assert cold is not None
+            return cold.objective({n: x[1] for n, x in p.items() if x[1] is not None}, ws)
+
+        cur = objective(parts, w)
+        names = sorted(n for n, p in parts.items() if p[role] is not None)
         # A switched-off source comes back at a share of the largest weight among the sources
         # that score anything here (one with no evidence in the log, e.g. declared interests, does not count).
-        top = max((v for n, v in w.items() if n in parts and parts[n][0].any()), default=1.0) or 1.0
+        top = max((v for n, v in w.items() if n in names and parts[n][role].any()), default=1.0) or 1.0  # type: ignore[union-attr]
         for _ in range(rounds):
             moved = False
-            for name in sorted(parts):
+            for name in names:
                 base = w.get(name, 0.0)
                 options = [base * m for m in WEIGHT_STEPS] if base > 0 else [0.05 * top, 0.25 * top, top]
                 for v in options:
                     trial_w = {**w, name: v}
                     if sum(trial_w.values()) <= 0:
                         continue
-                    s = self.objective(parts, trial_w)
+                    s = objective(parts, trial_w)
                     if s > cur + 1e-9:
                         cur, w, moved = s, trial_w, True
             if not moved:
