@@ -22,7 +22,10 @@ The search is coordinate-wise on that one fused objective, within a time budget:
      log holds ratings) — every source is refitted for each option;
   2. each source's declared ``search_space`` (one source refitted per trial, the
      others' validation scores cached);
-  3. the fusion weights (coordinate ascent over multiplicative steps; no refit).
+  3. the fusion weights (coordinate ascent over multiplicative steps; no refit);
+  4. the new-item weights: the same ascent from the chosen weights, over the sources that
+     rank new items, on the new-item split alone — served to a request whose candidates
+     are all items nobody has acted on yet.
 Trials run in a fixed, seeded order; a trial that raises is recorded with its error and
 skipped. Trials run in batches: up to ``batch_size`` consecutive trials of one stage are
 fitted together (by a :class:`~liverec.jobs.JobRunner`: here, or as Ray tasks on a
