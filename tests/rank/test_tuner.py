@@ -148,6 +148,26 @@ def test_engine_tune_on_an_empty_log_names_the_fix(encoder):
             eng.tune(budget=0)
 
 
+def test_prefix_split_asks_for_the_next_item_at_a_random_point_of_each_history():
+    from liverec.rank.tuner import prefix_split
+
+    cat = make_catalog()
+    events = chains()
+    split = prefix_split(events, cat, FeedbackConfig(), seed=0)
+    assert split is not None and len(split.users) == 40
+    lengths = {len(st.history) for st in split.states}
+    assert min(lengths) < 4 and max(lengths) > 8  # early and late points, not one fixed share
+    for u, st, nxt in zip(split.users, split.states, split.next_item):
+        mine = [e for e in sorted(events, key=lambda e: e.timestamp) if e.user == u]
+        cut = len(st.history)
+        assert [e.item for e in st.history] == [e.item for e in mine[:cut]]
+        assert cat.ids[int(nxt)] == mine[cut].item
+        assert [e for e in split.train if e.user == u] == mine[:cut]  # nothing of theirs from the cut on
+    again = prefix_split(events, cat, FeedbackConfig(), seed=0)
+    assert again is not None and again.users == split.users and (again.next_item == split.next_item).all()  # seeded
+    assert prefix_split(events, cat, FeedbackConfig(), users=lambda u: u == "u0") is None  # too few users
+
+
 def test_new_items_are_part_of_the_objective_for_sources_that_can_rank_them():
     cat = make_catalog(n_items=200)
     events = chains(n_users=150, n_items=200)
@@ -157,7 +177,7 @@ def test_new_items_are_part_of_the_objective_for_sources_that_can_rank_them():
     assert boards.cold is not None and "new items" in boards.describe()
     new = set(boards.cold.pool.tolist())
     assert not any(cat.get_idx(e.item) in new for e in boards._log(boards.cold).events)  # truly unseen
-    warm, cold = boards.fit("content", {}, FeedbackConfig())
+    warm, cold, _ = boards.fit("content", {}, FeedbackConfig())
     assert cold is not None and cold.shape == (len(boards.cold.split.users), len(new)) and cold.any()
     assert boards.fit("transition", {}, FeedbackConfig())[1] is None  # cannot rank unseen items
     assert "new items" in tuner.run(events, cat).objective
@@ -195,7 +215,7 @@ def test_a_switched_off_source_comes_back_at_a_share_of_the_sources_that_score()
     boards = _Boards.__new__(_Boards)
     boards.objective = objective
     ones, zeros = np.ones((3, 4), np.float32), np.zeros((3, 4), np.float32)
-    parts = {"a": (ones, None), "off": (ones, None), "silent": (zeros, None)}
+    parts = {"a": (ones, None, None), "off": (ones, None, None), "silent": (zeros, None, None)}
     boards.search_weights(parts, {"a": 1.0, "off": 0.0, "silent": 10.0})
     assert set(tried) - {0.0} == {0.05, 0.25, 1.0}
 
