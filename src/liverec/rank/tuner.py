@@ -153,30 +153,14 @@ def time_split(
     tunes on one half of the users and reports on the other).
     """
     events = sorted(events, key=lambda e: e.timestamp)
-    by_user: dict[str, list[int]] = {}
-    for n, e in enumerate(events):
-        if catalog.get_idx(e.item) is not None and feedback.weight(e.kind, e.value) > 0:
-            by_user.setdefault(e.user, []).append(n)
+    by_user = _positive_by_user(events, catalog, feedback)
     eligible = sorted(u for u, ns in by_user.items() if len(ns) >= min_events and (users is None or users(u)))
-    rng = np.random.default_rng(seed)
-    if len(eligible) > max_users:
-        eligible = sorted(rng.choice(np.array(eligible, dtype=object), size=max_users, replace=False).tolist())
-    tails: dict[str, list[int]] = {}
-    for u in eligible:
-        ns = by_user[u]
-        tails[u] = ns[-max(1, int(len(ns) * holdout)) :]
-    # A validation user's events from their first held-out event on are hidden (skips too).
-    first_cut = {u: tails[u][0] for u in eligible}
-    train = [e for n, e in enumerate(events) if n < first_cut.get(e.user, len(events))]
-    hist: dict[str, deque[Event]] = {}
-    for e in train:
-        if e.user in first_cut:
-            hist.setdefault(e.user, deque(maxlen=history_length)).append(e)
-    kept = [u for u in eligible if u in hist]
-    states = [UserState(u, tuple(hist[u]), now=hist[u][-1].timestamp) for u in kept]
-    next_item = np.array([catalog.get_idx(events[tails[u][0]].item) for u in kept], dtype=np.int64)
-    heldout = [np.unique([catalog.get_idx(events[n].item) for n in tails[u]]).astype(np.int64) for u in kept]
-    return _Split(train, kept, states, next_item, heldout)
+    eligible = _sample(eligible, max_users, np.random.default_rng(seed))
+    tails = {u: by_user[u][-max(1, int(len(by_user[u]) * holdout)) :] for u in eligible}
+    split = _cut(events, {u: tails[u][0] for u in eligible}, catalog, history_length)
+    split.heldout = [np.unique([catalog.get_idx(events[n].item) for n in tails[u]]).astype(np.int64)
+                     for u in split.users]
+    return split
 
 
 def prefix_split(
@@ -201,23 +185,41 @@ def prefix_split(
     ``min_users`` users qualify.
     """
     events = sorted(events, key=lambda e: e.timestamp)
-    by_user: dict[str, list[int]] = {}
-    for n, e in enumerate(events):
-        if catalog.get_idx(e.item) is not None and feedback.weight(e.kind, e.value) > 0:
-            by_user.setdefault(e.user, []).append(n)
+    by_user = _positive_by_user(events, catalog, feedback)
     eligible = sorted(u for u, ns in by_user.items() if len(ns) >= 2 and (users is None or users(u)))
     if len(eligible) < min_users:
         return None
     rng = np.random.default_rng(seed + 3)
-    if len(eligible) > max_users:
-        eligible = sorted(rng.choice(np.array(eligible, dtype=object), size=max_users, replace=False).tolist())
-    cut = {u: by_user[u][int(rng.integers(1, len(by_user[u])))] for u in eligible}
+    eligible = _sample(eligible, max_users, rng)
+    return _cut(events, {u: by_user[u][int(rng.integers(1, len(by_user[u])))] for u in eligible}, catalog,
+                history_length)
+
+
+def _positive_by_user(events: Sequence[Event], catalog: Catalog, feedback: FeedbackConfig) -> dict[str, list[int]]:
+    """Per user, the positions in ``events`` of their positive events on known items."""
+    by_user: dict[str, list[int]] = {}
+    for n, e in enumerate(events):
+        if catalog.get_idx(e.item) is not None and feedback.weight(e.kind, e.value) > 0:
+            by_user.setdefault(e.user, []).append(n)
+    return by_user
+
+
+def _sample(users: list[str], at_most: int, rng: np.random.Generator) -> list[str]:
+    if len(users) <= at_most:
+        return users
+    return sorted(rng.choice(np.array(users, dtype=object), size=at_most, replace=False).tolist())
+
+
+def _cut(events: Sequence[Event], cut: Mapping[str, int], catalog: Catalog, history_length: int) -> _Split:
+    """Each user in ``cut`` loses their events from position ``cut[user]`` of ``events`` on (skips
+    too); the event there is their next item, and their last events before it their history.
+    ``heldout`` is that next item alone (a caller may widen it)."""
     train = [e for n, e in enumerate(events) if n < cut.get(e.user, len(events))]
     hist: dict[str, deque[Event]] = {}
     for e in train:
         if e.user in cut:
             hist.setdefault(e.user, deque(maxlen=history_length)).append(e)
-    kept = [u for u in eligible if u in hist]
+    kept = [u for u in cut if u in hist]
     states = [UserState(u, tuple(hist[u]), now=hist[u][-1].timestamp) for u in kept]
     next_item = np.array([catalog.get_idx(events[cut[u]].item) for u in kept], dtype=np.int64)
     return _Split(train, kept, states, next_item, [next_item[r : r + 1] for r in range(len(kept))])
