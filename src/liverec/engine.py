@@ -504,14 +504,12 @@ class Engine:
             w.update(weights)
         return w
 
-    def _new_item_weights(self) -> dict[str, float] | None:
-        """The tuned weights for ranking only new items (over the current ones), if tuned."""
+    def _new_item_weights(self, base: Mapping[str, float]) -> dict[str, float] | None:
+        """The tuned weights for ranking only new items over ``base`` (the current ones), if tuned."""
         tuned = self.tuned
         if tuned is None or not tuned.new_item_weights:
             return None
-        w = self._weights(None)
-        w.update({n: v for n, v in tuned.new_item_weights.items() if n in w})
-        return w
+        return {**base, **{n: v for n, v in tuned.new_item_weights.items() if n in base}}
 
     def recommend(
         self,
@@ -564,12 +562,13 @@ class Engine:
             raise ValidationError(
                 f"unknown policy {policy!r}; configured policies are {sorted(self.policies)}.", field="policy"
             )
+        w = self._weights(weights)
         req = Request(
-            user=user, k=k, weights=self._weights(weights), candidates=candidates, exclude_seen=exclude_seen,
+            user=user, k=k, weights=w, candidates=candidates, exclude_seen=exclude_seen,
             exclude=exclude, filters=filters, diversity=float(diversity), max_per_provider=cap, policy=policy,
             context=dict(context or {}), explain=explain,
             log=self.settings.log_impressions if log is None else log,
-            new_item_weights=self._new_item_weights() if weights is None and candidates is not None else None,
+            new_item_weights=self._new_item_weights(w) if weights is None and candidates is not None else None,
         )
         shared = self._read_shared(user)
         with self._lock:

@@ -117,8 +117,15 @@ def _run_all(fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) ->
     return [_call(fn, shared, job) for job in jobs]
 
 
-#: Bytes per read/write of a large buffer: each call releases the GIL (see :func:`_send`).
-_CHUNK = 1 << 20
+#: Bytes per step of a large copy, read or write: the GIL can pass between steps (see :func:`_send`).
+CHUNK = 1 << 20
+
+
+def blank(n: int) -> memoryview:
+    """``n`` writable bytes that are not zero-filled first: a ``bytearray(n)`` is zero-filled
+    while holding the GIL (hundreds of ms for hundreds of MB); these pages are first touched
+    by whatever fills them, a chunk at a time."""
+    return np.empty(n, dtype=np.uint8).data
 
 
 def _send(obj: Any, out: Any) -> None:
@@ -133,17 +140,15 @@ def _send(obj: Any, out: Any) -> None:
     out.write(struct.pack(f"<QQ{len(views)}Q", len(body), len(views), *(v.nbytes for v in views)))
     out.write(body)
     for v in views:
-        for a in range(0, v.nbytes, _CHUNK):
-            out.write(v[a : a + _CHUNK])
+        for a in range(0, v.nbytes, CHUNK):
+            out.write(v[a : a + CHUNK])
     out.flush()
 
 
 def _read_exact(src: Any, n: int) -> memoryview:
-    # np.empty, not bytearray(n): a bytearray is zero-filled under the GIL (the pages of a
-    # large one are touched there); here they are first touched by the reads.
-    view, got = np.empty(n, dtype=np.uint8).data, 0
+    view, got = blank(n), 0
     while got < n:
-        k = src.readinto(view[got : got + _CHUNK])
+        k = src.readinto(view[got : got + CHUNK])
         if not k:
             raise EOFError(f"the stream ended after {got} of {n} bytes")
         got += k

@@ -60,6 +60,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .encode.catalog import Catalog
+from .jobs import CHUNK, blank
 from .models.base import Learner
 from .settings import Settings
 from .state import OnlineState, Row, UserRecord, UserStateStore
@@ -245,7 +246,7 @@ def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
         end = at + b.nbytes
         at = -(-end // _ALIGN) * _ALIGN
     toc = struct.pack(f"<4sQQ{2 * len(buffers)}Q", _MAGIC, len(stream), len(buffers), *(x for t in table for x in t))
-    view = np.empty(end, dtype=np.uint8).data
+    view = blank(end)
     pieces: list[tuple[bytes | memoryview, int]] = [(toc, 0), (stream, len(toc))]
     pieces += [(b, off) for b, (off, _) in zip(buffers, table)]
     pos = 0
@@ -253,14 +254,10 @@ def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
         if start > pos:
             view[pos:start] = bytes(start - pos)  # alignment padding
         src = memoryview(part).cast("B")
-        for a in range(0, src.nbytes, _COPY_CHUNK):
-            view[start + a : start + min(a + _COPY_CHUNK, src.nbytes)] = src[a : a + _COPY_CHUNK]
+        for a in range(0, src.nbytes, CHUNK):
+            view[start + a : start + min(a + CHUNK, src.nbytes)] = src[a : a + CHUNK]
         pos = start + src.nbytes
     return view
-
-
-#: Bytes copied per step when a body is assembled (the GIL can pass between steps).
-_COPY_CHUNK = 1 << 20
 
 
 def unframe(body: bytes | bytearray | memoryview) -> tuple[memoryview, list[memoryview]]:

@@ -644,8 +644,7 @@ class _Boards:
             hr = self.nxt.metrics({n: p[2] for n, p in parts.items() if p[2] is not None}, weights)[0]
         s = 0.5 * (hr or 0.0) + 0.5 * ndcg
         if self.cold is not None:
-            cold = {n: p[1] for n, p in parts.items() if p[1] is not None}
-            s += self.share * (self.cold.objective(cold, weights) if cold else 0.0)
+            s += self.share * self._new_item_objective(parts, weights)
         return s
 
     def describe(self) -> str:
@@ -655,6 +654,13 @@ class _Boards:
         if self.cold is not None:
             text += f" + {self.share}*NDCG@{k}(new items among themselves)"
         return text
+
+    def _new_item_objective(self, parts: Mapping[str, _Part], weights: Mapping[str, float]) -> float:
+        """NDCG@k of ranking new items among themselves (the new-item board alone); 0 when
+        no source ranks new items."""
+        assert self.cold is not None
+        cold = {n: p[1] for n, p in parts.items() if p[1] is not None}
+        return self.cold.objective(cold, weights) if cold else 0.0
 
     def search_weights(
         self, parts: Mapping[str, _Part], weights: Mapping[str, float], rounds: int = 3, *, new_items: bool = False,
@@ -666,19 +672,13 @@ class _Boards:
         """
         w = dict(weights)
         role = 1 if new_items else 0
-        cold = self.cold if new_items else None
-
-        def objective(p: Mapping[str, _Part], ws: Mapping[str, float]) -> float:
-            if not new_items:
-                return self.objective(p, ws)
-            assert cold is not None
-            return cold.objective({n: x[1] for n, x in p.items() if x[1] is not None}, ws)
-
+        objective = self._new_item_objective if new_items else self.objective
         cur = objective(parts, w)
-        names = sorted(n for n, p in parts.items() if p[role] is not None)
+        scores = {n: m for n, p in parts.items() if (m := p[role]) is not None}
+        names = sorted(scores)
         # A switched-off source comes back at a share of the largest weight among the sources
         # that score anything here (one with no evidence in the log, e.g. declared interests, does not count).
-        top = max((v for n, v in w.items() if n in names and parts[n][role].any()), default=1.0) or 1.0  # type: ignore[union-attr]
+        top = max((v for n, v in w.items() if n in scores and scores[n].any()), default=1.0) or 1.0
         for _ in range(rounds):
             moved = False
             for name in names:
