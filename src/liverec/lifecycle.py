@@ -46,7 +46,7 @@ from .encode.catalog import Catalog
 from .errors import ConflictError, ValidationError
 from .jobs import Failed, JobRunner, LocalJobs, ProcessJobs, job_runner
 from .models import REGISTRY
-from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner
+from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner, Popularity
 from .rank.feedback import SlateFeedback
 from .rank.ranker import offers
 from .rank.tuner import TunedConfig, Tuner
@@ -349,6 +349,7 @@ class Lifecycle:
             functools.partial(make_learner, s), source_params(s, m.tuned), self.base_weights(), m.feedback,
             budget_seconds=float(budget), seed=s.seed if seed is None else seed,
             history_length=s.history_length, max_trials=max_trials, progress=progress, users=users, jobs=jobs,
+            priors=[n for n, cls in REGISTRY.items() if issubclass(cls, Popularity)],
         )
         try:
             tuned = tuner.run(read.events, self.catalog)

@@ -124,6 +124,23 @@ def test_unknown_user_gets_popular_items(encoder, books):
         assert "popular" in recs[0].explanation
 
 
+@pytest.mark.parametrize("threshold", [100_000, 100])  # exact; two-stage (ANN above 100 items)
+def test_popularity_breaks_ties_when_trending_weighs_nothing(encoder, books, threshold):
+    """A tuned configuration may weigh trending at 0; a user no source knows yet still gets
+    what is popular (not catalog order), and a known user's slate is unchanged by it."""
+    s = Settings(encoder_progress=False, log_impressions=False, exact_index_max_items=threshold,
+                 fusion_weights={"trending": 0.0})
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:300])
+        hits = {"250": 6, "120": 5, "42": 4, "7": 3, "199": 2}
+        e.record_many([ev(f"fan{j}", item, t=j, id=f"{item}-{j}") for item, n in hits.items() for j in range(n)])
+        recs = e.recommend("someone-new", k=5)
+        assert [r.item for r in recs] == list(hits)
+        assert "popular" in recs[0].explanation
+        known = e.recommend("fan0", k=5)
+        assert all(r.reasons[0].source != "trending" for r in known)
+
+
 def test_feedback_changes_the_very_next_request(eng):
     before = [r.item for r in eng.recommend("u", k=10)]
     eng.record(ev("u", "2", kind="like"))

@@ -231,6 +231,23 @@ class EventCounts(Protocol):
 
 
 @runtime_checkable
+class Popularity(Protocol):
+    """A learner that knows how popular items are right now: ``decayed(idx)`` (dense
+    indices; >= 0). Serving breaks (near-)ties of the fused score by it, whatever the
+    source's fusion weight, so a user no source knows yet (a first visit) is shown what is
+    popular rather than items in catalog order.
+
+    Examples
+    --------
+    >>> from liverec.models import ItemKNN, Trending
+    >>> isinstance(Trending(), Popularity), isinstance(ItemKNN(), Popularity)
+    (True, False)
+    """
+
+    def decayed(self, idx: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
 class BatchLearner(Protocol):
     """A learner that learns a run of events in one call: ``learn_many(events)`` leaves
     exactly the state ``learn_one`` on each event, in order, leaves (what scores, retrieval

@@ -7,6 +7,10 @@ that is every live candidate; above it (two-stage serving) the candidates are a 
 hundred retrieved items, and each source's catalog-wide lowest score
 (:func:`floors`) stands in for the minimum, so an item's fused score does not depend
 on which other items happened to be retrieved.
+
+(Near-)ties are broken by popularity: a :class:`~liverec.models.base.Popularity` source
+always takes part with at least :data:`TIE_BREAK` weight (and offers its candidates), so
+a user no source has an opinion on yet is shown what is popular, not catalog order.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
-from ..models.base import Explains, Learner, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
+from ..models.base import Explains, Learner, Popularity, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
 from .reasons import reason_text
@@ -37,6 +41,8 @@ class Scored:
     raw: dict[str, np.ndarray]
     #: The per-user factor a UserWeight source's weight was multiplied by (others: 1).
     scale: dict[str, float] = field(default_factory=dict)
+    #: Sources that take part only to break ties (a popularity source weighted 0).
+    tie_only: frozenset[str] = frozenset()
 
 
 def minmax(x: np.ndarray, floor: float | None = None) -> np.ndarray:
@@ -86,6 +92,24 @@ def offers(model: object, protocol: Callable[..., P]) -> TypeIs[P]:
     return _offers(type(model), protocol)  # type: ignore[arg-type]
 
 
+#: The weight a popularity source always has at least: it orders items the other sources
+#: score alike (every item, for a user nobody knows yet) and moves nothing else.
+TIE_BREAK = 1e-4
+
+
+def weight_of(name: str, model: Learner, weights: Mapping[str, float]) -> float:
+    """``weights[name]``, raised to :data:`TIE_BREAK` for a popularity source.
+
+    Examples
+    --------
+    >>> from liverec.models import ItemKNN, Trending
+    >>> weight_of("trending", Trending(), {}), weight_of("itemknn", ItemKNN(), {})
+    (0.0001, 0.0)
+    """
+    w = weights.get(name, 0.0)
+    return max(w, TIE_BREAK) if offers(model, Popularity) else w
+
+
 def retrieve(
     user: UserState,
     learners: Mapping[str, Learner],
@@ -102,7 +126,7 @@ def retrieve(
     if not index.uses_ann:
         return catalog.alive_idx()
     offered = (source_candidates(model, user, catalog, index, n)
-               for name, model in learners.items() if weights.get(name, 0.0) > 0)
+               for name, model in learners.items() if weight_of(name, model, weights) > 0)
     found = [f for f in offered if f is not None]
     if not found:
         return catalog.alive_idx()[:n]
@@ -146,7 +170,7 @@ def floors(
     """
     out: dict[str, float] = {}
     for name, model in learners.items():
-        if weights.get(name, 0.0) <= 0:
+        if weight_of(name, model, weights) <= 0:
             continue
         if offers(model, ScoreFloor):
             f = model.floor(user)
@@ -176,10 +200,13 @@ def fuse(
     parts: dict[str, np.ndarray] = {}
     raw: dict[str, np.ndarray] = {}
     scale: dict[str, float] = {}
+    tie_only = set()
     for name, model in learners.items():
-        w = weights.get(name, 0.0)
+        w = weight_of(name, model, weights)
         if w == 0:
             continue
+        if w == TIE_BREAK and weights.get(name, 0.0) < TIE_BREAK:
+            tie_only.add(name)
         if offers(model, UserWeight):
             scale[name] = float(model.fusion_scale(user))
             w *= scale[name]
@@ -187,7 +214,7 @@ def fuse(
         raw[name] = s
         parts[name] = w * minmax(s, (floor or {}).get(name))
         fused += parts[name]
-    return Scored(items, fused, parts, raw, scale)
+    return Scored(items, fused, parts, raw, scale, frozenset(tie_only))
 
 
 def select(scored: Scored, k: int) -> np.ndarray:
@@ -204,9 +231,11 @@ def explain(
 ) -> tuple[Reason, ...]:
     """Each source's contribution to the item at ``pos``, in words and as data."""
     idx = int(scored.items.idx[pos])
-    ranked = sorted(scored.parts.items(), key=lambda kv: -kv[1][pos])
-    # Sources that added nothing are left out (the strongest one stands in if none did).
-    shown = [(r, n, p) for r, (n, p) in enumerate(ranked) if round(float(p[pos]), 6) > 0]
+    # Strongest first; at equal contributions a source that only breaks ties comes last.
+    ranked = sorted(scored.parts.items(), key=lambda kv: (-kv[1][pos], kv[0] in scored.tie_only))
+    # Sources that added nothing (or only broke ties) are left out; the strongest one stands
+    # in if none added more.
+    shown = [(r, n, p) for r, (n, p) in enumerate(ranked) if round(float(p[pos]), 6) > TIE_BREAK]
     if not shown and ranked:
         shown = [(0, *ranked[0])]
     reasons = []

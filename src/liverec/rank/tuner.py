@@ -68,7 +68,7 @@ import json
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ from ..encode.catalog import Catalog
 from ..jobs import Failed, JobRunner, LocalJobs
 from ..models.base import FeedbackConfig, InteractionLog, Learner, UserState
 from ..types import Event
-from .ranker import minmax
+from .ranker import TIE_BREAK, minmax
 
 #: Feedback readings tried when the log holds ratings: (rating_engagement, rating_valence).
 FEEDBACK_OPTIONS: tuple[tuple[float, float], ...] = ((1.0, 0.0), (1.0, 0.5), (1.0, 0.9), (0.0, 1.0))
@@ -268,8 +268,13 @@ def new_item_split(
 class _Board:
     """Validation users x candidate items: each source's normalised scores, the targets."""
 
-    def __init__(self, split: _Split, catalog: Catalog, k: int, pool: np.ndarray | None = None) -> None:
+    def __init__(
+        self, split: _Split, catalog: Catalog, k: int, pool: np.ndarray | None = None,
+        priors: frozenset[str] = frozenset(),
+    ) -> None:
         self.split, self.catalog, self.k = split, catalog, k
+        #: Popularity sources: as served, they break ties whatever their weight.
+        self.priors = priors
         self.pool = catalog.alive_idx() if pool is None else pool
         pos = np.full(len(catalog), -1, dtype=np.int64)
         pos[self.pool] = np.arange(len(self.pool))
@@ -309,6 +314,8 @@ class _Board:
         fused = np.zeros(self.seen.shape, dtype=np.float32)
         for name, m in parts.items():
             w = weights.get(name, 0.0)
+            if name in self.priors:
+                w = max(w, TIE_BREAK)
             if w:
                 fused += np.float32(w) * m
         fused[self.seen] = -np.inf
@@ -338,6 +345,8 @@ class Tuner:
     of the learner defaults) and ``weights`` the starting fusion weights. ``jobs`` runs
     each batch's fits (default: here, one after another; ``RayJobs`` on a cluster, which
     needs a picklable ``make_learner``); ``batch_size`` trials are fitted at a time.
+    ``priors`` names the popularity sources, which break ties whatever their weight, as in
+    serving (:data:`~liverec.rank.ranker.TIE_BREAK`).
     """
 
     def __init__(
@@ -360,8 +369,11 @@ class Tuner:
         progress: bool = False,
         jobs: JobRunner | None = None,
         batch_size: int = 16,
+        priors: Iterable[str] = (),
     ) -> None:
         self.make_learner = make_learner
+        #: Sources that break ties whatever their weight, as served (:class:`~liverec.models.base.Popularity`).
+        self.priors = frozenset(priors)
         self.sources = {n: dict(p) for n, p in sources.items()}
         self.weights = {n: float(weights.get(n, 1.0)) for n in sources}
         self.feedback = feedback
@@ -391,17 +403,18 @@ class Tuner:
                 "not enough history to tune: need users with at least 5 positive events; "
                 "record more events first; a plain fit (`liverec fit`, `Engine.fit()`) needs none."
             )
+        priors = self.priors
         cold = None
         if self.new_item_share > 0:
             found = new_item_split(split, catalog, feedback, max_users=self.max_users,
                                    history_length=self.history_length, seed=self.seed)
             if found is not None:
                 new = np.unique(np.concatenate(found[1].heldout))
-                cold = _Board(found[1], catalog, self.k, pool=new)
+                cold = _Board(found[1], catalog, self.k, pool=new, priors=priors)
         prefixes = prefix_split(events, catalog, feedback, max_users=self.max_users,
                                 history_length=self.history_length, seed=self.seed, users=self.users)
-        nxt = _Board(prefixes, catalog, self.k) if prefixes is not None else None
-        return _Boards(_Board(split, catalog, self.k), cold, self.new_item_share, self.make_learner, nxt)
+        nxt = _Board(prefixes, catalog, self.k, priors=priors) if prefixes is not None else None
+        return _Boards(_Board(split, catalog, self.k, priors=priors), cold, self.new_item_share, self.make_learner, nxt)
 
     def evaluate(
         self, events: Sequence[Event], catalog: Catalog, sources: Mapping[str, Mapping[str, Any]],
