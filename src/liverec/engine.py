@@ -484,7 +484,8 @@ class Engine:
 
     @property
     def online_fusion(self) -> OnlineFusion | None:
-        """The per-click fusion learner (None when ``fusion_learning_rate`` is 0)."""
+        """The per-click fusion learner (None when it is off: ``fusion_learning_rate`` 0, or unset
+        with weights tuned on the log)."""
         return self.served.fusion
 
     # --------------------------------------------------------------- serving

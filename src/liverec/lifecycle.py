@@ -184,7 +184,7 @@ class Lifecycle:
             self.adopt(restored)
         if not self.state.complete():
             self.refill_users()
-        self.served.reset(self.base_weights())
+        self.served.reset(self.base_weights(), tuned=self.models.tuned is not None)
         if restored is not None:
             self.restore_fusion(restored)
         return restored
@@ -361,7 +361,7 @@ class Lifecycle:
             m.tuned = tuned
             m.feedback = feedback_config(s, tuned)
             m.learned_weights = dict(tuned.weights)
-            self.served.reset(self.base_weights())  # per-event learning goes on from the tuned weights
+            self.served.reset(self.base_weights(), tuned=m.tuned is not None)
         return tuned
 
     def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> FusionFit:
@@ -375,7 +375,7 @@ class Lifecycle:
         self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
         with self.lock:
             self.models.learned_weights = dict(fit.weights)
-            self.served.reset(self.base_weights())  # per-event learning goes on from the tuned weights
+            self.served.reset(self.base_weights(), tuned=self.models.tuned is not None)
         return fit
 
     def _background_fit(

@@ -91,10 +91,11 @@ class Settings(BaseSettings):
         description="Starting weight per source (a source without one gets 1.0); fit(tune=True) searches "
         "them on the engine's own log and the online fusion keeps learning them per click",
     )
-    fusion_learning_rate: float = Field(
-        0.05, ge=0, le=1,
+    fusion_learning_rate: float | None = Field(
+        None, ge=0, le=1,
         description="Per-event learning rate of the fusion weights: a click on a served item moves weight "
-        "toward the sources that ranked it above the items shown over it (0 = fixed weights)",
+        "toward the sources that ranked it above the items shown over it (0 = fixed weights). Unset: 0.05 "
+        "while the weights are the starting ones, 0 once fit(tune=True) has fitted them to the log",
     )
     refit_growth: float = Field(
         0.25, ge=0, description="Fit every source again, in the background, once the events learned since the last "

@@ -138,6 +138,31 @@ def test_engine_fit_tune_persists_and_is_reused_after_restart(tmp_path, encoder)
         assert eng3.learners["transition"].window == 7
 
 
+@pytest.mark.parametrize("rate", [None, 0.2])
+def test_tuned_weights_hold_unless_a_learning_rate_is_set(tmp_path, encoder, rate):
+    """Per-click fusion learning runs from starting weights; once tuning fits the weights to
+    the log they hold (unset rate), also after a restart; an explicit rate always applies."""
+    from liverec import Item
+
+    url = f"sqlite:///{tmp_path / 'hold.db'}"
+    settings = Settings(encoder_progress=False, sources={"trending": {}, "transition": {}},
+                        fusion_weights={"trending": 1.0, "transition": 0.05}, fusion_learning_rate=rate)
+    with Engine.open(url, settings=settings, encoder=encoder) as eng:
+        eng.add_items([Item(id=f"i{j}", text=f"item number {j}") for j in range(60)])
+        eng.record_many(chains(), learn=False)
+        eng.fit()
+        assert eng.online_fusion is not None  # starting weights: learned per click
+        eng.tune(max_trials=3)
+        assert (eng.online_fusion is None) == (rate is None)
+        for j in range(5):  # clicks on served items: weights move only where learning is on
+            top = eng.recommend("u1", k=3)[2].item
+            eng.record(Event(user="u1", item=top, timestamp=1e9 + j, id=f"c{j}"))
+        moved = eng._weights(None) != eng.tuned.weights
+        assert moved == (rate is not None)
+    with Engine.open(url, settings=settings, encoder=encoder) as again:
+        assert (again.online_fusion is None) == (rate is None)
+
+
 def test_engine_tune_on_an_empty_log_names_the_fix(encoder):
     settings = Settings(encoder_progress=False, sources={"transition": {}})
     with Engine.open(settings=settings, encoder=encoder) as eng:

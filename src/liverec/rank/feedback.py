@@ -29,6 +29,12 @@ from .fusion import OnlineFusion
 from .policy import Policy, Served, SlateContext
 from .ranker import Scored
 
+#: The per-event fusion learning rate when ``Settings.fusion_learning_rate`` is unset and
+#: the weights were not tuned on the log. Tuned weights hold: learning per click from them
+#: lost 5-7% of stream HR@10 on two MovieLens datasets (benchmarks/RESULTS.md), while from
+#: hand-set starting weights it finds what a hand-tuned blend would.
+UNTUNED_RATE = 0.05
+
 #: Users whose last slate is remembered for online fusion learning (oldest forgotten first).
 MAX_SLATES = 100_000
 
@@ -41,7 +47,7 @@ class SlateFeedback:
 
     def __init__(
         self, store: Store, policies: Mapping[str, Policy], reward_of: Callable[[Event], float],
-        learning_rate: float, max_users: int = MAX_SLATES,
+        learning_rate: float | None, max_users: int = MAX_SLATES,
     ) -> None:
         self.store, self.policies, self.reward_of = store, policies, reward_of
         self.learning_rate, self.max_users = learning_rate, max_users
@@ -53,14 +59,30 @@ class SlateFeedback:
         self._dirty = 0
 
     # --------------------------------------------------------------- fusion state
-    def reset(self, start: Mapping[str, float]) -> None:
-        """(Re)start per-event fusion learning from ``start``; resume what the store holds
-        if it was learned from these same starting weights."""
+    def rate(self, tuned: bool) -> float:
+        """The learning rate: as configured, else :data:`UNTUNED_RATE` for weights not tuned
+        on the log and 0 (fixed) for tuned ones.
+
+        Examples
+        --------
+        >>> loop = SlateFeedback(None, {}, lambda e: 0.0, learning_rate=None)
+        >>> loop.rate(tuned=False), loop.rate(tuned=True)
+        (0.05, 0.0)
+        """
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 0.0 if tuned else UNTUNED_RATE
+
+    def reset(self, start: Mapping[str, float], *, tuned: bool = False) -> None:
+        """(Re)start per-event fusion learning from ``start`` (``tuned``: weights tuned on the
+        log; see :meth:`rate`); resume what the store holds if it was learned from these
+        same starting weights."""
         self._dirty = 0
-        if self.learning_rate <= 0:
+        rate = self.rate(tuned)
+        if rate <= 0:
             self.fusion = None
             return
-        self.fusion = OnlineFusion(dict(start), lr=self.learning_rate)
+        self.fusion = OnlineFusion(dict(start), lr=rate)
         snap = self.store.get_snapshot("fusion_weights_online")
         if snap is not None:
             self.fusion.restore(json.loads(snap[0].decode()))
