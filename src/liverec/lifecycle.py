@@ -361,7 +361,7 @@ class Lifecycle:
             m.tuned = tuned
             m.feedback = feedback_config(s, tuned)
             m.learned_weights = dict(tuned.weights)
-            self.served.reset(self.base_weights(), tuned=m.tuned is not None)
+            self.served.reset(self.base_weights(), tuned=True)
         return tuned
 
     def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> FusionFit:

@@ -200,7 +200,7 @@ def fuse(
     parts: dict[str, np.ndarray] = {}
     raw: dict[str, np.ndarray] = {}
     scale: dict[str, float] = {}
-    tie_only = set()
+    tie_only: set[str] = set()
     for name, model in learners.items():
         w = weight_of(name, model, weights)
         if w == 0:
