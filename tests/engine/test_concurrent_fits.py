@@ -40,7 +40,7 @@ def test_a_fit_during_a_background_fit_leaves_the_erased_user_erased(encoder, bo
     assert "gone" not in eng.learners["content"].profiles_
     eng.delete_user("later")  # after that swap: the background fit still has to forget them
     release.set()
-    thread.join(10)
+    thread.join(120)
     assert not eng.fit_running and eng.last_fit_error is None
     assert calls == [64, 62]  # the background fit read "gone"'s events, the foreground one did not
     for user in ("gone", "later"):

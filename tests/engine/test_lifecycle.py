@@ -173,14 +173,14 @@ def test_a_failing_fit_keeps_the_old_models_and_a_background_one_reports_why(sto
     with monkeypatch.context() as mp:
         mp.setattr(ItemKNN, "fit", broken)
         mp.setattr(lifecycle, "ProcessJobs", LocalJobs)  # the broken fit runs here, not in a child process
-        p.life.fit(background=True).join(10)
+        p.life.fit(background=True).join(120)
         assert p.life.last_fit_error == "RuntimeError: out of memory"
         assert p.models.learners is learners and p.models.version == version
         assert p.life.pending_erasures == []  # the failed fit stopped tracking erasures
         with pytest.raises(RuntimeError, match="out of memory"):  # in the foreground it raises
             p.life.fit()
         assert p.models.learners is learners and p.life.last_fit_error == "RuntimeError: out of memory"
-    p.life.fit(background=True).join(10)
+    p.life.fit(background=True).join(120)
     assert p.life.last_fit_error is None and p.models.version == version + 1
 
 
@@ -211,7 +211,7 @@ def test_users_erased_during_a_background_fit_are_forgotten_at_its_swap(store, m
     store.append_events(late)
     p.learn(late)  # learned by the old learners now, replayed into the new ones at the swap
     release.set()
-    thread.join(10)
+    thread.join(120)
     assert not p.life.running and p.life.last_fit_error is None
     assert "gone" not in p.models.learners["content"].profiles_ and "gone" not in p.state
     assert "late" in p.models.learners["content"].profiles_ and "late" in p.state
@@ -232,7 +232,7 @@ def test_the_log_growing_past_refit_growth_starts_a_background_refit(store):
     store.append_events(last)
     p.learn(last)
     assert p.life.thread is not None
-    p.life.thread.join(10)
+    p.life.thread.join(120)
     assert p.models.version == version + 1 and p.life.fit_events == 90 and p.life.since_fit == 0
 
 
@@ -267,7 +267,7 @@ def _swap_after_a_long_tail(path, monkeypatch, rounds: int) -> tuple[list[bool],
     store.append_events(tail)
     p.learn(tail)
     release.set()
-    thread.join(10)
+    thread.join(120)
     assert p.life.last_fit_error is None and p.life.replica.cursor == 110
     got = scores(p, ["u0", "u7", "u8"])
     store.close()
