@@ -205,7 +205,7 @@ def fuse(
         w = weight_of(name, model, weights)
         if w == 0:
             continue
-        if w == TIE_BREAK and weights.get(name, 0.0) < TIE_BREAK:
+        if w > weights.get(name, 0.0):  # raised by weight_of: here only to break ties
             tie_only.add(name)
         if offers(model, UserWeight):
             scale[name] = float(model.fusion_scale(user))
