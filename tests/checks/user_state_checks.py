@@ -89,6 +89,17 @@ class UserStateContract:
         assert user_state.history == st.state("u").history and seen == st.seen("u") == {1}
         assert user_state.interests_text == "space opera"
 
+    def test_every_read_is_a_new_state_so_what_a_request_derives_never_goes_stale(self, make) -> None:
+        # Reasons keep what they derive from a state on it (UserState.derived) for the
+        # rest of the request; that is only safe while no two reads share one object.
+        st = make(5)
+        st.apply(ev("u", "a", 1.0), 0)
+        first, _ = st.view("u")
+        first.derived["probe"] = 1
+        st.apply(ev("u", "b", 2.0), 1)
+        again, _ = st.view("u")
+        assert again is not first and again.derived == {} and st.state("u") is not st.state("u")
+
     def test_version_moves_on_every_change_of_that_user_only(self, make) -> None:
         st = make(5)
         st.apply(ev("u", "a", 1.0), 0)

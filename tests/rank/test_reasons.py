@@ -9,7 +9,7 @@ import pytest
 
 from liverec import Engine, Event
 from liverec.encode import Catalog
-from liverec.models.base import UserState
+from liverec.models.base import FeedbackConfig, UserState, positive_history
 from liverec.rank.reasons import did, reason_text
 from liverec.settings import Settings
 from liverec.store import Store
@@ -59,6 +59,20 @@ def test_the_verb_of_several_items_and_of_unknown_kinds() -> None:
                                 Event(user="u", item="c", kind="share")))
     assert did(u, ("a",)) == "liked" and did(u, ("b",)) == "chose" and did(u, ("c",)) == "chose"
     assert did(u) == "liked or chose" and did(UserState("new")) == "chose"
+
+
+def test_what_a_slate_derives_once_follows_the_catalog_and_the_feedback_reading() -> None:
+    cat = Catalog(dim=2)
+    cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{}, {}], ["A", "B"])
+    u = UserState("u", history=(Event(user="u", item="a", kind="click"), Event(user="u", item="b", kind="rating",
+                                                                                value=1.0)))
+    fb, signed = FeedbackConfig(), FeedbackConfig(rating_engagement=0.0, rating_valence=1.0)
+    ids, _, _ = positive_history(u, cat, fb)
+    assert ids == ["a", "b"] and positive_history(u, cat, fb)[0] is ids  # kept for the request
+    assert positive_history(u, cat, signed)[0] == ["a"]  # a 1-star rating pushes away when read signed
+    cat.remove(["a"])
+    assert positive_history(u, cat, fb)[0] == ["b"]  # a removed item stops standing behind reasons
+    assert did(u, ("b",)) == "rated" and did(u, ("b",)) == "rated" and did(u) == "viewed or rated"
 
 
 @pytest.mark.parametrize("source", ["ease", "als", "itemknn", "tfidf", "transition", "neural", "a-new-learner"])

@@ -121,7 +121,9 @@ class UserState:
     """What the engine knows about a user at request time.
 
     ``history`` holds the most recent events (oldest first); ``interests`` the
-    encoded vector of the interests the user declared, if any.
+    encoded vector of the interests the user declared, if any. ``derived`` keeps
+    what is computed from the state once per request (see :func:`positive_history`):
+    a state is built per request and never changes, so neither does what follows from it.
     """
 
     user: str
@@ -129,6 +131,7 @@ class UserState:
     interests: np.ndarray | None = None
     interests_text: str | None = None
     now: float | None = None
+    derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def is_cold(self) -> bool:
@@ -138,8 +141,23 @@ class UserState:
 def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(item ids, dense idx, weights) of the user's recent positive events on live items.
 
-    Learners use it to explain a score by the history items behind it.
+    Learners use it to explain a score by the history items behind it; every item of a
+    slate asks again, so the answer is kept on ``user`` (per catalog version and
+    feedback reading; callers must not modify the arrays).
+
+    >>> from liverec.encode import Catalog
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["A", "B"])
+    >>> u = UserState("u", history=(Event(user="u", item="a", kind="click"), Event(user="u", item="b", kind="skip")))
+    >>> fb = FeedbackConfig()
+    >>> ids, idx, w = positive_history(u, cat, fb)
+    >>> ids, idx.tolist(), w.tolist(), positive_history(u, cat, fb)[1] is idx
+    (['a'], [0], [1.0], True)
     """
+    key = ("positive_history", id(catalog), catalog.version, id(feedback))
+    kept = user.derived.get(key)
+    if kept is not None and kept[0] is catalog and kept[1] is feedback:
+        return kept[2]
     ids: list[str] = []
     idx: list[int] = []
     ws: list[float] = []
@@ -152,7 +170,9 @@ def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig
             ids.append(e.item)
             idx.append(j)
             ws.append(w)
-    return ids, np.asarray(idx, dtype=np.int64), np.asarray(ws, dtype=np.float64)
+    out = ids, np.asarray(idx, dtype=np.int64), np.asarray(ws, dtype=np.float64)
+    user.derived[key] = (catalog, feedback, out)  # the objects too: their ids stay theirs
+    return out
 
 
 def top_because(ids: list[str], pulls: np.ndarray, exclude: int, idx: np.ndarray, top: int, floor: float) -> tuple[str, ...]:

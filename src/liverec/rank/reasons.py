@@ -57,16 +57,28 @@ def did(user: UserState, items: Collection[str] | None = None) -> str:
 
     One verb when all agree; two joined by "or"; "chose" for more, or for no history.
     """
-    verbs: list[str] = []
-    for e in user.history:
-        if e.kind in _NEGATIVE or (items is not None and e.item not in items):
-            continue
-        v = VERBS.get(e.kind, "chose")
-        if v not in verbs:
-            verbs.append(v)
-    if not verbs or len(verbs) > 2:
-        return "chose"
-    return " or ".join(sorted(verbs, key=_ORDER.index))
+    key = ("did", None if items is None else tuple(items))
+    kept = user.derived.get(key)
+    if kept is None:
+        by_item = _verbs_by_item(user)
+        verbs: set[str] = set()
+        for it in by_item if items is None else items:
+            verbs |= by_item.get(it, set())
+        kept = "chose" if not verbs or len(verbs) > 2 else " or ".join(sorted(verbs, key=_ORDER.index))
+        user.derived[key] = kept
+    return kept
+
+
+def _verbs_by_item(user: UserState) -> dict[str, set[str]]:
+    """Each history item's verbs. Both are kept on ``user``: every reason of a slate asks."""
+    kept = user.derived.get("verbs_by_item")
+    if kept is None:
+        kept = {}
+        for e in user.history:
+            if e.kind not in _NEGATIVE:
+                kept.setdefault(e.item, set()).add(VERBS.get(e.kind, "chose"))
+        user.derived["verbs_by_item"] = kept
+    return kept
 
 
 def title(catalog: Catalog, item_id: str) -> str:
