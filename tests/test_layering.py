@@ -62,3 +62,23 @@ def test_imports_only_go_down_the_data_path():
             if theirs != mine and other > level:
                 bad.append(f"{path.relative_to(SRC)}:{line} ({mine}) imports {target} ({theirs})")
     assert not bad, "imports against the data path:\n" + "\n".join(bad)
+
+
+def _code_strings(path: Path) -> set[str]:
+    """String constants of ``path``'s code, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docs}
+
+
+def test_the_rank_pipeline_names_no_source():
+    # Sources differ by the abilities they declare (models.base protocols), never by name;
+    # reasons.py words each source's contribution for readers, so it keys phrases by name.
+    from liverec.models import REGISTRY
+
+    named = {f"{p.name}: {s!r}" for p in sorted((SRC / "liverec" / "rank").glob("*.py")) if p.name != "reasons.py"
+             for s in _code_strings(p) & set(REGISTRY)}
+    assert not named, f"source names in the ranking code: {sorted(named)}"

@@ -228,6 +228,24 @@ class VectorQuery(Protocol):
 
 
 @runtime_checkable
+class ItemSpace(Protocol):
+    """A :class:`VectorQuery` learner whose query lives in a space of its own item vectors:
+    ``item_vectors(idx)`` gives catalog rows ``idx`` in that space (the exploring
+    policies read the user's query and the candidates' vectors there).
+
+    Examples
+    --------
+    >>> from liverec.models import ContentProfile, ItemKNN
+    >>> isinstance(ContentProfile(), ItemSpace), isinstance(ItemKNN(), ItemSpace)
+    (True, False)
+    """
+
+    def query_vector(self, user: UserState) -> np.ndarray | None: ...
+
+    def item_vectors(self, idx: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
 class ScoreFloor(Protocol):
     """A learner that knows its lowest score over the live catalog without scoring it.
 

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..encode.catalog import Catalog
-from ..models.base import EventCounts, Learner, UserState, VectorQuery
+from ..models.base import EventCounts, ItemSpace, Learner, UserState
 from ..settings import Settings
 from ..store import Impression
 from ..store.impressions import ImpressionWriter
@@ -52,6 +52,23 @@ class Request:
     log: bool = True
     #: Used instead of ``weights`` when every candidate is an item nobody has acted on yet.
     new_item_weights: dict[str, float] | None = None
+
+
+def taste_space(learners: Mapping[str, Learner]) -> ItemSpace | None:
+    """The learner whose query places the user's behaviour among item vectors (an exploring
+    policy's context): the first by name that offers :class:`~liverec.models.base.ItemSpace`
+    and learns from events (declared interests describe what a user said, not did).
+
+    >>> from liverec.models import ContentProfile, DeclaredInterests, ItemKNN
+    >>> m = {"interests": DeclaredInterests(), "itemknn": ItemKNN(), "zcontent": ContentProfile()}
+    >>> type(taste_space(m)).__name__, taste_space({"itemknn": ItemKNN()})
+    ('ContentProfile', None)
+    """
+    for name in sorted(learners):
+        model = learners[name]
+        if model.learns_from_events and ranker.offers(model, ItemSpace):
+            return model
+    return None
 
 
 class Pipeline:
@@ -162,9 +179,9 @@ class Pipeline:
         self, state: UserState, learners: Mapping[str, Learner], scored: ranker.Scored, req: Request
     ) -> list[Recommendation]:
         """Let an exploring policy pick the slate; remember it so feedback can reward it."""
-        content = learners.get("content")
-        query = content.query_vector(state) if content is not None and ranker.offers(content, VectorQuery) else None
-        vecs = getattr(content, "item_vectors", None) if query is not None else None
+        space = taste_space(learners)
+        query = space.query_vector(state) if space is not None else None
+        vecs = space.item_vectors if space is not None and query is not None else None
         ctx = SlateContext(state, scored.items, scored.fused, query, self.catalog, vecs, scored.parts)
         chosen = self.served.choose(req.policy, ctx, scored, req.k)
         self.served.remember(state.user, scored, chosen.positions, req.weights)
