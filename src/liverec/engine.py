@@ -185,8 +185,7 @@ class Engine:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
         self.snapshots.close()
         self._impressions.close()
-        if hasattr(self.state, "close"):
-            self.state.close()
+        self.state.close()
         self.served.save()
         self.store.close()
         if self._cache_store is not None:

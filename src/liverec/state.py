@@ -121,6 +121,7 @@ class UserStateStore(Protocol):
     def complete(self) -> bool: ...
     def claim_refill(self) -> bool: ...
     def mark_complete(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class OnlineState:
@@ -207,6 +208,9 @@ class OnlineState:
 
     def mark_complete(self) -> None:
         pass
+
+    def close(self) -> None:
+        """Nothing to release: the state is this process's memory."""
 
     def state(self, user: str) -> UserState:
         """What the learners see of ``user`` right now."""

@@ -350,6 +350,8 @@ class Learner(abc.ABC):
     #: declared (not what they did) does not: a log holds no evidence of its weight, so
     #: weights learned from a log leave it at its setting.
     learns_from_events: ClassVar[bool] = True
+    #: Hyperparameter -> values ``fit(tune=True)`` tries (none: the tuner only weighs it).
+    search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
     #: The catalog the learner was fitted on (set by ``fit`` and ``from_state``).
     catalog_: Catalog
 

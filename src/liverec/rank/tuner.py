@@ -580,7 +580,7 @@ class Tuner:
                      for a, b in FEEDBACK_OPTIONS if (a, b) != cur]
         per_source: list[list[tuple[str, str | None, dict[str, Any]]]] = []
         for name in self.sources:
-            space = getattr(self.make_learner(name, {}, self.feedback), "search_space", None) or {}
+            space = self.make_learner(name, {}, self.feedback).search_space
             grid = _grid(space)
             order = rng.permutation(len(grid)) if grid else np.zeros(0, dtype=np.int64)
             per_source.append([("source", name, grid[int(i)]) for i in order])
