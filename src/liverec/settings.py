@@ -205,8 +205,9 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Replicas also poll the shared log this often (the fallback when Redis is down)"
     )
     snapshot_dir: str | None = Field(
-        None, description="Directory (any mounted path) for model snapshots; None = in the store itself. "
-        "A restart or a new replica loads the newest compatible snapshot and replays only the log after it"
+        None, description="Directory (any mounted path) for model snapshots; None = beside a SQLite file "
+        "(<file>.snapshots: SQLite's one writer would otherwise wait for every snapshot), in the store itself for "
+        "PostgreSQL. A restart or a new replica loads the newest compatible snapshot and replays only the log after it"
     )
     snapshot_keep: int = Field(3, ge=0, description="Snapshots kept (older ones are pruned); 0 = no snapshots")
     snapshot_every_events: int = Field(

@@ -56,6 +56,14 @@ def test_where_snapshots_go(tmp_path: Path) -> None:
     file = Store.open(f"sqlite:///{tmp_path / 'f.db'}")
     assert snapshot_repo(memory, None) is None  # dies with the process: nothing to restart from
     assert isinstance(snapshot_repo(memory, str(tmp_path / "d")), DirSnapshots)
-    assert isinstance(snapshot_repo(file, None), StoreSnapshots)
+    beside = snapshot_repo(file, None)  # SQLite's one writer must not wait for a snapshot
+    assert isinstance(beside, DirSnapshots) and beside.path == tmp_path / "f.db.snapshots"
     memory.close()
     file.close()
+
+
+@pytest.mark.postgres
+def test_a_server_database_keeps_snapshots_in_its_own_tables(postgres_url) -> None:
+    store = Store.open(postgres_url())  # every replica finds them with no extra setting
+    assert isinstance(snapshot_repo(store, None), StoreSnapshots)
+    store.close()
