@@ -57,12 +57,13 @@ def did(user: UserState, items: Collection[str] | None = None) -> str:
 
     One verb when all agree; two joined by "or"; "chose" for more, or for no history.
     """
-    key = ("did", None if items is None else tuple(items))
+    asked = None if items is None else tuple(items)
+    key = ("did", asked)
     kept = user.derived.get(key)
     if kept is None:
         by_item = _verbs_by_item(user)
         verbs: set[str] = set()
-        for it in by_item if items is None else items:
+        for it in by_item if asked is None else asked:
             verbs |= by_item.get(it, set())
         kept = "chose" if not verbs or len(verbs) > 2 else " or ".join(sorted(verbs, key=_ORDER.index))
         user.derived[key] = kept
@@ -70,7 +71,7 @@ def did(user: UserState, items: Collection[str] | None = None) -> str:
 
 
 def _verbs_by_item(user: UserState) -> dict[str, set[str]]:
-    """Each history item's verbs. Both are kept on ``user``: every reason of a slate asks."""
+    """Each history item's verbs, kept on ``user`` like :func:`did`'s answers: every reason of a slate asks."""
     kept = user.derived.get("verbs_by_item")
     if kept is None:
         kept = {}
