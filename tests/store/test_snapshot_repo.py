@@ -58,6 +58,9 @@ def test_where_snapshots_go(tmp_path: Path) -> None:
     assert isinstance(snapshot_repo(memory, str(tmp_path / "d")), DirSnapshots)
     beside = snapshot_repo(file, None)  # SQLite's one writer must not wait for a snapshot
     assert isinstance(beside, DirSnapshots) and beside.path == tmp_path / "f.db.snapshots"
+    assert not beside.path.exists() and beside.list() == []  # made by the first snapshot, not before
+    beside.write({"log_seq": 1}, b"body")
+    assert [i.log_seq for i in beside.list()] == [1]
     memory.close()
     file.close()
 

@@ -129,13 +129,17 @@ class StoreSnapshots:
 
 
 class DirSnapshots:
-    """Snapshots as ``<name>.body`` + ``<name>.json`` files in one directory (created if missing)."""
+    """Snapshots as ``<name>.body`` + ``<name>.json`` files in one directory, created if
+    missing: now (``create``: a directory a user named fails at start if it cannot be
+    made), or at the first snapshot (a default place stays absent while none is written)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path).expanduser()
-        self.path.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo:
+        self.path.mkdir(parents=True, exist_ok=True)
         created = time.time()
         name = f"liverec-{int(header['log_seq']):015d}-{time.time_ns()}"
         _write_atomic(self.path / f"{name}.body", body)
@@ -207,5 +211,5 @@ def snapshot_repo(store: Store, directory: str | None) -> SnapshotRepo | None:
         database = sa.engine.make_url(store.url).database
         if database in (None, "", ":memory:"):
             return None
-        return DirSnapshots(f"{database}.snapshots")
+        return DirSnapshots(f"{database}.snapshots", create=False)
     return StoreSnapshots(store)
