@@ -154,6 +154,11 @@ class Lifecycle:
     def base_weights(self) -> dict[str, float]:
         return self.models.base_weights(self.settings.fusion_weights)
 
+    def restart_fusion(self) -> None:
+        """(Re)start per-click fusion learning from the current weights (fixed once tuned on the
+        log, unless a learning rate is set: :meth:`~liverec.rank.feedback.SlateFeedback.rate`)."""
+        self.served.reset(self.base_weights(), tuned=self.models.tuned is not None)
+
     # -------------------------------------------------------------- opening
     def open(self) -> ModelSet | None:
         """Restore the catalog, declared interests, learned weights and every learner from the store:
@@ -184,7 +189,7 @@ class Lifecycle:
             self.adopt(restored)
         if not self.state.complete():
             self.refill_users()
-        self.served.reset(self.base_weights(), tuned=self.models.tuned is not None)
+        self.restart_fusion()
         if restored is not None:
             self.restore_fusion(restored)
         return restored
@@ -361,7 +366,7 @@ class Lifecycle:
             m.tuned = tuned
             m.feedback = feedback_config(s, tuned)
             m.learned_weights = dict(tuned.weights)
-            self.served.reset(self.base_weights(), tuned=True)
+            self.restart_fusion()
         return tuned
 
     def tune_fusion(self, *, holdout: int = 2000, negatives: int = 50, seed: int = 0) -> FusionFit:
@@ -375,7 +380,7 @@ class Lifecycle:
         self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
         with self.lock:
             self.models.learned_weights = dict(fit.weights)
-            self.served.reset(self.base_weights(), tuned=self.models.tuned is not None)
+            self.restart_fusion()
         return fit
 
     def _background_fit(

@@ -156,7 +156,7 @@ def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig
     """
     key = ("positive_history", id(catalog), catalog.version, id(feedback))
     kept = user.derived.get(key)
-    if kept is not None and kept[0] is catalog and kept[1] is feedback:
+    if kept is not None:
         return kept[2]
     ids: list[str] = []
     idx: list[int] = []
@@ -171,7 +171,7 @@ def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig
             idx.append(j)
             ws.append(w)
     out = ids, np.asarray(idx, dtype=np.int64), np.asarray(ws, dtype=np.float64)
-    user.derived[key] = (catalog, feedback, out)  # the objects too: their ids stay theirs
+    user.derived[key] = (catalog, feedback, out)  # holding both keeps their ids theirs while kept
     return out
 
 
