@@ -28,7 +28,7 @@ def _stream(n: int, n_items: int, seed: int) -> list[Event]:
 
 
 def _state(m: ItemKNN) -> dict:
-    nl = m._neighbours()
+    nl = m._neighbours(np.arange(len(m.catalog_)))  # every row read: stale rows rebuilt
     rows = {r: tuple(a.tolist() for a in nl.row(r)) for r in range(len(m.catalog_))}
     top = m.__dict__.get("top_pop_")
     return {
@@ -66,6 +66,10 @@ def test_itemknn_learn_many_leaves_the_same_state(weighting, batch, monkeypatch)
     for u in ("h0", "h2", "u5", "nobody"):
         np.testing.assert_array_equal(one.score(UserState(u), items), many.score(UserState(u), items))
         np.testing.assert_array_equal(one.candidates(UserState(u), 15), many.candidates(UserState(u), 15))
+    one._build_neighbours(one.counts_.to_csr())  # the lists as a fit builds them
+    fresh = _state(one)["rows"]
+    assert {r: sorted(v) for r, (_, v) in a["rows"].items()} == {r: sorted(v) for r, (_, v) in fresh.items()}, \
+        "lists rebuilt when read hold the strongest neighbours, as lists built from the counts"
 
 
 def test_batch_learner_is_an_ability():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import scipy.sparse as sp
 
 from checks.learner_checks import fitted, make_catalog, make_events
 from liverec import Event
@@ -29,14 +30,18 @@ def test_top_list_stays_exact_under_increments():
     assert not np.isin(t.top(s, alive, 10), np.flatnonzero(~alive)).any()
 
 
-def test_neighbour_lists_offer_keeps_the_strongest():
+def test_neighbour_lists_keep_the_strongest_of_each_row():
     nl = NeighbourLists(3)
     nl.set_row(5, np.array([1, 2, 3, 4]), np.array([0.1, 0.4, 0.3, 0.2], np.float32))
     assert nl.row(5)[0].tolist() == [2, 3, 4]
-    nl.offer(np.array([5, 9]), 7, np.array([0.35, 1.0], np.float32))
-    assert nl.row(5)[0].tolist() == [2, 7, 3] and nl.row(9)[0].tolist() == [7]
-    nl.offer_row(5, np.array([4]), np.array([0.9], np.float32))
-    assert nl.row(5)[0].tolist() == [4, 2, 7]
+    rows = sp.csr_matrix(np.array([[0, 0, 0.5, 0, 0.9, 0.2, 0.1, 0], [0, 0, 0, 0, 0, 0, 0, 1.0], [0] * 8], np.float32))
+    nl.set_rows(np.array([5, 9, 2]), rows)  # a long row, a short row, an empty row
+    assert nl.row(5)[0].tolist() == [4, 2, 5] and nl.row(9)[0].tolist() == [7] and nl.row(2)[0].tolist() == []
+    nl.set_rows(np.array([5]), rows[1:2])  # a row rebuilt forgets what it held
+    assert nl.row(5)[0].tolist() == [7]
+    scale = np.array([1, 1, 1, 1, 0.1, 1, 1, 1])
+    nl.set_rows(np.array([6]), rows[:1], lambda idx: scale[idx])
+    assert nl.row(6)[0].tolist() == [2, 5, 6], "ranked by value x scale(neighbour)"
 
 
 def test_factor_index_follows_items_and_pickles():

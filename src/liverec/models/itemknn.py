@@ -406,9 +406,9 @@ class ItemKNN(Learner):
     def learn_many(self, events: Sequence[Event]) -> None:
         """``learn_one`` on each event in order (:class:`~liverec.models.base.BatchLearner`):
         the histories first, then the co-occurrence counts of the run in one vectorised
-        pass (per :data:`_RUN_PAIRS` pairs), then the neighbour lists and the popularity
-        top list event by event with each event's counts (what those keep depends on the
-        order of offers).
+        pass (per :data:`_RUN_PAIRS` pairs), then the popularity top list event by event
+        (what it keeps depends on the order of offers); the changed rows' neighbour lists
+        are marked stale.
         """
         self._check_fitted()
         steps: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
@@ -425,9 +425,8 @@ class ItemKNN(Learner):
             self._learn_steps(steps)
 
     def _learn_steps(self, steps: Sequence[tuple[int, float, float, np.ndarray, np.ndarray]]) -> None:
-        """The counts, lists and top list after ``steps`` (from :meth:`_remember`, in order)."""
+        """The counts, stale lists and top list after ``steps`` (from :meth:`_remember`, in order)."""
         self._ensure(max(len(self.catalog_), max(st[0] for st in steps) + 1))
-        after = np.zeros(0, dtype=np.float32)
         if any(len(st[3]) for st in steps):
             # C_ij += d x_j and C_ji alike, for every step, in step order.
             it = np.concatenate([np.full(len(js), i, dtype=np.int64) for i, _, _, js, _ in steps])
@@ -436,21 +435,18 @@ class ItemKNN(Learner):
             step = np.repeat(np.arange(len(steps)), [len(st[3]) for st in steps])
             order = np.argsort(np.concatenate([step, step]), kind="stable")
             rows, cols = np.concatenate([it, jt])[order], np.concatenate([jt, it])[order]
-            both = np.empty(2 * len(v), dtype=np.float32)
-            both[order] = self.counts_.add_in_order(rows, cols, np.concatenate([v, v])[order])
-            after = both[: len(v)]  # C_ij right after each step
+            self.counts_.add_in_order(rows, cols, np.concatenate([v, v])[order])
+            self._stale(np.concatenate([it, jt]))
         top = lazy(self, "top_pop_", TopList)
-        at = 0
-        for i, a, b, js, _ in steps:
+        for i, a, b, _, _ in steps:
             self.n_[i] += b * b - a * a
-            if len(js):
-                self._offer_counts(i, js, after[at : at + len(js)].copy())
-                at += len(js)
             top.offer(i, self.n_)
 
     def _ensure(self, n: int) -> None:
         self.n_ = grow(self.n_, n)
         self.counts_.resize(n)
+        if "stale_" in self.__dict__:
+            self.stale_ = grow(self.stale_, n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         hist = self.items_.pop(user, None)
@@ -489,32 +485,45 @@ class ItemKNN(Learner):
         shrunk = sp.csr_matrix((self._shrink_inplace(C.data.astype(np.float32)), C.indices, C.indptr),
                                shape=C.shape)
         self.neighbours_ = NeighbourLists.from_csr(shrunk, self.candidate_neighbours, self._isq)
+        self.stale_: np.ndarray = np.zeros(C.shape[0], dtype=bool)  # rows whose counts changed since
         self.top_pop_ = TopList()
 
-    def _neighbours(self) -> NeighbourLists:
+    def _neighbours(self, rows: np.ndarray) -> NeighbourLists:
+        """The neighbour lists, rows ``rows`` current: a row whose counts changed since it
+        was built is rebuilt from them here, when read, not per event. Below the two-stage
+        threshold nothing reads the lists, so learning never pays for them; above it a
+        request rebuilds at most its history's changed rows (the rows ``score`` gathers too).
+        """
         if self.__dict__.get("neighbours_") is None:  # a payload saved before the lists existed
             self._build_neighbours(self.counts_.to_csr())
+        st = self.__dict__.get("stale_")
+        if st is not None:
+            rows = rows[rows < len(st)]
+            rows = np.unique(rows[st[rows]])
+            if len(rows):
+                sub = self.counts_.gather(rows)
+                sub.sort_indices()  # ties keep the lowest index, however the counts were reached
+                self._shrink_inplace(sub.data)
+                self.neighbours_.set_rows(rows, sub, self._isq)
+                st[rows] = False
         return self.neighbours_
 
     def _offer_neighbours(self, i: int, js: np.ndarray) -> None:
-        """Pairs ``(i, j)`` for ``j`` in ``js`` changed: update row ``i`` and rows ``js``."""
-        pos = self.counts_.find_in_row(i, js)
-        c = np.zeros(len(js), dtype=np.float32)
-        c[pos >= 0] = self.counts_.vals[pos[pos >= 0]]
-        self._offer_counts(i, js, c)
+        """Pairs ``(i, j)`` for ``j`` in ``js`` changed: rows ``i`` and ``js`` are stale."""
+        self._stale(np.append(js, i))
 
-    def _offer_counts(self, i: int, js: np.ndarray, c: np.ndarray) -> None:
-        """Pairs ``(i, js[k])`` now count ``c[k]`` (a fresh array, shrunk here): update the lists."""
-        c = self._shrink_inplace(c)
-        nl = self._neighbours()
-        nl.offer_row(i, js, c, self._isq)
-        nl.offer(js, i, c, self._isq)
+    def _stale(self, rows: np.ndarray) -> None:
+        st = self.__dict__.get("stale_")
+        if st is None:  # a payload saved before lists were rebuilt when read: they were current
+            st = np.zeros(self.counts_.n, dtype=bool)
+        self.stale_ = st = grow(st, self.counts_.n)
+        st[rows] = True
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
         """About the ``n`` best-scored live items (dense indices, best first), sublinearly.
 
         The union of the neighbour lists (top :attr:`candidate_neighbours` per item,
-        kept current per event) of the user's scored history, ranked by the summed
+        rows rebuilt when read once their counts changed) of the user's scored history, ranked by the summed
         similarity; the history items themselves with their own term. Cold users get
         the most popular items (a top list kept per event), as ``score`` gives them.
         """
@@ -528,7 +537,7 @@ class ItemKNN(Learner):
                 return np.zeros(0, dtype=np.int64)
             return lazy(self, "top_pop_", TopList).top(self.n_, alive, n)
         h, x = hx
-        near, s = self._neighbours().accumulate(h, x * self._isq(h))
+        near, s = self._neighbours(h).accumulate(h, x * self._isq(h))
         nh = self.n_[h]
         den = nh + self.shrink
         own = x * np.divide(nh, den, out=np.zeros_like(nh), where=den > 0)  # sim(h, h)

@@ -115,10 +115,11 @@ class NeighbourLists:
     >>> nl.set_row(0, np.array([1, 2, 3]), np.array([0.5, 0.9, 0.1], np.float32))
     >>> nl.row(0)[0].tolist()
     [2, 1]
-    >>> nl.offer(np.array([0]), 3, np.array([2.0], np.float32))
-    >>> items, s = nl.accumulate(np.array([0]), np.array([1.0]))
+    >>> import scipy.sparse as sp
+    >>> nl.set_rows(np.array([0, 4]), sp.csr_matrix(np.array([[0, 0, 0, 2.0], [1.5, 0, 0, 0]], np.float32)))
+    >>> items, s = nl.accumulate(np.array([0, 4]), np.array([1.0, 2.0]))
     >>> dict(zip(items.tolist(), s.round(2).tolist()))
-    {2: 0.9, 3: 2.0}
+    {0: 3.0, 3: 2.0}
     """
 
     def __init__(self, m: int) -> None:
@@ -168,26 +169,33 @@ class NeighbourLists:
         s = self._slots(rows)
         self.nbr[s], self.val[s] = items, values
 
-    @classmethod
-    def from_csr(cls, csr: Any, m: int, scale: Scale = None) -> "NeighbourLists":
-        """Lists from a CSR matrix: row ``r``'s top-``m`` columns by ``data * scale(col)``."""
-        out = cls(m)
-        counts = np.diff(csr.indptr)
-        rows = np.flatnonzero(counts > 0)
+    def set_rows(self, rows: np.ndarray, csr: Any, scale: Scale = None) -> None:
+        """Each row ``rows[k]``'s list from all its neighbours, row ``k`` of ``csr`` (the top
+        ``m`` by ``data * scale(col)`` are kept; an empty row empties the list)."""
         if not len(rows):
-            return out
-        out._slots(rows)
-        short = rows[counts[rows] <= m]
+            return
+        s = self._slots(rows)
+        self.nbr[s] = -1
+        self.val[s] = 0.0
+        counts = np.diff(csr.indptr)
+        short = np.flatnonzero((counts > 0) & (counts <= self.m))
         if len(short):  # copied as they are, vectorised
             n = counts[short]
             src = np.repeat(csr.indptr[short] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
             col = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-            slot = np.repeat(out.slot[short], n)
-            out.nbr[slot, col] = csr.indices[src]
-            out.val[slot, col] = csr.data[src]
-        for r in rows[counts[rows] > m].tolist():
-            a, b = csr.indptr[r], csr.indptr[r + 1]
-            out.set_row(r, csr.indices[a:b].astype(np.int64), csr.data[a:b].astype(np.float32), scale)
+            slot = np.repeat(s[short], n)
+            self.nbr[slot, col] = csr.indices[src]
+            self.val[slot, col] = csr.data[src]
+        for k in np.flatnonzero(counts > self.m).tolist():
+            a, b = csr.indptr[k], csr.indptr[k + 1]
+            self.set_row(int(rows[k]), csr.indices[a:b].astype(np.int64), csr.data[a:b].astype(np.float32), scale)
+
+    @classmethod
+    def from_csr(cls, csr: Any, m: int, scale: Scale = None) -> "NeighbourLists":
+        """Lists from a CSR matrix: row ``r``'s top-``m`` columns by ``data * scale(col)``."""
+        out = cls(m)
+        rows = np.flatnonzero(np.diff(csr.indptr) > 0)
+        out.set_rows(rows, csr[rows], scale)
         return out
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,40 +207,6 @@ class NeighbourLists:
         items, vals = self.nbr[s][ok].astype(np.int64), self.val[s][ok]
         order = np.lexsort((items, -vals))
         return items[order], vals[order]
-
-    # ------------------------------------------------------------------ updates
-    def offer(self, rows: np.ndarray, item: int, values: np.ndarray, scale: Scale = None) -> None:
-        """Pair ``(r, item)`` now has ``values[k]`` for each (distinct) ``r = rows[k]``.
-
-        An entry already listed takes the new value; otherwise the item replaces the
-        row's weakest entry (or an empty one) if it ranks above it. O(len(rows) * m).
-        """
-        if not len(rows):
-            return
-        s = self._slots(rows)
-        hit = self.nbr[s] == item
-        hr, hc = np.nonzero(hit)
-        self.val[s[hr], hc] = values[hr]
-        miss = np.flatnonzero(~hit.any(axis=1))
-        if not len(miss):
-            return
-        sm = s[miss]
-        keys = self._keys(self.nbr[sm], self.val[sm], scale)
-        weakest = keys.argmin(axis=1)
-        new_key = values[miss].astype(np.float64) * (1.0 if scale is None else float(scale(np.array([item]))[0]))
-        ok = new_key > keys[np.arange(len(sm)), weakest]
-        self.nbr[sm[ok], weakest[ok]] = item
-        self.val[sm[ok], weakest[ok]] = values[miss][ok]
-
-    def offer_row(self, r: int, items: np.ndarray, values: np.ndarray, scale: Scale = None) -> None:
-        """Pairs ``(r, items[k])`` now have ``values[k]``: merge them into row ``r``'s list."""
-        old, old_v = self.row(r)
-        if len(old) * len(items) <= 1 << 16:  # a list and a history: comparing all pairs beats np.isin's sort
-            keep = ~(old[:, None] == items[None, :]).any(axis=1)
-        else:
-            keep = ~np.isin(old, items)
-        self.set_row(r, np.concatenate([old[keep], items]), np.concatenate([old_v[keep], values]).astype(np.float32),
-                     scale)
 
     # ------------------------------------------------------------------ queries
     def accumulate(self, rows: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
