@@ -445,8 +445,9 @@ class ItemKNN(Learner):
     def _ensure(self, n: int) -> None:
         self.n_ = grow(self.n_, n)
         self.counts_.resize(n)
-        if "stale_" in self.__dict__:
-            self.stale_ = grow(self.stale_, n)
+        st = self.__dict__.get("stale_")
+        if st is not None:
+            self.stale_ = grow(st, n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         hist = self.items_.pop(user, None)
@@ -485,7 +486,7 @@ class ItemKNN(Learner):
         shrunk = sp.csr_matrix((self._shrink_inplace(C.data.astype(np.float32)), C.indices, C.indptr),
                                shape=C.shape)
         self.neighbours_ = NeighbourLists.from_csr(shrunk, self.candidate_neighbours, self._isq)
-        self.stale_: np.ndarray = np.zeros(C.shape[0], dtype=bool)  # rows whose counts changed since
+        self.stale_ = np.zeros(C.shape[0], dtype=bool)  # rows whose counts changed since
         self.top_pop_ = TopList()
 
     def _neighbours(self, rows: np.ndarray) -> NeighbourLists:
