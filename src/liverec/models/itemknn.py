@@ -17,6 +17,9 @@ from .retrieval import NeighbourLists, TopList, best, column_sums, lazy
 #: beyond this many entries: short enough that searching every tail an event touches
 #: stays one small vectorised gather, long enough that re-sorting rows stays rare.
 _TAIL = 32
+#: Up to this many rows, :meth:`_RowStore.find` searches row by row (per-call numpy
+#: overhead dominates tiny vectorised rounds).
+_FEW = 24
 #: Free entries each row gets when the arrays are laid out (besides a quarter of its size).
 _SLACK = 8
 #: Pairs of (event item, history item) ``learn_many`` updates the counts for in one pass.
@@ -118,6 +121,8 @@ class _RowStore:
     # ------------------------------------------------------------------ access
     def find(self, rows: np.ndarray, col: int | np.ndarray) -> np.ndarray:
         """Position of entry ``(rows[k], col)`` (or ``(rows[k], col[k])``) for each k, -1 where absent."""
+        if len(rows) <= _FEW:  # a short history: one search per row beats the vectorised rounds
+            return self._find_each(rows, col)
         want = np.broadcast_to(np.asarray(col, dtype=np.int64), rows.shape)
         s = self.start[rows]
         lo, hi = s.copy(), s + self.nsorted[rows]
@@ -140,6 +145,29 @@ class _RowStore:
             pos[tail[np.searchsorted(np.cumsum(n), hit, side="right")]] = at[hit]
         return pos
 
+    def _find_each(self, rows: np.ndarray, col: int | np.ndarray) -> np.ndarray:
+        """:meth:`find` row by row (for a few rows)."""
+        want = np.broadcast_to(np.asarray(col, dtype=np.int64), rows.shape).tolist()
+        st, ns, sz = self.start[rows].tolist(), self.nsorted[rows].tolist(), self.size[rows].tolist()
+        return np.array([self._position(*row) for row in zip(st, ns, sz, want)], dtype=np.int64)
+
+    def _position(self, a: int, m: int, n: int, c: int) -> int:
+        """Position of column ``c`` in the row at ``a`` (``m`` sorted entries of ``n``), or -1."""
+        cols = self.cols
+        if m:
+            p = int(cols[a : a + m].searchsorted(c))
+            if p < m and cols[a + p] == c:
+                return a + p
+        if n > m:
+            hit = (cols[a + m : a + n] == c).nonzero()[0]
+            if len(hit):
+                return a + m + int(hit[0])
+        return -1
+
+    def position(self, r: int, c: int) -> int:
+        """Position of entry ``(r, c)``, -1 where absent."""
+        return self._position(int(self.start[r]), int(self.nsorted[r]), int(self.size[r]), c)
+
     def find_in_row(self, r: int, cols: np.ndarray) -> np.ndarray:
         """Position of entry ``(r, c)`` for each ``c`` in ``cols``, -1 where absent."""
         s, m, n = int(self.start[r]), int(self.nsorted[r]), int(self.size[r])
@@ -149,7 +177,11 @@ class _RowStore:
             p = np.minimum(np.searchsorted(head, cols), m - 1)
             hit = head[p] == cols
             pos[hit] = s + p[hit]
-        if n > m:
+        if n > m and len(cols) * (n - m) <= _FEW * _TAIL:  # a short tail: compare all pairs
+            eq = self.cols[s + m : s + n][None, :] == cols[:, None]
+            hit = eq.any(axis=1)
+            pos[hit] = s + m + eq[hit].argmax(axis=1)
+        elif n > m:
             tail = self.cols[s + m : s + n]
             order = np.argsort(tail, kind="stable")
             p = np.minimum(np.searchsorted(tail[order], cols), n - m - 1)
@@ -162,12 +194,31 @@ class _RowStore:
         self.vals[pos] = (self.vals[pos].astype(np.float64) + v).astype(np.float32)
 
     def append_to_row(self, r: int, cols: np.ndarray, v: np.ndarray) -> None:
-        """New entries ``(r, c)`` (absent until now)."""
-        self.append(np.full(len(cols), r, dtype=np.int64), cols, v)
+        """New entries ``(r, c)`` (absent until now), in order."""
+        k = len(cols)
+        if not k:
+            return
+        at = int(self.size[r])
+        if at + k > self.cap[r]:
+            self._reserve(np.array([r], dtype=np.int64), np.array([at + k], dtype=np.int64))
+        at += int(self.start[r])
+        self.cols[at : at + k] = cols
+        self.vals[at : at + k] = v
+        self.size[r] += k
+        if self.size[r] - self.nsorted[r] > _TAIL:
+            self._sort_row(r)
 
     def append_to_rows(self, rows: np.ndarray, col: int, v: np.ndarray) -> None:
         """New entries ``(r, col)`` for each (distinct) ``r`` in ``rows``."""
-        self.append(rows, np.full(len(rows), col, dtype=np.int64), v)
+        if not len(rows):
+            return
+        self._reserve(rows, self.size[rows] + 1)
+        at = self.start[rows] + self.size[rows]
+        self.cols[at] = col
+        self.vals[at] = v
+        self.size[rows] += 1
+        for r in rows[self.size[rows] - self.nsorted[rows] > _TAIL].tolist():
+            self._sort_row(r)
 
     def append(self, rows: np.ndarray, cols: np.ndarray, v: np.ndarray) -> None:
         """New entries ``(rows[k], cols[k])`` (distinct pairs, absent until now), in order per row."""
@@ -175,10 +226,10 @@ class _RowStore:
             return
         order = np.argsort(rows, kind="stable")
         rs = rows[order]
-        head = np.r_[True, rs[1:] != rs[:-1]]
+        head = np.concatenate(([True], rs[1:] != rs[:-1]))
         ur = rs[head]
         first = np.flatnonzero(head)
-        count = np.diff(np.r_[first, len(rs)])
+        count = np.diff(first, append=len(rs))
         self._reserve(ur, self.size[ur] + count)
         at = np.repeat(self.start[ur] + self.size[ur] - first, count) + np.arange(len(rs))
         self.cols[at] = cols[order]
@@ -195,7 +246,7 @@ class _RowStore:
         key = rows.astype(np.int64) * n + cols
         order = np.argsort(key, kind="stable")  # by pair, then in increment order
         ks = key[order]
-        head = np.r_[True, ks[1:] != ks[:-1]]
+        head = np.concatenate(([True], ks[1:] != ks[:-1]))
         pair_r, pair_c = ks[head] // n, ks[head] % n
         pos = self.find(pair_r, pair_c)
         if (pos < 0).any():  # new entries start at 0 (appending may move rows: find them again)
@@ -206,7 +257,7 @@ class _RowStore:
         grp = np.cumsum(head) - 1
         rank = np.arange(len(ks)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
         by_rank = np.argsort(rank, kind="stable")
-        bounds = np.r_[0, np.cumsum(np.bincount(rank))]
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
         after = np.empty(len(v), dtype=np.float32)
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round touches distinct entries
             sel = order[by_rank[a:b]]

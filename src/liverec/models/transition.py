@@ -171,12 +171,12 @@ class Transition(Learner):
             np.add.at(self.mass_, rows, v)
 
     def _add(self, a: int, b: int, v: float) -> None:
-        cols = np.array([b], dtype=np.int64)
-        pos = self.T_.find_in_row(a, cols)
-        if pos[0] >= 0:
-            self.T_.add(pos, np.array([v], dtype=np.float32))
+        T, x = self.T_, float(np.float32(v))
+        p = T.position(a, b)
+        if p >= 0:  # summed in float64 and rounded once, as _RowStore.add
+            T.vals[p] = np.float32(float(T.vals[p]) + x)
         else:
-            self.T_.append_to_row(a, cols, np.array([v], dtype=np.float32))
+            T.append_to_row(a, np.array([b], dtype=np.int64), np.array([x], dtype=np.float32))
         self.mass_[a] += np.float32(v)
 
     def _ensure(self, n: int) -> None:
