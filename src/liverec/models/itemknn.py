@@ -443,12 +443,14 @@ class ItemKNN(Learner):
         if len(js):
             C = self.counts_
             # C_ij += d x_j and C_ji alike: existing entries in place first (appending
-            # may move rows), then the new ones.
-            pi, pj = C.find_in_row(i, js), C.find(js, i)
-            C.add(pi[pi >= 0], v[pi >= 0])
-            C.add(pj[pj >= 0], v[pj >= 0])
-            C.append_to_row(i, js[pi < 0], v[pi < 0])
-            C.append_to_rows(js[pj < 0], i, v[pj < 0])
+            # may move rows), then the new ones. C is symmetric in its entries too, so
+            # (j, i) is stored exactly where (i, j) is: only those rows are searched.
+            pi = C.find_in_row(i, js)
+            had = pi >= 0
+            C.add(pi[had], v[had])
+            C.add(C.find(js[had], i), v[had])
+            C.append_to_row(i, js[~had], v[~had])
+            C.append_to_rows(js[~had], i, v[~had])
         self.n_[i] += b * b - a * a
         if len(js):
             self._offer_neighbours(i, js)
