@@ -15,7 +15,7 @@ from test_snapshots import QUIET, events, served
 
 def _itemknn_state(eng: Engine) -> dict:
     m = eng.learners["itemknn"]
-    nl = m._neighbours()
+    nl = m._neighbours(np.arange(len(eng.catalog)))  # every row read: stale rows rebuilt
     return {
         "C": m.counts_.to_csr().toarray(), "n": m.n_.tolist(), "items": {u: dict(h) for u, h in m.items_.items()},
         "recent": {u: list(r) for u, r in m.recent_.items()},
