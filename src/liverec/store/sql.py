@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -37,6 +38,8 @@ from . import schema as S
 _CHUNK = 500  # rows per IN (...) list; far below every backend's parameter limit
 # pg_advisory_xact_lock key serialising event appends on PostgreSQL (any fixed bigint).
 _APPEND_LOCK_KEY = 0x6C69766572656301
+#: Rows per multi-row INSERT on SQLite: 7 parameters each, under its 32,766-parameter limit.
+_SQLITE_ROWS = 4_000
 
 
 def require_driver(url: str | sa.engine.URL) -> None:
@@ -435,6 +438,10 @@ class Store:
         first: dict[str, int] = {}
         for i, e in enumerate(events):
             first.setdefault(e.id, i)
+        if self.dialect == "sqlite":
+            with self._begin() as conn:
+                inserted = self._append_sqlite(conn, [events[i] for i in first.values()])
+            return [i for eid, i in first.items() if eid in inserted]
         rows = [
             {
                 "id": events[i].id,
@@ -455,13 +462,35 @@ class Store:
             .returning(S.events.c.id)
         )
         with self._begin() as conn:
-            if self.dialect == "postgresql":
+            if self.dialect == "postgresql":  # (SQLite took the path above)
                 # Concurrent appends of overlapping ids in different orders deadlock on the
                 # unique index; one append at a time also keeps seq in commit order. SQLite
                 # already serialises writers.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_APPEND_LOCK_KEY)))
             inserted = {r.id for r in conn.execute(stmt, rows)}
         return [i for eid, i in first.items() if eid in inserted]
+
+    @staticmethod
+    def _append_sqlite(conn: sa.Connection, events: Sequence[Event]) -> set[str]:
+        """Insert ``events`` (distinct ids) through the DB-API cursor, skipping ids already
+        stored; the ids inserted. The same rows as the SQLAlchemy statement (``context`` as
+        its JSON type writes it), without its per-statement compile and result processing:
+        a single event's append takes about half the time (SQLite's own write and fsync
+        are the rest)."""
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        head = f"INSERT INTO {S.events.name} (id, user_id, item_id, kind, value, ts, context) VALUES "
+        tail = " ON CONFLICT (id) DO NOTHING RETURNING id"
+        out: set[str] = set()
+        try:
+            for a in range(0, len(events), _SQLITE_ROWS):
+                chunk = events[a : a + _SQLITE_ROWS]
+                args = [x for e in chunk for x in (e.id, e.user, e.item, e.kind, float(e.value), float(e.timestamp),
+                                                   json.dumps(dict(e.context)))]
+                cur.execute(head + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)) + tail, args)
+                out.update(r[0] for r in cur.fetchall())
+        finally:
+            cur.close()
+        return out
 
     def iter_events(
         self, *, after_seq: int = 0, user: str | None = None, batch_size: int = 10_000
