@@ -262,8 +262,8 @@ class Transition(Learner):
         for r, a in enumerate(last):
             if a == idx:
                 continue
-            pos = self.T_.find_in_row(a, np.array([idx], dtype=np.int64))
-            v = float(self.T_.vals[pos[0]]) if pos[0] >= 0 else 0.0
+            p = self.T_.position(a, idx)
+            v = float(self.T_.vals[p]) if p >= 0 else 0.0
             pulls[a] = max(pulls.get(a, 0.0), v * self.recency**r / (self.mass_[a] + 1.0))
         best = sorted((a for a, p in pulls.items() if p > 0), key=lambda a: (-pulls[a], a))[:top]
         return tuple(self.catalog_.ids[a] for a in best)

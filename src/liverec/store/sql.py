@@ -540,6 +540,18 @@ class Store:
     def log_impressions(self, rows: Sequence[Impression]) -> None:
         if not rows:
             return
+        if self.dialect == "sqlite":  # the DB-API cursor, as append_events: no per-statement compile
+            args = [(r.request_id, r.user, r.item, r.position, float(r.score), float(r.propensity), r.policy,
+                     float(r.timestamp), json.dumps(dict(r.context or {}))) for r in rows]
+            with self._begin() as conn:
+                cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cur.executemany(
+                        f"INSERT INTO {S.impressions.name} (request_id, user_id, item_id, position, score, "
+                        "propensity, policy, ts, context) VALUES (?,?,?,?,?,?,?,?,?)", args)
+                finally:
+                    cur.close()
+            return
         with self._begin() as conn:
             conn.execute(
                 S.impressions.insert(),
