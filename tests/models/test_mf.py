@@ -121,6 +121,44 @@ def test_all_events_counts_every_event_with_strength_one(data):
 
 # -------------------------------------------------------------- new items: LM -> CF
 @pytest.mark.parametrize("cls", [ALS, BPR])
+def test_the_map_averages_ridge_and_the_nearest_items_with_interactions(cls):
+    cat, events = synth()
+    m = fit(cls(factors=8, map_neighbours=5), cat, events)
+    lm = np.random.default_rng(3).normal(size=(4, cat.dim)).astype(np.float32)
+    ridge = m.map_y_mean_ + (lm.astype(np.float64) - m.map_x_mean_) @ m.map_w_
+    base = m.map_base_
+    x = cat.vectors[base] - m.map_x_mean_.astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    want = []
+    for q, r in zip(lm, ridge):
+        q = q - m.map_x_mean_.astype(np.float32)
+        sim = x @ (q / np.linalg.norm(q))
+        top = np.argsort(-sim)[:5]
+        w = np.maximum(sim[top], 0) ** 2
+        want.append(0.5 * r + 0.5 * (w @ m.item_factors_[base[top]]) / w.sum())
+    np.testing.assert_allclose(m.map_vectors(lm), np.array(want), rtol=1e-4, atol=1e-5)
+    m.map_neighbours = 0
+    np.testing.assert_allclose(m.map_vectors(lm), ridge, rtol=1e-5, atol=1e-6)
+
+
+def test_only_items_written_since_the_last_sync_are_mapped_again():
+    cat, events = synth()
+    m = fit(ALS(factors=8), cat, events)
+    cat.upsert(["a"], cat.vectors[:1].copy(), [{}], [""])
+    m.score(UserState("u0"), cat.select(["a"]))  # syncs: "a" is mapped
+    a = cat.index["a"]
+    mapped = m.item_factors_[a].copy()
+    np.testing.assert_allclose(mapped, m.map_vectors(cat.vectors[a : a + 1])[0], rtol=1e-6)
+    m.item_factors_[a] = 7.0  # as if learned: a later catalog change must not overwrite it...
+    cat.upsert(["b"], cat.vectors[1:2].copy(), [{}], [""])
+    m.score(UserState("u0"), cat.select(["b"]))
+    assert (m.item_factors_[a] == 7.0).all() and m.item_factors_[cat.index["b"]].any()
+    cat.upsert(["a"], cat.vectors[2:3].copy(), [{}], [""])  # ...unless its text is encoded again
+    m.score(UserState("u0"), cat.select(["a"]))
+    np.testing.assert_allclose(m.item_factors_[a], m.map_vectors(cat.vectors[2:3])[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [ALS, BPR])
 def test_new_item_is_mapped_from_its_lm_vector(cls):
     cat, events = synth()
     # Few factors: with 64 for 60 users the model memorises and nothing generalises.

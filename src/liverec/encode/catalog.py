@@ -92,6 +92,7 @@ class Catalog:
         self.index: dict[str, int] = {}
         self._vectors = np.zeros((capacity if dim else 0, dim or 0), dtype=np.float32)
         self._alive = np.zeros(capacity, dtype=bool)
+        self._stamps = np.zeros(capacity, dtype=np.int64)  # version that last wrote each row's vector
         self.attributes: list[Mapping[str, Any]] = []
         self.texts: list[str] = []
         self.version = 0  # bumps on every change; caches key on it
@@ -192,6 +193,7 @@ class Catalog:
                 self.dim = int(vectors.shape[1])
                 self._vectors = np.zeros((max(1024, len(ids)), self.dim), dtype=np.float32)
                 self._alive = np.zeros(self._vectors.shape[0], dtype=bool)
+                self._stamps = np.zeros(self._vectors.shape[0], dtype=np.int64)
             out = []
             for item_id, vec, attrs, text in zip(ids, vectors, attributes, texts):
                 i = self.index.get(item_id)
@@ -207,9 +209,25 @@ class Catalog:
                     self.texts[i] = text
                 self._vectors[i] = vec
                 self._alive[i] = True
+                self._stamps[i] = self.version + 1
                 out.append(i)
             self.version += 1
             return out
+
+    def written_since(self, version: int) -> np.ndarray:
+        """Indices of the items whose vector was written (added or re-encoded) after ``version``.
+
+        >>> cat = Catalog(dim=2)
+        >>> _ = cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{}, {}], ["", ""])
+        >>> v = cat.version
+        >>> _ = cat.upsert(["b", "c"], np.eye(2, dtype=np.float32), [{}, {}], ["", ""])
+        >>> cat.written_since(v).tolist(), cat.written_since(-1).tolist()
+        ([1, 2], [0, 1, 2])
+        """
+        stamps = self.__dict__.get("_stamps")
+        if stamps is None:  # pickled before stamps were kept: any row may have changed
+            return np.arange(len(self.ids))
+        return np.flatnonzero(stamps[: len(self.ids)] > version)
 
     def remove(self, ids: Iterable[str]) -> list[int]:
         """Mark items dead; their slots are never reused in this process."""
@@ -228,7 +246,11 @@ class Catalog:
         v[:cap] = self._vectors
         a = np.zeros(new_cap, dtype=bool)
         a[:cap] = self._alive
-        self._vectors, self._alive = v, a
+        t = np.zeros(new_cap, dtype=np.int64)
+        stamps = self.__dict__.get("_stamps")
+        if stamps is not None:
+            t[: len(stamps)] = stamps
+        self._vectors, self._alive, self._stamps = v, a, t
 
     # --------------------------------------------------------------- filters
     def column(self, key: str) -> tuple[np.ndarray, np.ndarray]:
