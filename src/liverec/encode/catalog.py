@@ -22,6 +22,7 @@ import json
 import operator
 import sys
 import threading
+import uuid
 import warnings
 from collections import Counter
 from types import FrameType
@@ -96,6 +97,9 @@ class Catalog:
         self.attributes: list[Mapping[str, Any]] = []
         self.texts: list[str] = []
         self.version = 0  # bumps on every change; caches key on it
+        #: Versions count from 0 in every catalog: a learner that keeps one also keeps this,
+        #: so a learner restored over another catalog (a restart) does not mistake its counts.
+        self.uid = uuid.uuid4().hex
         self._columns: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
         self._lock = threading.RLock()
 

@@ -250,7 +250,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         """Follow the catalog: grow item arrays and (re)map items without interactions."""
         cat = self.catalog_
         n = len(cat)
-        if cat.version == self.cat_version_ and n <= self.n_items_:
+        if cat.version == self.cat_version_ and n <= self.n_items_ and self.__dict__.get("cat_uid_") == cat.uid:
             return
         if n > len(self.item_factors_):
             cap = max(n, 2 * len(self.item_factors_))
@@ -264,11 +264,12 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.n_items_ = max(n, self.n_items_)
         # Items without interactions whose vector was written since the last sync (added
         # or re-encoded; after a fit, every one of them) get a mapped vector.
-        cold = cat.written_since(self.cat_version_)
-        cold = cold[~self.has_cf_[cold]]
+        uid = cat.__dict__.get("uid")
+        cold = cat.written_since(self.cat_version_ if self.__dict__.get("cat_uid_") == uid else -1)
+        cold = cold[~self.has_cf_[cold] & cat.alive[cold]]  # a removed item keeps what it had
         if len(cold):
             self._set_items(cold, self.map_vectors(cat.vectors[cold]))
-        self.cat_version_ = cat.version
+        self.cat_version_, self.cat_uid_ = cat.version, uid
 
     # -------------------------------------------------------------- user rows
     def _row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
