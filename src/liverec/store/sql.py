@@ -189,7 +189,16 @@ class Store:
             raise
 
     def _migrate(self) -> None:
+        with self._connect() as conn:  # the usual case, read only: the schema is current
+            if sa.inspect(conn).has_table(S.meta.name) and conn.execute(
+                sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")
+            ).scalar_one_or_none() == str(S.SCHEMA_VERSION):
+                return
         with self._begin() as conn:
+            if self.dialect == "sqlite":
+                # The write lock before the schema is read: processes opening one new file at
+                # once migrate it one after the other (the next waits, then finds it made).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             S.meta.create(conn, checkfirst=True)
             row = conn.execute(
                 sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")
