@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.lapack import dposv
 
 from ..encode.catalog import ItemIds
 from ..types import Event
@@ -75,7 +76,16 @@ def solve_least_squares(
     fu = factors[idx].astype(np.float64)
     a = gram + fu.T @ (fu * (confidence - 1.0)[:, None])
     a.flat[:: k + 1] += regularization
-    return np.linalg.solve(a, fu.T @ confidence)
+    b = fu.T @ confidence
+    # The system is symmetric positive definite (non-negative confidences, reg > 0): LAPACK's
+    # Cholesky solve, called directly, costs a third of np.linalg.solve's LU with its checks
+    # (a 64 x 64 system per event). LU if rounding ever leaves it not positive definite.
+    _, x, info = dposv(a, b, lower=0, overwrite_a=1, overwrite_b=0)
+    if info != 0:
+        a = gram + fu.T @ (fu * (confidence - 1.0)[:, None])
+        a.flat[:: k + 1] += regularization
+        return np.linalg.solve(a, b)
+    return x
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
