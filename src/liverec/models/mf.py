@@ -80,12 +80,8 @@ def solve_least_squares(
     # The system is symmetric positive definite (non-negative confidences, reg > 0): LAPACK's
     # Cholesky solve, called directly, costs a third of np.linalg.solve's LU with its checks
     # (a 64 x 64 system per event). LU if rounding ever leaves it not positive definite.
-    _, x, info = dposv(a, b, lower=0, overwrite_a=1, overwrite_b=0)
-    if info != 0:
-        a = gram + fu.T @ (fu * (confidence - 1.0)[:, None])
-        a.flat[:: k + 1] += regularization
-        return np.linalg.solve(a, b)
-    return x
+    _, x, info = dposv(a, b, lower=0, overwrite_a=0, overwrite_b=0)
+    return x if info == 0 else np.linalg.solve(a, b)
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -260,7 +256,9 @@ class _MatrixFactorization(Learner, abc.ABC):
         """Follow the catalog: grow item arrays and (re)map items without interactions."""
         cat = self.catalog_
         n = len(cat)
-        if cat.version == self.cat_version_ and n <= self.n_items_ and self.__dict__.get("cat_uid_") == cat.uid:
+        uid = cat.__dict__.get("uid")
+        same = self.__dict__.get("cat_uid_") == uid  # versions of another catalog say nothing here
+        if same and cat.version == self.cat_version_ and n <= self.n_items_:
             return
         if n > len(self.item_factors_):
             cap = max(n, 2 * len(self.item_factors_))
@@ -274,8 +272,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.n_items_ = max(n, self.n_items_)
         # Items without interactions whose vector was written since the last sync (added
         # or re-encoded; after a fit, every one of them) get a mapped vector.
-        uid = cat.__dict__.get("uid")
-        cold = cat.written_since(self.cat_version_ if self.__dict__.get("cat_uid_") == uid else -1)
+        cold = cat.written_since(self.cat_version_ if same else -1)
         cold = cold[~self.has_cf_[cold] & cat.alive[cold]]  # a removed item keeps what it had
         if len(cold):
             self._set_items(cold, self.map_vectors(cat.vectors[cold]))
