@@ -173,26 +173,6 @@ def test_engine_tune_on_an_empty_log_names_the_fix(encoder):
             eng.tune(budget=0)
 
 
-def test_prefix_split_asks_for_the_next_item_at_a_random_point_of_each_history():
-    from liverec.rank.tuner import prefix_split
-
-    cat = make_catalog()
-    events = chains()
-    split = prefix_split(events, cat, FeedbackConfig(), seed=0)
-    assert split is not None and len(split.users) == 40
-    lengths = {len(st.history) for st in split.states}
-    assert min(lengths) < 4 and max(lengths) > 8  # early and late points, not one fixed share
-    for u, st, nxt in zip(split.users, split.states, split.next_item):
-        mine = [e for e in sorted(events, key=lambda e: e.timestamp) if e.user == u]
-        cut = len(st.history)
-        assert [e.item for e in st.history] == [e.item for e in mine[:cut]]
-        assert cat.ids[int(nxt)] == mine[cut].item
-        assert [e for e in split.train if e.user == u] == mine[:cut]  # nothing of theirs from the cut on
-    again = prefix_split(events, cat, FeedbackConfig(), seed=0)
-    assert again is not None and again.users == split.users and (again.next_item == split.next_item).all()  # seeded
-    assert prefix_split(events, cat, FeedbackConfig(), users=lambda u: u == "u0") is None  # too few users
-
-
 def test_new_items_are_part_of_the_objective_for_sources_that_can_rank_them():
     cat = make_catalog(n_items=200)
     events = chains(n_users=150, n_items=200)
@@ -321,3 +301,26 @@ def test_a_request_ranking_only_new_items_is_served_with_the_new_item_weights(en
         assert sources(candidates=["n1", "n2"], weights={"tfidf": 0.0, "trending": 0.0}) == {"content"}
         eng.models.tuned = base  # tuned before new-item weights existed: the usual weights
         assert "tfidf" not in sources(candidates=["n1", "n2"])
+
+
+def test_replay_split_asks_each_sampled_tail_event_from_the_history_it_came_after():
+    from liverec.rank.tuner import replay_split
+
+    cat = make_catalog()
+    events = sorted(chains(), key=lambda e: e.timestamp)
+    split = replay_split(events, cat, FeedbackConfig(), share=0.25, max_rows=50, seed=0)
+    assert split is not None and split.replay is not None and split.seen is not None
+    cut = len(events) - int(len(events) * 0.25)
+    assert split.train == events[:cut]  # sources are fitted on the log before the tail
+    assert len(split.users) == 50 and len(set(split.users)) < 50  # per event: a user may be asked more than once
+    learned = [e for batch in split.replay for e in batch]
+    assert learned == events[cut : cut + len(learned)]  # the tail, in time order, learned before each row
+    for r, (u, st, nxt) in enumerate(zip(split.users, split.states, split.next_item)):
+        at = cut + sum(len(b) for b in split.replay[: r + 1])  # this row's event
+        assert events[at].user == u and cat.ids[int(nxt)] == events[at].item
+        before = [e for e in events[:at] if e.user == u]
+        assert list(st.history) == before[-len(st.history) :] if st.history else not before
+        assert split.seen[r] == {cat.get_idx(e.item) for e in before} and int(nxt) not in split.seen[r]
+    again = replay_split(events, cat, FeedbackConfig(), share=0.25, max_rows=50, seed=0)
+    assert again is not None and again.users == split.users and (again.next_item == split.next_item).all()
+    assert replay_split(events, cat, FeedbackConfig(), share=0.25, users=lambda u: u == "u0") is None  # too few rows
