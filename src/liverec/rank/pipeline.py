@@ -195,9 +195,10 @@ class Pipeline:
         fusion weights are learned from them). Called under the engine lock: an erasure
         running now cannot be followed by this user's impressions."""
         if recs and req.log:
+            pos = np.asarray(order, dtype=np.intp)
+            cols = [(n, v[pos].tolist()) for n, v in scored.parts.items()]
             self._write(req.user, recs, policy, [
-                {**dict(req.context), "sources": {n: round(float(v[p]), 6) for n, v in scored.parts.items()}}
-                for p in order
+                {**dict(req.context), "sources": {n: round(v[j], 6) for n, v in cols}} for j in range(len(pos))
             ])
 
     def log_cached(

@@ -38,7 +38,7 @@ class Scored:
     items: ItemIds
     fused: np.ndarray
     parts: dict[str, np.ndarray]  # weighted, normalised contribution per source
-    raw: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray]  # each source's own scores, in the dtype it returned
     #: The per-user factor a UserWeight source's weight was multiplied by (others: 1).
     scale: dict[str, float] = field(default_factory=dict)
     #: Sources that take part only to break ties (a popularity source weighted 0).
@@ -63,7 +63,9 @@ def minmax(x: np.ndarray, floor: float | None = None) -> np.ndarray:
         lo = min(lo, float(floor))
     if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
         return np.zeros(len(x), dtype=np.float64)
-    return (x.astype(np.float64) - lo) / (hi - lo)
+    out = np.subtract(x, lo, dtype=np.float64)  # one new array, in float64 whatever x holds
+    out /= hi - lo
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,10 +212,10 @@ def fuse(
         if offers(model, UserWeight):
             scale[name] = float(model.fusion_scale(user))
             w *= scale[name]
-        s = np.asarray(model.score(user, items), dtype=np.float64)
-        raw[name] = s
-        parts[name] = w * minmax(s, (floor or {}).get(name))
-        fused += parts[name]
+        raw[name] = s = np.asarray(model.score(user, items))  # the source's own dtype: read only to explain
+        part = parts[name] = minmax(s, (floor or {}).get(name))
+        part *= w
+        fused += part
     return Scored(items, fused, parts, raw, scale, frozenset(tie_only))
 
 
@@ -230,18 +232,44 @@ def explain(
     catalog: Catalog,
 ) -> tuple[Reason, ...]:
     """Each source's contribution to the item at ``pos``, in words and as data."""
-    idx = int(scored.items.idx[pos])
+    return explain_slate(user, scored, np.array([pos]), learners, catalog)[0]
+
+
+def explain_slate(
+    user: UserState,
+    scored: Scored,
+    order: np.ndarray,
+    learners: Mapping[str, Learner],
+    catalog: Catalog,
+) -> list[tuple[Reason, ...]]:
+    """:func:`explain` for every position of ``order``: each source's values are read
+    for the whole slate at once (as Python floats), not one array element at a time."""
+    pos = np.asarray(order, dtype=np.intp)
+    cols = [(n, scored.parts[n][pos].tolist(), scored.raw[n][pos].tolist()) for n in scored.parts]
+    return [
+        _reasons(user, idx, [(n, part[j], raw[j]) for n, part, raw in cols], scored.tie_only, learners, catalog)
+        for j, idx in enumerate(scored.items.idx[pos].tolist())
+    ]
+
+
+def _reasons(
+    user: UserState,
+    idx: int,
+    values: list[tuple[str, float, float]],
+    tie_only: frozenset[str],
+    learners: Mapping[str, Learner],
+    catalog: Catalog,
+) -> tuple[Reason, ...]:
+    """The reasons for catalog row ``idx`` from each source's (name, contribution, raw score)."""
     # Strongest first; at equal contributions a source that only breaks ties comes last.
-    ranked = sorted(scored.parts.items(), key=lambda kv: (-kv[1][pos], kv[0] in scored.tie_only))
+    ranked = sorted(values, key=lambda v: (-v[1], v[0] in tie_only))
     # Sources that added nothing (or only broke ties) are left out; the strongest one stands
     # in if none added more.
-    shown = [(r, n, p) for r, (n, p) in enumerate(ranked) if round(float(p[pos]), 6) > TIE_BREAK]
+    shown = [(r, v) for r, v in enumerate(ranked) if round(v[1], 6) > TIE_BREAK]
     if not shown and ranked:
-        shown = [(0, *ranked[0])]
+        shown = [(0, ranked[0])]
     reasons = []
-    for rank, name, part in shown:
-        contribution = float(part[pos])
-        raw = float(scored.raw[name][pos])
+    for rank, (name, contribution, raw) in shown:
         model = learners[name]
         because: tuple[str, ...] = ()
         # History items only for the two strongest sources: they are what drove the
@@ -262,13 +290,14 @@ def to_recommendations(
     *,
     with_reasons: bool = True,
 ) -> list[Recommendation]:
+    reasons = explain_slate(user, scored, order, learners, catalog) if with_reasons else [()] * len(order)
     return [
         Recommendation(
             item=scored.items.id_at(int(p)),
             score=float(scored.fused[p]),
-            reasons=explain(user, scored, int(p), learners, catalog) if with_reasons else (),
+            reasons=why,
             propensity=1.0,
             position=rank,
         )
-        for rank, p in enumerate(order)
+        for rank, (p, why) in enumerate(zip(order, reasons))
     ]
