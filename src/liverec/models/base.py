@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import copy
 import inspect
+import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Protocol, Self, Sequence, runtime_checkable
@@ -178,9 +179,9 @@ def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig
 def top_because(ids: list[str], pulls: np.ndarray, exclude: int, idx: np.ndarray, top: int, floor: float) -> tuple[str, ...]:
     """The ``top`` distinct history items with the strongest pull above ``floor``."""
     best: dict[str, float] = {}
-    for it, j, p in zip(ids, idx, pulls):
-        if j != exclude and p > floor and p > best.get(it, -np.inf):
-            best[it] = float(p)
+    for it, j, p in zip(ids, idx.tolist(), np.asarray(pulls).tolist()):  # Python numbers: no numpy scalar per item
+        if j != exclude and p > floor and p > best.get(it, -math.inf):
+            best[it] = p
     return tuple(it for it, _ in sorted(best.items(), key=lambda kv: -kv[1])[:top])
 
 

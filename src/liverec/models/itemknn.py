@@ -11,7 +11,7 @@ from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
-from .retrieval import NeighbourLists, TopList, best, column_sums, lazy
+from .retrieval import NeighbourLists, SparseRows, TopList, best, column_sums, lazy, transposed_product
 
 #: A row's unsorted tail (columns added since the row was last sorted) is sorted into it
 #: beyond this many entries: short enough that searching every tail an event touches
@@ -266,14 +266,19 @@ class _RowStore:
             after[sel] = self.vals[p]
         return after
 
-    def gather(self, rows: np.ndarray) -> sp.csr_matrix:
-        """Rows ``rows`` (in that order) as a fresh float32 CSR; columns unsorted within a row."""
+    def rows(self, rows: np.ndarray) -> SparseRows:
+        """Rows ``rows`` (in that order) as fresh float32 CSR arrays; columns unsorted within a row."""
         s, n = self.start[rows].tolist(), self.size[rows]
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(n, out=indptr[1:])
         cols = np.concatenate([self.cols[a : a + k] for a, k in zip(s, n.tolist())]) if len(rows) else np.zeros(0, np.int32)
         vals = np.concatenate([self.vals[a : a + k] for a, k in zip(s, n.tolist())]) if len(rows) else np.zeros(0, np.float32)
-        return sp.csr_matrix((vals, cols, indptr), shape=(len(rows), self.n))
+        return SparseRows(vals, cols, indptr, (len(rows), self.n))
+
+    def gather(self, rows: np.ndarray) -> sp.csr_matrix:
+        """:meth:`rows` as a scipy CSR."""
+        r = self.rows(rows)
+        return sp.csr_matrix((r.data, r.indices, r.indptr), shape=r.shape)
 
     def to_csr(self) -> sp.csr_matrix:
         """The whole matrix, canonical (sorted, no explicit zeros)."""
@@ -648,7 +653,7 @@ class ItemKNN(Learner):
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
         h, x = hx
-        sub = self.counts_.gather(h)
+        sub = self.counts_.rows(h)
         # A few candidates (two-stage serving): nothing as long as the catalog is built.
         few = len(items) * 4 < n_cat
         isq = None if few else self._inv_sqrt_n()
@@ -663,10 +668,11 @@ class ItemKNN(Learner):
         if top_k and k is not None:
             # Top-k needs every entry's similarity (one gather of 1/sqrt(n_j)) and a
             # partition per long row: ~3x slower than the full sum below.
-            sub.data *= np.repeat(inv(h), counts)
-            sub.data *= inv(sub.indices.astype(np.intp))
+            data = sub.data  # scaled in place
+            data *= np.repeat(inv(h), counts)
+            data *= inv(sub.indices.astype(np.intp))
             for row in np.flatnonzero(counts > k).tolist():
-                seg = sub.data[sub.indptr[row] : sub.indptr[row + 1]]
+                seg = data[sub.indptr[row] : sub.indptr[row + 1]]
                 thr = np.partition(seg, len(seg) - k)[len(seg) - k]
                 seg[seg < thr] = 0.0  # ties at the cut stay: independent of storage order
         # Full cosine factorises: sum_h x_h c'_hi / sqrt(n_h n_i) is one sparse
@@ -681,7 +687,7 @@ class ItemKNN(Learner):
             mine = h[at] == items.idx
             out[mine] += own[at[mine]]
             return out.astype(np.float32)
-        out = np.asarray(sub.T @ coef)
+        out = transposed_product(sub, coef)
         if not top_k:
             assert isq is not None  # computed whenever not few
             out = out * isq[:n_cat]

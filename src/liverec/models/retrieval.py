@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -325,8 +325,34 @@ class FactorIndex:
             self._index = Index.restore(bytearray(state["_index"]))
 
 
+class SparseRows(NamedTuple):
+    """Rows of a sparse matrix as CSR arrays, without a scipy object: building one checks
+    its arrays (tens of microseconds), and a request reads a user's rows twice."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+
+def transposed_product(m: Any, coef: np.ndarray) -> np.ndarray:
+    """``m.T @ coef`` for a CSR ``m`` (or :class:`SparseRows`) in scipy's order and dtype:
+    row by row, entry by entry, each product rounded then added, so the values are the
+    same to the bit.
+
+    >>> m = SparseRows(np.array([1.0, 2.0, 3.0, 1.0]), np.array([0, 2, 1, 2]), np.array([0, 2, 4]), (2, 3))
+    >>> transposed_product(m, np.array([1.0, 10.0])).tolist()
+    [1.0, 30.0, 12.0]
+    """
+    dtype = np.result_type(m.data, coef)
+    w = m.data.astype(dtype) * np.repeat(np.asarray(coef, dtype=dtype), np.diff(m.indptr))
+    out = np.zeros(m.shape[1], dtype=dtype)
+    np.add.at(out, m.indices, w)
+    return out
+
+
 def column_sums(m: Any, coef: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``(m.T @ coef)[cols]`` for a CSR ``m``, without a vector as wide as ``m`` when few
+    """``(m.T @ coef)[cols]`` for a CSR ``m`` (or :class:`SparseRows`), without a vector as wide as ``m`` when few
     columns are asked (O(nnz log len(cols))): scoring a few hundred candidates must not
     cost O(catalog). The sums run in scipy's order and dtype, so the values are the
     same to the bit.
@@ -340,7 +366,7 @@ def column_sums(m: Any, coef: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """
     cols = np.asarray(cols, dtype=np.int64)
     if len(cols) * 4 >= m.shape[1]:
-        return np.asarray(m.T @ coef)[cols]
+        return transposed_product(m, coef)[cols]
     sc = np.sort(cols)
     pos = np.minimum(np.searchsorted(sc, m.indices), max(len(sc) - 1, 0))
     hit = sc[pos] == m.indices if len(sc) else np.zeros(len(m.indices), dtype=bool)

@@ -28,7 +28,7 @@ from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .itemknn import _RowStore
 from .pop import grow
-from .retrieval import column_sums
+from .retrieval import SparseRows, column_sums, transposed_product
 
 
 @register
@@ -203,7 +203,7 @@ class Transition(Learner):
         """The user's last ``history`` items, most recent first."""
         return list(self.recent_.get(user, ()))[-self.history :][::-1]
 
-    def _rows(self, user: str) -> tuple[sp.csr_matrix, np.ndarray] | None:
+    def _rows(self, user: str) -> tuple[SparseRows, np.ndarray] | None:
         """(rows of T for the user's last items, each row's weight); None without history."""
         last = self._last(user)
         if not last:
@@ -211,7 +211,7 @@ class Transition(Learner):
         self._ensure(max(len(self.catalog_), 1))
         rows = np.asarray(last, dtype=np.int64)
         coef = (self.recency ** np.arange(len(last))) / (self.mass_[rows] + 1.0)
-        return self.T_.gather(rows), coef.astype(np.float32)
+        return self.T_.rows(rows), coef.astype(np.float32)
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
@@ -225,7 +225,7 @@ class Transition(Learner):
         if len(items) * 4 < n:  # a few candidates (two-stage serving): no catalog-sized vector
             out[ok] = column_sums(sub, coef, items.idx[ok])
             return out
-        s = np.asarray(sub.T @ coef, dtype=np.float64)[:n]
+        s = np.asarray(transposed_product(sub, coef), dtype=np.float64)[:n]
         out[ok] = s[items.idx[ok]]
         return out
 

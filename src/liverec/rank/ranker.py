@@ -56,9 +56,10 @@ def minmax(x: np.ndarray, floor: float | None = None) -> np.ndarray:
     >>> minmax(np.array([2.0, 4.0])).tolist(), minmax(np.array([2.0, 4.0]), floor=0.0).tolist()
     ([0.0, 1.0], [0.5, 1.0])
     """
+    x = np.asarray(x)
     if len(x) == 0:
         return x.astype(np.float64)
-    lo, hi = float(np.min(x)), float(np.max(x))
+    lo, hi = float(x.min()), float(x.max())
     if floor is not None and np.isfinite(floor):
         lo = min(lo, float(floor))
     if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
