@@ -320,6 +320,24 @@ class Explains(Protocol):
 
 
 @runtime_checkable
+class ExplainsMany(Protocol):
+    """An :class:`Explains` learner that names the history items behind several items in
+    one call: ``because_many(user, idx, top)`` is ``[because(user, i, top) for i in idx]``,
+    with what depends on the user alone worked out once (a slate explains up to ten items).
+
+    Examples
+    --------
+    >>> from liverec.models import ALS, Transition
+    >>> isinstance(ALS(), ExplainsMany), isinstance(Transition(), ExplainsMany)
+    (True, False)
+    """
+
+    def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]: ...
+
+    def because_many(self, user: UserState, idx: Sequence[int], top: int = 2) -> list[tuple[str, ...]]: ...
+
+
+@runtime_checkable
 class UserWeight(Protocol):
     """A learner whose fusion weight depends on the user: the ranker multiplies the
     source's weight by ``fusion_scale(user)`` (>= 0) for that user's request.
@@ -340,7 +358,8 @@ class Learner(abc.ABC):
     Subclasses implement ``fit``, ``learn_one`` and ``score``; they may also provide
     ``candidates(user, n)`` (:class:`Retriever`), ``query_vector(user)``
     (:class:`VectorQuery`, searched in the engine's vector index) and
-    ``because(user, idx)`` (:class:`Explains`: history items behind a score).
+    ``because(user, idx)`` (:class:`Explains`: history items behind a score; with
+    ``because_many``, :class:`ExplainsMany`).
     """
 
     name: ClassVar[str] = "learner"

@@ -696,20 +696,29 @@ class ItemKNN(Learner):
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items most similar to item ``idx`` (external ids, best first)."""
+        return self.because_many(user, [idx], top)[0]
+
+    def because_many(self, user: UserState, idx: Sequence[int], top: int = 2) -> list[tuple[str, ...]]:
+        """:meth:`because` of each item ``idx``; the history and its norms are read once."""
         self._check_fitted()
         hx = self._history(user.user)
-        if hx is None or top <= 0:
-            return ()
-        self._ensure(max(len(self.catalog_), idx + 1))
+        if hx is None or top <= 0 or not len(idx):
+            return [() for _ in idx]
+        self._ensure(max(len(self.catalog_), max(idx) + 1))
         h, _ = hx
+        n_h = self.n_[h].astype(np.float64)
+        inv_h = np.divide(1.0, np.sqrt(n_h), out=np.zeros_like(n_h), where=n_h > 1e-12)
+        return [self._because_one(h, inv_h, i, top) for i in idx]
+
+    def _because_one(self, h: np.ndarray, inv_h: np.ndarray, idx: int, top: int) -> tuple[str, ...]:
+        """The ``top`` history items ``h`` (with ``1/sqrt(n_h)``) most similar to item ``idx``."""
         # C[idx, h] read straight from the row: no scipy objects or catalog-sized arrays
         # here (this runs for every explained item of every request).
         c_h = np.zeros(len(h), dtype=np.float64)
         pos = self.counts_.find_in_row(idx, h)
         c_h[pos >= 0] = self.counts_.vals[pos[pos >= 0]]
         c_h = self._shrink_inplace(c_h)
-        n_h, n_i = self.n_[h].astype(np.float64), float(self.n_[idx])
-        inv_h = np.divide(1.0, np.sqrt(n_h), out=np.zeros_like(n_h), where=n_h > 1e-12)
+        n_i = float(self.n_[idx])
         sim = c_h * inv_h * (1.0 / np.sqrt(n_i) if n_i > 1e-12 else 0.0)
         sim[h == idx] = 0.0
         order = np.lexsort((h, -sim))[:top]

@@ -401,17 +401,25 @@ class _MatrixFactorization(Learner, abc.ABC):
 
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """History items whose CF vectors are most similar (cosine) to item ``idx``'s."""
+        return self.because_many(user, [idx], top)[0]
+
+    def because_many(self, user: UserState, idx: Sequence[int], top: int = 2) -> list[tuple[str, ...]]:
+        """:meth:`because` of each item ``idx``; the history's vectors and norms are read once."""
         self._check_fitted()
         self._sync_items()
         ids, hidx, _ = positive_history(user, self.catalog_, self._fb)
-        v = self.item_factors_[idx].astype(np.float64)
-        nv = float(np.linalg.norm(v))
-        if not ids or nv < 1e-12:
-            return ()
+        if not ids:
+            return [() for _ in idx]
         h = self.item_factors_[hidx].astype(np.float64)
         norms = np.linalg.norm(h, axis=1)
-        sims = np.where(norms > 1e-12, (h @ v) / np.maximum(norms, 1e-12) / nv, 0.0)
-        return top_because(ids, sims, idx, hidx, top, 0.2)
+        usable, safe = norms > 1e-12, np.maximum(norms, 1e-12)
+        out: list[tuple[str, ...]] = []
+        for i in idx:
+            v = self.item_factors_[i].astype(np.float64)
+            nv = float(np.linalg.norm(v))
+            sims = np.where(usable, (h @ v) / safe / nv, 0.0) if nv >= 1e-12 else None
+            out.append(() if sims is None else top_because(ids, sims, i, hidx, top, 0.2))
+        return out
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         """Drop ``user``'s interactions and refit from the rest.

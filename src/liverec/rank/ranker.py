@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
-from ..models.base import Explains, Learner, Popularity, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
+from ..models.base import Explains, ExplainsMany, Learner, Popularity, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
 from .reasons import reason_text
@@ -244,42 +244,53 @@ def explain_slate(
     catalog: Catalog,
 ) -> list[tuple[Reason, ...]]:
     """:func:`explain` for every position of ``order``: each source's values are read
-    for the whole slate at once (as Python floats), not one array element at a time."""
+    for the whole slate at once (as Python floats), and each source names the history
+    items behind all its reasons in one call."""
     pos = np.asarray(order, dtype=np.intp)
     cols = [(n, scored.parts[n][pos].tolist(), scored.raw[n][pos].tolist()) for n in scored.parts]
+    idxs = scored.items.idx[pos].tolist()
+    shown = [_shown([(n, part[j], raw[j]) for n, part, raw in cols], scored.tie_only) for j in range(len(idxs))]
+    # History items only for the two strongest sources: they are what drove the score,
+    # and ``because`` is the costly part of explaining (measured 5 ms of 7).
+    asked: dict[str, list[int]] = {}
+    for j, rows in enumerate(shown):
+        for rank, (name, contribution, _) in rows:
+            if rank < 2 and contribution > 0 and offers(learners[name], Explains):
+                asked.setdefault(name, []).append(j)
+    because = {
+        (name, j): b for name, js in asked.items() for j, b in zip(js, _because(learners[name], user, [idxs[j] for j in js]))
+    }
     return [
-        _reasons(user, idx, [(n, part[j], raw[j]) for n, part, raw in cols], scored.tie_only, learners, catalog)
-        for j, idx in enumerate(scored.items.idx[pos].tolist())
+        tuple(_reason(name, part, raw, because.get((name, j), ()), user, catalog) for _, (name, part, raw) in rows)
+        for j, rows in enumerate(shown)
     ]
 
 
-def _reasons(
-    user: UserState,
-    idx: int,
-    values: list[tuple[str, float, float]],
-    tie_only: frozenset[str],
-    learners: Mapping[str, Learner],
-    catalog: Catalog,
-) -> tuple[Reason, ...]:
-    """The reasons for catalog row ``idx`` from each source's (name, contribution, raw score)."""
-    # Strongest first; at equal contributions a source that only breaks ties comes last.
+def _reason(name: str, contribution: float, raw: float, because: tuple[str, ...], user: UserState, catalog: Catalog) -> Reason:
+    """One source's reason: its contribution, in words and as data."""
+    return Reason(source=name, contribution=round(contribution, 6), text=reason_text(name, raw, because, user, catalog),
+                  because=because)
+
+
+def _shown(values: list[tuple[str, float, float]], tie_only: frozenset[str]) -> list[tuple[int, tuple[str, float, float]]]:
+    """The (rank, (source, contribution, raw score)) pairs an item's reasons show, strongest first."""
+    # At equal contributions a source that only breaks ties comes last.
     ranked = sorted(values, key=lambda v: (-v[1], v[0] in tie_only))
     # Sources that added nothing (or only broke ties) are left out; the strongest one stands
     # in if none added more.
     shown = [(r, v) for r, v in enumerate(ranked) if round(v[1], 6) > TIE_BREAK]
     if not shown and ranked:
         shown = [(0, ranked[0])]
-    reasons = []
-    for rank, (name, contribution, raw) in shown:
-        model = learners[name]
-        because: tuple[str, ...] = ()
-        # History items only for the two strongest sources: they are what drove the
-        # score, and ``because`` is the costly part of explaining (measured 5 ms of 7).
-        if rank < 2 and contribution > 0 and offers(model, Explains):
-            because = model.because(user, idx)
-        text = reason_text(name, raw, because, user, catalog)
-        reasons.append(Reason(source=name, contribution=round(contribution, 6), text=text, because=because))
-    return tuple(reasons)
+    return shown
+
+
+def _because(model: Learner, user: UserState, idx: list[int]) -> list[tuple[str, ...]]:
+    """The history items behind ``model``'s score of each item ``idx``, in one call when it can."""
+    if offers(model, ExplainsMany):
+        return model.because_many(user, idx)
+    if offers(model, Explains):
+        return [model.because(user, i) for i in idx]
+    return [() for _ in idx]
 
 
 def to_recommendations(
