@@ -255,6 +255,17 @@ class EASE(Learner):
         return lo if np.isfinite(lo) else None
 
     # ------------------------------------------------------------------- scoring
+    def _b_rows(self, n: int) -> np.ndarray:
+        """B's row for each of the first ``n`` catalog rows, -1 for items outside B (kept
+        per fit and catalog size: a request then maps its candidates in one gather)."""
+        kept = self.__dict__.get("_b_rows_kept")
+        if kept is None or kept[0] is not self.bidx_ or len(kept[1]) != n:
+            rows = np.full(n, -1, dtype=np.int64)
+            m = min(n, len(self.bidx_))
+            rows[:m] = self.bidx_[:m]
+            self._b_rows_kept = kept = (self.bidx_, rows)
+        return kept[1]
+
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
@@ -263,30 +274,27 @@ class EASE(Learner):
             if not self.cold_popularity:  # in a fused engine, trending covers cold users
                 return np.zeros(len(items), dtype=np.float32)
             return self.pop_[items.idx].astype(np.float32)  # cold user: popularity
-        out = np.zeros(len(items), dtype=np.float32)
         nb = len(self.bidx_)
         h = np.fromiter(sorted(hist), dtype=np.int64, count=len(hist))
         x = np.fromiter((hist[j] for j in h.tolist()), dtype=np.float32, count=len(h))
         hb = self.bidx_[h[h < nb]]
         x = x[h < nb][hb >= 0]
         hb = hb[hb >= 0]
-        idx = items.idx
-        ib = np.full(len(idx), -1, dtype=np.int64)
-        inside = idx < nb
-        ib[inside] = self.bidx_[idx[inside]]
+        ib = self._b_rows(max(len(self.catalog_), nb))[items.idx]
         ok = ib >= 0
         if len(hb) == 0 or not ok.any():
-            return out
+            return np.zeros(len(items), dtype=np.float32)
         if ok.sum() * 4 > len(self.B_):
             # Many items: add whole rows of B in place. Cheaper than gathering B[hist]
             # (a |history| x n_items copy) and feeding it to a BLAS gemv.
-            acc = np.zeros(len(self.B_), dtype=np.float32)
+            acc = np.zeros(len(self.B_) + 1, dtype=np.float32)  # the last entry stays 0: items outside B
+            body = acc[:-1]
             for j, w in zip(hb.tolist(), x.tolist()):
                 if w == 1.0:
-                    acc += self.B_[j]
+                    body += self.B_[j]
                 else:
-                    acc += np.float32(w) * self.B_[j]
-            out[ok] = acc[ib[ok]]
-        else:
-            out[ok] = (self.B_[np.ix_(hb, ib[ok])] * x[:, None]).sum(axis=0)
+                    body += np.float32(w) * self.B_[j]
+            return acc[ib]
+        out = np.zeros(len(items), dtype=np.float32)
+        out[ok] = (self.B_[np.ix_(hb, ib[ok])] * x[:, None]).sum(axis=0)
         return out
