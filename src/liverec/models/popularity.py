@@ -76,6 +76,7 @@ class Trending(Learner):
             np.add.at(self.raw_, log.item_idx[keep][pos], contrib)
             np.add.at(self.count_, log.item_idx[keep][pos], 1.0)
         self.top_ = TopList()
+        self.__dict__.pop("_scores_kept", None)
         return self
 
     def _ensure(self, n: int) -> None:
@@ -90,6 +91,7 @@ class Trending(Learner):
             self.t0_ = t
         self.raw_[idx] = max(0.0, self.raw_[idx] + sign * w * math.exp2((t - self.t0_) / self._h))
         self.count_[idx] = max(0.0, self.count_[idx] + sign)
+        self.changes_ = self.__dict__.get("changes_", 0) + 1
 
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
@@ -140,7 +142,20 @@ class Trending(Learner):
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
+        n = len(self.catalog_)
+        if len(items) * 4 > n:  # most of the catalog: every user's request reads the same scores
+            return self._catalog_scores(n)[items.idx]
         return np.log1p(self.decayed(items.idx)).astype(np.float32)
+
+    def _catalog_scores(self, n: int) -> np.ndarray:
+        """The score of each of the ``n`` catalog rows, kept until an event, the clock or the
+        catalog changes them."""
+        self._ensure(n)
+        key = (self.catalog_.version, n, len(self.raw_), self.now_, self.t0_, self.__dict__.get("changes_", 0))
+        kept = self.__dict__.get("_scores_kept")
+        if kept is None or kept[0] != key:
+            kept = self._scores_kept = (key, np.log1p(self.decayed(np.arange(n))).astype(np.float32))
+        return kept[1]
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
         """The ``n`` most popular live items right now (dense indices, best first).
