@@ -26,7 +26,7 @@ import uuid
 import warnings
 from collections import Counter
 from types import FrameType
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,10 +72,15 @@ class ItemIds:
         """Rows of an (n_catalog, ...) array for these items."""
         return matrix[self.idx]
 
-    def project(self, matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """``matrix[idx] @ q`` without copying the rows when most of the catalog is asked for."""
+    def project(
+        self, matrix: np.ndarray, q: np.ndarray, by_column: Callable[[], np.ndarray | None] | None = None,
+    ) -> np.ndarray:
+        """``matrix[idx] @ q`` without copying the rows when most of the catalog is asked for;
+        then from ``by_column()`` (the same matrix in column-major order, e.g.
+        :meth:`Catalog.vectors_by_column`) when it gives one."""
         if len(self.idx) * 4 > matrix.shape[0]:
-            return (matrix @ q)[self.idx]
+            whole = by_column() if by_column is not None else None
+            return ((matrix if whole is None else whole) @ q)[self.idx]
         return matrix[self.idx] @ q
 
     def __len__(self) -> int:

@@ -320,7 +320,7 @@ class Explains(Protocol):
 
 
 @runtime_checkable
-class ExplainsMany(Protocol):
+class ExplainsMany(Explains, Protocol):
     """An :class:`Explains` learner that names the history items behind several items in
     one call: ``because_many(user, idx, top)`` is ``[because(user, i, top) for i in idx]``,
     with what depends on the user alone worked out once (a slate explains up to ten items).
@@ -331,8 +331,6 @@ class ExplainsMany(Protocol):
     >>> isinstance(ALS(), ExplainsMany), isinstance(Transition(), ExplainsMany)
     (True, False)
     """
-
-    def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]: ...
 
     def because_many(self, user: UserState, idx: Sequence[int], top: int = 2) -> list[tuple[str, ...]]: ...
 

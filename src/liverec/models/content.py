@@ -86,9 +86,7 @@ class CentredSpace:
 
     def _project(self, q: np.ndarray, items: ItemIds) -> np.ndarray:
         """Each item's score for query ``q``: its cosine with ``q`` in this space, up to ``|q|``."""
-        cat = self.catalog_
-        by_column = cat.vectors_by_column() if len(items) * 4 > len(cat) else None
-        raw = (by_column @ q)[items.idx] if by_column is not None else items.project(cat.vectors, q)
+        raw = items.project(self.catalog_.vectors, q, by_column=self.catalog_.vectors_by_column)
         if not self.center:
             return raw
         norms = self._norms()
