@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     refit_min_events: int = Field(
         10_000, ge=1, description="Re-fits start only after a fit that read at least this many events"
     )
+    bulk_fit_events: int = Field(
+        5_000, ge=0, description="record_many: a batch of at least this many new events that is also at least "
+        "as large as everything the models have learned (a bulk import) is learned by one fit from the log, not "
+        "event by event: same promise (the call returns once the models reflect it), a fraction of the time "
+        "(0 = always event by event)"
+    )
     tune_budget_seconds: float = Field(
         300.0, gt=0, description="Time budget of fit(tune=True) / `liverec tune`: the search stops starting "
         "trials after this many seconds"

@@ -349,6 +349,35 @@ def test_the_log_growing_past_refit_growth_starts_a_background_refit(encoder, bo
         assert e.lifecycle.thread is None
 
 
+def test_a_bulk_import_is_learned_by_one_fit_with_the_answers_of_store_then_fit(encoder, books):
+    """record_many of a batch at least bulk_fit_events long and at least as large as what the
+    models learned is learned by a fit from the log: the answers equal learn=False + fit();
+    a smaller batch, or bulk_fit_events=0, is learned event by event."""
+    s = Settings(encoder_progress=False, bulk_fit_events=100, refit_growth=0)
+    batch = [ev(f"u{j % 7}", books[(j * 13) % 80].id, t=j) for j in range(120)]
+    with Engine.open(settings=s, encoder=encoder) as bulk, Engine.open(settings=s, encoder=encoder) as ref:
+        for e in (bulk, ref):
+            e.add_items(books[:80])
+        assert bulk.is_bulk(120) and not bulk.is_bulk(99)
+        assert bulk.record_many(batch) == 120
+        assert bulk.lifecycle.fit_events == 120 and bulk.lifecycle.since_fit == 0   # one fit read them all
+        ref.record_many(batch, learn=False)
+        ref.fit()
+        for u in ("u0", "u3", "u6"):
+            assert [(r.item, r.score) for r in bulk.recommend(u, log=False)] == \
+                [(r.item, r.score) for r in ref.recommend(u, log=False)]
+        assert not bulk.is_bulk(119)                                    # smaller than what the models know
+        bulk.record_many([ev("w", books[j % 80].id, t=500 + j) for j in range(110)])
+        assert bulk.lifecycle.fit_events == 120 and bulk.lifecycle.since_fit == 110   # learned one by one
+        assert [x.item for x in bulk.user_state("w").history][-1] == books[109 % 80].id
+    never = Settings(encoder_progress=False, bulk_fit_events=0, refit_growth=0)
+    with Engine.open(settings=never, encoder=encoder) as e:
+        e.add_items(books[:80])
+        assert not e.is_bulk(10**6)
+        e.record_many(batch)
+        assert e.lifecycle.fit_events == 0 and e.lifecycle.since_fit == 120
+
+
 def test_background_fit_hot_swaps_and_loses_nothing(eng, monkeypatch):
     import threading
 
