@@ -119,6 +119,17 @@ class Store:
         self._serial = threading.RLock() if serialize else None
         self._migrate()
 
+    def shareable_url(self) -> str | None:
+        """The URL another process opens this same store with (password included), or None
+        for an in-memory store, which only this process sees.
+
+        >>> Store.open().shareable_url() is None
+        True
+        """
+        if self._serial is not None:
+            return None
+        return self.engine.url.render_as_string(hide_password=False)
+
     @contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
         """A write transaction (serialised for in-memory SQLite)."""
