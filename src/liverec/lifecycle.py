@@ -53,7 +53,7 @@ from .rank.tuner import TunedConfig, Tuner
 from .replica import ReplicaSync
 from .settings import Settings
 from .snapshot import ModelSet, Snapshots, compat_key
-from .state import UserStateStore, refill_from_log
+from .state import OnlineState, UserStateStore, refill_from_log
 from .store import Store
 from .store.snapshots import SnapshotInfo
 from .types import Event
@@ -405,7 +405,7 @@ class Lifecycle:
             if for_fit:
                 erased = []
                 self.pending_erasures.append(erased)
-        return LogRead(cursor, erasures, [e for seq, e in self.store.iter_events() if seq <= cursor], erased)
+        return LogRead(cursor, erasures, log_until(self.store, cursor), erased)
 
     def fit_done(self, read: LogRead) -> None:
         """Stop remembering erasures for the fit of ``read`` (swapped in, or failed)."""
@@ -432,16 +432,22 @@ class Lifecycle:
         t0 = time.perf_counter()
         if read is None:
             read = self.read_log()
-        cursor, erasures = read.cursor, read.erasures
-        # Time order (append order breaks ties): the order learn_one would have seen.
-        events = sorted(read.events, key=lambda e: e.timestamp)
-        log = InteractionLog.from_events(events, self.catalog)
-        learners = fit_learners(self.new_learners(), log, jobs or LocalJobs())
         users = self.state.fresh()
-        for e in events:
-            users.apply(e, self.catalog.get_idx(e.item))
+        learners = fit_model_set(self.new_learners(), users, read.events, self.catalog, jobs or LocalJobs())
         # Not shared yet: serialised without the lock, at the fit's log position.
-        snap = (self.capture(learners, users, cursor, erasures), cursor) if cursor and self.snapshots.enabled else None
+        snap = None
+        if read.cursor and self.snapshots.enabled:
+            snap = self.capture(learners, users, read.cursor, read.erasures)
+        self.swap_in(read, learners, users, fitted=len(read.events), started=t0, snapshot=snap)
+
+    def swap_in(
+        self, read: LogRead, learners: dict[str, Learner], users: OnlineState, *, fitted: int, started: float,
+        snapshot: memoryview | None = None,
+    ) -> None:
+        """Catch ``learners`` and ``users`` (fitted on the log up to ``read.cursor``, ``fitted``
+        events) up with the log, forget the users erased since ``read``, swap them in, then
+        write ``snapshot`` (their body at ``read.cursor``) unless a user was erased meanwhile."""
+        cursor, snap = read.cursor, snapshot
         # Catch up outside the lock: the new learners are not shared yet, so what was recorded
         # while the fit ran is learned now while the old ones keep serving; the lock is held
         # only for what arrives meanwhile. Up to a head read under the lock, where every event
@@ -465,10 +471,10 @@ class Lifecycle:
             self.models.learners = learners
             self.state.adopt(users)
             self.models.version += 1
-            self.last_fit_seconds = time.perf_counter() - t0
-            self.fit_events, self.since_fit = len(read.events), 0
+            self.last_fit_seconds = time.perf_counter() - started
+            self.fit_events, self.since_fit = fitted, 0
         if snap is not None:
-            self.write_snapshot(snap[0], snap[1], erasures)
+            self.write_snapshot(snap, read.cursor, read.erasures)
 
     def learned(self, n: int) -> None:
         """``n`` more events were learned live (call under the lock): start a background
@@ -574,6 +580,26 @@ def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: Fe
 
 
 # ------------------------------------------------------------------ learning
+def log_until(store: Store, cursor: int) -> list[Event]:
+    """The events of ``store``'s log up to seq ``cursor``, in append order."""
+    return [e for _, e in itertools.takewhile(lambda row: row[0] <= cursor, store.iter_events())]
+
+
+def fit_model_set(
+    learners: Mapping[str, Learner], users: OnlineState | None, events: Sequence[Event], catalog: Catalog,
+    jobs: JobRunner,
+) -> dict[str, Learner]:
+    """``learners`` fitted on ``events`` (each as one job of ``jobs``), and ``users`` (if
+    given) rebuilt from them, in time order (append order breaks ties: the order
+    ``learn_one`` would have seen)."""
+    ordered = sorted(events, key=lambda e: e.timestamp)
+    fitted = fit_learners(learners, InteractionLog.from_events(ordered, catalog), jobs)
+    if users is not None:
+        for e in ordered:
+            users.apply(e, catalog.get_idx(e.item))
+    return fitted
+
+
 def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:
     """Teach ``events`` (in log order) to every learner: a :class:`BatchLearner` in one
     call, the others event by event. Learners share no state, so each takes the run on its own."""
