@@ -275,7 +275,11 @@ class Lifecycle:
         keep serving; events recorded meanwhile are replayed into the new learners at
         the swap. The sources are fitted in a child process at a lower CPU priority
         (:class:`~liverec.jobs.ProcessJobs`; ``Settings.background_fit_process``), so
-        requests keep the cores and the GIL. Returns the thread (``join()`` it to wait).
+        requests keep the cores and the GIL. On a store another process can open (a
+        SQLite file, PostgreSQL) and without ``tune``, that process also reads the log,
+        rebuilds the user state and serialises the model set (:meth:`rebuild_in_child`);
+        this one only loads it (and reads the log itself after all when a user is erased
+        before the child has read it). Returns the thread (``join()`` it to wait).
         A second background fit while one runs raises :class:`~liverec.errors.ConflictError`.
 
         With ``ray="HOST:PORT"`` (a Ray cluster's head) the per-source fits and the
@@ -296,6 +300,8 @@ class Lifecycle:
         # In the background (and not on Ray) in a child process: serving keeps its cores and the GIL.
         local = background and ray is None and self.settings.background_fit_process
         jobs = ProcessJobs() if local else job_runner(ray)
+        # Untuned, on a store another process can open: the child reads the log itself too.
+        from_store = local and not tune and self.store.shareable_url() is not None
         if not background:
             running = self.thread
             if running is not None and running.is_alive():  # one fit at a time: the asked one goes last
@@ -306,7 +312,8 @@ class Lifecycle:
             if self.running:
                 raise ConflictError("a re-fit is already running; wait for it to finish, then retry.")
             self.thread = threading.Thread(
-                target=self._background_fit, kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs),
+                target=self._background_fit,
+                kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs, from_store=from_store),
                 name="liverec-fit", daemon=True,
             )
             self.thread.start()
@@ -385,18 +392,23 @@ class Lifecycle:
 
     def _background_fit(
         self, tune: bool = False, budget: float | None = None, seed: int | None = None, jobs: JobRunner | None = None,
+        from_store: bool = False,
     ) -> None:
         try:
-            self._fit(tune=tune, budget=budget, seed=seed, jobs=jobs)
+            if from_store:
+                self.rebuild_in_child(jobs or ProcessJobs())
+            else:
+                self._fit(tune=tune, budget=budget, seed=seed, jobs=jobs)
             self.last_fit_error = None
         except Exception as exc:  # keep serving with the old models; report the failure
             self.last_fit_error = f"{type(exc).__name__}: {exc}"
 
-    def read_log(self, *, for_fit: bool = True) -> LogRead:
+    def read_log(self, *, for_fit: bool = True, events: bool = True) -> LogRead:
         """The log up to its current end, in append order, with the position and erasure count.
 
         ``for_fit``: erasures from now on are remembered, so the fit built from this read
-        forgets those users again at the swap.
+        forgets those users again at the swap. ``events=False``: the position and erasure
+        count only (another process reads the events up to that position).
         """
         with self.lock:
             cursor = self.store.last_event_seq()
@@ -405,7 +417,7 @@ class Lifecycle:
             if for_fit:
                 erased = []
                 self.pending_erasures.append(erased)
-        return LogRead(cursor, erasures, log_until(self.store, cursor), erased)
+        return LogRead(cursor, erasures, log_until(self.store, cursor) if events else [], erased)
 
     def fit_done(self, read: LogRead) -> None:
         """Stop remembering erasures for the fit of ``read`` (swapped in, or failed)."""
@@ -439,6 +451,52 @@ class Lifecycle:
         if read.cursor and self.snapshots.enabled:
             snap = self.capture(learners, users, read.cursor, read.erasures)
         self.swap_in(read, learners, users, fitted=len(read.events), started=t0, snapshot=snap)
+
+    def rebuild_in_child(self, jobs: JobRunner) -> None:
+        """:meth:`rebuild` with the log read, the fit, the user state and the snapshot body made
+        by ``jobs`` (a child process) from the store itself: this process reads the log's
+        position, loads the model set from the body, writes the body as the snapshot, then
+        catches up and swaps as :meth:`rebuild` does."""
+        t0 = time.perf_counter()
+        read = self.read_log(events=False)
+        try:
+            made = self.fit_in_child(read, jobs)
+            if made is None:  # a user was erased before the child read the log: read it here
+                self._fit(tune=False, budget=None, jobs=jobs)
+                return
+            body, fitted = made
+            # Before loading: the loaded learners' arrays are views of the body, which the catch-up changes.
+            # Not if a user was erased since the read (here, or in the store's count by any engine).
+            if read.cursor and not read.erased:
+                self.write_snapshot(body, read.cursor, read.erasures)
+            learners, users = self.load_model_set(body)
+            self.swap_in(read, learners, users, fitted=fitted, started=t0)
+        finally:
+            self.fit_done(read)
+
+    def fit_in_child(self, read: LogRead, jobs: JobRunner) -> tuple[memoryview, int] | None:
+        """The snapshot body of a model set fitted by ``jobs`` on the log up to ``read.cursor``,
+        read from the store there, and how many events it read; None if a user was erased
+        before that read ended (:func:`fit_from_store`)."""
+        url = self.store.shareable_url()
+        assert url is not None  # the caller checked
+        fusion = self.served.fusion.state() if self.served.fusion is not None else None
+        task = StoreFit(url=url, cursor=read.cursor, erasures=read.erasures, learners=self.new_learners(),
+                        catalog=self.catalog, users=None if self.state.shared else self.state.fresh(),
+                        online_fusion=fusion)
+        (result,) = jobs.map(fit_from_store, task, [None])
+        if isinstance(result, Failed):
+            result.reraise()
+        if result is None:
+            return None
+        body, fitted = result
+        return body.data, fitted
+
+    def load_model_set(self, body: memoryview) -> tuple[dict[str, Learner], OnlineState]:
+        """The learners and user state of a snapshot body, over this catalog."""
+        restored = ModelSet.loads(body)
+        users = self.state.fresh() if self.state.shared else restored.build_users(self.settings.history_length)
+        return restored.build_learners(self.catalog), users
 
     def swap_in(
         self, read: LogRead, learners: dict[str, Learner], users: OnlineState, *, fitted: int, started: float,
@@ -598,6 +656,47 @@ def fit_model_set(
         for e in ordered:
             users.apply(e, catalog.get_idx(e.item))
     return fitted
+
+
+@dataclass(frozen=True)
+class StoreFit:
+    """A fit that another process makes from the store itself (:func:`fit_from_store`).
+
+    ``url`` opens the store; the log is read up to seq ``cursor``; ``learners`` are the
+    fresh learners to fit, over ``catalog`` (this process's dense order); ``users`` the
+    empty user state to rebuild (None: the user state is shared, not rebuilt by a fit);
+    ``erasures`` and ``online_fusion`` go into the snapshot body as they are.
+    """
+
+    url: str
+    cursor: int
+    erasures: int
+    learners: dict[str, Learner]
+    catalog: Catalog
+    users: OnlineState | None
+    online_fusion: dict[str, Any] | None
+
+
+def fit_from_store(task: StoreFit, _job: Any = None) -> tuple[np.ndarray, int] | None:
+    """Read the log of ``task`` from its store, fit every learner, rebuild the user state and
+    capture the model set; its snapshot body (as bytes in an array: it crosses back out of
+    band) and the number of events read. A job function (module-level: it runs in a child).
+
+    None when a user was erased since ``task`` was made, before the read ended: the log read
+    lacks (some of) their events, which the fit's swap would then forget a second time.
+    """
+    store = Store.open(task.url)
+    try:
+        events = log_until(store, task.cursor)
+        if store.counter("erasures") != task.erasures:
+            return None
+    finally:
+        store.close()
+    users = task.users if task.users is not None else OnlineState(1)
+    learners = fit_model_set(task.learners, task.users, events, task.catalog, LocalJobs())
+    body = ModelSet.capture(learners, users, task.catalog, log_seq=task.cursor, erasures=task.erasures,
+                            online_fusion=task.online_fusion).dumps()
+    return np.frombuffer(body, dtype=np.uint8), len(events)
 
 
 def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:

@@ -156,7 +156,7 @@ def test_a_background_fit_runs_in_a_child_process_and_swaps_in_what_a_fit_here_g
     monkeypatch.setattr(ProcessJobs, "map", spy)
     version = p.models.version
     p.life.fit(background=True).join(120)
-    assert children == [len(SOURCES)]  # every source fitted in one child process
+    assert children == [1]  # one child read the log, fitted every source and made the snapshot body
     assert p.life.last_fit_error is None and p.models.version == version + 1
     assert scores(p, users) == here
 

@@ -1,0 +1,150 @@
+"""A background re-fit on a store another process can open: the child process reads the log,
+fits, rebuilds the users and serialises the model set itself; the engine then serves what a fit
+here serves, and keeps what was recorded (or erased) while the child ran."""
+
+from __future__ import annotations
+
+from liverec import Engine, Event, Settings
+from liverec import lifecycle
+from liverec.jobs import LocalJobs, ProcessJobs
+from liverec.lifecycle import fit_from_store
+from liverec.store import Store
+
+T0 = 1_700_000_000.0
+USERS = ["u0", "u1", "u2", "u3", "late", "nobody"]
+
+
+def ev(user: str, item: str, t: float, kind: str = "click") -> Event:
+    return Event(user=user, item=item, kind=kind, timestamp=T0 + t)
+
+
+def served(eng: Engine) -> dict[str, list[tuple[str, float]]]:
+    return {u: [(r.item, round(r.score, 5)) for r in eng.recommend(u, k=10, log=False)] for u in USERS}
+
+
+def spy_on_children(monkeypatch, during=lambda: None) -> list[str]:
+    """The job functions run by child processes; ``during()`` runs in the fit's thread just before
+    the first child starts (after the fit read the log's position)."""
+    ran: list[str] = []
+    real_map = ProcessJobs.map
+
+    def spy(self, fn, shared, jobs):
+        ran.append(fn.__name__)
+        if len(ran) == 1:
+            during()
+        return real_map(self, fn, shared, jobs)
+
+    monkeypatch.setattr(ProcessJobs, "map", spy)
+    return ran
+
+
+def engine(path, encoder, books) -> Engine:
+    path.mkdir(exist_ok=True)
+    eng = Engine.open(f"sqlite:///{path / 'rec.db'}", settings=Settings(encoder_progress=False), encoder=encoder)
+    eng.add_items(books[:200])
+    eng.record_many([ev(f"u{j % 4}", str(2 + (j * 7) % 60), t=j, kind="like" if j % 5 else "click")
+                     for j in range(120)])
+    return eng
+
+
+def test_a_background_fit_from_the_store_serves_what_a_fit_here_serves(tmp_path, encoder, books, monkeypatch):
+    eng = engine(tmp_path, encoder, books)
+    eng.fit()
+    here = served(eng)
+    ran = spy_on_children(monkeypatch)
+    version = eng.models.version
+    eng.fit(background=True).join(300)  # type: ignore[union-attr]
+    assert eng.last_fit_error is None and eng.models.version == version + 1
+    assert ran == ["fit_from_store"]  # the log, the fit and the snapshot body made in one child
+    assert served(eng) == here
+    assert eng.snapshots.last_write is not None and eng.snapshots.last_write["log_seq"] == 120
+    eng.close()
+
+
+def refit_while_recording(path, encoder, books, monkeypatch) -> dict[str, list[tuple[str, float]]]:
+    """A background fit during which events are recorded and a user is erased, after the fit read
+    the log (a child's job run here, to place them exactly); what is served after it."""
+    eng = engine(path, encoder, books)
+    eng.record_many([ev("gone", "7", t=200), ev("gone", "8", t=201)])
+    eng.fit()
+    written = eng.snapshots.last_write
+    real_fit = lifecycle.fit_model_set
+
+    def record_then_fit(*args):  # the log is read (and the erasure count checked) by now
+        eng.record_many([ev("late", "9", t=300), ev("late", "10", t=301), ev("u1", "11", t=302)])
+        eng.delete_user("gone")
+        return real_fit(*args)
+
+    monkeypatch.setattr(lifecycle, "fit_model_set", record_then_fit)
+    monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)
+    eng.fit(background=True).join(300)  # type: ignore[union-attr]
+    monkeypatch.undo()
+    assert eng.last_fit_error is None
+    assert_kept(eng)
+    assert eng.snapshots.last_write == written  # the fit read an erased user: no snapshot of it
+    got = served(eng)
+    eng.close()
+    return got
+
+
+def assert_kept(eng: Engine) -> None:
+    """What was recorded during the fit is learned; the user erased during it is forgotten."""
+    assert [e.item for e in eng.history("late")] == ["9", "10"]
+    assert [e.item for e in eng.user_state("late").history] == ["9", "10"]
+    assert "late" in eng.learners["content"].profiles_ and "gone" not in eng.learners["content"].profiles_
+    assert eng.user_state("gone").history == () and eng.history("gone") == []
+
+
+def test_events_and_erasures_during_a_background_fit_from_the_store_are_kept(tmp_path, encoder, books, monkeypatch):
+    """Recorded meanwhile: learned; erased meanwhile: forgotten, no snapshot; the same models as a
+    background fit that read the log here."""
+    from_store = refit_while_recording(tmp_path / "a", encoder, books, monkeypatch)
+    monkeypatch.setattr(Store, "shareable_url", lambda self: None)  # as for an in-memory store
+    read_here = refit_while_recording(tmp_path / "b", encoder, books, monkeypatch)
+    assert from_store == read_here
+
+
+def test_a_user_erased_before_the_child_read_the_log_has_the_fit_read_it_here(tmp_path, encoder, books, monkeypatch):
+    eng = engine(tmp_path / "a", encoder, books)
+    eng.record_many([ev("gone", "7", t=200), ev("gone", "8", t=201)])
+    eng.fit()
+
+    def meanwhile() -> None:
+        eng.record_many([ev("late", "9", t=300), ev("late", "10", t=301), ev("u1", "11", t=302)])
+        eng.delete_user("gone")
+
+    ran = spy_on_children(monkeypatch, meanwhile)
+    eng.fit(background=True).join(300)  # type: ignore[union-attr]
+    assert ran == ["fit_from_store", "_fit_learner"] and eng.last_fit_error is None
+    assert_kept(eng)
+    assert eng.snapshots.last_write is not None and eng.snapshots.last_write["log_seq"] == 125
+    monkeypatch.undo()
+    after_refit = served(eng)
+    eng.fit()  # the log the second read got, fitted here
+    assert served(eng) == after_refit
+    eng.close()
+
+
+def test_the_child_job_reads_only_up_to_the_position_it_is_given(tmp_path, encoder, books):
+    eng = engine(tmp_path, encoder, books)
+    eng.fit()
+    read = eng.lifecycle.read_log(events=False)
+    eng.record(ev("late", "9", t=300))
+    try:
+        body, fitted = eng.lifecycle.fit_in_child(read, _Here())
+    finally:
+        eng.lifecycle.fit_done(read)
+    assert fitted == 120
+    learners, users = eng.lifecycle.load_model_set(body)
+    assert "late" not in users and "u0" in users and sorted(learners) == sorted(eng.learners)
+    eng.close()
+
+
+class _Here:
+    """Runs the child's job in this process (what the child would return, without a process)."""
+
+    side_by_side = False
+
+    def map(self, fn, shared, jobs):
+        assert fn is fit_from_store
+        return [fn(shared, job) for job in jobs]
