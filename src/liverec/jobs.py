@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import socket
 import struct
 import subprocess
@@ -163,8 +164,23 @@ def _receive(src: Any) -> Any:
     return pickle.loads(body, buffers=[_read_exact(src, n) for n in sizes])
 
 
+def _child_command(nice: int) -> list[str]:
+    """The command line of a :class:`ProcessJobs` child ``nice`` steps down: started through
+    nice(1) where there is one, so that its start (importing liverec and numpy, a second of
+    CPU) already leaves the cores to this process; else it lowers itself once started.
+
+    >>> _child_command(0)[1:3] == ["-c", "from liverec.jobs import _worker_main; _worker_main()"]
+    True
+    """
+    program = [sys.executable, "-c", "from liverec.jobs import _worker_main; _worker_main()"]
+    tool = shutil.which("nice") if nice > 0 else None
+    if tool is not None:
+        return [tool, "-n", str(nice), *program, "0"]
+    return [*program, str(nice)]
+
+
 def _worker_main() -> None:
-    """A :class:`ProcessJobs` child: lower its priority, read (fn, shared, jobs), write the results."""
+    """A :class:`ProcessJobs` child: lower its priority (argument 1), read (fn, shared, jobs), write the results."""
     nice = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     if nice:
         try:
@@ -200,11 +216,10 @@ class ProcessJobs:
     def map(self, fn: Callable[[Any, Any], Any], shared: Any, jobs: Sequence[Any]) -> list[Any]:
         if not jobs:
             return []
-        program = "from liverec.jobs import _worker_main; _worker_main()"
         # stderr to a file, not a pipe: a child that writes much there must not block on it.
         with tempfile.TemporaryFile() as err:
-            child = subprocess.Popen([sys.executable, "-c", program, str(self.nice)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=err)
+            child = subprocess.Popen(_child_command(self.nice), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=err)
             assert child.stdin is not None and child.stdout is not None
             results: list[Any] | None = None
             try:

@@ -30,3 +30,9 @@ def test_a_dying_child_raises_with_its_exit_code() -> None:
 def test_a_child_that_writes_much_to_stderr_still_finishes() -> None:
     # More than a pipe holds: a child blocked on a full stderr pipe would never answer.
     assert ProcessJobs().map(operator.call, functools.partial(os.write, 2), [b"x" * 300_000]) == [300_000]
+
+
+def test_the_child_runs_nice_steps_below_this_process() -> None:
+    here = os.nice(0)
+    assert ProcessJobs(nice=5).map(operator.call, os.nice, [0]) == [min(here + 5, 19)]
+    assert ProcessJobs(nice=0).map(operator.call, os.nice, [0]) == [here]
