@@ -4,6 +4,8 @@ here serves, and keeps what was recorded (or erased) while the child ran."""
 
 from __future__ import annotations
 
+import pytest
+
 from liverec import Engine, Event, Settings
 from liverec import lifecycle
 from liverec.jobs import LocalJobs, ProcessJobs
@@ -38,17 +40,29 @@ def spy_on_children(monkeypatch, during=lambda: None) -> list[str]:
     return ran
 
 
-def engine(path, encoder, books) -> Engine:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, tmp_path) -> str:
+    """A store another process can open: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return file_url(tmp_path)
+    return request.getfixturevalue("postgres_url")()
+
+
+def file_url(path) -> str:
     path.mkdir(exist_ok=True)
-    eng = Engine.open(f"sqlite:///{path / 'rec.db'}", settings=Settings(encoder_progress=False), encoder=encoder)
+    return f"sqlite:///{path / 'rec.db'}"
+
+
+def engine(url: str, encoder, books) -> Engine:
+    eng = Engine.open(url, settings=Settings(encoder_progress=False), encoder=encoder)
     eng.add_items(books[:200])
     eng.record_many([ev(f"u{j % 4}", str(2 + (j * 7) % 60), t=j, kind="like" if j % 5 else "click")
                      for j in range(120)])
     return eng
 
 
-def test_a_background_fit_from_the_store_serves_what_a_fit_here_serves(tmp_path, encoder, books, monkeypatch):
-    eng = engine(tmp_path, encoder, books)
+def test_a_background_fit_from_the_store_serves_what_a_fit_here_serves(url, encoder, books, monkeypatch):
+    eng = engine(url, encoder, books)
     eng.fit()
     here = served(eng)
     ran = spy_on_children(monkeypatch)
@@ -64,7 +78,7 @@ def test_a_background_fit_from_the_store_serves_what_a_fit_here_serves(tmp_path,
 def refit_while_recording(path, encoder, books, monkeypatch) -> dict[str, list[tuple[str, float]]]:
     """A background fit during which events are recorded and a user is erased, after the fit read
     the log (a child's job run here, to place them exactly); what is served after it."""
-    eng = engine(path, encoder, books)
+    eng = engine(file_url(path), encoder, books)
     eng.record_many([ev("gone", "7", t=200), ev("gone", "8", t=201)])
     eng.fit()
     written = eng.snapshots.last_write
@@ -105,7 +119,7 @@ def test_events_and_erasures_during_a_background_fit_from_the_store_are_kept(tmp
 
 
 def test_a_user_erased_before_the_child_read_the_log_has_the_fit_read_it_here(tmp_path, encoder, books, monkeypatch):
-    eng = engine(tmp_path / "a", encoder, books)
+    eng = engine(file_url(tmp_path), encoder, books)
     eng.record_many([ev("gone", "7", t=200), ev("gone", "8", t=201)])
     eng.fit()
 
@@ -126,7 +140,7 @@ def test_a_user_erased_before_the_child_read_the_log_has_the_fit_read_it_here(tm
 
 
 def test_the_child_job_reads_only_up_to_the_position_it_is_given(tmp_path, encoder, books):
-    eng = engine(tmp_path, encoder, books)
+    eng = engine(file_url(tmp_path), encoder, books)
     eng.fit()
     read = eng.lifecycle.read_log(events=False)
     eng.record(ev("late", "9", t=300))
