@@ -464,19 +464,20 @@ class Lifecycle:
             if made is None:  # a user was erased before the child read the log: read it here
                 self._fit(tune=False, budget=None, jobs=jobs)
                 return
-            body, fitted = made
+            body, fitted, cursor = made
             # Before loading: the loaded learners' arrays are views of the body, which the catch-up changes.
             # Not if a user was erased since the read (here, or in the store's count by any engine).
-            if read.cursor and not read.erased:
-                self.write_snapshot(body, read.cursor, read.erasures)
+            if cursor and not read.erased:
+                self.write_snapshot(body, cursor, read.erasures)
             learners, users = self.load_model_set(body)
-            self.swap_in(read, learners, users, fitted=fitted, started=t0)
+            self.swap_in(read, learners, users, fitted=fitted, started=t0, cursor=cursor)
         finally:
             self.fit_done(read)
 
-    def fit_in_child(self, read: LogRead, jobs: JobRunner) -> tuple[memoryview, int] | None:
+    def fit_in_child(self, read: LogRead, jobs: JobRunner) -> tuple[memoryview, int, int] | None:
         """The snapshot body of a model set fitted by ``jobs`` on the log up to ``read.cursor``,
-        read from the store there, and how many events it read; None if a user was erased
+        read from the store there, how many events that fit read and the log position the body
+        reflects (past ``read.cursor`` when the child caught up); None if a user was erased
         before that read ended (:func:`fit_from_store`)."""
         url = self.store.shareable_url()
         assert url is not None  # the caller checked
@@ -489,8 +490,8 @@ class Lifecycle:
             result.reraise()
         if result is None:
             return None
-        body, fitted = result
-        return body.data, fitted
+        body, fitted, cursor = result
+        return body.data, fitted, cursor
 
     def load_model_set(self, body: memoryview) -> tuple[dict[str, Learner], OnlineState]:
         """The learners and user state of a snapshot body, over this catalog."""
@@ -500,12 +501,13 @@ class Lifecycle:
 
     def swap_in(
         self, read: LogRead, learners: dict[str, Learner], users: OnlineState, *, fitted: int, started: float,
-        snapshot: memoryview | None = None,
+        snapshot: memoryview | None = None, cursor: int | None = None,
     ) -> None:
         """Catch ``learners`` and ``users`` (fitted on the log up to ``read.cursor``, ``fitted``
-        events) up with the log, forget the users erased since ``read``, swap them in, then
-        write ``snapshot`` (their body at ``read.cursor``) unless a user was erased meanwhile."""
-        cursor, snap = read.cursor, snapshot
+        events, and caught up to ``cursor`` if given) up with the log, forget the users erased
+        since ``read``, swap them in, then write ``snapshot`` (their body at ``read.cursor``)
+        unless a user was erased meanwhile."""
+        cursor, snap = read.cursor if cursor is None else cursor, snapshot
         # Catch up outside the lock: the new learners are not shared yet, so what was recorded
         # while the fit ran is learned now while the old ones keep serving; the lock is held
         # only for what arrives meanwhile. Up to a head read under the lock, where every event
@@ -677,10 +679,12 @@ class StoreFit:
     online_fusion: dict[str, Any] | None
 
 
-def fit_from_store(task: StoreFit, _job: Any = None) -> tuple[np.ndarray, int] | None:
-    """Read the log of ``task`` from its store, fit every learner, rebuild the user state and
-    capture the model set; its snapshot body (as bytes in an array: it crosses back out of
-    band) and the number of events read. A job function (module-level: it runs in a child).
+def fit_from_store(task: StoreFit, _job: Any = None) -> tuple[np.ndarray, int, int] | None:
+    """Read the log of ``task`` from its store, fit every learner, rebuild the user state, learn
+    what was appended meanwhile (:func:`catch_up_from_store`) and capture the model set; its
+    snapshot body (as bytes in an array: it crosses back out of band), the number of events the
+    fit read and the log position the body reflects. A job function (module-level: it runs in a
+    child).
 
     None when a user was erased since ``task`` was made, before the read ended: the log read
     lacks (some of) their events, which the fit's swap would then forget a second time.
@@ -690,13 +694,49 @@ def fit_from_store(task: StoreFit, _job: Any = None) -> tuple[np.ndarray, int] |
         events = log_until(store, task.cursor)
         if store.counter("erasures") != task.erasures:
             return None
+        users = task.users if task.users is not None else OnlineState(1)
+        learners = fit_model_set(task.learners, task.users, events, task.catalog, LocalJobs())
+        cursor = catch_up_from_store(store, learners, task.users, task.catalog, task.cursor, task.erasures)
     finally:
         store.close()
-    users = task.users if task.users is not None else OnlineState(1)
-    learners = fit_model_set(task.learners, task.users, events, task.catalog, LocalJobs())
-    body = ModelSet.capture(learners, users, task.catalog, log_seq=task.cursor, erasures=task.erasures,
+    body = ModelSet.capture(learners, users, task.catalog, log_seq=cursor, erasures=task.erasures,
                             online_fusion=task.online_fusion).dumps()
-    return np.frombuffer(body, dtype=np.uint8), len(events)
+    return np.frombuffer(body, dtype=np.uint8), len(events), cursor
+
+
+def catch_up_from_store(
+    store: Store, learners: Mapping[str, Learner], users: OnlineState | None, catalog: Catalog, cursor: int,
+    erasures: int,
+) -> int:
+    """Learn the log after ``cursor`` into ``learners`` and ``users`` (in log order, as
+    :meth:`Lifecycle.replay` does), for up to :data:`CATCH_UP_ROUNDS` rounds while at least
+    :data:`REPLAY_BATCH` events are behind; the position learned up to.
+
+    What a busy log gains during a long fit is then learned where the fit ran, not by the
+    serving process at the swap. A round is read, then learned only if no user was erased
+    before its read ended (the swap forgets each erased user from what was learned of them,
+    so nothing of theirs may be missing); it stops before an event on an item ``catalog``
+    (the catalog as the fit started) does not hold: the swap learns the rest with the
+    serving catalog.
+    """
+    for _ in range(CATCH_UP_ROUNDS):
+        head = store.last_event_seq()
+        if head - cursor < REPLAY_BATCH:
+            break
+        run = list(itertools.takewhile(lambda row: row[0] <= head, store.iter_events(after_seq=cursor)))
+        if store.counter("erasures") != erasures:
+            break
+        known = list(itertools.takewhile(lambda row: row[1].item in catalog, run))
+        if known:
+            events = [e for _, e in known]
+            learn_all(learners, events)
+            if users is not None:
+                for e in events:
+                    users.apply(e, catalog.get_idx(e.item))
+            cursor = known[-1][0]
+        if len(known) < len(run):
+            break
+    return cursor
 
 
 def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:

@@ -145,12 +145,71 @@ def test_the_child_job_reads_only_up_to_the_position_it_is_given(tmp_path, encod
     read = eng.lifecycle.read_log(events=False)
     eng.record(ev("late", "9", t=300))
     try:
-        body, fitted = eng.lifecycle.fit_in_child(read, _Here())
+        body, fitted, cursor = eng.lifecycle.fit_in_child(read, _Here())
     finally:
         eng.lifecycle.fit_done(read)
-    assert fitted == 120
+    assert fitted == 120 and cursor == read.cursor  # one event behind: the swap learns it
     learners, users = eng.lifecycle.load_model_set(body)
     assert "late" not in users and "u0" in users and sorted(learners) == sorted(eng.learners)
+    eng.close()
+
+
+def refit_recording_only(path, encoder, books, monkeypatch) -> tuple[dict[str, list[tuple[str, float]]], int]:
+    """A background fit during which events are recorded (no erasure); what is served after it
+    and the log position of the snapshot it wrote."""
+    eng = engine(file_url(path), encoder, books)
+    eng.fit()
+    real_fit = lifecycle.fit_model_set
+
+    def record_then_fit(*args):
+        eng.record_many([ev("late", "9", t=300), ev("late", "10", t=301), ev("u1", "11", t=302)])
+        return real_fit(*args)
+
+    monkeypatch.setattr(lifecycle, "fit_model_set", record_then_fit)
+    monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)
+    eng.fit(background=True).join(300)  # type: ignore[union-attr]
+    monkeypatch.setattr(lifecycle, "fit_model_set", real_fit)
+    assert eng.last_fit_error is None
+    assert [e.item for e in eng.user_state("late").history] == ["9", "10"]
+    written = eng.snapshots.last_write
+    got = served(eng), int(written["log_seq"]) if written else -1
+    eng.close()
+    return got
+
+
+def test_the_child_learns_what_was_recorded_while_it_fitted(tmp_path, encoder, books, monkeypatch):
+    """Enough events behind (here: one), the child learns them before it returns: its snapshot
+    reflects them, and the engine serves what a fit that read the log here serves."""
+    monkeypatch.setattr(lifecycle, "REPLAY_BATCH", 1)
+    in_child, seq = refit_recording_only(tmp_path / "a", encoder, books, monkeypatch)
+    assert seq == 123  # the fit read 120 events, the child caught up on the 3 recorded meanwhile
+    monkeypatch.setattr(Store, "shareable_url", lambda self: None)
+    read_here, seq_here = refit_recording_only(tmp_path / "b", encoder, books, monkeypatch)
+    assert in_child == read_here and seq_here == 120
+
+
+def test_catching_up_stops_before_an_unknown_item_and_after_an_erasure(tmp_path, encoder, books, monkeypatch):
+    import pickle
+
+    from liverec.state import OnlineState
+
+    monkeypatch.setattr(lifecycle, "REPLAY_BATCH", 1)
+    eng = engine(file_url(tmp_path), encoder, books)
+    catalog = pickle.loads(pickle.dumps(eng.catalog))  # as the child holds it: taken when the fit started
+    cursor, erasures = eng.store.last_event_seq(), eng.store.counter("erasures")
+    eng.record_many([ev("late", "9", t=300), ev("late", "10", t=301)])
+    eng.add_items(books[200:201])
+    eng.record_many([ev("late", books[200].id, t=302), ev("u1", "11", t=303)])
+    life = eng.lifecycle
+    users = OnlineState(50)
+    learners = lifecycle.fit_model_set(life.new_learners(), users, lifecycle.log_until(eng.store, cursor), catalog,
+                                       LocalJobs())
+    assert lifecycle.catch_up_from_store(eng.store, learners, users, catalog, cursor, erasures) == cursor + 2
+    assert [e.item for e in users.state("late").history] == ["9", "10"]
+    assert lifecycle.catch_up_from_store(eng.store, learners, users, eng.catalog, cursor + 2, erasures) == cursor + 4
+    eng.delete_user("u3")
+    eng.record(ev("u0", "12", t=400))
+    assert lifecycle.catch_up_from_store(eng.store, learners, users, eng.catalog, cursor + 4, erasures) == cursor + 4
     eng.close()
 
 
