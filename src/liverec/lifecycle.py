@@ -65,6 +65,10 @@ if TYPE_CHECKING:
 REPLAY_BATCH = 5000
 #: Rounds of catching up on the events recorded during a fit before its swap, outside the lock.
 CATCH_UP_ROUNDS = 3
+#: The swap catches up outside the lock until fewer events than this are left (at most
+#: SWAP_ROUNDS rounds): the rest is learned under the lock, while requests and writes wait.
+SWAP_TAIL = 256
+SWAP_ROUNDS = 10
 
 #: Users erased while a fit runs, with their events (the fit forgets them at its swap).
 Erased = list[tuple[str, list[Event]]]
@@ -512,10 +516,10 @@ class Lifecycle:
         # while the fit ran is learned now while the old ones keep serving; the lock is held
         # only for what arrives meanwhile. Up to a head read under the lock, where every event
         # this engine appended is committed (its appends hold the lock).
-        for _ in range(CATCH_UP_ROUNDS):
+        for _ in range(SWAP_ROUNDS):
             with self.lock:
                 head = self.store.last_event_seq()
-            if head - cursor < REPLAY_BATCH:
+            if head - cursor < SWAP_TAIL:
                 break
             cursor = self.replay(learners, users, cursor, until=head)
         with self.lock:

@@ -260,7 +260,8 @@ def _swap_after_a_long_tail(path, monkeypatch, rounds: int) -> tuple[list[bool],
     monkeypatch.setattr(Lifecycle, "replay", replay)
     monkeypatch.setattr(lifecycle, "ProcessJobs", LocalJobs)  # held open here, not in a child process
     monkeypatch.setattr(lifecycle, "REPLAY_BATCH", 8)
-    monkeypatch.setattr(lifecycle, "CATCH_UP_ROUNDS", rounds)
+    monkeypatch.setattr(lifecycle, "SWAP_TAIL", 8)
+    monkeypatch.setattr(lifecycle, "SWAP_ROUNDS", rounds)
     thread = p.life.fit(background=True)
     assert started.wait(10)
     tail = events(50, seed=11, t=500, users=9)
@@ -278,7 +279,7 @@ def _swap_after_a_long_tail(path, monkeypatch, rounds: int) -> tuple[list[bool],
 def test_events_recorded_during_a_background_fit_are_caught_up_outside_the_lock(tmp_path, monkeypatch):
     """A long tail is learned into the new learners mostly outside the lock; the swapped-in
     models are those of replaying all of it under the lock."""
-    unlocked, caught_up = _swap_after_a_long_tail(tmp_path / "a.db", monkeypatch, lifecycle.CATCH_UP_ROUNDS)
+    unlocked, caught_up = _swap_after_a_long_tail(tmp_path / "a.db", monkeypatch, lifecycle.SWAP_ROUNDS)
     assert unlocked == [True, False]  # one round of catching up, then the last few under the lock
     locked, under_lock = _swap_after_a_long_tail(tmp_path / "b.db", monkeypatch, 0)
     assert locked == [False]
