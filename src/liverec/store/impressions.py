@@ -7,6 +7,10 @@ import threading
 
 from .sql import Impression, Store
 
+#: Buffered impressions are written this many rows per transaction.
+WRITE_CHUNK = 1000
+
+
 class ImpressionWriter:
     """Writes impressions now (``every == 0``) or batched by a background thread.
 
@@ -36,13 +40,23 @@ class ImpressionWriter:
             self._buf.extend(rows)
 
     def flush(self) -> None:
+        """Write what is buffered, :data:`WRITE_CHUNK` rows per transaction: the store has one
+        writer at a time, so a commit of the event log waits for one chunk at most, not for a
+        backlog of a busy second (tens of thousands of rows).
+
+        >>> from liverec.store import Store
+        >>> store = Store.open()
+        >>> w = ImpressionWriter(store, every=0)
+        >>> w.write([Impression("r1", "u", "b1", 0, 1.0, 1.0, "greedy", 0.0)]); store.count_impressions()
+        1
+        """
         # Two locks: writers only ever wait for the list swap, never for the disk; the
         # write lock makes a caller of flush() (an erasure) wait for a write in flight.
         with self._write_lock:
             with self._lock:
                 rows, self._buf = self._buf, []
-            if rows:
-                self.store.log_impressions(rows)
+            for at in range(0, len(rows), WRITE_CHUNK):
+                self.store.log_impressions(rows[at : at + WRITE_CHUNK])
 
     def _run(self) -> None:
         while not self._closed:
