@@ -244,6 +244,20 @@ def test_tfidf_ranks_text_similar_items_first():
     assert not m.score(UserState("nobody"), everything(cat)).any()
 
 
+def test_tfidf_scores_most_of_the_catalog_by_the_profiles_columns_alone():
+    # Most of the catalog is scored from the columns of the profile's terms (a cached copy
+    # of the rows by column, made again when the rows change and never part of the state).
+    cat = catalog(len(BOOKS), BOOKS)
+    m = fit(TfidfContent(), interactions([("reader", "i0"), ("reader", "i2")], kind="like"), cat)
+    whole = m.score(UserState("reader"), everything(cat))
+    one_by_one = [m.score(UserState("reader"), cat.select([f"i{j}"]))[0] for j in range(len(BOOKS))]
+    np.testing.assert_allclose(whole, one_by_one, rtol=1e-6)
+    assert "_by_column" not in m.learned_state()
+    cat.upsert(["dune2"], np.ones((1, 4), np.float32), [{}], ["Dune Messiah: the desert planet and its galactic empire"])
+    grown = m.score(UserState("reader"), everything(cat))
+    assert grown[-1] > 0.2 and np.allclose(grown[:-1], whole)
+
+
 def test_tfidf_new_items_are_transformed_on_first_score():
     cat = catalog(len(BOOKS), BOOKS)
     m = fit(TfidfContent(), interactions([("reader", "i0")]), cat)

@@ -413,13 +413,13 @@ class _MatrixFactorization(Learner, abc.ABC):
         h = self.item_factors_[hidx].astype(np.float64)
         norms = np.linalg.norm(h, axis=1)
         usable, safe = norms > 1e-12, np.maximum(norms, 1e-12)
-        out: list[tuple[str, ...]] = []
-        for i in idx:
-            v = self.item_factors_[i].astype(np.float64)
-            nv = float(np.linalg.norm(v))
-            sims = np.where(usable, (h @ v) / safe / nv, 0.0) if nv >= 1e-12 else None
-            out.append(() if sims is None else top_because(ids, sims, i, hidx, top, 0.2))
-        return out
+        v = self.item_factors_[np.asarray(idx, dtype=np.intp)].astype(np.float64)
+        nv = np.linalg.norm(v, axis=1)
+        sims = np.where(usable[:, None], (h @ v.T) / safe[:, None] / np.maximum(nv, 1e-12), 0.0)
+        return [
+            top_because(ids, sims[:, j], i, hidx, top, 0.2) if nv[j] >= 1e-12 else ()
+            for j, i in enumerate(idx)
+        ]
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         """Drop ``user``'s interactions and refit from the rest.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Self, Sequence
+from typing import Any, ClassVar, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -265,6 +265,22 @@ class TfidfContent(Learner):
         q = self.query_vector(user)
         if q is None:
             return np.zeros(len(items), dtype=np.float32)
-        rows = self.rows_ if len(items) * 4 > self.rows_.shape[0] else self.rows_[items.idx]
-        s = np.asarray(rows @ q)
-        return (s[items.idx] if rows is self.rows_ else s).astype(np.float32)
+        if len(items) * 4 <= self.rows_.shape[0]:
+            return np.asarray(self.rows_[items.idx] @ q).astype(np.float32)
+        # Most of the catalog: only the columns of the profile's terms are read (a profile
+        # holds a few hundred of the vocabulary's tens of thousands of terms).
+        terms = np.flatnonzero(q)
+        s = np.asarray(self._columns()[:, terms] @ q[terms])
+        return s[items.idx].astype(np.float32)
+
+    def _columns(self) -> sp.csc_matrix:
+        """``rows_`` by column (made again when ``rows_`` changes; not part of the pickled state)."""
+        cached = self.__dict__.get("_by_column")
+        if cached is None or cached[0] is not self.rows_:
+            self._by_column = cached = (self.rows_, sp.csc_matrix(self.rows_))
+        return cached[1]
+
+    def learned_state(self) -> dict[str, Any]:
+        state = super().learned_state()
+        state.pop("_by_column", None)  # a copy of rows_, made again on demand
+        return state
