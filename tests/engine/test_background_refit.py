@@ -11,6 +11,7 @@ from liverec import lifecycle
 from liverec.jobs import LocalJobs, ProcessJobs
 from liverec.lifecycle import fit_from_store
 from liverec.store import Store
+from served import Served
 
 T0 = 1_700_000_000.0
 USERS = ["u0", "u1", "u2", "u3", "late", "nobody"]
@@ -20,8 +21,8 @@ def ev(user: str, item: str, t: float, kind: str = "click") -> Event:
     return Event(user=user, item=item, kind=kind, timestamp=T0 + t)
 
 
-def served(eng: Engine) -> dict[str, list[tuple[str, float]]]:
-    return {u: [(r.item, round(r.score, 5)) for r in eng.recommend(u, k=10, log=False)] for u in USERS}
+def served(eng: Engine) -> Served:
+    return Served({u: [(r.item, r.score) for r in eng.recommend(u, k=10, log=False)] for u in USERS})
 
 
 def spy_on_children(monkeypatch, during=lambda: None) -> list[str]:

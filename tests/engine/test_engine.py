@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from liverec import Engine, Event, Item, Settings, lifecycle
 from liverec.errors import LiverecError, UnknownItemError, ValidationError
 from liverec.jobs import LocalJobs
+from served import Served
 
 T0 = 1_700_000_000.0
 
@@ -224,10 +225,10 @@ def test_reopen_restores_every_user(tmp_path, encoder, books):
         e.set_interests("v", "detective mystery")
         e.record_many([ev("u", i, kind="like", t=n) for n, i in enumerate(["2", "18", "150"])])
         e.record(ev("w", "1", kind="dislike"))
-        expected = {u: [(r.item, round(r.score, 5)) for r in e.recommend(u, k=10, log=False)] for u in "uvw"}
+        expected = Served({u: [(r.item, r.score) for r in e.recommend(u, k=10, log=False)] for u in "uvw"})
     with Engine.open(url, settings=s, encoder=encoder) as e2:
         assert e2.encoder.calls == 0                        # vectors came from the cache
-        got = {u: [(r.item, round(r.score, 5)) for r in e2.recommend(u, k=10, log=False)] for u in "uvw"}
+        got = Served({u: [(r.item, r.score) for r in e2.recommend(u, k=10, log=False)] for u in "uvw"})
         assert got == expected
         assert [x.item for x in e2.history("u")] == ["2", "18", "150"]
 

@@ -190,6 +190,7 @@ class ContentProfile(CentredSpace, Learner):
             if self.center:
                 prof -= np.outer(np.asarray(C.sum(axis=1)).ravel(), self.mean_)
                 short -= np.outer(np.asarray(S.sum(axis=1)).ravel(), self.mean_)
+            prof, short = prof.astype(KEPT), short.astype(KEPT)
             for j, u in enumerate(uniq):
                 self.profiles_[str(u)] = prof[j]
                 self.short_[str(u)] = short[j]
@@ -207,17 +208,17 @@ class ContentProfile(CentredSpace, Learner):
         t0 = self.last_t_.get(event.user)
         h = self.half_life_days * _DAY
         s = self.short_.get(event.user)
-        self.short_[event.user] = w * v if s is None else self.short_decay * s + w * v
+        self.short_[event.user] = (w * v if s is None else self.short_decay * s + w * v).astype(KEPT)
         if p is None or t0 is None:  # a new user (profiles_ and last_t_ are set together)
-            self.profiles_[event.user] = w * v
+            self.profiles_[event.user] = (w * v).astype(KEPT)
             self.last_t_[event.user] = event.timestamp
         elif event.timestamp >= t0:
             # Fade the old profile to the new event's time (and by one event), then add it: O(d).
             fade = -(event.timestamp - t0) / h - (1.0 / self.half_life_events if self.half_life_events else 0.0)
-            self.profiles_[event.user] = p * math.exp2(fade) + w * v
+            self.profiles_[event.user] = (p * math.exp2(fade) + w * v).astype(KEPT)
             self.last_t_[event.user] = event.timestamp
         else:  # a late event: add it already faded
-            self.profiles_[event.user] = p + w * math.exp2(-(t0 - event.timestamp) / h) * v
+            self.profiles_[event.user] = (p + w * math.exp2(-(t0 - event.timestamp) / h) * v).astype(KEPT)
 
     def query_vector(self, user: UserState) -> np.ndarray | None:
         """The vector whose inner product with an item is its score; None for a cold user."""
@@ -256,6 +257,11 @@ class ContentProfile(CentredSpace, Learner):
         self.profiles_.pop(user, None)
         self.short_.pop(user, None)
         self.last_t_.pop(user, None)
+
+
+#: The dtype of the kept per-user vectors: single precision halves what every user costs in
+#: memory (and snapshots), and scoring already runs in it; sums are formed in double.
+KEPT = np.float32
 
 
 def _unit(q: np.ndarray | None) -> np.ndarray | None:

@@ -21,8 +21,9 @@ class TfidfContent(Learner):
     A scikit-learn ``TfidfVectorizer`` (sublinear tf, word 1-2-grams, English stop
     words, L2-normalised rows) is fitted on the catalog texts at ``fit``; items added
     later are transformed with it the first time they are scored. The profile is the
-    sum of the user's interacted items' rows (each item once, with its strength), so
-    one event costs O(nnz of one row). Score = cosine(profile, item row); cold users
+    sum of the user's interacted items' rows (each item once, with its strength), made
+    from the items when a request reads it: a user costs memory for their item
+    strengths only, and one event O(1). Score = cosine(profile, item row); cold users
     score 0 everywhere. The classic bag-of-words counterpart of ``content`` (LM vectors).
 
     Parameters
@@ -88,22 +89,29 @@ class TfidfContent(Learner):
         if len(items):
             for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
                 self.items_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
-        self._rebuild_profiles()
         return self
 
-    def _rebuild_profiles(self) -> None:
-        """Every user's profile = the sum of their items' rows, each times its strength."""
-        self.profiles_: dict[str, dict[int, float]] = {}
-        users = list(self.items_)
-        if not users:
-            return
-        uidx = np.repeat(np.arange(len(users)), [len(self.items_[u]) for u in users])
-        items = np.fromiter((i for u in users for i in self.items_[u]), dtype=np.int64, count=len(uidx))
-        x = np.fromiter((v for u in users for v in self.items_[u].values()), dtype=np.float64, count=len(uidx))
-        prof = sp.csr_matrix(sp.csr_matrix((x, (uidx, items)), shape=(len(users), self.rows_.shape[0])) @ self.rows_)
-        for j, u in enumerate(users):
-            a, b = prof.indptr[j], prof.indptr[j + 1]
-            self.profiles_[u] = dict(zip(prof.indices[a:b].tolist(), prof.data[a:b].tolist()))
+    def profile(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(terms, weights) of ``user``'s profile: the sum of their items' rows, each times its
+        strength (terms ascending); None for a user with no items.
+
+        Made when asked (O(nnz of the user's rows)), not kept: per user, the learner keeps only
+        the item strengths.
+        """
+        mine = self.items_.get(user)
+        if not mine:
+            return None
+        idx = np.fromiter(mine, dtype=np.int64, count=len(mine))
+        order = np.argsort(idx)  # the same sum whatever order the items were learned in
+        idx = idx[order]
+        x = np.fromiter(mine.values(), dtype=np.float64, count=len(mine))[order]
+        self._ensure_rows(int(idx[-1]) + 1)
+        rows = self.rows_
+        starts, lens = rows.indptr[idx], rows.indptr[idx + 1] - rows.indptr[idx]
+        # Positions of every row's entries in indices/data, row after row.
+        at = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+        terms, where = np.unique(rows.indices[at], return_inverse=True)
+        return terms.astype(np.int64), np.bincount(where, weights=rows.data[at] * np.repeat(x, lens), minlength=len(terms))
 
     def _fit_vocabulary(self, texts: list[str]) -> None:
         """Vocabulary and idf from ``texts``; every item row is transformed with them."""
@@ -121,10 +129,9 @@ class TfidfContent(Learner):
         self.postings_: tuple[int, sp.csc_matrix] | None = None
 
     def _refit_vocabulary(self, n: int) -> None:
-        """Re-learn the vocabulary on the first ``n`` catalog texts and rebuild every profile
-        from the users' item strengths (the catalog outgrew the vocabulary)."""
+        """Re-learn the vocabulary on the first ``n`` catalog texts (the catalog outgrew it);
+        profiles follow, as they are made from the users' item strengths when read."""
         self._fit_vocabulary(list(self.catalog_.texts[:n]))
-        self._rebuild_profiles()
 
     def _ensure_rows(self, n: int) -> None:
         """Transform the texts of items added after fit (first time they are needed).
@@ -160,16 +167,10 @@ class TfidfContent(Learner):
         b = merge_strength(a, s, self.weighting)
         if b == a:
             return
-        self._ensure_rows(i + 1)  # may re-learn the vocabulary: profiles rebuilt from the old strengths
         mine[i] = b
-        lo, hi = self.rows_.indptr[i], self.rows_.indptr[i + 1]
-        prof = self.profiles_.setdefault(event.user, {})
-        for t, v in zip(self.rows_.indices[lo:hi].tolist(), self.rows_.data[lo:hi].tolist()):
-            prof[t] = prof.get(t, 0.0) + (b - a) * v
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         self.items_.pop(user, None)
-        self.profiles_.pop(user, None)
 
     # ----------------------------------------------------------------- retrieval
     def _postings(self) -> tuple[int, sp.csc_matrix]:
@@ -208,9 +209,9 @@ class TfidfContent(Learner):
         if q is None:
             return np.zeros(0, dtype=np.int64)
         covered, post = self._postings()
-        prof = self.profiles_[user.user]
-        terms = np.fromiter(prof, dtype=np.int64, count=len(prof))
-        w = np.fromiter(prof.values(), dtype=np.float64, count=len(prof))
+        prof = self.profile(user.user)
+        assert prof is not None  # query_vector was not None
+        terms, w = prof
         terms = terms[w > 0]
         w = w[w > 0]
         if len(terms) > self.candidate_terms:
@@ -246,31 +247,37 @@ class TfidfContent(Learner):
     def query_vector(self, user: UserState) -> np.ndarray | None:
         """The user's unit tf-idf profile (dense, vocabulary-sized); None when cold."""
         self._check_fitted()
-        prof = self.profiles_.get(user.user)
-        if not prof:
-            return None
-        v = np.fromiter(prof.values(), dtype=np.float64, count=len(prof))
-        norm = float(np.sqrt(np.square(v).sum()))  # over the profile's terms, not the whole vocabulary
-        if norm < 1e-12:
+        unit = self._unit_profile(user.user)
+        if unit is None:
             return None
         q = np.zeros(self.rows_.shape[1])
-        q[np.fromiter(prof, dtype=np.int64, count=len(prof))] = v / norm
+        q[unit[0]] = unit[1]
         return q
+
+    def _unit_profile(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`profile` scaled to unit length; None when cold."""
+        self._ensure_rows(len(self.catalog_))  # may re-learn the vocabulary: the profile is read after it
+        prof = self.profile(user)
+        if prof is None:
+            return None
+        norm = float(np.sqrt(np.square(prof[1]).sum()))  # over the profile's terms, not the whole vocabulary
+        return None if norm < 1e-12 else (prof[0], prof[1] / norm)
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        self._ensure_rows(len(self.catalog_))  # may re-learn the vocabulary: the profile is read after it
-        q = self.query_vector(user)
-        if q is None:
+        unit = self._unit_profile(user.user)
+        if unit is None:
             return np.zeros(len(items), dtype=np.float32)
+        terms, w = unit
         if len(items) * 4 <= self.rows_.shape[0]:
+            q = np.zeros(self.rows_.shape[1])
+            q[terms] = w
             return np.asarray(self.rows_[items.idx] @ q).astype(np.float32)
         # Most of the catalog: only the columns of the profile's terms are read (a profile
         # holds a few hundred of the vocabulary's tens of thousands of terms).
-        terms = np.flatnonzero(q)
-        s = np.asarray(self._columns()[:, terms] @ q[terms])
+        s = np.asarray(self._columns()[:, terms] @ w)
         return s[items.idx].astype(np.float32)
 
     def _columns(self) -> sp.csc_matrix:

@@ -1,0 +1,82 @@
+"""Memory each default learner keeps per user (what every replica holds, fleet mode or not).
+
+Setup (the same as ``bench_fleet_state.py``): a SQLite file store with ``--items`` shipped
+goodbooks books and a seed log of ``--seed-events`` clicks from ``--seed-users`` users;
+the default engine fits every source on it. Then ``--users`` new users with
+``--events-per-user`` events each (random books, kinds click/like/view) are learned by each
+default learner on its own, with Python's ``tracemalloc`` counting what the learner
+allocated and kept; the figure is that divided by the number of users. The user state
+(recent events; what fleet mode moves to Redis) is measured the same way.
+
+    .venv/bin/python benchmarks/bench_user_memory.py --users 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+import tracemalloc
+from dataclasses import replace
+from pathlib import Path
+
+import common
+from bench_fleet_state import build_store, user_events
+from common import console, kv_table
+
+TARGET = "per-user memory of each default learner (replica memory that grows with users)"
+
+
+def kept_bytes(fn) -> int:  # type: ignore[no-untyped-def]
+    """Bytes allocated by ``fn()`` and still held after it returns (and a full GC)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    fn()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--events-per-user", type=int, default=5)
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--seed-users", type=int, default=2000)
+    ap.add_argument("--seed-events", type=int, default=20_000)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    started = time.time()
+    common.print_header("bench_user_memory", TARGET)
+    from liverec import Engine
+    from liverec.settings import Settings
+    from liverec.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="liverec-usermem-") as tmp:
+        url, ids = build_store(Path(tmp) / "store.db", args.items, args.seed_users, args.seed_events)
+        items, vecs = common.book_vectors(quiet=True)
+        enc = common.PrecomputedEncoder.for_items(items[: args.items], vecs[: args.items])
+        s = Settings(store=url, encoder_progress=False, snapshot_keep=0, log_impressions=False)
+        with Engine(Store.open(url), s, enc) as eng:
+            # New users (ids after the seed log's), the same events for every learner.
+            events = [replace(e, user="new-" + e.user, id=f"new-{e.id}")
+                      for e in user_events(args.users, args.events_per_user, ids, seed=3)]
+            per_user: dict[str, float] = {}
+            for name, model in eng.learners.items():
+                per_user[name] = kept_bytes(lambda m=model: [m.learn_one(e) for e in events]) / args.users
+            cat = eng.catalog
+            per_user["user state (recent events)"] = kept_bytes(
+                lambda: [eng.state.apply(e, cat.get_idx(e.item)) for e in events]) / args.users
+    rows = [(name, f"{b / 1024:.2f} KB") for name, b in sorted(per_user.items(), key=lambda kv: -kv[1])]
+    learners = sum(b for n, b in per_user.items() if not n.startswith("user state"))
+    rows.append(("all learners", f"{learners / 1024:.2f} KB"))
+    console.print(kv_table(f"kept per user ({args.users:,} users × {args.events_per_user} events)", rows))
+    common.write_json(args.json, benchmark="bench_user_memory", target=TARGET, config=vars(args),
+                      results={"bytes_per_user": per_user, "learners_bytes_per_user": learners}, started=started)
+
+
+if __name__ == "__main__":
+    main()
