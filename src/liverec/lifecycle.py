@@ -387,7 +387,8 @@ class Lifecycle:
 
         events = [e for _, e in self.store.iter_events()]
         fit = learn_fusion_weights(self.new_learners(), events, self.catalog, self.models.feedback,
-                                   holdout=holdout, negatives=negatives, seed=seed)
+                                   holdout=holdout, negatives=negatives, seed=seed,
+                                   history_length=self.settings.history_length)
         self.store.put_snapshot("fusion_weights", json.dumps(fit.weights).encode(), self.store.last_event_seq())
         with self.lock:
             self.models.learned_weights = dict(fit.weights)

@@ -8,7 +8,7 @@ from checks.learner_checks import make_catalog, make_events
 from liverec.models import ContentProfile, InteractionLog, TfidfContent, UserState
 
 
-def test_content_keeps_each_users_vectors_in_single_precision_and_scores_as_in_double():
+def test_content_keeps_one_single_precision_vector_per_user_and_reads_intent_from_the_request():
     cat = make_catalog()
     events = make_events(cat)
     batch = ContentProfile().fit(InteractionLog.from_events(events, cat))
@@ -16,12 +16,20 @@ def test_content_keeps_each_users_vectors_in_single_precision_and_scores_as_in_d
     for e in events:
         online.learn_one(e)
     for m in (batch, online):
-        kept = [*m.profiles_.values(), *m.short_.values()]
-        assert kept and all(v.dtype == np.float32 for v in kept)
+        assert not hasattr(m, "short_") and m.profiles_
+        assert all(v.dtype == np.float32 for v in m.profiles_.values())
     everything = cat.from_idx(cat.alive_idx())
     for u in {e.user for e in events}:
-        np.testing.assert_allclose(online.score(UserState(u), everything), batch.score(UserState(u), everything),
-                                   atol=1e-5)
+        recent = tuple(e for e in events if e.user == u)
+        state = UserState(u, recent)
+        np.testing.assert_allclose(online.score(state, everything), batch.score(state, everything), atol=1e-5)
+        # The session's intent is the request's recent events, the last one weighing most:
+        # the same user with only their last event is pulled toward that event's item.
+        last = cat.idx_of(recent[-1].item)
+        if online._fb.weight(recent[-1].kind, recent[-1].value) > 0:
+            with_last = online.score(UserState(u, recent[-1:]), everything)
+            without = online.score(UserState(u), everything)
+            assert with_last[last] > without[last]
 
 
 def test_tfidf_keeps_item_strengths_per_user_and_makes_the_profile_when_read():

@@ -14,6 +14,7 @@ not the engine's ``tfidf`` source); ``EngineModel`` wraps a whole in-memory
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
@@ -44,23 +45,34 @@ class EvalModel(Protocol):
 class LearnerModel:
     """One learner ranking the whole catalog (or candidates) by its raw score."""
 
-    def __init__(self, name: str, learner: Learner, catalog: Catalog) -> None:
+    def __init__(self, name: str, learner: Learner, catalog: Catalog, history_length: int = 50) -> None:
         self.name = name
         self.learner = learner
         self.catalog = catalog
+        #: Each user's recent events, as the engine's user state holds them for a request.
+        self.history_length = history_length
+        self.recent: dict[str, deque[Event]] = {}
         self._all = catalog.from_idx(catalog.alive_idx())
 
     def fit(self, train: Sequence[Event]) -> None:
         self.learner.fit(InteractionLog.from_events(train, self.catalog))
+        self.recent = {}
+        for e in train:
+            self._remember(e)
 
     def learn_one(self, event: Event) -> None:
         self.learner.learn_one(event)
+        self._remember(event)
+
+    def _remember(self, event: Event) -> None:
+        self.recent.setdefault(event.user, deque(maxlen=self.history_length)).append(event)
 
     def recommend(
         self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
     ) -> list[str]:
         items = self.catalog.select(candidates) if candidates is not None else self._all
-        scores = np.asarray(self.learner.score(UserState(user), items), dtype=np.float64).copy()
+        state = UserState(user, tuple(self.recent.get(user, ())))
+        scores = np.asarray(self.learner.score(state, items), dtype=np.float64).copy()
         if exclude:
             hide = np.zeros(len(self.catalog), dtype=bool)
             hide[self.catalog.live_indices(exclude)] = True

@@ -101,8 +101,11 @@ class ContentProfile(CentredSpace, Learner):
     Long-term: ``sum_e w(kind_e) * 2^(-(t_last - t_e)/half_life - n_e/half_life_events) * v(item_e)``
     (``n_e``: how many of the user's events came after ``e``), plus
     ``interest_weight`` times the declared-interests vector. Short-term (the session's
-    intent): ``sum_e w(kind_e) * short_decay^(events since e) * v(item_e)``, so the last
-    few events dominate and the list follows what the user does now. Positive kinds
+    intent): ``sum_e w(kind_e) * short_decay^(events since e) * v(item_e)`` over the
+    request's recent events (``UserState.history``: the last 50 by default, so what is
+    left out weighs at most ``short_decay^50``), so the last few events dominate and the
+    list follows what the user does now. It is made per request, not kept: per user the
+    learner keeps one vector (in fleet mode the recent events live in Redis). Positive kinds
     pull toward an item, skips and dislikes push away. Score =
     ``(1 - short_weight) * cos(long, v) + short_weight * cos(short, v)``; one event
     costs O(d).
@@ -155,7 +158,6 @@ class ContentProfile(CentredSpace, Learner):
     def fit(self, log: InteractionLog) -> Self:
         self._fit_space(log.catalog)
         self.profiles_: dict[str, np.ndarray] = {}
-        self.short_: dict[str, np.ndarray] = {}
         self.last_t_: dict[str, float] = {}
         keep = log.item_idx >= 0
         if keep.any():
@@ -168,32 +170,26 @@ class ContentProfile(CentredSpace, Learner):
             np.maximum.at(last, uidx, ts)
             # Decay relative to each user's latest event: the same closed form learn_one keeps.
             coef = w * np.exp2(-(last[uidx] - ts) / (self.half_life_days * _DAY))
-            # Short-term: weight by how many of the user's events came after (time order).
-            order = np.lexsort((np.arange(len(ts)), ts, uidx))
-            counts = np.bincount(uidx, minlength=len(uniq))
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            pos = np.empty(len(ts), dtype=np.int64)
-            pos[order] = np.arange(len(ts)) - starts[uidx[order]]
-            after = counts[uidx] - 1 - pos
-            short_coef = w * self.short_decay ** after.astype(np.float64)
             if self.half_life_events:
+                # Weight by how many of the user's events came after (time order).
+                order = np.lexsort((np.arange(len(ts)), ts, uidx))
+                counts = np.bincount(uidx, minlength=len(uniq))
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+                pos = np.empty(len(ts), dtype=np.int64)
+                pos[order] = np.arange(len(ts)) - starts[uidx[order]]
+                after = counts[uidx] - 1 - pos
                 coef = coef * np.exp2(-after / float(self.half_life_events))
             vecs = log.catalog.vectors
             shape = (len(uniq), len(log.catalog))
             if self.center:  # sum w (v - m)/|v - m| without a centred copy of the catalog
-                inv = 1.0 / self._norms()[items]
-                coef, short_coef = coef * inv, short_coef * inv
+                coef = coef / self._norms()[items]
             C = sp.csr_matrix((coef, (uidx, items)), shape=shape)
-            S = sp.csr_matrix((short_coef, (uidx, items)), shape=shape)
             prof = np.asarray(C @ vecs, dtype=np.float64)
-            short = np.asarray(S @ vecs, dtype=np.float64)
             if self.center:
                 prof -= np.outer(np.asarray(C.sum(axis=1)).ravel(), self.mean_)
-                short -= np.outer(np.asarray(S.sum(axis=1)).ravel(), self.mean_)
-            prof, short = prof.astype(KEPT), short.astype(KEPT)
+            prof = prof.astype(KEPT)
             for j, u in enumerate(uniq):
                 self.profiles_[str(u)] = prof[j]
-                self.short_[str(u)] = short[j]
                 self.last_t_[str(u)] = float(last[j])
         return self
 
@@ -207,8 +203,6 @@ class ContentProfile(CentredSpace, Learner):
         p = self.profiles_.get(event.user)
         t0 = self.last_t_.get(event.user)
         h = self.half_life_days * _DAY
-        s = self.short_.get(event.user)
-        self.short_[event.user] = (w * v if s is None else self.short_decay * s + w * v).astype(KEPT)
         if p is None or t0 is None:  # a new user (profiles_ and last_t_ are set together)
             self.profiles_[event.user] = (w * v).astype(KEPT)
             self.last_t_[event.user] = event.timestamp
@@ -223,12 +217,38 @@ class ContentProfile(CentredSpace, Learner):
     def query_vector(self, user: UserState) -> np.ndarray | None:
         """The vector whose inner product with an item is its score; None for a cold user."""
         long = self._long(user)
-        short = _unit(self.short_.get(user.user))
+        short = _unit(self._short(user)) if self.short_weight > 0 else None
         if long is None:
             return None if short is None else short.astype(np.float32)
         if short is None or self.short_weight <= 0:
             return long.astype(np.float32)
         return ((1 - self.short_weight) * long + self.short_weight * short).astype(np.float32)
+
+    def _short(self, user: UserState) -> np.ndarray | None:
+        """The session's intent from the request's recent events (oldest first): each event's
+        weight times ``short_decay`` per later event, on items the catalog holds (as learning
+        them one by one would sum them); None without any. Kept on the request's state."""
+        key = ("content-intent", id(self))
+        if key in user.derived:
+            return user.derived[key][1]
+        cat, fb = self.catalog_, self._fb
+        idx, w = [], []
+        for e in user.history:
+            i = cat.get_idx(e.item)
+            if i is not None:
+                idx.append(i)
+                w.append(fb.weight(e.kind, e.value))
+        out = None
+        if idx:
+            coef = np.asarray(w) * self.short_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float64)
+            rows = np.asarray(idx)
+            if self.center:  # sum c (v - m)/|v - m| without centring the rows
+                coef = coef / self._norms()[rows]
+                out = coef @ cat.vectors[rows] - coef.sum() * self.mean_
+            else:
+                out = coef @ cat.vectors[rows]
+        user.derived[key] = (self, out)  # holding the learner keeps its id its own while kept
+        return out
 
     def _long(self, user: UserState) -> np.ndarray | None:
         q = self.profiles_.get(user.user)
@@ -255,11 +275,10 @@ class ContentProfile(CentredSpace, Learner):
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         self.profiles_.pop(user, None)
-        self.short_.pop(user, None)
         self.last_t_.pop(user, None)
 
 
-#: The dtype of the kept per-user vectors: single precision halves what every user costs in
+#: The dtype of the kept per-user vector: single precision halves what every user costs in
 #: memory (and snapshots), and scoring already runs in it; sums are formed in double.
 KEPT = np.float32
 

@@ -11,6 +11,7 @@ coefficients are clipped to 0 and the largest weight is scaled to 1.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -41,6 +42,7 @@ def learn_fusion_weights(
     holdout: int = 2000,
     negatives: int = 50,
     seed: int = 0,
+    history_length: int = 50,
 ) -> FusionFit:
     """Fit fusion weights for ``learners`` (unfitted; they are fitted here on a prefix).
 
@@ -67,10 +69,12 @@ def learn_fusion_weights(
     rng = np.random.default_rng(seed)
     alive = catalog.alive_idx()
     seen: dict[str, set[int]] = {}
+    recent: dict[str, deque[Event]] = {}  # each user's recent events, as a request's state holds them
     for e in prefix:
         i = catalog.get_idx(e.item)
         if i is not None:
             seen.setdefault(e.user, set()).add(i)
+        recent.setdefault(e.user, deque(maxlen=history_length)).append(e)
     X, y, groups = [], [], []
     for n, e in enumerate(tail):
         pos = catalog.get_idx(e.item)
@@ -78,7 +82,7 @@ def learn_fusion_weights(
             neg = rng.choice(alive, size=min(negatives, len(alive)), replace=False)
             neg = neg[(neg != pos) & ~np.isin(neg, list(seen.get(e.user, ())))]
             cand = catalog.from_idx(np.concatenate([[pos], neg]))
-            state = UserState(e.user)
+            state = UserState(e.user, tuple(recent.get(e.user, ())))
             feats = np.stack([minmax(np.asarray(fitted[s].score(state, cand), dtype=np.float64)) for s in names], 1)
             X.append(feats)
             y.append(np.r_[1.0, np.zeros(len(neg))])
@@ -87,6 +91,7 @@ def learn_fusion_weights(
             m.learn_one(e)
         if pos is not None:
             seen.setdefault(e.user, set()).add(pos)
+        recent.setdefault(e.user, deque(maxlen=history_length)).append(e)
     if not X:
         raise ValueError("no positive events after the cut-off: cannot learn fusion weights")
     Xa, ya, ga = np.concatenate(X), np.concatenate(y), np.concatenate(groups)
