@@ -248,10 +248,7 @@ class Lifecycle:
         if until is not None:
             log = itertools.takewhile(lambda row: row[0] <= until, log)
         while run := list(itertools.islice(log, REPLAY_BATCH)):
-            events = [e for _, e in run]
-            learn_all(learners, events)
-            for e in events:
-                users.apply(e, self.catalog.get_idx(e.item))
+            learn_events(learners, users, [e for _, e in run], self.catalog)
             cursor = run[-1][0]
         return cursor
 
@@ -733,15 +730,21 @@ def catch_up_from_store(
             break
         known = list(itertools.takewhile(lambda row: row[1].item in catalog, run))
         if known:
-            events = [e for _, e in known]
-            learn_all(learners, events)
-            if users is not None:
-                for e in events:
-                    users.apply(e, catalog.get_idx(e.item))
+            learn_events(learners, users, [e for _, e in known], catalog)
             cursor = known[-1][0]
         if len(known) < len(run):
             break
     return cursor
+
+
+def learn_events(
+    learners: Mapping[str, Learner], users: UserStateStore | None, events: Sequence[Event], catalog: Catalog,
+) -> None:
+    """Teach ``events`` (in log order) to every learner (:func:`learn_all`) and to ``users``, if given."""
+    learn_all(learners, events)
+    if users is not None:
+        for e in events:
+            users.apply(e, catalog.get_idx(e.item))
 
 
 def learn_all(learners: Mapping[str, Learner], events: Sequence[Event]) -> None:

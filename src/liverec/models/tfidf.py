@@ -183,7 +183,7 @@ class TfidfContent(Learner):
         n = self.rows_.shape[0]
         if cached is not None and n - cached[0] <= max(1024, cached[0] // 32):
             return cached
-        csc = sp.csc_matrix(self.rows_)
+        csc = self._columns()
         keep = np.ones(csc.nnz, dtype=bool)
         p = self.candidate_postings
         for t in np.flatnonzero(np.diff(csc.indptr) > p).tolist():
@@ -204,16 +204,12 @@ class TfidfContent(Learner):
         self._check_fitted()
         if n <= 0:
             return np.zeros(0, dtype=np.int64)
-        self._ensure_rows(len(self.catalog_))  # may re-learn the vocabulary: the profile is read after it
-        q = self.query_vector(user)
-        if q is None:
+        unit = self._unit_profile(user.user)
+        if unit is None:
             return np.zeros(0, dtype=np.int64)
+        q = self._dense(*unit)
         covered, post = self._postings()
-        prof = self.profile(user.user)
-        assert prof is not None  # query_vector was not None
-        terms, w = prof
-        terms = terms[w > 0]
-        w = w[w > 0]
+        terms, w = unit[0][unit[1] > 0], unit[1][unit[1] > 0]
         if len(terms) > self.candidate_terms:
             terms = terms[np.argpartition(-w, self.candidate_terms - 1)[: self.candidate_terms]]
         pool = np.union1d(post[:, terms].indices, np.arange(covered, self.rows_.shape[0]))
@@ -235,7 +231,7 @@ class TfidfContent(Learner):
         cached = self.__dict__.get("_term_floor")
         n = self.rows_.shape[0]
         if cached is None or cached[0] != n or len(cached[1]) != len(q):
-            csc = sp.csc_matrix(self.rows_)
+            csc = self._columns()
             every = np.diff(csc.indptr) == n
             low = np.zeros(len(every))
             if every.any():
@@ -248,10 +244,12 @@ class TfidfContent(Learner):
         """The user's unit tf-idf profile (dense, vocabulary-sized); None when cold."""
         self._check_fitted()
         unit = self._unit_profile(user.user)
-        if unit is None:
-            return None
+        return None if unit is None else self._dense(*unit)
+
+    def _dense(self, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """A vocabulary-sized vector with ``weights`` at ``terms``."""
         q = np.zeros(self.rows_.shape[1])
-        q[unit[0]] = unit[1]
+        q[terms] = weights
         return q
 
     def _unit_profile(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -272,9 +270,7 @@ class TfidfContent(Learner):
             return np.zeros(len(items), dtype=np.float32)
         terms, w = unit
         if len(items) * 4 <= self.rows_.shape[0]:
-            q = np.zeros(self.rows_.shape[1])
-            q[terms] = w
-            return np.asarray(self.rows_[items.idx] @ q).astype(np.float32)
+            return np.asarray(self.rows_[items.idx] @ self._dense(terms, w)).astype(np.float32)
         # Most of the catalog: only the columns of the profile's terms are read (a profile
         # holds a few hundred of the vocabulary's tens of thousands of terms).
         s = np.asarray(self._columns()[:, terms] @ w)
