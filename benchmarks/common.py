@@ -400,8 +400,9 @@ def book_vectors(*, template: str = DEFAULT_TEXT_TEMPLATE, cache_dir: Path = CAC
 SYNTHETIC_NOTE = (
     "items beyond the 10,000 real goodbooks books are SYNTHETIC: each vector is "
     "normalize(v_a + 0.5*v_b + noise) of a random pair (a, b) of real all-MiniLM-L6-v2 book "
-    "vectors, noise Gaussian with expected L2 norm 0.15; ids/texts 'syn-<k>'. No corpus of "
-    "100k+ real texts ships with liverec."
+    "vectors, noise Gaussian with expected L2 norm 0.15; ids 'syn-<k>', texts '#<k>' (no title "
+    "words, so the title-word cap applies among real books only). No corpus of 100k+ real texts "
+    "ships with liverec."
 )
 
 
@@ -410,8 +411,8 @@ def synthetic_catalog(n: int, *, seed: int = 0, noise: float = 0.15,
     """(items, vectors) of ``n`` items: the real books first, then synthetic ones.
 
     The first ``min(n, 10_000)`` items are the shipped books with their real vectors
-    (:func:`book_vectors`). Each further item ``syn-<k>`` (text ``"syn-<k>"``, no
-    attributes) gets ``normalize(v_a + 0.5 * v_b + e)`` for a random pair of distinct
+    (:func:`book_vectors`). Each further item ``syn-<k>`` (text ``"#<k>"``: no title words;
+    no attributes) gets ``normalize(v_a + 0.5 * v_b + e)`` for a random pair of distinct
     real books ``a, b``, where ``e`` is Gaussian noise with per-component std
     ``noise / sqrt(dim)`` (expected norm ``noise``, i.e. 0.15 of a unit vector). These are
     plausible points of the real LM space (near mixtures of real books), not real texts.
@@ -432,7 +433,9 @@ def synthetic_catalog(n: int, *, seed: int = 0, noise: float = 0.15,
         v = real[a] + 0.5 * real[b] + rng.standard_normal((c, dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         out[len(books) + s: len(books) + s + c] = v
-    items = list(books) + [Item(id=f"syn-{k}", text=f"syn-{k}") for k in range(m)]
+    # Digits only: a shared word ("syn") in every title would let the slate's title-word cap
+    # (Settings.max_per_title_word) admit only a few synthetic items per list.
+    items = list(books) + [Item(id=f"syn-{k}", text=f"#{k}") for k in range(m)]
     return items, out
 
 
