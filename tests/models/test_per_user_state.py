@@ -48,3 +48,24 @@ def test_tfidf_keeps_item_strengths_per_user_and_makes_the_profile_when_read():
         np.testing.assert_allclose(dense, expected, atol=1e-12)
         assert list(terms) == sorted(np.flatnonzero(expected))
     assert m.profile("nobody") is None
+
+
+def test_transition_keeps_each_users_last_items_as_a_packed_array_bounded_by_its_window():
+    from array import array
+
+    from liverec.models import Transition
+
+    cat = make_catalog()
+    events = make_events(cat)
+    batch = Transition(window=2, history=3).fit(InteractionLog.from_events(events, cat))
+    online = Transition(window=2, history=3).fit(InteractionLog.from_events([], cat))
+    for e in events:
+        online.learn_one(e)
+    assert online.recent_.keys() == batch.recent_.keys()
+    for u, last in online.recent_.items():
+        assert type(last) is array and last.typecode == "i" and len(last) <= 3
+        assert last == batch.recent_[u]  # the same items in the same order as a batch fit
+    everything = cat.from_idx(cat.alive_idx())
+    for u in online.recent_:
+        np.testing.assert_allclose(online.score(UserState(u), everything), batch.score(UserState(u), everything),
+                                   atol=1e-6)
