@@ -14,7 +14,6 @@ not the engine's ``tfidf`` source); ``EngineModel`` wraps a whole in-memory
 from __future__ import annotations
 
 import inspect
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
@@ -23,9 +22,10 @@ import numpy as np
 from ..encode.catalog import Catalog
 from ..engine import Engine
 from ..errors import ValidationError
-from ..models.base import REGISTRY, InteractionLog, Learner, UserState
+from ..models.base import REGISTRY, InteractionLog, Learner
 from ..rank.index import top_k
 from ..settings import Settings
+from ..state import OnlineState
 from ..types import Event
 from .baselines import EVAL_BASELINES
 
@@ -49,14 +49,13 @@ class LearnerModel:
         self.name = name
         self.learner = learner
         self.catalog = catalog
-        #: Each user's recent events, as the engine's user state holds them for a request.
-        self.history_length = history_length
-        self.recent: dict[str, deque[Event]] = {}
+        #: Each user's recent events, held as the engine holds them for a request.
+        self.users = OnlineState(history_length)
         self._all = catalog.from_idx(catalog.alive_idx())
 
     def fit(self, train: Sequence[Event]) -> None:
         self.learner.fit(InteractionLog.from_events(train, self.catalog))
-        self.recent = {}
+        self.users = self.users.fresh()
         for e in train:
             self._remember(e)
 
@@ -65,13 +64,13 @@ class LearnerModel:
         self._remember(event)
 
     def _remember(self, event: Event) -> None:
-        self.recent.setdefault(event.user, deque(maxlen=self.history_length)).append(event)
+        self.users.apply(event, self.catalog.get_idx(event.item))
 
     def recommend(
         self, user: str, k: int, *, exclude: Collection[str] = (), candidates: Sequence[str] | None = None
     ) -> list[str]:
         items = self.catalog.select(candidates) if candidates is not None else self._all
-        state = UserState(user, tuple(self.recent.get(user, ())))
+        state = self.users.state(user)
         scores = np.asarray(self.learner.score(state, items), dtype=np.float64).copy()
         if exclude:
             hide = np.zeros(len(self.catalog), dtype=bool)

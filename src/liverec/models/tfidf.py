@@ -224,20 +224,20 @@ class TfidfContent(Learner):
         profile's terms are in every item's text (a text template's words), the sum of
         each such term's profile weight times its smallest weight in any item."""
         self._check_fitted()
-        q = self.query_vector(user)
-        if q is None:
+        unit = self._unit_profile(user.user)  # rows follow the catalog (it may re-learn the vocabulary)
+        if unit is None:
             return 0.0
-        self._ensure_rows(len(self.catalog_))
+        terms, w = unit
         cached = self.__dict__.get("_term_floor")
         n = self.rows_.shape[0]
-        if cached is None or cached[0] != n or len(cached[1]) != len(q):
+        if cached is None or cached[0] != n or len(cached[1]) != self.rows_.shape[1]:
             csc = self._columns()
             every = np.diff(csc.indptr) == n
             low = np.zeros(len(every))
             if every.any():
                 low[every] = np.minimum.reduceat(csc.data, csc.indptr[:-1][every]) if n else 0.0
             self._term_floor = cached = (n, low)
-        return float(q @ cached[1])
+        return float(w @ cached[1][terms])
 
     # ------------------------------------------------------------------- scoring
     def query_vector(self, user: UserState) -> np.ndarray | None:
