@@ -16,7 +16,7 @@ from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
-from liverec.models.base import BatchLearner, EventCounts, Explains, Retriever
+from liverec.models.base import BatchLearner, EventCounts, Explains, Retriever, RetrieverWithFloor, ScoreFloor
 
 
 def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
@@ -228,6 +228,29 @@ def check_retriever_candidates(learner: Learner) -> None:
     assert np.mean([x for x in r if x is not None]) >= 0.9, "recall holds after forget"
 
 
+def check_candidates_with_floor(learner: Learner) -> None:
+    """A RetrieverWithFloor's one search gives what its two calls give: candidates with
+    recall@10 >= 0.9 of ``candidates(user, n)`` and a floor at the catalog's minimum score
+    (within 5% of the score range, never below it), for fitted, online and cold users."""
+    if not isinstance(learner, RetrieverWithFloor):
+        pytest.skip(f"{type(learner).__name__} does not retrieve with a floor")
+    assert isinstance(learner, Retriever) and isinstance(learner, ScoreFloor)
+    cat = make_catalog(400, seed=3)
+    m = fitted(learner.clone(), make_events(cat, n_users=40, per_user=12, seed=4), cat)
+    m.learn_one(Event(user="fresh", item="i6", kind="click", timestamp=1_800_000_000.0))
+    cat.remove(["i0", "i2"])
+    live = cat.from_idx(cat.alive_idx())
+    for st in [UserState(f"u{u}") for u in range(0, 40, 4)] + [UserState("fresh"), UserState("nobody")]:
+        c, f = m.candidates_with_floor(st, 20)
+        c = np.asarray(c)
+        assert len(c) <= 20 and len(np.unique(c)) == len(c) and cat.alive[c].all()
+        alone = np.asarray(m.candidates(st, 20))
+        assert len(np.intersect1d(c[:10], alone[:10])) >= 0.9 * min(10, len(alone))
+        s = np.asarray(m.score(st, live), dtype=np.float64)
+        lo, hi = float(s.min()), float(s.max())
+        assert f is not None and lo - 1e-5 <= f <= lo + 0.05 * (hi - lo) + 1e-9, (st.user, f, lo, hi)
+
+
 def check_learn_many_equals_learn_one(learner: Learner) -> None:
     """A BatchLearner's ``learn_many`` over a run leaves what ``learn_one`` per event leaves:
     the same scores and (for a Retriever) the same candidates, for users old, new and cold,
@@ -315,6 +338,7 @@ ALL_CHECKS = [
     check_batch_equals_incremental,
     check_forget_removes_user,
     check_retriever_candidates,
+    check_candidates_with_floor,
     check_learn_many_equals_learn_one,
     check_explains_with_the_users_own_items,
     check_counts_events_per_item,

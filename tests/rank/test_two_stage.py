@@ -121,3 +121,27 @@ def test_declared_interests_two_stage_serve_the_exact_top_ten(setup):
         got = ranker.fuse(u, cat.from_idx(idx), source, weights, floor)
         want = ranker.fuse(u, live, source, weights)
         assert set(got.items.idx[ranker.select(got, 10)]) == set(want.items.idx[ranker.select(want, 10)])
+
+
+def test_retrieve_with_floors_is_retrieve_and_floors_in_one_pass(setup):
+    # One search per source finds both ends: retrieve's candidates, and for the same sources
+    # as floors() a floor at the catalog's minimum.
+    cat, learners, users = setup
+    index = VectorIndex(cat, exact_max_items=100, center=True, threads=1)
+    live = cat.from_idx(cat.alive_idx())
+    weights = dict.fromkeys(SOURCES, 1.0)
+    for u in map(UserState, users[:10]):
+        idx, low = ranker.retrieve_with_floors(u, learners, weights, cat, index, 40)
+        want = ranker.retrieve(u, learners, weights, cat, index, 40)
+        assert len(np.intersect1d(idx, want)) >= 0.95 * len(want)
+        alone = ranker.floors(u, learners, weights, cat, index)
+        assert set(low) == set(alone)
+        for name, f in low.items():
+            s = np.asarray(learners[name].score(u, live), dtype=np.float64)
+            lo, hi = float(s.min()), float(s.max())
+            assert lo - 1e-5 <= f <= lo + 0.05 * (hi - lo) + 1e-5, (name, f, lo, hi)
+    # Below the threshold: every live item, no floors.
+    exact = VectorIndex(cat, exact_max_items=10_000, center=True)
+    idx, low = ranker.retrieve_with_floors(UserState(users[0]), learners, weights, cat, exact, 40)
+    np.testing.assert_array_equal(idx, cat.alive_idx())
+    assert low == {}

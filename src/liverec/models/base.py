@@ -258,6 +258,22 @@ class ScoreFloor(Protocol):
 
 
 @runtime_checkable
+class RetrieverWithFloor(Protocol):
+    """A :class:`Retriever` and :class:`ScoreFloor` that finds both in one search:
+    ``candidates_with_floor(user, n)`` is ``(candidates(user, n), floor(user))``, cheaper
+    than the two calls (an index searched both ways at once). Two-stage serving asks it.
+
+    Examples
+    --------
+    >>> from liverec.models import ALS, ItemKNN
+    >>> isinstance(ALS(), RetrieverWithFloor), isinstance(ItemKNN(), RetrieverWithFloor)
+    (True, False)
+    """
+
+    def candidates_with_floor(self, user: UserState, n: int) -> tuple[np.ndarray, float | None]: ...
+
+
+@runtime_checkable
 class EventCounts(Protocol):
     """A learner that counts the positive events it learned per item.
 

@@ -388,6 +388,19 @@ class _MatrixFactorization(Learner, abc.ABC):
         keys = fi.search(q, n)
         return best(keys, self.item_factors_[keys] @ q, n)
 
+    def candidates_with_floor(self, user: UserState, n: int, probe: int = 32) -> tuple[np.ndarray, float | None]:
+        """(:meth:`candidates`, :meth:`floor`) from one search of the factor index both ways."""
+        self._check_fitted()
+        r = self.users_.get(user.user)
+        if r is None or getattr(self, "n_interactions_", 0) < self.min_interactions:
+            return np.zeros(0, dtype=np.int64), 0.0
+        if n <= 0:
+            return np.zeros(0, dtype=np.int64), self.floor(user, probe)
+        q = self.user_factors_[r]
+        near, far = self._factor_index().search_both_ways(q, n, probe)
+        low = float((self.item_factors_[far] @ q).min()) if len(far) else None
+        return best(near, self.item_factors_[near] @ q, n), low
+
     def floor(self, user: UserState, probe: int = 32) -> float | None:
         """The lowest score over live items: the best ``probe`` items for ``-q`` in the
         factor index, scored exactly (0 for a user the model does not score)."""

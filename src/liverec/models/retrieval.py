@@ -312,6 +312,22 @@ class FactorIndex:
         m = self._index.search(np.ascontiguousarray(q, dtype=np.float32), min(n, size))
         return np.asarray(m.keys, dtype=np.int64)
 
+    def search_both_ways(self, q: np.ndarray, n: int, probe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`search` for ``q``, keys of the at least ``probe`` items with the *lowest*
+        inner product): the two searches in one usearch call, a thread each.
+
+        >>> fi = FactorIndex(3); fi.sync(np.eye(3, dtype=np.float32), np.ones(3, bool))
+        >>> [k.tolist() for k in fi.search_both_ways(np.array([0, 2, -1], np.float32), 1, 1)]
+        [[1], [2]]
+        """
+        size = len(self)
+        if self._index is None or size == 0 or n <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        m = self._index.search(np.stack([q, -q]), min(max(n, probe), size), threads=2)
+        near = np.asarray(m.keys[0][: min(int(m.counts[0]), n)], dtype=np.int64)
+        return near, np.asarray(m.keys[1][: int(m.counts[1])], dtype=np.int64)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_index"] = None if self._index is None else bytes(self._index.save())

@@ -91,16 +91,15 @@ class Pipeline:
         cat = self.catalog
         if cat.n_alive == 0:
             return None
-        floor = None
+        floor: dict[str, float] | None = None
         if req.candidates is not None:
             idx = cat.select(req.candidates).idx
         elif req.filters:
             idx = np.flatnonzero(cat.filter_mask(req.filters))
         else:
             n = max(req.k, self.settings.candidates_per_source) + len(seen)
-            idx = ranker.retrieve(state, learners, req.weights, cat, self.index, n)
-            if self.index.uses_ann:  # two-stage: normalise with catalog-wide minima
-                floor = ranker.floors(state, learners, req.weights, cat, self.index)
+            # Two-stage above the index's threshold: normalised with catalog-wide minima.
+            idx, floor = ranker.retrieve_with_floors(state, learners, req.weights, cat, self.index, n)
         if req.filters and req.candidates is not None:
             idx = idx[cat.filter_mask(req.filters)[idx]]
         blocked = self.blocked_mask()

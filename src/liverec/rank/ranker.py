@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
-from ..models.base import Explains, ExplainsMany, Learner, Popularity, Retriever, ScoreFloor, UserState, UserWeight, VectorQuery
+from ..models.base import (
+    Explains, ExplainsMany, Learner, Popularity, Retriever, RetrieverWithFloor, ScoreFloor, UserState, UserWeight,
+    VectorQuery,
+)
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
 from .reasons import reason_text
@@ -130,7 +133,11 @@ def retrieve(
         return catalog.alive_idx()
     offered = (source_candidates(model, user, catalog, index, n)
                for name, model in learners.items() if weight_of(name, model, weights) > 0)
-    found = [f for f in offered if f is not None]
+    return _union(catalog, [f for f in offered if f is not None], n)
+
+
+def _union(catalog: Catalog, found: list[np.ndarray], n: int) -> np.ndarray:
+    """The live items of the sources' candidates (the first ``n`` live items when none has any)."""
     if not found:
         return catalog.alive_idx()[:n]
     idx = np.unique(np.concatenate(found))
@@ -175,19 +182,68 @@ def floors(
     for name, model in learners.items():
         if weight_of(name, model, weights) <= 0:
             continue
-        if offers(model, ScoreFloor):
-            f = model.floor(user)
-        elif offers(model, VectorQuery):
+        f = source_floor(model, user, catalog, index)
+        if f is not None:
+            out[name] = f
+    return out
+
+
+def source_floor(model: Learner, user: UserState, catalog: Catalog, index: VectorIndex) -> float | None:
+    """One source's part of :func:`floors` (None: it cannot tell, or has no opinion)."""
+    if offers(model, ScoreFloor):
+        f = model.floor(user)
+        return None if f is None else float(f)
+    if offers(model, VectorQuery):
+        vec = model.query_vector(user)
+        if vec is None:
+            return None
+        return _lowest(model, user, catalog, index.search(-vec, FLOOR_PROBE)[0])
+    return None
+
+
+def _lowest(model: Learner, user: UserState, catalog: Catalog, far: np.ndarray) -> float | None:
+    return float(np.min(model.score(user, catalog.from_idx(far)))) if len(far) else None
+
+
+def retrieve_with_floors(
+    user: UserState,
+    learners: Mapping[str, Learner],
+    weights: Mapping[str, float],
+    catalog: Catalog,
+    index: VectorIndex,
+    n: int,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """:func:`retrieve` and, when it retrieves (above the index's exact threshold),
+    :func:`floors`, with one search per source where one search can find both: a
+    :class:`~liverec.models.base.RetrieverWithFloor` answers both at once, and a
+    :class:`~liverec.models.base.VectorQuery` source's query is searched both ways in
+    the vector index in one call. Below the threshold: every live item, no floors.
+    """
+    if not index.uses_ann:
+        return catalog.alive_idx(), {}
+    found: list[np.ndarray] = []
+    low: dict[str, float] = {}
+    for name, model in learners.items():
+        if weight_of(name, model, weights) <= 0:
+            continue
+        f: float | None
+        c: np.ndarray | None
+        if offers(model, RetrieverWithFloor):
+            c, f = model.candidates_with_floor(user, n)
+            c = np.asarray(c, dtype=np.int64)
+        elif offers(model, VectorQuery) and not offers(model, Retriever) and not offers(model, ScoreFloor):
             vec = model.query_vector(user)
             if vec is None:
                 continue
-            far = index.search(-vec, FLOOR_PROBE)[0]
-            f = float(np.min(model.score(user, catalog.from_idx(far)))) if len(far) else None
+            c, _, far = index.search_both_ways(vec, n, FLOOR_PROBE)
+            f = _lowest(model, user, catalog, far)
         else:
-            continue
+            c, f = source_candidates(model, user, catalog, index, n), source_floor(model, user, catalog, index)
+        if c is not None:
+            found.append(c)
         if f is not None:
-            out[name] = float(f)
-    return out
+            low[name] = float(f)
+    return _union(catalog, found, n), low
 
 
 def fuse(
