@@ -119,9 +119,8 @@ def source_breakdown(eng, users: list[str], k: int) -> dict[str, dict[str, float
         n = max(k, eng.settings.candidates_per_source) + len(seen)
         seen_a = np.fromiter(seen, dtype=np.int64, count=len(seen))
         unseen = live[~np.isin(live, seen_a)]
-        union = ranker.retrieve(state, learners, w, cat, index, n)
+        union, floor = ranker.retrieve_with_floors(state, learners, w, cat, index, n)  # as served
         union = union[~np.isin(union, seen_a)]
-        floor = ranker.floors(state, learners, w, cat, index)
         at = np.searchsorted(unseen, union)
         full = {name: np.asarray(learners[name].score(state, cat.from_idx(unseen)), dtype=np.float64)
                 for name in names}
@@ -155,10 +154,10 @@ def candidates_trial(eng, users: list[str], exact: dict[str, list[str]], n: int,
     ``floors=False``: min-max over the retrieved candidates, as before floors existed."""
     from liverec.rank import ranker
 
-    saved, saved_floors = eng.pipeline.settings, ranker.floors
+    saved, saved_retrieve = eng.pipeline.settings, ranker.retrieve_with_floors
     eng.pipeline.settings = saved.model_copy(update={"candidates_per_source": n})
     if not floors:
-        ranker.floors = lambda *a, **kw: {}
+        ranker.retrieve_with_floors = lambda *a, **kw: (ranker.retrieve(*a, **kw), {})
     try:
         got, wall = {}, []
         for u in users:
@@ -166,7 +165,7 @@ def candidates_trial(eng, users: list[str], exact: dict[str, list[str]], n: int,
             got[u] = [r.item for r in recs]
             wall.append(s)
     finally:
-        eng.pipeline.settings, ranker.floors = saved, saved_floors
+        eng.pipeline.settings, ranker.retrieve_with_floors = saved, saved_retrieve
     return {"served recall@10": float(np.mean([recall_at(got[u], exact[u]) for u in users])), **latency(wall)}
 
 

@@ -451,10 +451,10 @@ def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impress
                      rng: np.random.Generator | None = None, n: int = 500) -> dict[str, dict[str, float]]:
     """Diagnostic: time the stages of a plain Engine.recommend one by one (the pipeline's parts).
 
-    * ``ranker.retrieve`` -- candidate generation alone;
-    * ``ranker.floors`` -- each source's catalog-wide lowest score (two-stage serving only);
-    * ``Pipeline.score`` -- retrieve + floors again + blocklist/seen exclusion + fuse
-      (so exclusion+fuse ~= this minus the two above);
+    * ``ranker.retrieve_with_floors`` -- candidate generation and (two-stage serving only)
+      each source's catalog-wide lowest score, one search per source where it can;
+    * ``ranker.fuse`` -- every source scores the candidates, min-max with the floors, fused;
+    * ``Pipeline.score`` -- the two above again + blocklist/seen exclusion;
     * slate selection (``build_slate`` with the settings' diversity);
     * ``ranker.to_recommendations`` with reasons;
     * optionally the impression write.
@@ -470,7 +470,7 @@ def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impress
     from liverec.store import Impression
 
     rng = rng or np.random.default_rng(0)
-    names = ["retrieve (candidate generation)", "floors (catalog-wide minima)",
+    names = ["retrieve + floors (candidates, catalog-wide minima)", "fuse (score the candidates)",
              "score: retrieve + floors + exclude + fuse (Pipeline.score)", "slate (top-k / MMR)",
              "to_recommendations (reasons)"]
     if log_impressions:
@@ -479,18 +479,16 @@ def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impress
     n_cand: list[int] = []
     w = eng._weights(None)
     diversity = float(getattr(eng.settings, "diversity", 0.0) or 0.0)
-    two_stage = eng.index.uses_ann
     for _ in range(n):
         user = users[int(rng.integers(len(users)))]
         state, seen = eng.user_state(user), eng.state.seen(user)
         req = Request(user=user, k=k, weights=w, exclude_seen=eng.settings.exclude_seen, log=False)
         with eng._lock:
             t0 = time.perf_counter()
-            ranker.retrieve(state, eng.learners, w, eng.catalog, eng.index,
-                            max(k, eng.settings.candidates_per_source) + len(seen))
+            idx, floor = ranker.retrieve_with_floors(state, eng.learners, w, eng.catalog, eng.index,
+                                                     max(k, eng.settings.candidates_per_source) + len(seen))
             t1 = time.perf_counter()
-            if two_stage:
-                ranker.floors(state, eng.learners, w, eng.catalog, eng.index)
+            ranker.fuse(state, eng.catalog.from_idx(idx), eng.learners, w, floor)
             t2 = time.perf_counter()
             scored = eng.pipeline.score(state, seen, eng.learners, req)
             t3 = time.perf_counter()
