@@ -69,3 +69,30 @@ def test_every_graph_precision_finds_the_same_items_and_returns_exact_scores():
             np.testing.assert_allclose(scores, [by_item[i] for i in got.tolist()], rtol=1e-5, atol=1e-6)
             assert (np.diff(scores) <= 1e-9).all(), "best first"
         assert np.mean(overlap) >= 0.9, (center, dtype, np.mean(overlap))
+
+
+def test_searching_both_ways_finds_the_top_and_the_bottom_of_the_catalog():
+    # One usearch call for a query and its opposite: the near side is search()'s answer, the
+    # far side holds the catalog's lowest-scored items (two-stage serving's floors), and dead
+    # items are on neither side.
+    cat = make_catalog(400, seed=7)
+    cat.remove(["i4", "i9"])
+    rng = np.random.default_rng(0)
+    ann = VectorIndex(cat, exact_max_items=0, center=True, threads=1)
+    exact = VectorIndex(cat, exact_max_items=10_000, center=True)
+    for _ in range(5):
+        q = rng.normal(size=cat.dim).astype(np.float32)
+        q /= np.linalg.norm(q)
+        near, scores, far = ann.search_both_ways(q, 20, probe=8)
+        want, want_scores = ann.search(q, 20)
+        np.testing.assert_array_equal(near, want)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+        assert len(far) >= 8 and cat.alive[far].all() and cat.alive[near].all()
+        idx, all_scores = ann.search(q, cat.n_alive, exact=True)
+        score_of = dict(zip(idx.tolist(), all_scores.tolist()))
+        lowest, highest = float(all_scores.min()), float(all_scores.max())
+        assert min(score_of[i] for i in far.tolist()) <= lowest + 0.05 * (highest - lowest)
+        # Below the threshold: exact search, and the far side is every live item.
+        e_near, _, e_far = exact.search_both_ways(q, 20)
+        np.testing.assert_array_equal(e_near, exact.search(q, 20)[0])
+        np.testing.assert_array_equal(np.sort(e_far), cat.alive_idx())
