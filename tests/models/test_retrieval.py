@@ -59,8 +59,10 @@ def test_factor_index_follows_items_and_pickles():
     fi.sync(v, alive)
     got = fi.search(q, 10)
     assert got[0] == 7 and 3 not in got.tolist()
+    assert len(fi) == 299  # the live items: a re-inserted one counts once, a removed one not at all
     back = pickle.loads(pickle.dumps(fi))
     np.testing.assert_array_equal(back.search(q, 10), got)
+    assert len(back) == 299 and len(FactorIndex(8)) == 0
 
 
 def test_factor_index_after_most_vectors_moved_is_a_fresh_graph():

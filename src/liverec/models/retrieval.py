@@ -272,7 +272,9 @@ class FactorIndex:
         self._dirty.update(inside[self._in[inside]].tolist())
 
     def __len__(self) -> int:
-        return int(self._in.sum())
+        """Items in the graph: the graph's own count (O(1); the mask's sum is 0.3 ms at 1M
+        items, and every search asks)."""
+        return len(self._index) if self._index is not None else 0
 
     @property
     def stale(self) -> bool:
