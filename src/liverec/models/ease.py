@@ -238,10 +238,8 @@ class EASE(Learner):
         if not hist:
             return 0.0  # zeros, or popularity (never negative)
         nb, m = len(self.bidx_), len(self.B_)
-        alive = self.catalog_.alive
-        active = np.flatnonzero(self.bidx_ >= 0)
-        fitted_alive = alive[active[active < len(alive)]]
-        lo = 0.0 if self.catalog_.n_alive > int(fitted_alive.sum()) else np.inf
+        fitted_alive, outside = self._fitted_alive()
+        lo = 0.0 if outside else np.inf
         h = np.fromiter(hist, dtype=np.int64, count=len(hist))
         x = np.fromiter(hist.values(), dtype=np.float32, count=len(hist))
         hb = self.bidx_[h[h < nb]]
@@ -253,6 +251,19 @@ class EASE(Learner):
                 acc += x[j] * self.B_[hb[j]]
             lo = min(lo, float(acc[: len(fitted_alive)][fitted_alive].min()))
         return lo if np.isfinite(lo) else None
+
+    def _fitted_alive(self) -> tuple[np.ndarray, bool]:
+        """(which of B's columns are live items, whether a live item is outside B), kept per
+        fit and catalog version: a request must not pass over the whole catalog."""
+        cat = self.catalog_
+        key = (cat.__dict__.get("uid"), cat.version, len(cat))
+        kept = self.__dict__.get("_fitted_alive_kept")
+        if kept is None or kept[0] is not self.bidx_ or kept[1] != key:
+            alive = cat.alive
+            active = np.flatnonzero(self.bidx_ >= 0)
+            fitted_alive = alive[active[active < len(alive)]]
+            self._fitted_alive_kept = kept = (self.bidx_, key, fitted_alive, cat.n_alive > int(fitted_alive.sum()))
+        return kept[2], kept[3]
 
     # ------------------------------------------------------------------- scoring
     def _b_rows(self, n: int) -> np.ndarray:

@@ -207,7 +207,6 @@ class TfidfContent(Learner):
         unit = self._unit_profile(user.user)
         if unit is None:
             return np.zeros(0, dtype=np.int64)
-        q = self._dense(*unit)
         covered, post = self._postings()
         terms, w = unit[0][unit[1] > 0], unit[1][unit[1] > 0]
         if len(terms) > self.candidate_terms:
@@ -216,7 +215,7 @@ class TfidfContent(Learner):
         alive = self.catalog_.alive
         pool = pool[pool < len(alive)]
         pool = pool[alive[pool]]
-        s = np.asarray(self.rows_[pool] @ q).ravel()
+        s = self._dot(pool, *unit)
         return best(pool[s > 0], s[s > 0], n)
 
     def floor(self, user: UserState) -> float | None:
@@ -246,6 +245,27 @@ class TfidfContent(Learner):
         unit = self._unit_profile(user.user)
         return None if unit is None else self._dense(*unit)
 
+    def _dot(self, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``rows_[rows] @ q`` for the profile ``q`` (``weights`` at the ascending ``terms``),
+        without a vocabulary-sized vector (a million-item catalog's vocabulary is about as
+        large): each stored entry finds its term's weight by binary search; the row sums run
+        entry by entry in row order, as scipy's product does.
+
+        >>> from liverec.encode import Catalog
+        >>> cat = Catalog(dim=2)
+        >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["red apples", "green pears"])
+        >>> m = TfidfContent().fit(InteractionLog.from_events([], cat))
+        >>> t = np.array(sorted(m.vectorizer_.vocabulary_[w] for w in ("red", "pears")))
+        >>> bool(np.allclose(m._dot(np.array([0, 1]), t, np.ones(2)), m.rows_[[0, 1]] @ m._dense(t, np.ones(2))))
+        True
+        """
+        sub = self.rows_[np.asarray(rows, dtype=np.int64)]
+        if not len(terms) or not sub.nnz:
+            return np.zeros(len(rows))
+        pos = np.minimum(np.searchsorted(terms, sub.indices), len(terms) - 1)
+        vals = np.where(terms[pos] == sub.indices, sub.data * weights[pos], 0.0)
+        return np.bincount(np.repeat(np.arange(len(rows)), np.diff(sub.indptr)), weights=vals, minlength=len(rows))
+
     def _dense(self, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """A vocabulary-sized vector with ``weights`` at ``terms``."""
         q = np.zeros(self.rows_.shape[1])
@@ -270,7 +290,7 @@ class TfidfContent(Learner):
             return np.zeros(len(items), dtype=np.float32)
         terms, w = unit
         if len(items) * 4 <= self.rows_.shape[0]:
-            return np.asarray(self.rows_[items.idx] @ self._dense(terms, w)).astype(np.float32)
+            return self._dot(items.idx, terms, w).astype(np.float32)
         # Most of the catalog: only the columns of the profile's terms are read (a profile
         # holds a few hundred of the vocabulary's tens of thousands of terms).
         s = np.asarray(self._columns()[:, terms] @ w)
