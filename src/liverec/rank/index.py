@@ -15,14 +15,14 @@ items are then scored exactly, so the inner products returned are full precision
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from ..encode.catalog import Catalog, centred_norms
 
 if TYPE_CHECKING:
-    from usearch.index import Index
+    from usearch.index import BatchMatches, Index
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -188,8 +188,6 @@ class VectorIndex:
         >>> idx.tolist(), scores.tolist(), sorted(far.tolist())
         ([1], [1.0], [0, 1])
         """
-        from usearch.index import BatchMatches  # loaded with the graph: a lookup
-
         cat = self.catalog
         if not self.uses_ann:
             top, scores = self.search(query, n, exact=True)
@@ -198,8 +196,7 @@ class VectorIndex:
             self._sync_ann()
             assert self._ann is not None  # built by _sync_ann
             q = query.astype(np.float32)
-            found = self._ann.search(np.stack([q, -q]), min(max(n, probe), len(self._ann)), threads=2)
-        assert isinstance(found, BatchMatches)  # two queries
+            found = cast("BatchMatches", self._ann.search(np.stack([q, -q]), min(max(n, probe), len(self._ann)), threads=2))
         near = np.asarray(found.keys[0][: min(int(found.counts[0]), n)], dtype=np.int64)
         far = np.asarray(found.keys[1][: int(found.counts[1])], dtype=np.int64)
         # The graph's distances are at its own precision: score what it found exactly.
