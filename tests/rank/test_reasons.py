@@ -75,7 +75,7 @@ def test_what_a_slate_derives_once_follows_the_catalog_and_the_feedback_reading(
     assert did(u, ("b",)) == "rated" and did(u, ("b",)) == "rated" and did(u) == "viewed or rated"
 
 
-@pytest.mark.parametrize("source", ["ease", "als", "itemknn", "tfidf", "transition", "neural", "a-new-learner"])
+@pytest.mark.parametrize("source", ["ease", "als", "itemknn", "tfidf", "transition", "sessionknn", "neural", "a-new-learner"])
 def test_every_source_reads_without_its_name(source: str) -> None:
     cat = Catalog(dim=2)
     cat.upsert(["a"], np.ones((1, 2), np.float32), [{"title": "Dune"}], ["Dune"])

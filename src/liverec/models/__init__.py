@@ -10,6 +10,7 @@ from .neural import NeuralScorer
 from .pop import MostPopular
 from .popularity import Trending
 from .sequence import SequenceModel
+from .sessionknn import SessionKNN
 from .tfidf import TfidfContent
 from .transition import Transition
 from .userknn import UserKNN
@@ -17,5 +18,5 @@ from .userknn import UserKNN
 __all__ = [
     "EASE", "ItemKNN", "MostPopular", "TfidfContent", "UserKNN",
     "ALS", "BPR", "REGISTRY", "ContentProfile", "DeclaredInterests", "FeedbackConfig", "InteractionLog", "Learner",
-    "NeuralScorer", "Recommender", "SequenceModel", "Transition", "Trending", "UserState", "UserWeight", "register",
+    "NeuralScorer", "Recommender", "SequenceModel", "SessionKNN", "Transition", "Trending", "UserState", "UserWeight", "register",
 ]

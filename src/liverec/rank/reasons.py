@@ -45,6 +45,7 @@ _PHRASES: dict[str, tuple[str, str]] = {
     "bpr": ("matches your taste (like {because}, which you {did})", "matches your taste"),
     "sequence": ("usually comes next after {because}, which you {did}", "usually comes next after what you just did"),
     "transition": ("often chosen right after {because}", "often chosen right after what you just chose"),
+    "sessionknn": ("often chosen in the same sitting as {because}", "often chosen in sittings like your latest"),
     "neural": ("predicted to please you, given {because}, which you {did}", "predicted to please you"),
     "tfidf": ("shares words with {because}, which you {did}", "shares words with what you {did}"),
     "pop": ("popular with everyone", "popular with everyone"),
