@@ -78,15 +78,16 @@ class Settings(BaseSettings):
     )
     sources: dict[str, dict] = Field(
         default_factory=lambda: {
-            "content": {}, "trending": {}, "ease": {}, "als": {}, "itemknn": {}, "transition": {}, "tfidf": {},
-            "interests": {},
+            "content": {}, "trending": {}, "ease": {}, "als": {}, "itemknn": {}, "transition": {}, "sessionknn": {},
+            "tfidf": {}, "interests": {},
         },
         description="Learners that score candidates (registry name -> hyperparameters)",
     )
     fusion_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "content": 0.3, "trending": 0.03, "ease": 1.0, "als": 0.5, "itemknn": 0.5, "transition": 1.0,
-            "tfidf": 0.3, "interests": 3.0,
+            # Learned from every event but served only when fit(tune=True) finds it helps.
+            "sessionknn": 0.0, "tfidf": 0.3, "interests": 3.0,
         },
         description="Starting weight per source (a source without one gets 1.0); fit(tune=True) searches "
         "them on the engine's own log and the online fusion keeps learning them per click",

@@ -94,8 +94,9 @@ def test_engine_policies_log_propensities_and_learn(encoder, books):
         assert all(0 < r.propensity <= 1 for r in recs)
         lin = eng.policies["linucb"]
         served = eng.recommend("u", k=5, policy="linucb")
-        # features: 32 projected dims, fused score, one score per source, bias
-        assert lin.b_.shape == (32 + 1 + len(eng.learners) + 1,) and lin.sources_ == tuple(sorted(eng.learners))
+        # features: 32 projected dims, fused score, one score per served source (weight > 0), bias
+        served_sources = sorted(n for n in eng.learners if s.fusion_weights.get(n, 1.0) > 0)
+        assert lin.b_.shape == (32 + 1 + len(served_sources) + 1,) and lin.sources_ == tuple(served_sources)
         before = lin.b_.copy()
         eng.record(Event(user="u", item=served[2].item, kind="click"))
         assert not np.allclose(lin.b_, before)   # the click reached the policy at once
