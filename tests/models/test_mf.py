@@ -186,6 +186,40 @@ def test_new_item_is_mapped_from_its_lm_vector(cls):
     assert c_near > 0.8 and c_near > c_far + 0.4
 
 
+@pytest.mark.parametrize("cls", [ALS, BPR])
+def test_a_new_item_is_mapped_from_its_words_too(cls):
+    """Items of each cluster share a word the LM vectors do not carry: a new item with an
+    uninformative LM vector but its cluster's word lands near that cluster's items; without
+    the word (or with map_text off) it does not."""
+    cat, events = synth()
+    words = ["nebula", "harbour", "saffron", "quartz", "tundra", "violin"]
+    n = len(cat)
+    cat.upsert([f"i{j}" for j in range(n)], cat.vectors[:n].copy(), [{}] * n,
+               [f"item {j} {words[j % CLUSTERS]}" for j in range(n)])
+    flat = np.ones((1, cat.dim), np.float32) / np.sqrt(cat.dim)  # close to no cluster in particular
+    fans = [f"u{u}" for u in range(60) if u % CLUSTERS == 2]
+    others = [f"u{u}" for u in range(60) if u % CLUSTERS != 2]
+    for use in (True, False):
+        m = fit(cls(factors=8, map_text=use), cat, events)
+        worded, wordless = f"worded-{use}", f"wordless-{use}"
+        cat.upsert([worded, wordless], np.repeat(flat, 2, axis=0), [{}, {}],
+                   [f"new arrival {words[2]}", "new arrival"])
+        sel = cat.select([worded, wordless])
+        fan_scores = np.array([m.score(UserState(u), sel) for u in fans])  # syncs: both are mapped
+        other_scores = np.array([m.score(UserState(u), sel) for u in others])
+        f = m.item_factors_
+        mean = f[:n].mean(0)  # what every item vector shares (popularity): compare what is left
+        centroids = [f[np.flatnonzero(np.arange(n) % CLUSTERS == c)].mean(0) - mean for c in range(CLUSTERS)]
+        nearest = lambda i: int(np.argmax([cos(f[cat.index[i]] - mean, c) for c in centroids]))  # noqa: E731
+        if use:
+            assert m.map_text_ is not None
+            assert fan_scores[:, 0].mean() > other_scores[:, 0].mean()  # its cluster's readers rank it higher
+            assert nearest(worded) == 2 and cos(f[cat.index[worded]] - mean, centroids[2]) > 0.5
+        else:
+            assert m.map_text_ is None
+            np.testing.assert_allclose(f[cat.index[worded]], f[cat.index[wordless]], rtol=1e-5, atol=1e-6)
+
+
 def test_als_new_item_folds_in_from_its_interactions():
     cat, events = synth()
     m = fit(ALS(factors=8), cat, events)

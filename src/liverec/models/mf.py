@@ -10,8 +10,9 @@ from every event without a refit:
 - ``BPR`` takes a few SGD steps on the user's vector with sampled negatives.
 
 Items without interactions (added to the catalog after the fit, or never consumed)
-get a CF vector mapped from their LM vector by a ridge regression fitted on the items
-that have both, so collaborative filtering can rank a new item from the first second.
+get a CF vector mapped from their LM vector and their text (a ridge regression and the
+nearest items with interactions, see ``map_vectors``), so collaborative filtering can
+rank a new item from the first second.
 ALS folds such an item in from its own interactions as soon as it gets some.
 
 Users the model has never seen score 0 for every item: "no opinion". The engine fuses
@@ -42,6 +43,8 @@ _REFRESH_GRAMS = 10_000
 #: The LM->CF map's neighbour half runs while (items mapped x items with interactions) stays
 #: under this many pairs per call (about 2 s of a core at 384 dims); beyond, the ridge map alone.
 _MAP_PAIRS = 200_000_000
+#: Entries of one (texts x items) similarity block of the words' map.
+_MAP_BLOCK = 16_000_000
 #: Norm of a mapped item vector when no item has interactions yet (random projection).
 _PROJECTION_NORM = 0.1
 
@@ -96,7 +99,8 @@ class _MatrixFactorization(Learner, abc.ABC):
     live), ``base_`` (the fitted users x items CSR of strengths), ``extra_`` (rows of
     users who had events since the fit, as {item: strength}; they replace ``base_``
     rows), ``has_cf_`` (items whose vector comes from interactions rather than the
-    LM map) and the map itself (``map_w_``, ``map_x_mean_``, ``map_y_mean_``).
+    LM map) and the map itself (``map_w_``, ``map_x_mean_``, ``map_y_mean_``, ``map_base_``,
+    ``map_text_``).
     """
 
     #: fit(log) != fit(empty) + learn_one per event, by design (see subclasses).
@@ -107,6 +111,7 @@ class _MatrixFactorization(Learner, abc.ABC):
     all_events: bool
     map_l2: float
     map_neighbours: int
+    map_text: bool
     feedback: FeedbackConfig | None
     seed: int
     min_interactions: int
@@ -212,26 +217,75 @@ class _MatrixFactorization(Learner, abc.ABC):
             rng = np.random.default_rng(self.seed)
             self.map_x_mean_, self.map_y_mean_ = np.zeros(d), np.zeros(k)
             self.map_w_ = rng.normal(scale=_PROJECTION_NORM / np.sqrt(k), size=(d, k))
+        self._fit_text_map()
 
-    def map_vectors(self, lm: np.ndarray) -> np.ndarray:
-        """CF vectors predicted from LM vectors ``lm`` (n, dim) by the fitted map.
+    def map_vectors(self, lm: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        """CF vectors predicted from LM vectors ``lm`` (n, dim), and their ``texts``, by the fitted map.
 
-        The mean of two predictions: the ridge regression, and the average CF vector of
+        The mean of up to three predictions: the ridge regression, the average CF vector of
         the ``map_neighbours`` items with interactions whose (centred) LM vectors are
-        closest, weighted by squared cosine. The ridge map is one linear view of the
-        whole catalog; the neighbours keep what is local to a region of it (measured on
-        ten held-out new-item samples of two MovieLens sets: each alone, then together;
-        docs/quality.md). ``map_neighbours=0`` (or more than ``_MAP_PAIRS`` item pairs in
-        one call) leaves the ridge map alone.
+        closest, and (given ``texts``, with ``map_text``) the average CF vector of the
+        ``map_neighbours`` items whose texts are closest by TF-IDF cosine; both averages
+        weighted by squared cosine. The ridge map is one linear view of the whole catalog;
+        the LM neighbours keep what is local to a region of it; the words keep what the LM
+        blurs (names, tags, a year in a title). A text sharing no word with any item with
+        interactions gets the first two alone (measured on held-out new-item samples of two
+        MovieLens sets: docs/quality.md). ``map_neighbours=0`` (or more than ``_MAP_PAIRS``
+        item pairs in one call) leaves the ridge map alone.
         """
         self._check_fitted()
         if self.map_w_ is None or len(lm) == 0:
             return np.zeros((len(lm), self._width), dtype=np.float32)
         out = self.map_y_mean_ + (lm.astype(np.float64) - self.map_x_mean_) @ self.map_w_
+        parts = 1
         near = self._map_neighbours(lm)
         if near is not None:
-            out = 0.5 * out + 0.5 * near
+            out, parts = 0.5 * out + 0.5 * near, 2
+        lexical = self._text_neighbours(texts) if texts is not None else None
+        if lexical is not None:
+            lex, found = lexical
+            out[found] = (parts * out[found] + lex[found]) / (parts + 1)
         return out.astype(np.float32)
+
+    def _fit_text_map(self) -> None:
+        """The words' part of the map (``map_text``): a TF-IDF space (sublinear tf, words in
+        at least two texts) over the texts of the items the neighbours average over."""
+        self.map_text_: tuple[Any, sp.csr_matrix] | None = None
+        base = self.__dict__.get("map_base_")
+        if not self.__dict__.get("map_text", False) or base is None or len(base) < 2:
+            return
+        from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only when fitting
+
+        vec = TfidfVectorizer(sublinear_tf=True, min_df=2, dtype=np.float32)
+        try:
+            rows = vec.fit_transform([self.catalog_.texts[i] for i in base])
+        except ValueError:  # no word in two of the texts (or no text at all)
+            return
+        self.map_text_ = (vec, sp.csr_matrix(rows.T))  # terms x base items
+
+    def _text_neighbours(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each text's average CF vector over its ``map_neighbours`` nearest items with
+        interactions by TF-IDF cosine (squared-cosine weights), and which texts share a
+        word with any of them; None without the words' map."""
+        model = self.__dict__.get("map_text_")
+        k = int(self.__dict__.get("map_neighbours", 0))
+        base = self.__dict__.get("map_base_")
+        if model is None or k <= 0 or base is None or len(base) < k or len(texts) * len(base) > _MAP_PAIRS:
+            return None
+        vec, cols = model
+        q = vec.transform(list(texts))
+        y = self.item_factors_[base].astype(np.float64)
+        out, found = np.zeros((len(texts), y.shape[1])), np.zeros(len(texts), dtype=bool)
+        block = max(1, _MAP_BLOCK // len(base))  # bounded (rows x base) similarity blocks
+        for a in range(0, len(texts), block):
+            sim = (q[a : a + block] @ cols).toarray()
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            w = np.square(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0)).astype(np.float64)
+            total = w.sum(1)
+            hit = total > 0
+            out[a : a + len(sim)][hit] = np.einsum("nk,nkd->nd", w[hit], y[top[hit]]) / total[hit, None]
+            found[a : a + len(sim)] = hit
+        return out, found
 
     def _map_neighbours(self, lm: np.ndarray) -> np.ndarray | None:
         """Each row's average CF vector over its nearest items with interactions (see ``map_vectors``)."""
@@ -275,7 +329,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         cold = cat.written_since(self.cat_version_ if same else -1)
         cold = cold[~self.has_cf_[cold] & cat.alive[cold]]  # a removed item keeps what it had
         if len(cold):
-            self._set_items(cold, self.map_vectors(cat.vectors[cold]))
+            self._set_items(cold, self.map_vectors(cat.vectors[cold], [cat.texts[i] for i in cold]))
         self.cat_version_, self.cat_uid_ = cat.version, uid
 
     # -------------------------------------------------------------- user rows
@@ -466,8 +520,9 @@ class ALS(_MatrixFactorization):
     the user's row and re-solves that user's vector against the fixed item factors
     (the same system as implicit's ``recalculate_user``, with a cached ``Y^T Y``);
     a brand-new user has a vector from their first event. Items with no interactions
-    get a vector mapped from their LM vector (ridge ``map_l2`` and the ``map_neighbours``
-    nearest items with interactions; see ``map_vectors``); once such an item is
+    get a vector mapped from their LM vector and text (ridge ``map_l2``, the
+    ``map_neighbours`` nearest items with interactions by LM vector and, with
+    ``map_text``, by words; see ``map_vectors``); once such an item is
     interacted with, its vector is re-solved from its users on every event (implicit's
     ``recalculate_item``). Unknown users score 0. ``num_threads`` is for the batch
     fit (0 = all cores); it defaults to 1 because implicit's OpenMP workers spin-wait,
@@ -512,6 +567,7 @@ class ALS(_MatrixFactorization):
         all_events: bool = False,
         map_l2: float = 1.0,
         map_neighbours: int = 50,
+        map_text: bool = True,
         min_interactions: int = MIN_INTERACTIONS,
         num_threads: int = 1,
         feedback: FeedbackConfig | None = None,
@@ -524,6 +580,7 @@ class ALS(_MatrixFactorization):
         self.all_events = all_events
         self.map_l2 = map_l2
         self.map_neighbours = map_neighbours
+        self.map_text = map_text
         self.min_interactions = min_interactions
         self.num_threads = num_threads
         self.feedback = feedback
@@ -595,7 +652,7 @@ class BPR(_MatrixFactorization):
     ``online_steps`` SGD steps on the user's vector only, half with the event's item
     and half with items from the user's history as positives, each against a sampled
     item the user has not interacted with. Items with no interactions get a vector
-    mapped from their LM vector. Unknown users score 0.
+    mapped from their LM vector and text (see ``ALS``). Unknown users score 0.
 
     Examples
     --------
@@ -634,6 +691,7 @@ class BPR(_MatrixFactorization):
         online_regularization: float = 0.01,
         map_l2: float = 1.0,
         map_neighbours: int = 50,
+        map_text: bool = True,
         min_interactions: int = MIN_INTERACTIONS,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
@@ -648,6 +706,7 @@ class BPR(_MatrixFactorization):
         self.online_regularization = online_regularization
         self.map_l2 = map_l2
         self.map_neighbours = map_neighbours
+        self.map_text = map_text
         self.min_interactions = min_interactions
         self.feedback = feedback
         self.seed = seed
