@@ -261,6 +261,7 @@ class _MatrixFactorization(Learner, abc.ABC):
             rows = vec.fit_transform([self.catalog_.texts[i] for i in base])
         except ValueError:  # no word in two of the texts (or no text at all)
             return
+        vec.stop_words_ = None  # the words left out (introspection only): not kept in snapshots
         self.map_text_ = (vec, sp.csr_matrix(rows.T))  # terms x base items
 
     def _text_neighbours(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
