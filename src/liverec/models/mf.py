@@ -87,6 +87,16 @@ def solve_least_squares(
     return x if info == 0 else np.linalg.solve(a, b)
 
 
+def _neighbour_average(sim: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's average of ``y`` over its ``k`` most similar columns of ``sim``, weighted by
+    squared (positive) similarity, and the sum of those weights (0: no similar column; the
+    average is then 0). The neighbour parts of the LM->CF map."""
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    w = np.square(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0)).astype(np.float64)
+    total = w.sum(1)
+    return np.einsum("nk,nkd->nd", w, y[top]) / np.maximum(total, 1e-12)[:, None], total
+
+
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
@@ -197,6 +207,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         cat = self.catalog_
         n = min(len(cat), self.n_items_)
         self.map_w_: np.ndarray | None = None
+        self.map_text_: tuple[Any, sp.csr_matrix] | None = None
         if not cat.dim or n == 0:
             return
         k, d = self._width, cat.dim
@@ -217,7 +228,7 @@ class _MatrixFactorization(Learner, abc.ABC):
             rng = np.random.default_rng(self.seed)
             self.map_x_mean_, self.map_y_mean_ = np.zeros(d), np.zeros(k)
             self.map_w_ = rng.normal(scale=_PROJECTION_NORM / np.sqrt(k), size=(d, k))
-        self._fit_text_map()
+        self._fit_text_map(ok)
 
     def map_vectors(self, lm: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
         """CF vectors predicted from LM vectors ``lm`` (n, dim), and their ``texts``, by the fitted map.
@@ -247,12 +258,10 @@ class _MatrixFactorization(Learner, abc.ABC):
             out[found] = (parts * out[found] + lex[found]) / (parts + 1)
         return out.astype(np.float32)
 
-    def _fit_text_map(self) -> None:
+    def _fit_text_map(self, base: np.ndarray) -> None:
         """The words' part of the map (``map_text``): a TF-IDF space (sublinear tf, words in
-        at least two texts) over the texts of the items the neighbours average over."""
-        self.map_text_: tuple[Any, sp.csr_matrix] | None = None
-        base = self.__dict__.get("map_base_")
-        if not self.__dict__.get("map_text", False) or base is None or len(base) < 2:
+        at least two texts) over the texts of ``base``, the items the neighbours average over."""
+        if not self.map_text or len(base) < 2:
             return
         from sklearn.feature_extraction.text import TfidfVectorizer  # heavy: only when fitting
 
@@ -279,13 +288,8 @@ class _MatrixFactorization(Learner, abc.ABC):
         out, found = np.zeros((len(texts), y.shape[1])), np.zeros(len(texts), dtype=bool)
         block = max(1, _MAP_BLOCK // len(base))  # bounded (rows x base) similarity blocks
         for a in range(0, len(texts), block):
-            sim = (q[a : a + block] @ cols).toarray()
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            w = np.square(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0)).astype(np.float64)
-            total = w.sum(1)
-            hit = total > 0
-            out[a : a + len(sim)][hit] = np.einsum("nk,nkd->nd", w[hit], y[top[hit]]) / total[hit, None]
-            found[a : a + len(sim)] = hit
+            avg, total = _neighbour_average((q[a : a + block] @ cols).toarray(), y, k)
+            out[a : a + len(avg)], found[a : a + len(avg)] = avg, total > 0
         return out, found
 
     def _map_neighbours(self, lm: np.ndarray) -> np.ndarray | None:
@@ -301,10 +305,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         for a in range(0, len(lm), 1024):  # bounded (rows x base) similarity blocks
             q = lm[a : a + 1024].astype(np.float32) - self.map_x_mean_.astype(np.float32)
             q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-            sim = q @ x.T
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            w = np.square(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0)).astype(np.float64)
-            out[a : a + len(q)] = np.einsum("nk,nkd->nd", w, y[top]) / np.maximum(w.sum(1, keepdims=True), 1e-12)
+            out[a : a + len(q)] = _neighbour_average(q @ x.T, y, k)[0]
         return out
 
     def _sync_items(self) -> None:
