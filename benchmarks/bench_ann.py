@@ -116,7 +116,7 @@ def source_breakdown(eng, users: list[str], k: int) -> dict[str, dict[str, float
     acc["union"] = {"in candidates": [], "size": [], "union fused with exact min/max": []}
     for u in users:
         state, seen = eng.user_state(u), eng.state.seen(u)
-        n = max(k, eng.settings.candidates_per_source) + len(seen)
+        n = max(k, eng.pipeline.per_source()) + len(seen)
         seen_a = np.fromiter(seen, dtype=np.int64, count=len(seen))
         unseen = live[~np.isin(live, seen_a)]
         union, floor = ranker.retrieve_with_floors(state, learners, w, cat, index, n)  # as served
@@ -258,6 +258,11 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     with Stopwatch() as sw_fit:
         eng.fit()
     console.print(f"fit (batch, every source) on the recorded log: {sw_fit.seconds:.1f} s")
+    cal = eng.candidate_calibration
+    calibration = cal.to_json() if cal is not None else None
+    console.print(f"candidates per source in use: {eng.pipeline.per_source()}"
+                  + (f" (calibrated on {cal.users} users in {cal.seconds:.1f} s of the fit: served recall@10 by count "
+                     f"{calibration['recall']}, target {cal.target})" if cal is not None else " (set or default)"))
 
     # ------------------------------------------------------------ recommend latency
     for u in order[:50]:  # warm-up (caches, allocator); unmeasured
@@ -321,13 +326,13 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
     for n in (int(v) for v in args.sweep_candidates.split(",") if v.strip()) if saved.uses_ann else ():
         sweep[f"candidates_per_source={n}"] = candidates_trial(eng, recall_users, exact_lists, n)
     if saved.uses_ann:
-        cps = settings.candidates_per_source
+        cps = eng.pipeline.per_source()
         sweep[f"candidates_per_source={cps}, min-max over the candidates (no floors)"] = candidates_trial(
             eng, recall_users, exact_lists, cps, floors=False)
 
     # ------------------------------------------------------------ raw index search
     queries = [content_a.query_vector(eng.user_state(u)) for u in order]
-    n_cand = settings.candidates_per_source + args.clicks  # what the engine asks for
+    n_cand = eng.pipeline.per_source() + args.clicks  # what the engine asks for
     raw = {}
     for n in (10, n_cand):
         raw[f"ANN search n={n}"] = latency(time_calls(lambda q, n=n: ann_index.search(q, n), queries))
@@ -391,7 +396,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
         "size": size, "real_items": size - n_syn, "synthetic_items": n_syn, "engine_mode": mode,
         "add_items_seconds": add_s, "hnsw_build_seconds": sw_build.seconds,
         "record_many_seconds": sw_rec.seconds, "events": len(events), "users": n_users,
-        "fit_seconds": sw_fit.seconds, "candidates_sweep": sweep, "peak_rss_gib": rss, "per_source": per_source,
+        "fit_seconds": sw_fit.seconds, "candidate_calibration": calibration, "candidates_sweep": sweep, "peak_rss_gib": rss, "per_source": per_source,
         "recall_at_10_served_before_fit_vs_exact": rec_incr,
         "latency": lat, "recommend_stages": stages, "raw_search": raw, "per_request_diagnostics": diag,
         "recall_users": n_recall,
@@ -425,7 +430,7 @@ def main() -> None:
     ap.add_argument("--ann-dtype", default="i8", choices=["i8", "f16", "f32"],
                     help="precision of the vectors inside the HNSW graphs (Settings.ann_dtype)")
     ap.add_argument("--candidates-per-source", type=int, default=None,
-                    help="Settings.candidates_per_source (default: the Settings default, 300); the ANN search "
+                    help="Settings.candidates_per_source (default: unset, calibrated after the fit); the ANN search "
                          "asks usearch for this many + the user's seen items")
     ap.add_argument("--sweep-candidates", default="50,100,200",
                     help="also measure served recall and latency with these candidates_per_source values")

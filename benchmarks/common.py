@@ -486,7 +486,7 @@ def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impress
         with eng._lock:
             t0 = time.perf_counter()
             idx, floor = ranker.retrieve_with_floors(state, eng.learners, w, eng.catalog, eng.index,
-                                                     max(k, eng.settings.candidates_per_source) + len(seen))
+                                                     max(k, eng.pipeline.per_source()) + len(seen))
             t1 = time.perf_counter()
             ranker.fuse(state, eng.catalog.from_idx(idx), eng.learners, w, floor)
             t2 = time.perf_counter()

@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar, overload
 
@@ -27,6 +28,7 @@ from .ingest import Ingestor
 from .items import Items
 from .lifecycle import Lifecycle, Models, learn_all
 from .models.base import FeedbackConfig, Learner, UserState
+from .rank.calibrate import USERS, CandidateCalibration, Calibrator, calibrate
 from .rank.feedback import SlateFeedback
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
@@ -149,6 +151,9 @@ class Engine:
             encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
             replicated=lambda: self.replicated,
         )
+        #: Measures how many candidates each source retrieves after every fit and restore.
+        self.calibrator = Calibrator(self.calibrate_candidates)
+        self.lifecycle.swapped = self.calibrator.request
         self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
                                 interval_s=settings.snapshot_interval_s)
@@ -183,6 +188,7 @@ class Engine:
 
     def close(self) -> None:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
+        self.calibrator.wait()
         self.snapshots.close()
         self._impressions.close()
         self.state.close()
@@ -243,8 +249,11 @@ class Engine:
         >>> eng.fit(background=True).join()          # doctest: +SKIP
         >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
         """
-        return self.lifecycle.fit(background=background, tune=tune, budget=budget, progress=progress, seed=seed,
-                                  ray=ray)
+        thread = self.lifecycle.fit(background=background, tune=tune, budget=budget, progress=progress, seed=seed,
+                                    ray=ray)
+        if thread is None:
+            self.calibrator.wait()  # the candidate count measured on the new learners is in use on return
+        return thread
 
     def tune(
         self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
@@ -527,6 +536,46 @@ class Engine:
                 )
             w.update(weights)
         return w
+
+    def calibrate_candidates(self) -> CandidateCalibration | None:
+        """Measure how many candidates each source must retrieve for two-stage lists to match the
+        exact path's on the engine's recent users, and use that count (:mod:`liverec.rank.calibrate`).
+
+        Runs by itself after every fit and restore; None (nothing changed) below the index's exact
+        threshold, with ``Settings.candidates_per_source`` set, or without users to measure on.
+
+        >>> eng.calibrate_candidates().chosen      # doctest: +SKIP
+        100
+        """
+        if self.settings.candidates_per_source is not None or not self.index.uses_ann:
+            return None
+        weights = self._weights(None)
+
+        def serve(state: UserState, seen: set[int], n: int | None) -> list[int]:
+            req = Request(user=state.user, k=10, weights=weights, exclude_seen=self.settings.exclude_seen,
+                          diversity=self.settings.diversity, per_source=n)
+            return self.pipeline.ranked(state, seen, self.learners, req, exact=n is None)
+
+        views = [functools.partial(self.state.view, u) for u in self._recent_users(USERS)]
+        found = calibrate(views, serve, self._lock, target=self.settings.candidates_recall, k=10,
+                          items=self.catalog.n_alive)
+        if found is not None:
+            self.pipeline.calibration = found
+        return found
+
+    @property
+    def candidate_calibration(self) -> CandidateCalibration | None:
+        """The calibration in use (see :meth:`calibrate_candidates`), else None."""
+        return self.pipeline.calibration
+
+    def _recent_users(self, n: int) -> list[str]:
+        """Up to ``n`` distinct users of the log's most recent events, latest first."""
+        head = self.store.last_event_seq()
+        last: dict[str, None] = {}
+        for _, e in self.store.iter_events(after_seq=max(0, head - 50 * n)):
+            last.pop(e.user, None)
+            last[e.user] = None
+        return list(reversed(last))[:n]
 
     def _new_item_weights(self, base: Mapping[str, float]) -> dict[str, float] | None:
         """The tuned weights for ranking only new items over ``base`` (the current ones), if tuned."""

@@ -147,6 +147,8 @@ class Lifecycle:
         self.pending_erasures: list[Erased] = []
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
+        #: Called (without the lock) after new learners were swapped in: by a fit or a restore.
+        self.swapped: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------- learners
     def new_learners(self) -> dict[str, Learner]:
@@ -227,6 +229,7 @@ class Lifecycle:
             self.state.adopt(users)
             self.models.version += 1
             self.fit_events = restored.log_seq  # about the events it reflects; a re-fit counts from here
+        self.swapped()
 
     def restore_fusion(self, restored: ModelSet) -> None:
         """The snapshot's online fusion weights, unless the store holds newer ones."""
@@ -537,6 +540,7 @@ class Lifecycle:
             self.fit_events, self.since_fit = fitted, 0
         if snap is not None:
             self.write_snapshot(snap, read.cursor, read.erasures)
+        self.swapped()
 
     def learned(self, n: int) -> None:
         """``n`` more events were learned live (call under the lock): start a background

@@ -122,7 +122,15 @@ class Settings(BaseSettings):
     )
     # --- retrieval and ranking
     exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")
-    candidates_per_source: int = Field(300, ge=1)
+    candidates_per_source: int | None = Field(
+        None, ge=1, description="Candidates each source retrieves above exact_index_max_items (two-stage "
+        "serving); unset: the smallest count whose served lists match the exact path's on the engine's own "
+        "recent users (recall@10 >= candidates_recall), measured after each fit, 300 before the first"
+    )
+    candidates_recall: float = Field(
+        0.98, gt=0, le=1, description="Served recall@10 against the exact path that the calibrated "
+        "candidate count must reach (see candidates_per_source)"
+    )
     ann_connectivity: int = Field(16, ge=4, description="HNSW graph degree (usearch)")
     ann_expansion_search: int = Field(128, ge=8, description="HNSW search breadth: recall vs latency")
     ann_dtype: Literal["i8", "f16", "f32"] = Field(

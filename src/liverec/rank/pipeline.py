@@ -27,6 +27,7 @@ from ..store import Impression
 from ..store.impressions import ImpressionWriter
 from ..types import Recommendation
 from . import ranker
+from .calibrate import DEFAULT, CandidateCalibration
 from .feedback import SlateFeedback
 from .index import VectorIndex
 from .policy import SlateContext
@@ -52,6 +53,8 @@ class Request:
     log: bool = True
     #: Used instead of ``weights`` when every candidate is an item nobody has acted on yet.
     new_item_weights: dict[str, float] | None = None
+    #: Candidates each source retrieves (None: the settings', else the calibrated count).
+    per_source: int | None = None
 
 
 def taste_space(learners: Mapping[str, Learner]) -> ItemSpace | None:
@@ -81,13 +84,25 @@ class Pipeline:
         self.settings, self.catalog, self.index = settings, catalog, index
         self.served, self.impressions = served, impressions
         self._blocked: tuple[int, np.ndarray] | None = None
+        #: The last candidate-count calibration (used unless ``Settings.candidates_per_source`` is set).
+        self.calibration: CandidateCalibration | None = None
+
+    def per_source(self, req: Request | None = None) -> int:
+        """Candidates each source retrieves for ``req``: the request's, the settings', the
+        calibrated count (:mod:`liverec.rank.calibrate`), else :data:`~liverec.rank.calibrate.DEFAULT`."""
+        if req is not None and req.per_source is not None:
+            return req.per_source
+        if self.settings.candidates_per_source is not None:
+            return self.settings.candidates_per_source
+        return self.calibration.chosen if self.calibration is not None else DEFAULT
 
     # ------------------------------------------------------------ candidates
     def score(
         self, state: UserState, seen: set[int], learners: Mapping[str, Learner], req: Request,
-        must_include: int | None = None,
+        must_include: int | None = None, exact: bool = False,
     ) -> ranker.Scored | None:
-        """Candidates (retrieved, or the caller's, filtered) scored by every source and fused."""
+        """Candidates (retrieved, or the caller's, filtered) scored by every source and fused;
+        ``exact``: every live item, normalised over the catalog, whatever the index."""
         cat = self.catalog
         if cat.n_alive == 0:
             return None
@@ -96,8 +111,10 @@ class Pipeline:
             idx = cat.select(req.candidates).idx
         elif req.filters:
             idx = np.flatnonzero(cat.filter_mask(req.filters))
+        elif exact:
+            idx = cat.alive_idx()
         else:
-            n = max(req.k, self.settings.candidates_per_source) + len(seen)
+            n = max(req.k, self.per_source(req)) + len(seen)
             # Two-stage above the index's threshold: normalised with catalog-wide minima.
             idx, floor = ranker.retrieve_with_floors(state, learners, req.weights, cat, self.index, n)
         if req.filters and req.candidates is not None:
@@ -159,20 +176,34 @@ class Pipeline:
             return []
         if req.policy != "greedy":
             return self._explore(state, learners, scored, req)
+        order = self._greedy(scored, req)
+        recs = ranker.to_recommendations(state, scored, order, learners, self.catalog, with_reasons=req.explain)
+        self.served.remember(req.user, scored, order, req.weights)
+        self._log(req, recs, scored, order, "greedy")
+        return recs
+
+    def _greedy(self, scored: ranker.Scored, req: Request) -> np.ndarray:
+        """Positions (in ``scored``) of the greedy slate: diversity, provider and title-word caps."""
         providers = None
         if req.max_per_provider is not None and self.settings.provider_attribute:
             attr, attrs = self.settings.provider_attribute, self.catalog.attributes
             providers = [attrs[i].get(attr) for i in scored.items.idx]
         cap = self.settings.max_per_title_word
-        order = build_slate(
+        return build_slate(
             scored.fused, self.catalog.vectors, req.k, diversity=float(req.diversity), rows=scored.items.idx,
             providers=providers, max_per_provider=req.max_per_provider if providers is not None else None,
             words=catalog_title_words(self.catalog, scored.items.idx) if cap else None, max_per_word=cap,
         )
-        recs = ranker.to_recommendations(state, scored, order, learners, self.catalog, with_reasons=req.explain)
-        self.served.remember(req.user, scored, order, req.weights)
-        self._log(req, recs, scored, order, "greedy")
-        return recs
+
+    def ranked(
+        self, state: UserState, seen: set[int], learners: Mapping[str, Learner], req: Request, *, exact: bool = False
+    ) -> list[int]:
+        """The catalog rows of the greedy slate ``serve`` would give (nothing remembered, logged or
+        explained); ``exact``: with every item scored instead of the retrieved candidates."""
+        scored = self.score(state, seen, learners, req, exact=exact)
+        if scored is None:
+            return []
+        return scored.items.idx[self._greedy(scored, req)].tolist()
 
     def _explore(
         self, state: UserState, learners: Mapping[str, Learner], scored: ranker.Scored, req: Request
