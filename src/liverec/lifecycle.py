@@ -149,6 +149,9 @@ class Lifecycle:
         self.last_fit_error: str | None = None
         #: Called (without the lock) after new learners were swapped in: by a fit or a restore.
         self.swapped: Callable[[], None] = lambda: None
+        #: Called (without the lock) on new learners before they are swapped in: builds what
+        #: serving needs of them (the engine's: retrieval graphs when it serves in two stages).
+        self.prepare: Callable[[Mapping[str, Learner]], None] = lambda learners: None
 
     # ------------------------------------------------------------- learners
     def new_learners(self) -> dict[str, Learner]:
@@ -223,6 +226,7 @@ class Lifecycle:
         """Take a snapshot's learners and user state, then learn the log after its position."""
         learners = restored.build_learners(self.catalog)
         users = restored.build_users(self.settings.history_length)
+        self.prepare(learners)
         with self.lock:
             self.replica.cursor = self.replay(learners, users, restored.log_seq)
             self.models.learners = learners
@@ -523,6 +527,7 @@ class Lifecycle:
             if head - cursor < SWAP_TAIL:
                 break
             cursor = self.replay(learners, users, cursor, until=head)
+        self.prepare(learners)  # not shared yet: no request waits for it
         with self.lock:
             self.replica.cursor = self.replay(learners, users, cursor)
             self.replica.own.clear()

@@ -16,7 +16,9 @@ from liverec import Event
 from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
-from liverec.models.base import BatchLearner, EventCounts, Explains, Retriever, RetrieverWithFloor, ScoreFloor
+from liverec.models.base import (
+    BatchLearner, EventCounts, Explains, PreparesRetrieval, Retriever, RetrieverWithFloor, ScoreFloor,
+)
 
 
 def make_catalog(n_items: int = 60, dim: int = 16, clusters: int = 6, seed: int = 0) -> Catalog:
@@ -251,6 +253,26 @@ def check_candidates_with_floor(learner: Learner) -> None:
         assert f is not None and lo - 1e-5 <= f <= lo + 0.05 * (hi - lo) + 1e-9, (st.user, f, lo, hi)
 
 
+def check_prepared_retrieval_finds_the_same(learner: Learner) -> None:
+    """``prepare_retrieval`` builds ahead what ``candidates`` would build on first use: the
+    candidates of a prepared learner are those of an unprepared copy, before and after an
+    online event and a removed item; on an unfitted learner it does nothing."""
+    if not isinstance(learner, PreparesRetrieval):
+        pytest.skip(f"{type(learner).__name__} prepares no retrieval")
+    learner.clone().prepare_retrieval()  # unfitted: nothing to build, no error
+    cat = make_catalog(400, seed=3)
+    events = make_events(cat, n_users=40, per_user=12, seed=4)
+    a, b = fitted(learner.clone(), events, cat), fitted(learner.clone(), events, cat)
+    a.prepare_retrieval()
+    users = [UserState(f"u{u}") for u in range(0, 40, 5)] + [UserState("fresh")]
+    for step in range(2):
+        for st in users:
+            np.testing.assert_array_equal(a.candidates(st, 20), b.candidates(st, 20), err_msg=f"{st.user}, {step}")
+        for m in (a, b):
+            m.learn_one(Event(user="fresh", item="i6", kind="click", timestamp=1_800_000_000.0))
+        cat.remove(["i1"])
+
+
 def check_learn_many_equals_learn_one(learner: Learner) -> None:
     """A BatchLearner's ``learn_many`` over a run leaves what ``learn_one`` per event leaves:
     the same scores and (for a Retriever) the same candidates, for users old, new and cold,
@@ -339,6 +361,7 @@ ALL_CHECKS = [
     check_forget_removes_user,
     check_retriever_candidates,
     check_candidates_with_floor,
+    check_prepared_retrieval_finds_the_same,
     check_learn_many_equals_learn_one,
     check_explains_with_the_users_own_items,
     check_counts_events_per_item,

@@ -124,7 +124,7 @@ def _exact_list(eng, user):
     return [eng.catalog.ids[i] for i in rows]
 
 
-def test_a_set_count_or_an_exact_index_is_not_calibrated(encoder, books):
+def test_a_set_count_or_an_exact_index_is_not_calibrated_and_graphs_are_built_before_serving(encoder, books):
     evs = _clicks(n_users=10)
     for s in (Settings(encoder_progress=False, log_impressions=False, exact_index_max_items=100, candidates_per_source=40),
               Settings(encoder_progress=False, log_impressions=False)):
@@ -134,3 +134,7 @@ def test_a_set_count_or_an_exact_index_is_not_calibrated(encoder, books):
             eng.fit()
             assert eng.calibrate_candidates() is None and eng.candidate_calibration is None
             assert eng.pipeline.per_source() == (40 if s.candidates_per_source else DEFAULT)
+            # Two-stage: the fit built ALS's factor graph before the learners served (no request
+            # waits for it); scoring every item needs none.
+            built = eng.learners["als"].__dict__.get("factor_index_") is not None
+            assert built == eng.index.uses_ann

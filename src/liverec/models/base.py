@@ -218,6 +218,23 @@ class Retriever(Protocol):
 
 
 @runtime_checkable
+class PreparesRetrieval(Protocol):
+    """A :class:`Retriever` whose ``candidates`` search a structure made on first use (an ANN
+    graph over its item vectors): ``prepare_retrieval()`` makes it now. The engine calls it on
+    freshly fitted learners before they serve, when it serves in two stages, so that no
+    request after a fit waits for a graph to be built (seconds at 100k items).
+
+    Examples
+    --------
+    >>> from liverec.models import ALS, ItemKNN
+    >>> isinstance(ALS(), PreparesRetrieval), isinstance(ItemKNN(), PreparesRetrieval)
+    (True, False)
+    """
+
+    def prepare_retrieval(self) -> None: ...
+
+
+@runtime_checkable
 class VectorQuery(Protocol):
     """A learner whose score is an inner product with the catalog's item vectors.
 

@@ -413,6 +413,11 @@ class _MatrixFactorization(Learner, abc.ABC):
             diff = (self.item_factors_[idx] != np.asarray(new, dtype=np.float32)).any(axis=1)
             fi.changed(idx[diff])
 
+    def prepare_retrieval(self) -> None:
+        """Build the factor graph ``candidates`` searches (:class:`~.base.PreparesRetrieval`)."""
+        if getattr(self, "fitted_", False):
+            self._factor_index()
+
     def _factor_index(self) -> FactorIndex:
         """The inner-product index over item factors, in line with the catalog and the factors."""
         self._sync_items()

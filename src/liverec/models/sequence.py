@@ -331,6 +331,11 @@ class SequenceModel(TorchLearner):
         return h
 
     # --------------------------------------------------------------- retrieval
+    def prepare_retrieval(self) -> None:
+        """Build the output graph ``candidates`` searches (:class:`~.base.PreparesRetrieval`)."""
+        if getattr(self, "fitted_", False):
+            self._output_index()
+
     def _output_index(self) -> FactorIndex:
         """Inner-product HNSW over the item tower's outputs, in line with them.
 

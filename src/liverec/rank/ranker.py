@@ -23,8 +23,8 @@ import numpy as np
 
 from ..encode.catalog import Catalog, ItemIds
 from ..models.base import (
-    Explains, ExplainsMany, Learner, Popularity, Retriever, RetrieverWithFloor, ScoreFloor, UserState, UserWeight,
-    VectorQuery,
+    Explains, ExplainsMany, Learner, Popularity, PreparesRetrieval, Retriever, RetrieverWithFloor, ScoreFloor,
+    UserState, UserWeight, VectorQuery,
 )
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
@@ -134,6 +134,14 @@ def retrieve(
     offered = (source_candidates(model, user, catalog, index, n)
                for name, model in learners.items() if weight_of(name, model, weights) > 0)
     return _union(catalog, [f for f in offered if f is not None], n)
+
+
+def prepare_retrieval(learners: Mapping[str, Learner]) -> None:
+    """Build every source's retrieval structure now (:class:`~liverec.models.base.PreparesRetrieval`):
+    called on new learners before they serve in two stages."""
+    for model in learners.values():
+        if offers(model, PreparesRetrieval):
+            model.prepare_retrieval()
 
 
 def _union(catalog: Catalog, found: list[np.ndarray], n: int) -> np.ndarray:
