@@ -96,3 +96,37 @@ def test_searching_both_ways_finds_the_top_and_the_bottom_of_the_catalog():
         e_near, _, e_far = exact.search_both_ways(q, 20)
         np.testing.assert_array_equal(e_near, exact.search(q, 20)[0])
         np.testing.assert_array_equal(np.sort(e_far), cat.alive_idx())
+
+
+def test_a_catalog_change_recomputes_only_the_rows_it_wrote(monkeypatch):
+    """Exact scores need |v - mean| per row; after an item is added or re-encoded only those
+    rows are computed again (the graph's mean is fixed), by the index and by the content source."""
+    import liverec.models.content as content_mod
+    import liverec.rank.index as index_mod
+    from liverec.encode.catalog import centred_norms
+
+    cat = make_catalog(300, seed=7)
+    content = ContentProfile().fit(InteractionLog.from_events([], cat))
+    index = VectorIndex(cat, exact_max_items=0, center=True, threads=1)
+    index.sync()
+    q = np.random.default_rng(0).standard_normal(cat.dim).astype(np.float32)
+    index.search(q, 5)
+    content._norms()  # made for every row
+    rows = []
+    counting = lambda v, m: (rows.append(len(v)), centred_norms(v, m))[1]  # noqa: E731
+    monkeypatch.setattr(index_mod, "centred_norms", counting)
+    monkeypatch.setattr(content_mod, "centred_norms", counting)
+    rng = np.random.default_rng(1)
+    new = rng.standard_normal((2, cat.dim)).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    cat.upsert(["i5", "fresh"], new, [{}, {}], ["re-encoded", "new"])  # one re-encoded, one added
+    index.update([cat.index["i5"]])  # as the engine does for a re-encoded item
+    index.sync()
+    index.search(q, 5)
+    assert rows == [2, 2], "the index centred the two written rows for its graph, then their norms: no other row"
+    m, norms = index._exact_norms()
+    np.testing.assert_allclose(norms, centred_norms(cat.vectors, m))
+    rows.clear()
+    norms = content._norms()
+    assert rows == [1, 1], "the content source: the added row, then the re-encoded one"
+    np.testing.assert_allclose(norms, centred_norms(cat.vectors, content.mean_))

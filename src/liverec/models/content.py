@@ -37,18 +37,33 @@ class CentredSpace:
         d = catalog.dim or 0
         self.mean_ = catalog.vectors[alive].astype(np.float64).mean(axis=0) if self.center and len(alive) else np.zeros(d)
         self.norms_ = np.zeros(0)
+        self.norms_version_: tuple[str | None, int] | None = None
 
     def _norms(self) -> np.ndarray:
-        """|v - mean| per catalog row (rows added since ``fit`` get theirs on first use)."""
-        n = len(self.catalog_)
-        if self.center and self.mean_.shape[0] != (self.catalog_.dim or 0):
+        """|v - mean| per catalog row (rows added or re-encoded since ``fit`` get theirs on first use)."""
+        cat = self.catalog_
+        n = len(cat)
+        if self.center and self.mean_.shape[0] != (cat.dim or 0):
             # Fitted on an empty catalog: take the mean of the first items that arrive.
-            alive = self.catalog_.alive_idx()
-            self.mean_ = self.catalog_.vectors[alive].astype(np.float64).mean(axis=0)
+            alive = cat.alive_idx()
+            self.mean_ = cat.vectors[alive].astype(np.float64).mean(axis=0)
             self.norms_ = np.zeros(0)
-        if len(self.norms_) < n:
-            new = centred_norms(self.catalog_.vectors[len(self.norms_) : n], self.mean_)
+        # (catalog, version) the norms follow: versions of another catalog (a restore) say nothing.
+        key = (cat.__dict__.get("uid"), cat.version)
+        seen = self.__dict__.get("norms_version_")
+        if seen == key and len(self.norms_) == n:
+            return self.norms_
+        known = len(self.norms_)
+        if known < n:
+            new = centred_norms(cat.vectors[known:n], self.mean_)
             self.norms_ = np.concatenate([self.norms_, new])
+        # Rows re-encoded since (all of them when the versions say nothing).
+        rows = cat.written_since(seen[1] if seen is not None and seen[0] == key[0] else -1)
+        rows = rows[rows < known]
+        if len(rows):
+            self.norms_ = self.norms_.copy()
+            self.norms_[rows] = centred_norms(cat.vectors[rows], self.mean_)
+        self.norms_version_ = key
         return self.norms_
 
     def _vec(self, i: int) -> np.ndarray:

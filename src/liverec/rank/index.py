@@ -98,6 +98,8 @@ class VectorIndex:
         if self.uses_ann:
             with self._lock:
                 self._sync_ann()
+                if self.center:
+                    self._exact_norms()
 
     def _sync_ann(self) -> None:
         """Bring the HNSW graph in line with the catalog (adds, updates, removals)."""
@@ -128,14 +130,26 @@ class VectorIndex:
         self._synced_version = cat.version
 
     def _exact_norms(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, |v - mean| per row) for centred exact search; cached per catalog version."""
+        """(mean, |v - mean| per row) for centred exact search; cached per catalog version.
+
+        With a graph its mean is fixed, so a catalog change recomputes only the rows written
+        since (a request after adding an item to a large catalog does not pay for every row);
+        before one, the mean is the live items' and moves with the catalog.
+        """
         cat = self.catalog
         cached = getattr(self, "_norms_cache", None)
         key = (cat.version, self.mean_ is None)  # the graph's mean replaces the provisional one
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
-        m = self.mean_ if self.mean_ is not None else cat.vectors[cat.alive_idx()].astype(np.float64).mean(0)
-        norms = centred_norms(cat.vectors, m)
+        if cached is not None and self.mean_ is not None and cached[0][1] is False:
+            (old, _), m, norms = cached
+            rows = cat.written_since(old)
+            norms = np.concatenate([norms, np.empty(len(cat) - len(norms))]) if len(norms) < len(cat) else norms.copy()
+            if len(rows):
+                norms[rows] = centred_norms(cat.vectors[rows], m)
+        else:
+            m = self.mean_ if self.mean_ is not None else cat.vectors[cat.alive_idx()].astype(np.float64).mean(0)
+            norms = centred_norms(cat.vectors, m)
         self._norms_cache = (key, m, norms)
         return m, norms
 
