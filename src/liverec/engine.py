@@ -29,7 +29,6 @@ from .items import Items
 from .lifecycle import Lifecycle, Models, learn_all
 from .models.base import FeedbackConfig, Learner, UserState
 from .rank.calibrate import USERS, CandidateCalibration, Calibrator, calibrate
-from .rank import ranker
 from .rank.feedback import SlateFeedback
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
@@ -155,7 +154,7 @@ class Engine:
         #: Measures how many candidates each source retrieves after every fit and restore.
         self.calibrator = Calibrator(self.calibrate_candidates)
         self.lifecycle.swapped = self.calibrator.request
-        self.lifecycle.prepare = self._prepare_learners
+        self.lifecycle.two_stage = lambda: self.index.uses_ann
         self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
                                 interval_s=settings.snapshot_interval_s)
@@ -538,11 +537,6 @@ class Engine:
                 )
             w.update(weights)
         return w
-
-    def _prepare_learners(self, learners: Mapping[str, Learner]) -> None:
-        """Build the new learners' retrieval graphs before they serve, when serving is two-stage."""
-        if self.index.uses_ann:
-            ranker.prepare_retrieval(learners)
 
     def calibrate_candidates(self) -> CandidateCalibration | None:
         """Measure how many candidates each source must retrieve for two-stage lists to match the

@@ -48,7 +48,7 @@ from .jobs import Failed, JobRunner, LocalJobs, ProcessJobs, job_runner
 from .models import REGISTRY
 from .models.base import BatchLearner, FeedbackConfig, InteractionLog, Learner, Popularity
 from .rank.feedback import SlateFeedback
-from .rank.ranker import offers
+from .rank.ranker import offers, prepare_retrieval
 from .rank.tuner import TunedConfig, Tuner
 from .replica import ReplicaSync
 from .settings import Settings
@@ -149,9 +149,9 @@ class Lifecycle:
         self.last_fit_error: str | None = None
         #: Called (without the lock) after new learners were swapped in: by a fit or a restore.
         self.swapped: Callable[[], None] = lambda: None
-        #: Called (without the lock) on new learners before they are swapped in: builds what
-        #: serving needs of them (the engine's: retrieval graphs when it serves in two stages).
-        self.prepare: Callable[[Mapping[str, Learner]], None] = lambda learners: None
+        #: Whether the engine serves in two stages (above its index's exact threshold): new
+        #: learners then build their retrieval graphs before they are swapped in.
+        self.two_stage: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------- learners
     def new_learners(self) -> dict[str, Learner]:
@@ -492,6 +492,7 @@ class Lifecycle:
         assert url is not None  # the caller checked
         fusion = self.served.fusion.state() if self.served.fusion is not None else None
         task = StoreFit(url=url, cursor=read.cursor, erasures=read.erasures, learners=self.new_learners(),
+                        prepare=self.two_stage(),
                         catalog=self.catalog, users=None if self.state.shared else self.state.fresh(),
                         online_fusion=fusion)
         (result,) = jobs.map(fit_from_store, task, [None])
@@ -527,7 +528,7 @@ class Lifecycle:
             if head - cursor < SWAP_TAIL:
                 break
             cursor = self.replay(learners, users, cursor, until=head)
-        self.prepare(learners)  # not shared yet: no request waits for it
+        self.prepare(learners)  # not shared yet: no request waits for it (a child's fit did it already)
         with self.lock:
             self.replica.cursor = self.replay(learners, users, cursor)
             self.replica.own.clear()
@@ -546,6 +547,11 @@ class Lifecycle:
         if snap is not None:
             self.write_snapshot(snap, read.cursor, read.erasures)
         self.swapped()
+
+    def prepare(self, learners: Mapping[str, Learner]) -> None:
+        """Build the retrieval graphs of ``learners`` when serving is two-stage (not under the lock)."""
+        if self.two_stage():
+            prepare_retrieval(learners)
 
     def learned(self, n: int) -> None:
         """``n`` more events were learned live (call under the lock): start a background
@@ -688,6 +694,9 @@ class StoreFit:
     catalog: Catalog
     users: OnlineState | None
     online_fusion: dict[str, Any] | None
+    #: Build the learners' retrieval graphs too (the engine serves two-stage): in the child, at
+    #: its lower priority, and into the body (snapshots then carry them).
+    prepare: bool = False
 
 
 def fit_from_store(task: StoreFit, _job: Any = None) -> tuple[np.ndarray, int, int] | None:
@@ -710,6 +719,8 @@ def fit_from_store(task: StoreFit, _job: Any = None) -> tuple[np.ndarray, int, i
         cursor = catch_up_from_store(store, learners, task.users, task.catalog, task.cursor, task.erasures)
     finally:
         store.close()
+    if task.prepare:
+        prepare_retrieval(learners)
     body = ModelSet.capture(learners, users, task.catalog, log_seq=cursor, erasures=task.erasures,
                             online_fusion=task.online_fusion).dumps()
     return np.frombuffer(body, dtype=np.uint8), len(events), cursor

@@ -222,3 +222,30 @@ class _Here:
     def map(self, fn, shared, jobs):
         assert fn is fit_from_store
         return [fn(shared, job) for job in jobs]
+
+
+def test_a_two_stage_engine_gets_learners_with_their_graphs_from_the_child(tmp_path, encoder, books, monkeypatch):
+    """Serving in two stages, the child builds ALS's factor graph into the body it sends: the
+    learners loaded here already have it (no request or swap waits for one), and serve as a fit here."""
+    eng = Engine.open(file_url(tmp_path), settings=Settings(encoder_progress=False, exact_index_max_items=100),
+                      encoder=encoder)
+    eng.add_items(books[:200])
+    eng.record_many([ev(f"u{j % 4}", str(2 + (j * 7) % 60), t=j) for j in range(120)])
+    assert eng.index.uses_ann
+    eng.fit()
+    here = served(eng)
+    loaded = []
+    real = lifecycle.Lifecycle.load_model_set
+
+    def spy(self, body):
+        learners, users = real(self, body)
+        loaded.append(learners["als"].__dict__.get("factor_index_"))
+        return learners, users
+
+    monkeypatch.setattr(lifecycle.Lifecycle, "load_model_set", spy)
+    ran = spy_on_children(monkeypatch)
+    eng.fit(background=True).join(300)  # type: ignore[union-attr]
+    assert ran == ["fit_from_store"] and eng.last_fit_error is None
+    assert len(loaded) == 1 and loaded[0] is not None and len(loaded[0]) > 0
+    assert served(eng) == here
+    eng.close()
