@@ -84,7 +84,6 @@ def main() -> None:
         during.append(time.perf_counter() - t0)
         i += 1
     th.join()
-    eng.calibrator.wait()
     after_item: list[float] = []
     for rep in range(5):
         eng.add_items([dataclasses.replace(items[10 + rep], id=f"bench-new-{rep}")])

@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar, overload
 
@@ -28,7 +29,7 @@ from .ingest import Ingestor
 from .items import Items
 from .lifecycle import Lifecycle, Models, learn_all
 from .models.base import FeedbackConfig, Learner, UserState
-from .rank.calibrate import USERS, CandidateCalibration, Calibrator, calibrate
+from .rank.calibrate import USERS, CandidateCalibration, calibrate
 from .rank.feedback import SlateFeedback
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
@@ -53,6 +54,8 @@ _MAX_ID = 256
 _MAX_K = 1000
 T = TypeVar("T")
 
+
+log = logging.getLogger("liverec.engine")
 
 class _FromPart(Generic[T]):
     """A read-only engine attribute that lives in one of its parts:
@@ -151,9 +154,9 @@ class Engine:
             encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
             replicated=lambda: self.replicated,
         )
-        #: Measures how many candidates each source retrieves after every fit and restore.
-        self.calibrator = Calibrator(self.calibrate_candidates)
-        self.lifecycle.swapped = self.calibrator.request
+        #: Why the last candidate-count calibration failed (the previous count kept serving), else None.
+        self.calibration_error: str | None = None
+        self.lifecycle.swapped = self._calibrate_after_swap
         self.lifecycle.two_stage = lambda: self.index.uses_ann
         self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
@@ -189,7 +192,6 @@ class Engine:
 
     def close(self) -> None:
         """Write buffered impressions and release the store. The engine is unusable afterwards."""
-        self.calibrator.wait()
         self.snapshots.close()
         self._impressions.close()
         self.state.close()
@@ -250,11 +252,8 @@ class Engine:
         >>> eng.fit(background=True).join()          # doctest: +SKIP
         >>> eng.tuned.score, eng.tuned.weights       # doctest: +SKIP
         """
-        thread = self.lifecycle.fit(background=background, tune=tune, budget=budget, progress=progress, seed=seed,
-                                    ray=ray)
-        if thread is None:
-            self.calibrator.wait()  # the candidate count measured on the new learners is in use on return
-        return thread
+        return self.lifecycle.fit(background=background, tune=tune, budget=budget, progress=progress, seed=seed,
+                                  ray=ray)
 
     def tune(
         self, *, budget: float | None = None, progress: bool = False, seed: int | None = None, refit: bool = True,
@@ -563,6 +562,16 @@ class Engine:
         if found is not None:
             self.pipeline.calibration = found
         return found
+
+    def _calibrate_after_swap(self) -> None:
+        """After new learners were swapped in (in the fit's or restore's own thread, so the count
+        measured on them is in use when it returns): a failure keeps the previous count."""
+        try:
+            self.calibrate_candidates()
+            self.calibration_error = None
+        except Exception as exc:  # noqa: BLE001 - serving goes on with the count it had
+            self.calibration_error = f"{type(exc).__name__}: {exc}"
+            log.warning("candidate-count calibration failed; the previous count keeps serving: %s", exc)
 
     @property
     def candidate_calibration(self) -> CandidateCalibration | None:

@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     )
     candidates_recall: float = Field(
         0.98, gt=0, le=1, description="Served recall@10 against the exact path that the calibrated "
-        "candidate count must reach (see candidates_per_source)"
+        "candidate count must reach on the measured users, less one standard error (see candidates_per_source)"
     )
     ann_connectivity: int = Field(16, ge=4, description="HNSW graph degree (usearch)")
     ann_expansion_search: int = Field(128, ge=8, description="HNSW search breadth: recall vs latency")

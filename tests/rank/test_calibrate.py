@@ -9,7 +9,7 @@ import pytest
 
 from liverec import Engine, Event, Settings
 from liverec.models.base import UserState
-from liverec.rank.calibrate import DEFAULT, GRID, Calibrator, calibrate, choose
+from liverec.rank.calibrate import DEFAULT, GRID, calibrate, choose
 
 
 def _views(n: int):
@@ -30,7 +30,8 @@ def test_the_smallest_count_that_serves_the_exact_lists_is_kept():
     cal = calibrate(_views(4), serve, threading.RLock(), target=0.98, k=10, items=1000, grid=(50, 100, 200, 300))
     assert cal is not None
     assert cal.chosen == 100
-    assert cal.recall == {50: 0.5, 100: 1.0}  # counts past the first that reached it are not served
+    assert cal.recall == {50: 0.5, 100: 1.0} == cal.bound  # every user alike: no spread
+    # counts past the first that reached it are not served
     assert 200 not in asked and 300 not in asked
     assert cal.users == 4 and cal.items == 1000
     # Nothing reaches the target: the largest count tried.
@@ -40,33 +41,25 @@ def test_the_smallest_count_that_serves_the_exact_lists_is_kept():
     assert choose({50: 0.99, 100: 0.97}, target=0.98) == 50
 
 
+def test_a_mean_that_reaches_the_target_by_less_than_its_standard_error_is_not_enough():
+    exact = list(range(10))
+    misses = {"u0": 0, "u1": 0, "u2": 0, "u3": 1}  # at 50: 1, 1, 1, 0.9 -> mean 0.975
+
+    def serve(state, seen, n):
+        if n is None:
+            return exact
+        miss = misses[state.user] if n == 50 else 0
+        return exact[: 10 - miss] + [99] * miss
+
+    cal = calibrate(_views(4), serve, threading.RLock(), target=0.97, k=10, items=1000, grid=(50, 100))
+    assert cal is not None and cal.recall[50] == pytest.approx(0.975)
+    assert cal.bound[50] == pytest.approx(0.975 - 0.05 / 2)  # std 0.05 over 4 users
+    assert cal.chosen == 100 and cal.bound[100] == 1.0
+
+
 def test_no_users_with_a_list_no_calibration():
     assert calibrate(_views(3), lambda s, seen, n: [], threading.RLock(), target=0.98, k=10, items=10) is None
     assert calibrate([], lambda s, seen, n: [1], threading.RLock(), target=0.98, k=10, items=10) is None
-
-
-def test_a_request_while_it_runs_runs_it_once_more_and_a_failure_is_kept():
-    started, release, runs = threading.Event(), threading.Event(), []
-
-    def run():
-        runs.append(1)
-        started.set()
-        release.wait(5)
-        if len(runs) == 2:
-            raise RuntimeError("store closed")
-
-    c = Calibrator(run)  # type: ignore[arg-type]
-    c.request()
-    started.wait(5)
-    c.request()
-    c.request()  # folded into the same second run
-    release.set()
-    c.wait(5)
-    assert len(runs) == 2
-    assert c.error == "RuntimeError: store closed"
-    c.request()
-    c.wait(5)
-    assert len(runs) == 3 and c.error is None
 
 
 def _clicks(n_users: int = 40, per_user: int = 6, n_items: int = 800, seed: int = 4) -> list[Event]:
@@ -96,10 +89,11 @@ def test_a_fit_measures_the_count_and_serves_with_it(two_stage):
     assert eng.candidate_calibration is None and eng.pipeline.per_source() == DEFAULT
     eng.fit()
     cal = eng.candidate_calibration
-    assert cal is not None, eng.calibrator.error
+    assert cal is not None, eng.calibration_error
     assert cal.chosen in GRID and eng.pipeline.per_source() == cal.chosen
     assert cal.users == 32 and cal.k == 10 and cal.target == 0.98 and cal.items == 800
-    assert cal.recall[cal.chosen] >= 0.98 or cal.chosen == max(cal.recall)
+    assert cal.bound[cal.chosen] >= 0.98 or cal.chosen == max(cal.recall)
+    assert all(cal.bound[n] <= cal.recall[n] for n in cal.recall)
     # What it measured is what recommend serves: the lists of the users it measured on, against
     # the same engine scoring every item.
     users = eng._recent_users(32)
@@ -112,6 +106,22 @@ def test_a_fit_measures_the_count_and_serves_with_it(two_stage):
     assert float(np.mean(got)) == pytest.approx(cal.recall[cal.chosen], abs=1e-9)
     again = eng.calibrate_candidates()  # the same learners and users: the same measure
     assert again is not None and (again.chosen, dict(again.recall)) == (cal.chosen, dict(cal.recall))
+
+
+def test_a_failed_calibration_keeps_the_count_and_the_fit(two_stage, monkeypatch):
+    eng = two_stage
+    before = eng.pipeline.per_source()
+
+    def broken(*a, **kw):
+        raise RuntimeError("store closed")
+
+    monkeypatch.setattr("liverec.engine.calibrate", broken)
+    eng.fit()
+    assert eng.calibration_error == "RuntimeError: store closed"
+    assert eng.pipeline.per_source() == before and eng.recommend("u1", k=5, log=False)
+    monkeypatch.undo()
+    eng.fit()
+    assert eng.calibration_error is None
 
 
 def _exact_list(eng, user):

@@ -7,13 +7,16 @@ can be depends on the catalog and on how the users' tastes spread over it, so th
 measures it on its own users rather than fixing it: after each fit (and at a restore) it
 takes up to :data:`USERS` users with recent events, serves each the exact list and the
 two-stage lists for the counts of :data:`GRID`, and keeps the smallest count whose served
-recall@k against the exact lists reaches ``Settings.candidates_recall`` (default 0.98);
-none reaching it, the largest. ``Settings.candidates_per_source`` set to a number turns
+recall@k against the exact lists reaches ``Settings.candidates_recall`` (default 0.98),
+less one standard error over the users (a sample of them is measured, not all); none
+reaching it, the largest. ``Settings.candidates_per_source`` set to a number turns
 this off.
 
-One user's comparison runs under the engine lock (it reads the learners), the next after
-the lock was released, so requests are served in between; an exact list costs one pass
-over the catalog per source (at a million items ~0.2 s on 2 cores).
+It runs in the thread of the fit or restore that swapped the learners in (a background
+fit's thread for a re-fit), after the swap: one user's comparison under the engine lock
+(it reads the learners), the next after the lock was released, so requests are served in
+between; an exact list costs one pass over the catalog per source (at a million items
+~0.2 s on 2 cores).
 
 Examples
 --------
@@ -29,6 +32,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from ..models.base import UserState
 
@@ -47,11 +52,13 @@ class CandidateCalibration:
     """The outcome of one calibration: the count kept and what each count tried served.
 
     ``recall``: count -> mean recall@``k`` of the two-stage lists against the exact lists
-    over ``users`` users (counts past the first that reached ``target`` are not tried).
+    over ``users`` users; ``bound``: that mean less one standard error, what must reach
+    ``target`` (counts past the first that reached it are not tried).
     """
 
     chosen: int
     recall: Mapping[int, float]
+    bound: Mapping[int, float]
     users: int
     k: int
     target: float
@@ -60,12 +67,12 @@ class CandidateCalibration:
 
     def to_json(self) -> dict:
         return {"chosen": self.chosen, "recall": {str(n): round(r, 4) for n, r in self.recall.items()},
-                "users": self.users, "k": self.k, "target": self.target, "items": self.items,
+                "bound": {str(n): round(r, 4) for n, r in self.bound.items()}, "users": self.users, "k": self.k, "target": self.target, "items": self.items,
                 "seconds": round(self.seconds, 3)}
 
 
 def choose(recall: Mapping[int, float], *, target: float) -> int:
-    """The smallest count whose recall reaches ``target``; else the largest tried."""
+    """The smallest count whose recall (its bound) reaches ``target``; else the largest tried."""
     ok = [n for n, r in sorted(recall.items()) if r >= target]
     return ok[0] if ok else max(recall)
 
@@ -94,57 +101,17 @@ def calibrate(
     if not users:
         return None
     recall: dict[int, float] = {}
+    bound: dict[int, float] = {}
     for n in sorted(grid):
-        hits = 0.0
+        per_user = []
         for state, seen, exact in users:
             with lock:
                 got = serve(state, seen, n)
-            hits += len(exact.intersection(got)) / len(exact)
-        recall[n] = hits / len(users)
-        if recall[n] >= target:
+            per_user.append(len(exact.intersection(got)) / len(exact))
+        # A sample of users: what must reach the target is the mean less its standard error.
+        recall[n] = float(np.mean(per_user))
+        bound[n] = recall[n] - (float(np.std(per_user, ddof=1)) / len(per_user) ** 0.5 if len(per_user) > 1 else 0.0)
+        if bound[n] >= target:
             break
-    return CandidateCalibration(choose(recall, target=target), recall, len(users), k, target, items,
+    return CandidateCalibration(choose(bound, target=target), recall, bound, len(users), k, target, items,
                                 time.perf_counter() - t0)
-
-
-class Calibrator:
-    """Runs :func:`calibrate` in a thread of its own when asked; one run at a time.
-
-    ``run()`` makes one calibration (or returns None when none is due); ``request()`` starts
-    it in the background (a request while one runs makes it run once more after);
-    ``wait()`` joins it.
-    """
-
-    def __init__(self, run: Callable[[], CandidateCalibration | None]) -> None:
-        self._run = run
-        self._thread: threading.Thread | None = None
-        self._again = False
-        self._guard = threading.Lock()
-        #: The last failure's message (the previous count keeps serving), else None.
-        self.error: str | None = None
-
-    def request(self) -> None:
-        with self._guard:
-            if self._thread is not None:  # running: once more after it
-                self._again = True
-                return
-            self._thread = threading.Thread(target=self._loop, name="liverec-calibrate", daemon=True)
-            self._thread.start()
-
-    def wait(self, timeout: float | None = None) -> None:
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self._run()
-                self.error = None
-            except Exception as exc:  # noqa: BLE001 - a failed calibration keeps the previous count
-                self.error = f"{type(exc).__name__}: {exc}"
-            with self._guard:
-                if not self._again:
-                    self._thread = None
-                    return
-                self._again = False
