@@ -29,7 +29,7 @@ from .ingest import Ingestor
 from .items import Items
 from .lifecycle import Lifecycle, Models, learn_all
 from .models.base import FeedbackConfig, Learner, UserState
-from .rank.calibrate import USERS, CandidateCalibration, calibrate
+from .rank.calibrate import USERS, CandidateCalibration, calibrate, recent_users
 from .rank.feedback import SlateFeedback
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
@@ -556,7 +556,7 @@ class Engine:
                           diversity=self.settings.diversity, per_source=n)
             return self.pipeline.ranked(state, seen, self.learners, req, exact=n is None)
 
-        views = [functools.partial(self.state.view, u) for u in self._recent_users(USERS)]
+        views = [functools.partial(self.state.view, u) for u in recent_users(self.store, USERS)]
         found = calibrate(views, serve, self._lock, target=self.settings.candidates_recall, k=10,
                           items=self.catalog.n_alive)
         if found is not None:
@@ -577,15 +577,6 @@ class Engine:
     def candidate_calibration(self) -> CandidateCalibration | None:
         """The calibration in use (see :meth:`calibrate_candidates`), else None."""
         return self.pipeline.calibration
-
-    def _recent_users(self, n: int) -> list[str]:
-        """Up to ``n`` distinct users of the log's most recent events, latest first."""
-        head = self.store.last_event_seq()
-        last: dict[str, None] = {}
-        for _, e in self.store.iter_events(after_seq=max(0, head - 50 * n)):
-            last.pop(e.user, None)
-            last[e.user] = None
-        return list(reversed(last))[:n]
 
     def _new_item_weights(self, base: Mapping[str, float]) -> dict[str, float] | None:
         """The tuned weights for ranking only new items over ``base`` (the current ones), if tuned."""

@@ -9,7 +9,7 @@ import pytest
 
 from liverec import Engine, Event, Settings
 from liverec.models.base import UserState
-from liverec.rank.calibrate import DEFAULT, GRID, calibrate, choose
+from liverec.rank.calibrate import DEFAULT, GRID, calibrate, choose, recent_users
 
 
 def _views(n: int):
@@ -96,7 +96,7 @@ def test_a_fit_measures_the_count_and_serves_with_it(two_stage):
     assert all(cal.bound[n] <= cal.recall[n] for n in cal.recall)
     # What it measured is what recommend serves: the lists of the users it measured on, against
     # the same engine scoring every item.
-    users = eng._recent_users(32)
+    users = recent_users(eng.store, 32)
     assert len(users) == 32 and users[0] == "u39"
     got = []
     for u in users:

@@ -36,6 +36,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..models.base import UserState
+from ..store import Store
 
 #: Candidate counts tried, smallest first (the first reaching the target is kept).
 GRID = (50, 100, 200, 300, 500)
@@ -75,6 +76,16 @@ def choose(recall: Mapping[int, float], *, target: float) -> int:
     """The smallest count whose recall (its bound) reaches ``target``; else the largest tried."""
     ok = [n for n, r in sorted(recall.items()) if r >= target]
     return ok[0] if ok else max(recall)
+
+
+def recent_users(store: Store, n: int) -> list[str]:
+    """Up to ``n`` distinct users of the log's most recent events (the last ``50 n``), latest first."""
+    head = store.last_event_seq()
+    last: dict[str, None] = {}
+    for _, e in store.iter_events(after_seq=max(0, head - 50 * n)):
+        last.pop(e.user, None)
+        last[e.user] = None
+    return list(reversed(last))[:n]
 
 
 #: Serves one user's list: (state, seen, candidates per source or None = every item) -> item rows.
