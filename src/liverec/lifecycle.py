@@ -52,7 +52,7 @@ from .rank.ranker import offers, prepare_retrieval
 from .rank.tuner import TunedConfig, Tuner
 from .replica import ReplicaSync
 from .settings import Settings
-from .snapshot import ModelSet, Snapshots, compat_key
+from .snapshot import ModelSet, Snapshots, compat_key, paused_gc
 from .state import OnlineState, UserStateStore, refill_from_log
 from .store import Store
 from .store.snapshots import SnapshotInfo
@@ -506,8 +506,9 @@ class Lifecycle:
     def load_model_set(self, body: memoryview) -> tuple[dict[str, Learner], OnlineState]:
         """The learners and user state of a snapshot body, over this catalog."""
         restored = ModelSet.loads(body)
-        users = self.state.fresh() if self.state.shared else restored.build_users(self.settings.history_length)
-        return restored.build_learners(self.catalog), users
+        with paused_gc():
+            users = self.state.fresh() if self.state.shared else restored.build_users(self.settings.history_length)
+            return restored.build_learners(self.catalog), users
 
     def swap_in(
         self, read: LogRead, learners: dict[str, Learner], users: OnlineState, *, fitted: int, started: float,
