@@ -47,6 +47,10 @@ DEFAULT = 300
 #: Users a calibration serves (the most recent distinct users of the log).
 USERS = 32
 
+#: Pause after each list served under the lock: a request waiting for the lock takes it
+#: then (a thread that releases a lock and asks for it again at once would keep it).
+YIELD_S = 0.001
+
 
 @dataclass(frozen=True)
 class CandidateCalibration:
@@ -107,6 +111,7 @@ def calibrate(
         with lock:
             state, seen = view()
             exact = set(serve(state, seen, None))
+        time.sleep(YIELD_S)
         if exact:
             users.append((state, seen, exact))
     if not users:
@@ -118,6 +123,7 @@ def calibrate(
         for state, seen, exact in users:
             with lock:
                 got = serve(state, seen, n)
+            time.sleep(YIELD_S)
             per_user.append(len(exact.intersection(got)) / len(exact))
         # A sample of users: what must reach the target is the mean less its standard error.
         recall[n] = float(np.mean(per_user))
