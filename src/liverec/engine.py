@@ -29,7 +29,7 @@ from .ingest import Ingestor
 from .items import Items
 from .lifecycle import Lifecycle, Models, learn_all
 from .models.base import FeedbackConfig, Learner, UserState
-from .rank.calibrate import USERS, CandidateCalibration, calibrate, recent_users
+from .rank.calibrate import K, USERS, CandidateCalibration, calibrate, recent_users
 from .rank.feedback import SlateFeedback
 from .rank.fusion import OnlineFusion
 from .rank.index import VectorIndex
@@ -56,6 +56,7 @@ T = TypeVar("T")
 
 
 log = logging.getLogger("liverec.engine")
+
 
 class _FromPart(Generic[T]):
     """A read-only engine attribute that lives in one of its parts:
@@ -152,12 +153,11 @@ class Engine:
             self.models, store, settings, self.catalog, self._lock, self.state, snapshots=self.snapshots,
             replica=self.replica, served=self.served, load_items=self.items.load_all,
             encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
-            replicated=lambda: self.replicated,
+            replicated=lambda: self.replicated, swapped=self._calibrate_after_swap,
+            two_stage=lambda: self.index.uses_ann,
         )
         #: Why the last candidate-count calibration failed (the previous count kept serving), else None.
         self.calibration_error: str | None = None
-        self.lifecycle.swapped = self._calibrate_after_swap
-        self.lifecycle.two_stage = lambda: self.index.uses_ann
         self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
                                 interval_s=settings.snapshot_interval_s)
@@ -552,12 +552,12 @@ class Engine:
         weights = self._weights(None)
 
         def serve(state: UserState, seen: set[int], n: int | None) -> list[int]:
-            req = Request(user=state.user, k=10, weights=weights, exclude_seen=self.settings.exclude_seen,
+            req = Request(user=state.user, k=K, weights=weights, exclude_seen=self.settings.exclude_seen,
                           diversity=self.settings.diversity, per_source=n)
             return self.pipeline.ranked(state, seen, self.learners, req, exact=n is None)
 
         views = [functools.partial(self.state.view, u) for u in recent_users(self.store, USERS)]
-        found = calibrate(views, serve, self._lock, target=self.settings.candidates_recall, k=10,
+        found = calibrate(views, serve, self._lock, target=self.settings.candidates_recall, k=K,
                           items=self.catalog.n_alive)
         if found is not None:
             self.pipeline.calibration = found

@@ -52,7 +52,7 @@ from .rank.ranker import offers, prepare_retrieval
 from .rank.tuner import TunedConfig, Tuner
 from .replica import ReplicaSync
 from .settings import Settings
-from .snapshot import ModelSet, Snapshots, compat_key, paused_gc
+from .snapshot import ModelSet, Snapshots, compat_key
 from .state import OnlineState, UserStateStore, refill_from_log
 from .store import Store
 from .store.snapshots import SnapshotInfo
@@ -126,7 +126,9 @@ class Lifecycle:
     ``served`` the served-slate memory whose online fusion weights snapshots carry;
     ``load_items(stored, gone)`` puts stored item rows into the empty catalog at open;
     ``encoder_id`` names the LM (snapshots are keyed on it); ``encode(texts)`` encodes
-    private texts (declared interests); ``replicated()`` says whether engines share the store.
+    private texts (declared interests); ``replicated()`` says whether engines share the store;
+    ``swapped()`` runs after new learners were swapped in; ``two_stage()`` says whether they
+    must build their retrieval graphs first.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class Lifecycle:
         state: UserStateStore, *, snapshots: Snapshots, replica: ReplicaSync, served: SlateFeedback,
         load_items: Callable[[list[Any], list[str]], None], encoder_id: str,
         encode: Callable[[list[str]], np.ndarray], replicated: Callable[[], bool] = lambda: False,
+        swapped: Callable[[], None] = lambda: None, two_stage: Callable[[], bool] = lambda: False,
     ) -> None:
         self.models, self.store, self.settings, self.catalog, self.lock = models, store, settings, catalog, lock
         self.state, self.snapshots, self.replica, self.served = state, snapshots, replica, served
@@ -148,10 +151,10 @@ class Lifecycle:
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
         #: Called (without the lock) after new learners were swapped in: by a fit or a restore.
-        self.swapped: Callable[[], None] = lambda: None
+        self.swapped = swapped
         #: Whether the engine serves in two stages (above its index's exact threshold): new
         #: learners then build their retrieval graphs before they are swapped in.
-        self.two_stage: Callable[[], bool] = lambda: False
+        self.two_stage = two_stage
 
     # ------------------------------------------------------------- learners
     def new_learners(self) -> dict[str, Learner]:
@@ -506,9 +509,8 @@ class Lifecycle:
     def load_model_set(self, body: memoryview) -> tuple[dict[str, Learner], OnlineState]:
         """The learners and user state of a snapshot body, over this catalog."""
         restored = ModelSet.loads(body)
-        with paused_gc():
-            users = self.state.fresh() if self.state.shared else restored.build_users(self.settings.history_length)
-            return restored.build_learners(self.catalog), users
+        users = self.state.fresh() if self.state.shared else restored.build_users(self.settings.history_length)
+        return restored.build_learners(self.catalog), users
 
     def swap_in(
         self, read: LogRead, learners: dict[str, Learner], users: OnlineState, *, fitted: int, started: float,

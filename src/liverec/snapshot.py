@@ -481,6 +481,10 @@ class ModelSet:
         return {name: Learner.from_state(cls, state, catalog) for name, (cls, state) in self.learners.items()}
 
     def build_users(self, history_length: int) -> OnlineState:
+        with paused_gc():  # one object per user, made at once
+            return self._build_users(history_length)
+
+    def _build_users(self, history_length: int) -> OnlineState:
         users = OnlineState(history_length)
         if isinstance(self.users, LazyTable):
             users.users = _LazyUsers.of_blobs(self.users, history_length)

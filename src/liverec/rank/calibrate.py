@@ -47,6 +47,9 @@ DEFAULT = 300
 #: Users a calibration serves (the most recent distinct users of the log).
 USERS = 32
 
+#: Length of the lists compared (recall@K).
+K = 10
+
 #: Pause after each list served under the lock: a request waiting for the lock takes it
 #: then (a thread that releases a lock and asks for it again at once would keep it).
 YIELD_S = 0.001
@@ -72,8 +75,8 @@ class CandidateCalibration:
 
     def to_json(self) -> dict:
         return {"chosen": self.chosen, "recall": {str(n): round(r, 4) for n, r in self.recall.items()},
-                "bound": {str(n): round(r, 4) for n, r in self.bound.items()}, "users": self.users, "k": self.k, "target": self.target, "items": self.items,
-                "seconds": round(self.seconds, 3)}
+                "bound": {str(n): round(r, 4) for n, r in self.bound.items()}, "users": self.users, "k": self.k,
+                "target": self.target, "items": self.items, "seconds": round(self.seconds, 3)}
 
 
 def choose(recall: Mapping[int, float], *, target: float) -> int:
