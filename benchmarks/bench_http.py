@@ -39,6 +39,7 @@ reach at most: the learning of every event stays), ``Engine.record_many`` of ``-
 events; and GET /health under wrk (the HTTP stack alone). The load average is printed
 before each scenario: other jobs on the machine share the 2 cores.
 
+``--no-fast-path`` serves every request through FastAPI (``create_app(fast_path=False)``).
 ``--workers N`` runs N server processes over the same SQLite file (read-your-writes:
 each read first catches up with what the other processes wrote).
 
@@ -242,7 +243,7 @@ def app_factory():
     enc = common.PrecomputedEncoder.for_items(items, vectors)
     s = Settings(store=db, open_access=True, encoder_progress=False, popularity_prior="ratings_count",
                  impression_flush_seconds=0.25, response_cache_size=cache, workers=workers)
-    return create_app(s, engine=Engine(Store.open(db), s, enc))
+    return create_app(s, engine=Engine(Store.open(db), s, enc), fast_path=os.environ.get("BENCH_FAST", "1") == "1")
 
 
 def serve(db: str, port: int, cache: int, workers: int = 1) -> None:
@@ -335,11 +336,14 @@ def main() -> None:
     ap.add_argument("--mixed-seconds", type=float, default=60)
     ap.add_argument("--write-share", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-fast-path", action="store_true",
+                    help="serve every request through FastAPI (create_app(fast_path=False)), for comparison")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     started = time.time()
+    os.environ["BENCH_FAST"] = "0" if args.no_fast_path else "1"  # read by each server process
     common.print_header("bench_http", TARGET)
     tmp = tempfile.mkdtemp(prefix="liverec-http-")
     db = f"sqlite:///{tmp}/http.db"

@@ -26,13 +26,13 @@ def make_client(encoder, books) -> Iterator[Callable[..., TestClient]]:
     """
     made: list[tuple[TestClient, Engine]] = []
 
-    def make(url: str = "sqlite://", **overrides: Any) -> TestClient:
+    def make(url: str = "sqlite://", fast_path: bool = True, **overrides: Any) -> TestClient:
         settings = Settings(**{"encoder_progress": False, **overrides, "store": url})
         eng = Engine(Store.open(url), settings, encoder)
         eng.add_items(books[:N_BOOKS])
         for role, key in KEYS.items():
             eng.store.add_api_key(f"test-{role}", role, hash_key(key))
-        client = TestClient(create_app(settings, engine=eng), raise_server_exceptions=False)
+        client = TestClient(create_app(settings, engine=eng, fast_path=fast_path), raise_server_exceptions=False)
         client.__enter__()
         client.engine = eng  # type: ignore[attr-defined]
         made.append((client, eng))

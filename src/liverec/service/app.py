@@ -7,7 +7,8 @@ The parts: :mod:`.core` (the Service every route shares), :mod:`.routes` (one ro
 per resource), :mod:`.deps` (the Service and API-key roles as dependencies),
 :mod:`.cache` (per-user response cache), :mod:`.commit` (group commit),
 :mod:`.handlers` (the one error shape), :mod:`.edge` (body limit, security headers,
-metrics, access log).
+metrics, access log), :mod:`.fastpath` (the two hot routes without FastAPI's per-request
+machinery).
 
 Examples
 --------
@@ -37,6 +38,7 @@ from . import handlers
 from .core import Service
 from .deps import role_of_route
 from .edge import Edge
+from .fastpath import FastPath
 from .routes import ROUTERS, page
 
 log = logging.getLogger("liverec.http")
@@ -69,9 +71,11 @@ async def start(app: FastAPI, settings: Settings, engine: Engine) -> Service:
     return svc
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None, fast_path: bool = True) -> FastAPI:
     """The FastAPI app. Opens ``Engine.open(settings.store)`` at start-up unless ``engine`` is given
-    (then the caller owns it and closes it)."""
+    (then the caller owns it and closes it). ``fast_path``: well-formed ``POST /events`` and
+    ``GET /recommendations/{user}`` skip FastAPI's per-request machinery (:mod:`.fastpath`;
+    the same answers); False serves every request through FastAPI."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -107,7 +111,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.svc = None
     app.add_middleware(Edge, metrics_of=lambda: app.state.svc and app.state.svc.metrics,
-                       max_body=settings.max_body_bytes)
+                       max_body=settings.max_body_bytes, fast=FastPath(app) if fast_path else None)
     handlers.install(app)
     for router in ROUTERS:
         app.include_router(router)

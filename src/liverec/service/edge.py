@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Callable, MutableMapping
+from typing import Any, Awaitable, Callable, MutableMapping
 
 from .handlers import error
 from .metrics import Metrics
@@ -59,8 +59,11 @@ async def read_body(receive: Callable, limit: int) -> bytes | None:
 class Edge:
     """ASGI middleware around the app; ``metrics_of()`` gives the running Service's metrics."""
 
-    def __init__(self, app: Any, metrics_of: Callable[[], Metrics | None], max_body: int) -> None:
+    def __init__(self, app: Any, metrics_of: Callable[[], Metrics | None], max_body: int,
+                 fast: Callable[[dict, bytes], Awaitable[Any]] | None = None) -> None:
         self.app, self.metrics_of, self.max_body = app, metrics_of, max_body
+        #: Answers well-formed hot requests itself (:class:`.fastpath.FastPath`); None sends every one on.
+        self.fast = fast
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -80,6 +83,8 @@ class Edge:
         try:
             if scope["method"] in _WITH_BODY:
                 await self._with_body(scope, receive, send_)
+            elif self.fast is not None and (resp := await self.fast(scope, b"")) is not None:
+                await resp(scope, receive, send_)
             else:
                 await self.app(scope, receive, send_)
         except Exception as exc:  # noqa: BLE001 - answered here, once, so the connection stays open
@@ -103,6 +108,9 @@ class Edge:
         if body is None:
             resp = error(413, "payload_too_large", f"request body is larger than {self.max_body} bytes.",
                          fix="split it into smaller requests, or raise LIVEREC_MAX_BODY_BYTES.")
+            await resp(scope, receive, send_)
+            return
+        if self.fast is not None and (resp := await self.fast(scope, body)) is not None:
             await resp(scope, receive, send_)
             return
         sent = False

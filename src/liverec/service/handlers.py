@@ -114,8 +114,13 @@ async def _http(request: Request, exc: StarletteHTTPException) -> Json:
 
 
 async def _domain(request: Request, exc: LiverecError) -> Json:
+    return domain_error(request.method, exc)
+
+
+def domain_error(method: str, exc: LiverecError) -> Json:
+    """The answer to an engine error raised while serving a ``method`` request."""
     field = getattr(exc, "field", None)
-    if isinstance(exc, UnknownItemError) and request.method in ("POST", "PUT"):
+    if isinstance(exc, UnknownItemError) and method in ("POST", "PUT"):
         return error(422, "unknown_item", str(exc), field, "add the item with POST /items first, "
                      "or start the server with LIVEREC_AUTO_CREATE_ITEMS=true; nothing was stored.")
     if isinstance(exc, NotFoundError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from .. import schemas as S
+from ..core import Service
 from ..deps import WRITE, Svc
 from ..encoding import dumps
 from ..params import batch_limit
@@ -20,6 +21,11 @@ async def post_events(body: S.EventsIn | S.EventIn, svc: Svc) -> Response:
     The response is sent after the events are durable (committed) and every learner
     has seen them: the next recommendation request reflects them.
     """
+    return await accept(svc, body)
+
+
+async def accept(svc: Service, body: S.EventsIn | S.EventIn) -> Response:
+    """Store and learn a validated body; the ``EventsAccepted`` answer (shared with :mod:`..fastpath`)."""
     items = body.events if isinstance(body, S.EventsIn) else [body]
     batch_limit(len(items), svc.settings.max_batch, "events")
     events = [e.to_event() for e in items]

@@ -54,6 +54,11 @@ def encode_items(svc: Service, recs: Sequence[Recommendation]) -> bytes:
             responses={422: {"model": S.ErrorOut}})
 async def recommendations(svc: Svc, user: UserId, q: Annotated[S.RecommendQuery, Query()]) -> Response:
     """The top ``k`` items for ``user``, with reasons, propensities and the serving variant."""
+    return await answer(svc, user, q)
+
+
+async def answer(svc: Service, user: str, q: S.RecommendQuery) -> Response:
+    """The ``RecommendationsOut`` answer for validated parameters (shared with :mod:`..fastpath`)."""
     t0 = time.perf_counter()
     path_id(user, "user")
     if q.policy is not None and not q.policy.strip():

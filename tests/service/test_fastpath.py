@@ -1,0 +1,144 @@
+"""The hot routes' fast path answers exactly as the full FastAPI routes do.
+
+Two apps over identical engines, one with the fast path and one without, get the same
+requests in the same order; every answer (status, body, content type) must match, and
+the fast path must have answered the well-formed ones itself (it would be a test that
+cannot fail if every request fell through).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apihelp import KEYS, auth
+from liverec.service.fastpath import FastPath
+
+BOOKS = ("b0", "b1", "b2", "b3")
+
+
+def _fast(client: Any) -> FastPath:
+    return next(m.kwargs["fast"] for m in client.app.user_middleware if "fast" in m.kwargs)
+
+
+def _comparable(resp: Any) -> tuple[int, Any, str]:
+    ctype = resp.headers.get("content-type", "")
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    if isinstance(body, dict):
+        body.pop("took_ms", None)
+    return resp.status_code, body, ctype
+
+
+@pytest.fixture
+def pair(make_client, books):
+    ids = [b.id for b in books[:4]]
+    fast, plain = make_client(), make_client(fast_path=False)
+    assert _fast(fast) is not None and all("fast" not in m.kwargs or m.kwargs["fast"] is None
+                                           for m in plain.app.user_middleware)
+    return fast, plain, ids
+
+
+def warm_keys(pair) -> None:
+    """A key the Service has not looked up yet goes through the full route once (the store lookup)."""
+    for role in KEYS:
+        both(pair, "GET", "/recommendations/warm-up?k=1", headers=auth(role))
+
+
+def both(pair, method: str, url: str, **kw: Any) -> Any:
+    fast, plain, _ = pair
+    a, b = fast.request(method, url, **kw), plain.request(method, url, **kw)
+    assert _comparable(a) == _comparable(b), (method, url, kw)
+    return a
+
+
+def test_events_and_their_errors_match_the_full_route(pair):
+    fast, _, ids = pair
+    w = auth("write")
+    warm_keys(pair)
+    good = [
+        {"user": "u1", "item": ids[0], "kind": "click"},
+        {"user": "u1", "item": ids[1], "kind": "like", "id": "e-1"},
+        {"events": [{"user": "u2", "item": ids[2]}, {"user": "u2", "item": ids[3], "kind": "rating", "value": 4}]},
+        {"user": "u1", "item": ids[1], "kind": "like", "id": "e-1"},  # a repeated id: a duplicate
+    ]
+    before = _fast(fast).answered
+    for body in good:
+        r = both(pair, "POST", "/events", json=body, headers=w)
+        assert r.status_code == 200, r.text
+    assert _fast(fast).answered - before == len(good)
+    assert fast.engine.store.count_events() == 4
+
+    bad = [
+        {"user": "u1", "item": "not-a-book"},  # engine error after validation: the handlers' answer
+        {"user": "u1", "item": ids[0], "kind": "teleport"},  # a kind the settings do not weigh
+        {"user": "u1", "item": ids[0], "kind": "rating", "value": 99},
+        {"user": "", "item": ids[0]},
+        {"user": "u1", "item": ids[0], "surprise": 1},
+        {"events": []},
+        {"events": [{"user": "u3", "item": ids[0]}, {"user": "u3"}]},
+        {"user": "u1", "item": ids[0], "timestamp": "yesterday"},
+    ]
+    for body in bad:
+        r = both(pair, "POST", "/events", json=body, headers=w)
+        assert r.status_code in (413, 422), (body, r.text)
+    both(pair, "POST", "/events", content=b'{"user": "u1", "item": ', headers={**w, "content-type": "application/json"})
+    both(pair, "POST", "/events", content=json.dumps(good[0]).encode(), headers={**w, "content-type": "text/plain"})
+    both(pair, "POST", "/events", json=good[0])  # no key: 401
+    both(pair, "POST", "/events", json=good[0], headers=auth("read"))  # too low a role: 403
+    both(pair, "POST", "/events", json=good[0], headers={"Authorization": f"Bearer {KEYS['write']}"})
+    both(pair, "POST", "/events", json=good[0], headers={"X-API-Key": "lr_not_a_key"})
+    assert fast.engine.store.count_events() == pair[1].engine.store.count_events()
+
+
+def test_a_batch_over_the_limit_is_left_to_the_full_route(make_client, books):
+    ids = [b.id for b in books[:3]]
+    fast, plain = make_client(max_batch=2), make_client(max_batch=2, fast_path=False)
+    body = {"events": [{"user": "u", "item": i} for i in ids]}
+    a, b = (c.post("/events", json=body, headers=auth("write")) for c in (fast, plain))
+    assert a.status_code == 413 and _comparable(a) == _comparable(b)
+    assert fast.engine.store.count_events() == 0
+
+
+def test_recommendations_and_their_errors_match_the_full_route(pair):
+    fast, _, ids = pair
+    r = auth("read")
+    warm_keys(pair)
+    for body in ({"user": "u1", "item": ids[0]}, {"user": "u1", "item": ids[1], "kind": "like"}):
+        both(pair, "POST", "/events", json=body, headers=auth("write"))
+    good = [
+        "/recommendations/u1", "/recommendations/u1?k=3", "/recommendations/u1?k=5&explain=false",
+        f"/recommendations/u1?k=4&exclude={ids[2]}&exclude={ids[3]}", "/recommendations/u1?exclude_seen=false&k=3",
+        "/recommendations/u1?diversity=0.5&k=3", '/recommendations/u1?filters={"year":{"gte":1990}}&k=3',
+        '/recommendations/u1?filters={"year":{"gte":3000}}&k=3',  # matches nothing: the warning
+        "/recommendations/nobody?k=3", "/recommendations/u%20one?k=2", '/recommendations/u1?context={"page":"home"}',
+        "/recommendations/u1?k=3&policy=greedy",
+    ]
+    before = _fast(fast).answered
+    for url in good:
+        assert both(pair, "GET", url, headers=r).status_code == 200, url
+    assert _fast(fast).answered - before == len(good)
+    bad = [
+        "/recommendations/u1?k=0", "/recommendations/u1?k=ten", "/recommendations/u1?diversity=2",
+        "/recommendations/u1?filters=notjson", "/recommendations/u1?filters=[1]", "/recommendations/u1?variant=nope",
+        "/recommendations/u1?policy=%20", "/recommendations/u1?policy=nope", "/recommendations/u%00x",
+        "/recommendations/" + "x" * 300, "/recommendations/u1?context=[1]",
+    ]
+    for url in bad:
+        assert both(pair, "GET", url, headers=r).status_code in (404, 422), url
+    both(pair, "GET", "/recommendations/u1?k=3&unknown=1", headers=r)  # an unknown parameter: ignored by both
+    both(pair, "GET", "/recommendations/u1?k=3")  # no key: 401
+    both(pair, "GET", "/recommendations/u1/extra", headers=r)  # not the route: 404
+
+
+def test_the_fast_path_names_its_route_in_the_metrics(make_client, books):
+    client = make_client(open_access=True)
+    client.post("/events", json={"user": "u1", "item": books[0].id})
+    client.get("/recommendations/u1?k=2")
+    text = client.get("/metrics").text
+    assert 'route="/events"' in text and 'route="/recommendations/{user}"' in text
+    assert _fast(client).answered == 2
