@@ -23,7 +23,9 @@ Scenarios:
 2. ``reco-300-uncached``: the same with the response cache off (every request ranks).
 3. ``reco-max``: unpaced wrk, 8 connections: the most req/s one worker serves.
 4. ``ingest``: unpaced wrk, POST /events with one event per request, 32 connections:
-   durable single-event ingestion (each response after the commit; group commit).
+   durable single-event ingestion (each response after the commit; group commit). The
+   events it posts start a periodic re-fit, which runs during it; ``ingest-no-refit`` runs
+   it again at the end on a server started with ``LIVEREC_REFIT_GROWTH=0``.
 5. ``event->reco``: a Python client, sequential: POST a click, then GET the user's list (on a
    second connection) and check the clicked book is gone (seen exclusion proves the state
    moved); round-trip p99.
@@ -281,10 +283,10 @@ def prepare(db: str, users: int, warm: int, seed: int) -> list[str]:
     return ids
 
 
-def start_server(db: str, port: int, cache: int, workers: int = 1) -> subprocess.Popen:
+def start_server(db: str, port: int, cache: int, workers: int = 1, **extra_env: str) -> subprocess.Popen:
     import httpx
 
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **extra_env}
     proc = subprocess.Popen([sys.executable, __file__, "_serve", db, str(port), str(cache), str(workers)], env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -392,9 +394,18 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+    # The ingest scenario above grows the log enough to start a periodic re-fit, which it then
+    # shares the cores with; the same scenario once more on a server with re-fits off.
+    proc = start_server(db, args.port, 20_000, args.workers, LIVEREC_REFIT_GROWTH="0")
+    try:
+        results["ingest-no-refit"] = run_wrk(base, ingest_script(args.users, ids), seconds=args.seconds, connections=32)
+        results["ingest-no-refit"]["load_average"] = load_average()
+    finally:
+        proc.terminate()
+        proc.wait(30)
     rows = {}
-    for name in ("reco-300", "reco-300-uncached", "reco-max", "reco-max-uncached", "ingest", "ingest-batch",
-                 "health", "mixed"):
+    for name in ("reco-300", "reco-300-uncached", "reco-max", "reco-max-uncached", "ingest", "ingest-no-refit",
+                 "ingest-batch", "health", "mixed"):
         r = results[name]
         rows[f"{name} ({r['req_per_s']:.0f} req/s, errors {r['errors'] + r['non2xx']}, load {r['load_average']})"] = {
             "n": r["requests"], "p50_ms": r["p50"], "p90_ms": r["p90"], "p99_ms": r["p99"], "max_ms": r["max"],
@@ -408,6 +419,7 @@ def main() -> None:
         ("cache hit ratio, reco-300", f"{results['reco-300']['cache_hit_ratio']:.2f}"),
         ("event->reco stale responses", rt["stale_responses"]),
         ("ingestion, 1 event per request", f"{results['ingest']['req_per_s']:.0f} events/s"),
+        ("ingestion, 1 event per request, re-fits off", f"{results['ingest-no-refit']['req_per_s']:.0f} events/s"),
         (f"ingestion, {args.batch} events per request",
          f"{results['ingest-batch']['req_per_s'] * args.batch:.0f} events/s"),
         ("mixed: RSS before -> after", f"{mixed['rss_mb_before']:.0f} -> {mixed['rss_mb_after']:.0f} MB "
