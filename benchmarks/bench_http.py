@@ -38,7 +38,9 @@ store: ``Engine.recommend(k=10)`` in process (what one request must cost at leas
 1000 / its mean is the most req/s one worker can rank), ``Engine.record`` of one event per
 commit, ``Engine.record_groups`` of 32 one-event groups per commit (what group commit can
 reach at most: the learning of every event stays), ``Engine.record_many`` of ``--batch``
-events; and GET /health under wrk (the HTTP stack alone). The load average is printed
+events; and GET /health under wrk (the HTTP stack alone). A diagnostic table beside them
+splits an in-process request into its stages and each source's scoring
+(``common.recommend_stages``). The load average is printed
 before each scenario: other jobs on the machine share the 2 cores.
 
 ``--no-fast-path`` serves every request through FastAPI (``create_app(fast_path=False)``).
@@ -183,6 +185,7 @@ def floors(db: str, users: int, batch: int, seed: int, n: int = 300) -> dict:
             eng.recommend(f"u{rng.randrange(users)}", k=10)
             ts.append(time.perf_counter() - t0)
         out["recommend"] = common.percentiles(ts)
+        out["recommend_stages"] = common.recommend_stages(eng, [f"u{i}" for i in range(users)], 10, n=n)
 
         def click() -> Event:
             return Event(user=f"u{rng.randrange(users)}", item=rng.choice(ids), kind="click")
@@ -414,6 +417,8 @@ def main() -> None:
     rows[f"event->reco round trip (load {rt['load_average']})"] = rt
     rows[f"floor: Engine.recommend(k=10) in process (load {floor['load_average']})"] = floor["recommend"]
     console.print(latency_table(f"HTTP, {args.workers} uvicorn worker(s), 10k books, durable SQLite", rows))
+    console.print(common.stages_table("where an uncached request's time goes, in process (diagnostic, timed "
+                                      "separately)", floor["recommend_stages"]))
     mixed = results["mixed"]
     console.print(kv_table("notes", [
         ("cache hit ratio, reco-300", f"{results['reco-300']['cache_hit_ratio']:.2f}"),

@@ -457,7 +457,9 @@ def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impress
     * ``Pipeline.score`` -- the two above again + blocklist/seen exclusion;
     * slate selection (``build_slate`` with the settings' diversity);
     * ``ranker.to_recommendations`` with reasons;
-    * optionally the impression write.
+    * optionally the impression write;
+    * ``source: <name>`` -- each source's ``score`` of the same candidates alone, on a fresh
+      user state (what the source costs inside ``fuse``, its normalisation aside).
 
     It calls the engine's own functions rather than copying their logic, so it follows
     the engine as it changes; it is not a substitute for timing ``recommend()``.
@@ -505,6 +507,13 @@ def recommend_stages(eng: Any, users: Sequence[str], k: int = 10, *, log_impress
         for name, d in zip(names, times):
             out[name].append(d)
         n_cand.append(len(scored.items))
+        items = eng.catalog.from_idx(idx)
+        for src, model in eng.learners.items():
+            fresh = eng.user_state(user)  # nothing the fused pass derived and kept on the state
+            with eng._lock:
+                t0 = time.perf_counter()
+                model.score(fresh, items)
+                out.setdefault(f"source: {src}", []).append(time.perf_counter() - t0)
     res = {name: percentiles(v) for name, v in out.items()}
     res["_candidates_scored_mean"] = {"n": len(n_cand), "value": float(np.mean(n_cand))}  # type: ignore[dict-item]
     return res
