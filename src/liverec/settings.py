@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Largest request body accepted (413 above)")
     max_batch: int = Field(1000, ge=1, description="Most items or events in one request (413 above)")
+    http_fast_path: bool = Field(
+        True, description="Answer well-formed POST /events and GET /recommendations without FastAPI's per-request "
+        "routing and dependency machinery (the same answers; anything else goes through the full route). "
+        "false = every request through FastAPI"
+    )
     variants: dict[str, dict] = Field(
         default_factory=dict,
         description="A/B variants: name -> {share, policy, diversity, weights, max_per_provider}; users are "

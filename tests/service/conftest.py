@@ -26,7 +26,7 @@ def make_client(encoder, books) -> Iterator[Callable[..., TestClient]]:
     """
     made: list[tuple[TestClient, Engine]] = []
 
-    def make(url: str = "sqlite://", fast_path: bool = True, **overrides: Any) -> TestClient:
+    def make(url: str = "sqlite://", fast_path: bool | None = None, **overrides: Any) -> TestClient:
         settings = Settings(**{"encoder_progress": False, **overrides, "store": url})
         eng = Engine(Store.open(url), settings, encoder)
         eng.add_items(books[:N_BOOKS])

@@ -181,3 +181,10 @@ def test_fuzzed_requests_get_the_same_answer_with_and_without_the_fast_path(make
     check()
     assert _fast(fast).answered - before >= 20  # the generator's well-formed requests took the fast path
     assert fast.engine.store.count_events() == plain.engine.store.count_events()
+
+
+def test_the_setting_turns_the_fast_path_off(make_client, books):
+    client = make_client(open_access=True, http_fast_path=False)
+    assert all(m.kwargs.get("fast") is None for m in client.app.user_middleware)
+    assert client.post("/events", json={"user": "u1", "item": books[0].id}).status_code == 200
+    assert client.get("/recommendations/u1?k=2").status_code == 200

@@ -71,12 +71,16 @@ async def start(app: FastAPI, settings: Settings, engine: Engine) -> Service:
     return svc
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None, fast_path: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               fast_path: bool | None = None) -> FastAPI:
     """The FastAPI app. Opens ``Engine.open(settings.store)`` at start-up unless ``engine`` is given
     (then the caller owns it and closes it). ``fast_path``: well-formed ``POST /events`` and
     ``GET /recommendations/{user}`` skip FastAPI's per-request machinery (:mod:`.fastpath`;
-    the same answers); False serves every request through FastAPI."""
+    the same answers); False serves every request through FastAPI; None follows
+    ``Settings.http_fast_path`` (``LIVEREC_HTTP_FAST_PATH``, on by default)."""
     settings = settings or Settings()
+    if fast_path is None:
+        fast_path = settings.http_fast_path
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
