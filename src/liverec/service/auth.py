@@ -32,6 +32,15 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header value, if any.
+
+    >>> bearer_token("Bearer lr_abc"), bearer_token("Basic x")
+    ('lr_abc', None)
+    """
+    return authorization[7:].strip() or None if authorization.lower().startswith("bearer ") else None
+
+
 def allows(have: str, need: str) -> bool:
     """Whether a key with role ``have`` may call an endpoint needing ``need``."""
     return _RANK.get(have, -1) >= _RANK[need]

@@ -18,7 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader
 
-from .auth import HEADER, allows, hash_key
+from .auth import HEADER, allows, bearer_token, hash_key
 from .core import Service
 
 
@@ -33,8 +33,7 @@ api_key = APIKeyHeader(name=HEADER, auto_error=False, description="API key; role
 
 def bearer(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer ...`` header, if any."""
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+    return bearer_token(request.headers.get("authorization", ""))
 
 
 async def authorize(svc: Service, key: str | None, role: str) -> None:

@@ -26,7 +26,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from ..errors import LiverecError
 from . import schemas as S
-from .auth import HEADER, allows
+from .auth import HEADER, allows, bearer_token
 from .handlers import domain_error
 from .routes import events, recommendations
 
@@ -55,6 +55,11 @@ def fast_route(method: str, path: str) -> str | None:
     return None
 
 
+def _route(router: Any, path: str) -> Any:
+    """The route object of ``path`` in ``router`` (set on the scope: metrics and logs name it)."""
+    return next(r for r in router.routes if getattr(r, "path", None) == path)
+
+
 def _header(scope: dict, name: bytes) -> bytes | None:
     for k, v in scope["headers"]:
         if k == name:
@@ -65,40 +70,27 @@ def _header(scope: dict, name: bytes) -> bytes | None:
 class FastPath:
     """Answers the hot routes of ``app`` (a FastAPI app whose ``state.svc`` is the Service).
 
-    ``routes`` maps ``"events"`` / ``"recommendations"`` to the app's route objects, set on
-    the scope so metrics and logs name the route as the full path does.
+    ``routes`` maps ``"events"`` / ``"recommendations"`` to the routes' objects, set on the
+    scope so metrics and logs name the route as the full path does.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._routes: dict[str, Any] | None = None
+        self.routes = {"events": _route(events.router, "/events"),
+                       "recommendations": _route(recommendations.router, "/recommendations/{user}")}
         self.answered = 0  # requests this layer answered itself
-        self._handlers: dict[str, Callable[[Any, dict, bytes], Awaitable[Response | None]]] = {
-            "events": self._events, "recommendations": self._recommendations}
 
     async def __call__(self, scope: dict, body: bytes) -> Response | None:
         """The answer, or None to let the full route serve the request."""
         name = fast_route(scope["method"], scope["path"])
-        if name is None:
-            return None
         svc = self.app.state.svc
-        if svc is None or name not in self.routes or scope.get("root_path"):
+        if name is None or svc is None or scope.get("root_path"):
             return None
         if not self._allowed(svc, scope, "write" if name == "events" else "read"):
             return None
-        resp = await self._handlers[name](svc, scope, body)
+        resp = await (self._events(svc, scope, body) if name == "events" else self._recommendations(svc, scope))
         self.answered += resp is not None
         return resp
-
-    @property
-    def routes(self) -> dict[str, Any]:
-        """The route objects of the hot routes, from their routers."""
-        if self._routes is None:
-            self._routes = {name: r for name, router, path in (("events", events.router, "/events"),
-                                                               ("recommendations", recommendations.router,
-                                                                "/recommendations/{user}"))
-                            for r in router.routes if getattr(r, "path", None) == path}
-        return self._routes
 
     @staticmethod
     def _allowed(svc: Any, scope: dict, role: str) -> bool:
@@ -106,12 +98,11 @@ class FastPath:
         if svc.settings.open_access:
             return True
         raw = _header(scope, _KEY)
-        if raw is None:
-            auth = _header(scope, b"authorization") or b""
-            raw = auth[7:].strip() if auth[:7].lower() == b"bearer " else None
-        if not raw:
+        key = raw.decode("latin-1") if raw is not None else bearer_token(
+            (_header(scope, b"authorization") or b"").decode("latin-1"))
+        if not key:
             return False
-        known, have = svc.role_cached(raw.decode("latin-1"))
+        known, have = svc.role_cached(key)
         return known and have is not None and allows(have, role)
 
     async def _events(self, svc: Any, scope: dict, body: bytes) -> Response | None:
@@ -130,7 +121,7 @@ class FastPath:
         except LiverecError as exc:
             return domain_error("POST", exc)
 
-    async def _recommendations(self, svc: Any, scope: dict, body: bytes) -> Response | None:
+    async def _recommendations(self, svc: Any, scope: dict) -> Response | None:
         user = scope["path"][len(_PREFIX):]
         if len(user) > 256:
             return None
