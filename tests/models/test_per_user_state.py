@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from checks.learner_checks import make_catalog, make_events
 from liverec.models import ContentProfile, InteractionLog, TfidfContent, UserState
@@ -69,3 +70,54 @@ def test_transition_keeps_each_users_last_items_as_a_packed_array_bounded_by_its
     for u in online.recent_:
         np.testing.assert_allclose(online.score(UserState(u), everything), batch.score(UserState(u), everything),
                                    atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["itemknn", "ease", "tfidf", "als"])
+def test_item_strengths_per_user_are_packed_and_follow_every_event(name):
+    """ItemKNN, EASE, TF-IDF (per user) and ALS (per factor row) keep each user's items and
+    strengths packed (one array per user): the same items and strengths, event by event, as
+    the rule each learner sums them by, and a few bytes per item."""
+    import sys
+
+    from liverec.models import ALS, EASE, ItemKNN
+    from liverec.models.pop import interaction_strength, merge_strength
+    from liverec.models.useritems import UserItems
+
+    cat = make_catalog()
+    events = make_events(cat, n_users=30, per_user=10)
+    half = len(events) // 2
+    if name == "als":
+        m = ALS(factors=4, iterations=2, min_interactions=0).fit(InteractionLog.from_events(events[:half], cat))
+    else:
+        m = {"itemknn": ItemKNN, "ease": EASE, "tfidf": TfidfContent}[name]().fit(
+            InteractionLog.from_events(events[:half], cat))
+    for e in events[half:]:
+        m.learn_one(e)
+    table: UserItems = m.extra_ if name == "als" else getattr(m, "hist_" if name == "ease" else "items_")
+    assert type(table) is UserItems
+    expected: dict[str, dict[int, float]] = {}
+    for k, e in enumerate(events):
+        i = cat.idx_of(e.item)
+        if name == "als":
+            s = max(m._fb.weight(e.kind, e.value), 0.0)
+            if s > 0 and (k >= half or e.user in {x.user for x in events[half:]}):
+                mine = expected.setdefault(e.user, {})
+                mine[i] = mine.get(i, 0.0) + s
+        else:
+            s = interaction_strength(m._fb, e, m.weighting, m.all_events)
+            if s > 0:
+                mine = expected.setdefault(e.user, {})
+                mine[i] = merge_strength(mine.get(i, 0.0), s, m.weighting)
+    if name == "als":  # rows of users with events since the fit: the fitted row plus what came after
+        got = {m.user_ids_[r]: dict(zip(*(a.tolist() for a in m._row(r)))) for r in table}
+        expected = {u: v for u, v in expected.items() if u in got}
+        assert got.keys() == {e.user for e in events[half:] if m._fb.weight(e.kind, e.value) > 0}
+    else:
+        got = dict(table.items())
+    assert got.keys() == expected.keys()
+    for u, mine in expected.items():
+        assert got[u].keys() == mine.keys()
+        np.testing.assert_allclose([got[u][i] for i in mine], list(mine.values()), rtol=1e-6)
+    # 16 bytes per item, the array's fixed part and its spare room: no object per item (a dict
+    # of floats costs ≈ 100 bytes an item)
+    assert all(sys.getsizeof(r) <= 128 + 24 * (len(r) // 2) for r in table._rows.values())

@@ -62,12 +62,12 @@ class StreamEASE(EASE):
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
         i = self.catalog_.get_idx(event.item)
-        a = self.hist_.get(event.user, {}).get(i, 0.0) if i is not None else 0.0
+        a = self.hist_.strength(event.user, i) if i is not None else 0.0
         super().learn_one(event)
         acc = self.sums_.get(event.user)
         if acc is None or i is None:
             return
-        b = self.hist_.get(event.user, {}).get(i, 0.0)
+        b = self.hist_.strength(event.user, i)
         j = int(self.bidx_[i]) if i < len(self.bidx_) else -1
         if b != a and j >= 0:
             self._add_row(acc, j, b - a)
@@ -92,12 +92,12 @@ class StreamEASE(EASE):
         ib = np.full(len(idx), -1, dtype=np.int64)
         ib[inside] = self.bidx_[idx[inside]]
         ok = ib >= 0
-        if not hist or not len(self.B_) or ok.sum() * 4 <= len(self.B_):
+        if hist is None or not len(self.B_) or ok.sum() * 4 <= len(self.B_):
             return super().score(user, items)
         acc = self.sums_.get(user.user)
         if acc is None:
-            h = np.fromiter(sorted(hist), dtype=np.int64, count=len(hist))
-            x = np.fromiter((hist[j] for j in h.tolist()), dtype=np.float32, count=len(h))
+            order = np.argsort(hist[0], kind="stable")  # as the model: sorted, whole rows added in place
+            h, x = hist[0][order], hist[1][order].astype(np.float32)
             hb = self.bidx_[h[h < nb]]
             x = x[h < nb][hb >= 0]
             hb = hb[hb >= 0]

@@ -14,6 +14,7 @@ from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
 from .retrieval import NeighbourLists, TopList, best, lazy
+from .useritems import UserItems
 
 _BLOCK = 1024
 
@@ -96,11 +97,7 @@ class EASE(Learner):
         self.fitted_ = True
         users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
         n = max(len(log.catalog), 1)
-        self.hist_: dict[str, dict[int, float]] = {}
-        bounds = np.flatnonzero(np.diff(uidx)) + 1
-        for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
-            if len(it):
-                self.hist_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
+        self.hist_ = UserItems.from_pairs([str(u) for u in users], uidx, items, x)
         self.pop_ = np.zeros(n, dtype=np.float64)
         np.add.at(self.pop_, items, x)
         # The fit-time matrix is kept (sparse, small) so forget() can refit B without
@@ -159,17 +156,16 @@ class EASE(Learner):
         s = interaction_strength(self._fb, event, self.weighting, self.all_events)
         if s <= 0:
             return
-        hist = self.hist_.setdefault(event.user, {})
-        a = hist.get(i, 0.0)
+        a = self.hist_.strength(event.user, i)
         b = merge_strength(a, s, self.weighting)
-        hist[i] = b
+        self.hist_.set(event.user, i, b)
         self.pop_ = grow(self.pop_, i + 1)
         self.pop_[i] += b - a
         lazy(self, "top_pop_", TopList).offer(i, self.pop_)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
-        hist = self.hist_.pop(user, None)
-        for i, x in (hist or {}).items():
+        hist = self.hist_.pop(user)
+        for i, x in zip(*hist) if hist is not None else ():
             self.pop_[i] = max(0.0, self.pop_[i] - x)
         row = self.fit_users_.pop(user, None)
         if row is not None:
@@ -215,15 +211,13 @@ class EASE(Learner):
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
         alive = self.catalog_.alive
         hist = self.hist_.get(user.user)
-        if not hist or n <= 0:
+        if hist is None or n <= 0:
             if n <= 0 or not self.cold_popularity:
                 return np.zeros(0, dtype=np.int64)
             return lazy(self, "top_pop_", TopList).top(self.pop_, alive, n)
         if self.__dict__.get("neighbours_") is None:  # a payload saved before the lists existed
             self._build_neighbours()
-        recent = list(hist)[-self.candidate_history :]
-        h = np.asarray(recent, dtype=np.int64)
-        x = np.fromiter((hist[j] for j in recent), dtype=np.float64, count=len(recent))
+        h, x = hist[0][-self.candidate_history :], hist[1][-self.candidate_history :]  # the latest added
         items, s = self.neighbours_.accumulate(h, x)
         ok = items < len(alive)
         ok[ok] = alive[items[ok]]
@@ -235,13 +229,12 @@ class EASE(Learner):
         item is outside ``B``."""
         self._check_fitted()
         hist = self.hist_.get(user.user)
-        if not hist:
+        if hist is None:
             return 0.0  # zeros, or popularity (never negative)
         nb, m = len(self.bidx_), len(self.B_)
         fitted_alive, outside = self._fitted_alive()
         lo = 0.0 if outside else np.inf
-        h = np.fromiter(hist, dtype=np.int64, count=len(hist))
-        x = np.fromiter(hist.values(), dtype=np.float32, count=len(hist))
+        h, x = hist[0], hist[1].astype(np.float32)
         hb = self.bidx_[h[h < nb]]
         x = x[h < nb][hb >= 0]
         hb = hb[hb >= 0]
@@ -281,13 +274,13 @@ class EASE(Learner):
         self._check_fitted()
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
         hist = self.hist_.get(user.user)
-        if not hist:
+        if hist is None:
             if not self.cold_popularity:  # in a fused engine, trending covers cold users
                 return np.zeros(len(items), dtype=np.float32)
             return self.pop_[items.idx].astype(np.float32)  # cold user: popularity
         nb = len(self.bidx_)
-        h = np.fromiter(sorted(hist), dtype=np.int64, count=len(hist))
-        x = np.fromiter((hist[j] for j in h.tolist()), dtype=np.float32, count=len(h))
+        order = np.argsort(hist[0], kind="stable")  # sorted: the sum's order does not depend on the history's
+        h, x = hist[0][order], hist[1][order].astype(np.float32)
         hb = self.bidx_[h[h < nb]]
         x = x[h < nb][hb >= 0]
         hb = hb[hb >= 0]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Collection, Self, Sequence
+from array import array
+from typing import ClassVar, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,6 +13,7 @@ from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
 from .retrieval import NeighbourLists, SparseRows, TopList, best, column_sums, lazy, transposed_product
+from .useritems import UserItems
 
 #: A row's unsorted tail (columns added since the row was last sorted) is sorted into it
 #: beyond this many entries: short enough that searching every tail an event touches
@@ -398,20 +400,22 @@ class ItemKNN(Learner):
         C.sort_indices()
         self.counts_ = _RowStore(C)
         self._build_neighbours(C)
-        self.items_: dict[str, dict[int, float]] = {}
-        bounds = np.flatnonzero(np.diff(uidx)) + 1
-        for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
-            if len(it):
-                self.items_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
+        ids = [str(u) for u in users]
+        self.items_ = UserItems.from_pairs(ids, uidx, items, x)
         # Recency of each (user, item): the time order learn_one would have seen.
-        self.recent_: dict[str, dict[int, None]] = {}
+        mine: dict[str, set[int]] = {}
+        for u, i in zip(uidx.tolist(), items.tolist()):
+            mine.setdefault(ids[u], set()).add(i)
+        recent: dict[str, dict[int, None]] = {}
         keep = log.item_idx >= 0
         for t in np.argsort(log.timestamps, kind="stable")[keep[np.argsort(log.timestamps, kind="stable")]]:
             u, i = str(log.users[t]), int(log.item_idx[t])
-            if i in self.items_.get(u, ()):
-                r = self.recent_.setdefault(u, {})
+            if i in mine.get(u, ()):
+                r = recent.setdefault(u, {})
                 r.pop(i, None)
                 r[i] = None
+        # Kept packed (oldest first): a dict per user cost several times more.
+        self.recent_: dict[str, array] = {u: array("i", r) for u, r in recent.items()}
         return self
 
     def _remember(self, event: Event) -> tuple[int, float, float, np.ndarray, np.ndarray] | None:
@@ -424,18 +428,26 @@ class ItemKNN(Learner):
         s = interaction_strength(self._fb, event, self.weighting, self.all_events)
         if s <= 0:
             return None
-        r = self.recent_.setdefault(event.user, {})
-        r.pop(i, None)
-        r[i] = None
-        hist = self.items_.setdefault(event.user, {})
-        a = hist.get(i, 0.0)
+        r = self.recent_.get(event.user)
+        if r is None:
+            self.recent_[event.user] = array("i", (i,))
+        else:
+            try:
+                r.remove(i)
+            except ValueError:
+                pass
+            r.append(i)
+        a = self.items_.strength(event.user, i)
         b = merge_strength(a, s, self.weighting)
         if b == a:
             return None
-        others = [j for j in hist if j != i]
-        js = np.array(others, dtype=np.int64)
-        v = (b - a) * np.fromiter((hist[j] for j in others), dtype=np.float64, count=len(others))
-        hist[i] = b
+        hist = self.items_.get(event.user)
+        if hist is None:
+            js, v = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        else:
+            other = hist[0] != i
+            js, v = hist[0][other], (b - a) * hist[1][other]
+        self.items_.set(event.user, i, b)
         return i, a, b, js, v
 
     def learn_one(self, event: Event) -> None:
@@ -508,14 +520,13 @@ class ItemKNN(Learner):
             self.stale_ = grow(st, n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
-        hist = self.items_.pop(user, None)
+        hist = self.items_.pop(user)
         self.recent_.pop(user, None)
-        if not hist:
+        if hist is None:
             return
         # Vectorised: subtract the user's outer product x x^T (off-diagonal) from the
         # base; a Python loop over |history|^2 pairs would take seconds for heavy users.
-        h = np.fromiter(hist, dtype=np.int64, count=len(hist))
-        x = np.fromiter(hist.values(), dtype=np.float64, count=len(hist))
+        h, x = hist
         n = self.counts_.n
         xs = sp.csr_matrix((x, (np.zeros(len(h), dtype=np.int64), h)), shape=(1, n))
         outer = (xs.T @ xs).tocsr()
@@ -614,19 +625,21 @@ class ItemKNN(Learner):
     # ------------------------------------------------------------------- scoring
     def _history(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
         hist = self.items_.get(user)
-        if not hist:
+        if hist is None:
             return None
-        keys: Collection[int] = hist.keys()
-        if self.max_history is not None and len(hist) > self.max_history:
+        items, strengths = hist
+        # Sorted: the sums then run in the same order however the state was reached,
+        # so per-event learning gives bit-identical scores to a batch fit.
+        order = np.argsort(items)
+        items, strengths = items[order], strengths[order]
+        if self.max_history is not None and len(items) > self.max_history:
             # Score from the most recent items only: a heavy user's whole history costs
             # O(history x neighbours) per request (42 ms at ~2k items) and their old
             # items say little about what they want next.
-            keys = [j for j in list(self.recent_.get(user, {}))[-self.max_history :] if j in hist]
-        # Sorted: the sums then run in the same order however the state was reached,
-        # so per-event learning gives bit-identical scores to a batch fit.
-        h = np.fromiter(sorted(keys), dtype=np.int64, count=len(keys))
-        x = np.fromiter((hist[j] for j in h.tolist()), dtype=np.float32, count=len(h))
-        return h, x
+            recent = np.frombuffer(self.recent_.get(user, array("i")), dtype=np.int32)[-self.max_history :]
+            keep = np.isin(items, recent)
+            items, strengths = items[keep], strengths[keep]
+        return items, strengths.astype(np.float32)
 
     def _inv_sqrt_n(self, idx: np.ndarray | None = None) -> np.ndarray:
         """``1/sqrt(n_i)`` in float32, for every item or for ``idx``."""

@@ -34,6 +34,7 @@ from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 from .retrieval import FactorIndex, best
+from .useritems import UserItems
 
 #: Below this many interactions in total, matrix factorisation does not score.
 MIN_INTERACTIONS = 50
@@ -107,8 +108,8 @@ class _MatrixFactorization(Learner, abc.ABC):
     Learned state: ``user_ids_``/``users_`` (external id <-> row), ``user_factors_``
     and ``item_factors_`` (grown with spare capacity; ``n_users_``/``n_items_`` rows
     live), ``base_`` (the fitted users x items CSR of strengths), ``extra_`` (rows of
-    users who had events since the fit, as {item: strength}; they replace ``base_``
-    rows), ``has_cf_`` (items whose vector comes from interactions rather than the
+    users who had events since the fit, item strengths packed per row
+    (:class:`~liverec.models.useritems.UserItems`); they replace ``base_`` rows), ``has_cf_`` (items whose vector comes from interactions rather than the
     LM map) and the map itself (``map_w_``, ``map_x_mean_``, ``map_y_mean_``, ``map_base_``,
     ``map_text_``).
     """
@@ -179,7 +180,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.fitted_ = True
         self.base_ = csr
         self.n_interactions_ = int(csr.nnz)
-        self.extra_: dict[int, dict[int, float]] = {}
+        self.extra_ = UserItems()  # keyed by factor row
         self.user_ids_ = list(user_ids)
         self.users_ = {u: r for r, u in enumerate(self.user_ids_)}
         self.n_users_ = len(self.user_ids_)
@@ -339,8 +340,7 @@ class _MatrixFactorization(Learner, abc.ABC):
         """(item indices, strengths) of user row ``r``."""
         extra = self.extra_.get(r)
         if extra is not None:
-            return (np.fromiter(extra.keys(), dtype=np.int64, count=len(extra)),
-                    np.fromiter(extra.values(), dtype=np.float64, count=len(extra)))
+            return extra
         if r < self.base_.shape[0]:
             a, b = self.base_.indptr[r], self.base_.indptr[r + 1]
             return self.base_.indices[a:b].astype(np.int64), self.base_.data[a:b].astype(np.float64)
@@ -366,18 +366,16 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.user_factors_[r] = self._new_user_row()
         self.user_ids_.append(user)
         self.users_[user] = r
-        self.extra_[r] = {}
         self.n_users_ += 1
         return r
 
     def _add_interaction(self, r: int, i: int, strength: float) -> None:
-        row = self.extra_.get(r)
-        if row is None:
-            idx, s = self._row(r)
-            row = self.extra_[r] = dict(zip(idx.tolist(), s.tolist()))
-        if i not in row:  # counted as the fit counts: distinct (user, item) pairs
+        if r not in self.extra_:
+            self.extra_.put(r, *self._row(r))  # the fitted row, then changed here
+        had = self.extra_.strength(r, i)
+        if had == 0.0:  # counted as the fit counts: distinct (user, item) pairs (strengths are > 0)
             self.n_interactions_ = getattr(self, "n_interactions_", 0) + 1
-        row[i] = row.get(i, 0.0) + strength
+        self.extra_.set(r, i, had + strength)
 
     # ---------------------------------------------------------------- protocol
     def learn_one(self, event: Event) -> None:

@@ -12,6 +12,7 @@ from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .pop import check_weighting, interaction_pairs, interaction_strength, merge_strength
 from .retrieval import best
+from .useritems import UserItems
 
 
 @register
@@ -84,11 +85,7 @@ class TfidfContent(Learner):
         self.fitted_ = True
         self._fit_vocabulary(list(log.catalog.texts))
         users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
-        self.items_: dict[str, dict[int, float]] = {}
-        bounds = np.flatnonzero(np.diff(uidx)) + 1
-        if len(items):
-            for u, it, xs in zip(users, np.split(items, bounds), np.split(x, bounds)):
-                self.items_[str(u)] = dict(zip(it.tolist(), xs.tolist()))
+        self.items_ = UserItems.from_pairs([str(u) for u in users], uidx, items, x)
         return self
 
     def profile(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -99,12 +96,10 @@ class TfidfContent(Learner):
         the item strengths.
         """
         mine = self.items_.get(user)
-        if not mine:
+        if mine is None:
             return None
-        idx = np.fromiter(mine, dtype=np.int64, count=len(mine))
-        order = np.argsort(idx)  # the same sum whatever order the items were learned in
-        idx = idx[order]
-        x = np.fromiter(mine.values(), dtype=np.float64, count=len(mine))[order]
+        order = np.argsort(mine[0])  # the same sum whatever order the items were learned in
+        idx, x = mine[0][order], mine[1][order]
         self._ensure_rows(int(idx[-1]) + 1)
         rows = self.rows_
         starts, lens = rows.indptr[idx], rows.indptr[idx + 1] - rows.indptr[idx]
@@ -162,15 +157,13 @@ class TfidfContent(Learner):
         s = interaction_strength(self._fb, event, self.weighting, self.all_events)
         if s <= 0:
             return
-        mine = self.items_.setdefault(event.user, {})
-        a = mine.get(i, 0.0)
+        a = self.items_.strength(event.user, i)
         b = merge_strength(a, s, self.weighting)
-        if b == a:
-            return
-        mine[i] = b
+        if b != a:
+            self.items_.set(event.user, i, b)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
-        self.items_.pop(user, None)
+        self.items_.pop(user)
 
     # ----------------------------------------------------------------- retrieval
     def _postings(self) -> tuple[int, sp.csc_matrix]:
