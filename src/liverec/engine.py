@@ -44,7 +44,7 @@ from .state_redis import check_state_url
 from .store import Store
 from .store.impressions import ImpressionWriter
 from .store.snapshots import SnapshotInfo, snapshot_repo
-from .types import Event, Item, Recommendation
+from .types import Event, Item, Recommendation, ServedRow
 from .validate import check_text
 
 if TYPE_CHECKING:
@@ -153,11 +153,13 @@ class Engine:
             self.models, store, settings, self.catalog, self._lock, self.state, snapshots=self.snapshots,
             replica=self.replica, served=self.served, load_items=self.items.load_all,
             encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
-            replicated=lambda: self.replicated, swapped=self._calibrate_after_swap,
+            replicated=lambda: self.replicated, swapped=self._after_swap,
             two_stage=lambda: self.index.uses_ann,
         )
         #: Why the last candidate-count calibration failed (the previous count kept serving), else None.
         self.calibration_error: str | None = None
+        #: Called, without the lock, after every swap of new learners (a fit, a re-fit, a restore).
+        self.on_swap: list[Callable[[], None]] = []
         self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
                                 interval_s=settings.snapshot_interval_s)
@@ -563,15 +565,18 @@ class Engine:
             self.pipeline.calibration = found
         return found
 
-    def _calibrate_after_swap(self) -> None:
+    def _after_swap(self) -> None:
         """After new learners were swapped in (in the fit's or restore's own thread, so the count
-        measured on them is in use when it returns): a failure keeps the previous count."""
+        measured on them is in use when it returns): calibrate the candidate count (a failure
+        keeps the previous count), then call :attr:`on_swap`."""
         try:
             self.calibrate_candidates()
             self.calibration_error = None
         except Exception as exc:  # noqa: BLE001 - serving goes on with the count it had
             self.calibration_error = f"{type(exc).__name__}: {exc}"
             log.warning("candidate-count calibration failed; the previous count keeps serving: %s", exc)
+        for hook in list(self.on_swap):
+            hook()
 
     @property
     def candidate_calibration(self) -> CandidateCalibration | None:
@@ -654,13 +659,14 @@ class Engine:
         return self.state.view(user) if self.state.shared else None
 
     def log_served(
-        self, user: str, recs: Sequence[Recommendation], *, policy: str = "greedy",
+        self, user: str, rows: Sequence[ServedRow], *, policy: str = "greedy",
         context: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log a slate served again from a response cache as impressions (same propensities)."""
+        """Log a slate served again from a response cache as impressions (same propensities);
+        ``rows``: the slate's :func:`~liverec.types.served_rows`, kept when it was first served."""
         # No engine lock (a cache hit must not wait for a commit); the caller checked
         # user_version(), which every erasure changes, just before.
-        self.pipeline.log_cached(user, recs, policy, context)
+        self.pipeline.log_cached(user, rows, policy, context)
 
     def explain(self, user: str, item: str, *, weights: Mapping[str, float] | None = None) -> Recommendation:
         """Why ``item`` would (or would not) be recommended to ``user`` now."""
