@@ -17,7 +17,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 #: Built-in event kinds and their default feedback weights. Negative kinds push the
 #: user's profile away from the item. ``rating`` is special: its weight is derived
@@ -94,6 +94,22 @@ class Recommendation:
     def explanation(self) -> str:
         """All reasons as one readable sentence."""
         return "; ".join(r.text for r in self.reasons if r.text)
+
+
+#: What logging a served item as an impression needs: (item, position, score, propensity).
+#: Plain tuples of numbers and strings: a response cache holds one per cached item, and
+#: Python's cyclic collector stops tracking such tuples (Recommendation objects it would
+#: walk on every full collection, stalling requests; 20,000 cached lists are ~10^6 objects).
+ServedRow = tuple[str, int, float, float]
+
+
+def served_rows(recs: Sequence[Recommendation]) -> tuple[ServedRow, ...]:
+    """The :data:`ServedRow` of each recommendation.
+
+    >>> served_rows([Recommendation(item="b1", score=0.5, propensity=1.0, position=0)])
+    (('b1', 0, 0.5, 1.0),)
+    """
+    return tuple((r.item, r.position, r.score, r.propensity) for r in recs)
 
 
 def is_finite_number(x: Any) -> bool:

@@ -15,8 +15,8 @@ def make(size: int = 100, ttl: float = 60.0) -> tuple[ResponseCache, dict[str, t
 
 def test_an_entry_lives_until_the_users_version_moves() -> None:
     cache, versions = make()
-    cache.put("u1", "k", (0,), b"[1]", ["r"])
-    assert cache.get("u1", "k") == (b"[1]", ["r"])
+    cache.put("u1", "k", (0,), b"[1]", (("b1", 0, 1.0, 1.0),))
+    assert cache.get("u1", "k") == (b"[1]", (("b1", 0, 1.0, 1.0),))
     assert cache.get("u1", "other") is None and cache.get("u2", "k") is None
     versions["u1"] = (1,)
     assert cache.get("u1", "k") is None

@@ -25,7 +25,7 @@ from ..models.base import EventCounts, ItemSpace, Learner, UserState
 from ..settings import Settings
 from ..store import Impression
 from ..store.impressions import ImpressionWriter
-from ..types import Recommendation
+from ..types import Recommendation, ServedRow, served_rows
 from . import ranker
 from .calibrate import DEFAULT, CandidateCalibration
 from .feedback import SlateFeedback
@@ -227,24 +227,25 @@ class Pipeline:
         if recs and req.log:
             pos = np.asarray(order, dtype=np.intp)
             cols = [(n, v[pos].tolist()) for n, v in scored.parts.items()]
-            self._write(req.user, recs, policy, [
+            self._write(req.user, served_rows(recs), policy, [
                 {**dict(req.context), "sources": {n: round(v[j], 6) for n, v in cols}} for j in range(len(pos))
             ])
 
     def log_cached(
-        self, user: str, recs: Sequence[Recommendation], policy: str, context: Mapping[str, Any] | None
+        self, user: str, rows: Sequence[ServedRow], policy: str, context: Mapping[str, Any] | None
     ) -> None:
-        """A slate served again from a response cache, logged with the same propensities."""
-        if recs:
-            self._write(user, recs, policy, [{**dict(context or {}), "cached": True}] * len(recs))
+        """A slate served again from a response cache (its :func:`~liverec.types.served_rows`),
+        logged with the same propensities."""
+        if rows:
+            self._write(user, rows, policy, [{**dict(context or {}), "cached": True}] * len(rows))
 
     def _write(
-        self, user: str, recs: Sequence[Recommendation], policy: str, contexts: Sequence[Mapping[str, Any]]
+        self, user: str, rows: Sequence[ServedRow], policy: str, contexts: Sequence[Mapping[str, Any]]
     ) -> None:
         rid, now = uuid.uuid4().hex, time.time()
         self.impressions.write([
-            Impression(rid, user, r.item, r.position, r.score, r.propensity, policy, now, dict(c))
-            for r, c in zip(recs, contexts)
+            Impression(rid, user, item, position, score, propensity, policy, now, dict(c))
+            for (item, position, score, propensity), c in zip(rows, contexts)
         ])
 
     # ---------------------------------------------------------------- explain

@@ -29,7 +29,12 @@ Version = tuple[int, ...]
 
 
 class ResponseCache:
-    """Thread-safe LRU of ``(payload bytes, recommendations)`` per (user, request key)."""
+    """Thread-safe LRU of ``(payload bytes, served rows)`` per (user, request key).
+
+    The rows (:func:`~liverec.types.served_rows`) are what a hit logs as impressions; they
+    are plain tuples, not Recommendation objects, so a full cache adds nothing the cyclic
+    garbage collector walks (≈ 50 objects per cached list otherwise: full collections of
+    70–110 ms every few seconds under load, measured)."""
 
     def __init__(self, *, size: int, ttl: float, version_of: Callable[[str], Version]) -> None:
         self.size, self.ttl, self.version_of = size, ttl, version_of
@@ -41,7 +46,7 @@ class ResponseCache:
         return self._n
 
     def get(self, user: str, key: Hashable) -> tuple[bytes, Sequence[Any]] | None:
-        """The cached (payload, recommendations), or None when absent, stale or expired."""
+        """The cached (payload, rows), or None when absent, stale or expired."""
         if self.size == 0:
             return None
         with self._lock:
@@ -49,15 +54,15 @@ class ResponseCache:
             hit = entries.get(key) if entries else None
             if hit is None:
                 return None
-            version, born, payload, recs = hit
+            version, born, payload, rows = hit
             if version != self.version_of(user) or time.monotonic() - born > self.ttl:
                 del entries[key]  # type: ignore[union-attr]
                 self._n -= 1
                 return None
             self._users.move_to_end(user)
-            return payload, recs
+            return payload, rows
 
-    def put(self, user: str, key: Hashable, version: Version, payload: bytes, recs: Sequence[Any]) -> None:
+    def put(self, user: str, key: Hashable, version: Version, payload: bytes, rows: Sequence[Any]) -> None:
         """Keep an answer computed at ``version``; dropped if the user has moved on since."""
         if self.size == 0 or version != self.version_of(user):
             return
@@ -65,7 +70,7 @@ class ResponseCache:
             entries = self._users.setdefault(user, {})
             if key not in entries:
                 self._n += 1
-            entries[key] = (version, time.monotonic(), payload, recs)
+            entries[key] = (version, time.monotonic(), payload, rows)
             self._users.move_to_end(user)
             while self._n > self.size and self._users:
                 _, dropped = self._users.popitem(last=False)

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from ...errors import ValidationError
-from ...types import Recommendation
+from ...types import Recommendation, served_rows
 from ...validate import check_filters, check_json_value
 from .. import schemas as S
 from ..core import Service
@@ -85,11 +85,11 @@ async def answer(svc: Service, user: str, q: S.RecommendQuery) -> Response:
     key = (q.k, pol, div, cap, q.exclude_seen, tuple(q.exclude), q.filters or "", q.context or "", q.explain, vname)
     hit = svc.cache.get(user, key) if pol == "greedy" else None
     if hit is not None:
-        payload, recs = hit
+        payload, rows = hit
         if svc.settings.impression_flush_seconds > 0:  # buffered: a list append
-            eng.log_served(user, recs, policy=pol, context=log_ctx)
+            eng.log_served(user, rows, policy=pol, context=log_ctx)
         else:  # a synchronous write: off the event loop
-            await asyncio.to_thread(eng.log_served, user, recs, policy=pol, context=log_ctx)
+            await asyncio.to_thread(eng.log_served, user, rows, policy=pol, context=log_ctx)
         svc.metrics.cache_hit.inc()
     else:
         version = svc.version(user)
@@ -98,18 +98,19 @@ async def answer(svc: Service, user: str, q: S.RecommendQuery) -> Response:
             diversity=div, max_per_provider=cap, weights=v.weights, explain=q.explain, context=log_ctx,
         )
         payload = encode_items(svc, recs)
+        rows = served_rows(recs)  # what a cache hit logs: plain tuples, which the cyclic GC stops tracking
         if pol == "greedy":
             svc.metrics.cache_miss.inc()
-            svc.cache.put(user, key, version, payload, recs)
+            svc.cache.put(user, key, version, payload, rows)
     took = (time.perf_counter() - t0) * 1e3
-    served = [r.item for r in recs]
+    served = [row[0] for row in rows]
     svc.stats.served(user, vname, served, took)
     if svc.rep is not None:
         svc.rep.served(user, vname, served)
-    svc.metrics.served.labels(vname).inc(len(recs))
+    svc.metrics.served.labels(vname).inc(len(rows))
     # Only an empty answer can come of a filter that matches nothing: say which one.
     warns = [{"warning": "no_match", "message": w.message, "field": w.field, "fix": w.fix}
-             for w in (await svc.unmatched(f) if f and not recs else ())]
+             for w in (await svc.unmatched(f) if f and not rows else ())]
     body = dumps({"user": user, "variant": vname, "policy": pol, "model_version": eng.model_version,
                   "cached": hit is not None, "took_ms": round(took, 3), "items": orjson.Fragment(payload),
                   "warnings": warns})
