@@ -48,8 +48,8 @@ def settle_heap() -> None:
     """Free what is left in reference cycles, then move every object alive now into the
     permanent generation (``gc.freeze``), where the cyclic collector no longer looks.
 
-    The engine holds millions of long-lived objects (events, learner tables): a full
-    collection over them holds the GIL for ~100 ms, and under load one came every few
+    The engine holds hundreds of thousands of long-lived objects (events, learner tables):
+    a full collection over them holds the GIL for ~100 ms, and under load one came every few
     seconds, each stalling every request in flight (measured: 70–110 ms pauses every
     8–14 s after a re-fit's learners were swapped in). Called when the service starts and
     after every swap of new learners; the collection here is the one pause per swap.
