@@ -85,7 +85,7 @@ class StreamEASE(EASE):
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
-        hist = self.hist_.get(user.user)
+        hist = self.hist_.get_sorted(user.user)  # as the model: sorted, whole rows added in place
         nb = len(self.bidx_)
         idx = items.idx
         inside = idx < nb
@@ -96,8 +96,7 @@ class StreamEASE(EASE):
             return super().score(user, items)
         acc = self.sums_.get(user.user)
         if acc is None:
-            order = np.argsort(hist[0], kind="stable")  # as the model: sorted, whole rows added in place
-            h, x = hist[0][order], hist[1][order].astype(np.float32)
+            h, x = hist[0], hist[1].astype(np.float32)
             hb = self.bidx_[h[h < nb]]
             x = x[h < nb][hb >= 0]
             hb = hb[hb >= 0]

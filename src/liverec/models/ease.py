@@ -165,8 +165,8 @@ class EASE(Learner):
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         hist = self.hist_.pop(user)
-        for i, x in zip(*hist) if hist is not None else ():
-            self.pop_[i] = max(0.0, self.pop_[i] - x)
+        if hist is not None:
+            self.pop_[hist[0]] = np.maximum(0.0, self.pop_[hist[0]] - hist[1])
         row = self.fit_users_.pop(user, None)
         if row is not None:
             # O(n_items^3) like fit: deletion is rare and must leave no trace in B.
@@ -273,14 +273,13 @@ class EASE(Learner):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
-        hist = self.hist_.get(user.user)
+        hist = self.hist_.get_sorted(user.user)
         if hist is None:
             if not self.cold_popularity:  # in a fused engine, trending covers cold users
                 return np.zeros(len(items), dtype=np.float32)
             return self.pop_[items.idx].astype(np.float32)  # cold user: popularity
         nb = len(self.bidx_)
-        order = np.argsort(hist[0], kind="stable")  # sorted: the sum's order does not depend on the history's
-        h, x = hist[0][order], hist[1][order].astype(np.float32)
+        h, x = hist[0], hist[1].astype(np.float32)
         hb = self.bidx_[h[h < nb]]
         x = x[h < nb][hb >= 0]
         hb = hb[hb >= 0]

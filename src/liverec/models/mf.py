@@ -107,11 +107,11 @@ class _MatrixFactorization(Learner, abc.ABC):
 
     Learned state: ``user_ids_``/``users_`` (external id <-> row), ``user_factors_``
     and ``item_factors_`` (grown with spare capacity; ``n_users_``/``n_items_`` rows
-    live), ``base_`` (the fitted users x items CSR of strengths), ``extra_`` (rows of
-    users who had events since the fit, item strengths packed per row
-    (:class:`~liverec.models.useritems.UserItems`); they replace ``base_`` rows), ``has_cf_`` (items whose vector comes from interactions rather than the
-    LM map) and the map itself (``map_w_``, ``map_x_mean_``, ``map_y_mean_``, ``map_base_``,
-    ``map_text_``).
+    live), ``base_`` (the fitted users x items CSR of strengths), ``extra_`` (the rows of
+    users who had events since the fit, packed per factor row in a
+    :class:`~liverec.models.useritems.UserItems`; they replace ``base_`` rows), ``has_cf_``
+    (items whose vector comes from interactions rather than the LM map) and the map
+    itself (``map_w_``, ``map_x_mean_``, ``map_y_mean_``, ``map_base_``, ``map_text_``).
     """
 
     #: fit(log) != fit(empty) + learn_one per event, by design (see subclasses).

@@ -95,11 +95,10 @@ class TfidfContent(Learner):
         Made when asked (O(nnz of the user's rows)), not kept: per user, the learner keeps only
         the item strengths.
         """
-        mine = self.items_.get(user)
+        mine = self.items_.get_sorted(user)  # the same sum whatever order the items were learned in
         if mine is None:
             return None
-        order = np.argsort(mine[0])  # the same sum whatever order the items were learned in
-        idx, x = mine[0][order], mine[1][order]
+        idx, x = mine
         self._ensure_rows(int(idx[-1]) + 1)
         rows = self.rows_
         starts, lens = rows.indptr[idx], rows.indptr[idx + 1] - rows.indptr[idx]

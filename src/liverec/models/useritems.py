@@ -29,9 +29,8 @@ import numpy as np
 class UserItems:
     """``user -> {item: strength}``, one packed row per user, items in the order first added.
 
-    Keys are any hashable (user ids; ALS uses factor rows). Reads give numpy arrays in
-    that order; a learner whose sums must not depend on how the row was reached (event
-    by event or from a fit) sorts them.
+    Keys are any hashable (user ids; ALS uses factor rows). :meth:`get` gives numpy arrays
+    in that order, :meth:`get_sorted` with the items ascending.
     """
 
     __slots__ = ("_rows",)
@@ -78,6 +77,20 @@ class UserItems:
         flat = np.frombuffer(row, dtype=np.float64)
         n = len(flat) // 2
         return flat[:n].astype(np.int64), flat[n:].copy()
+
+    def get_sorted(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`get` with the items ascending: sums over them then run in the same order
+        however the row was reached (event by event or from a fit).
+
+        >>> ui = UserItems(); ui.set("u", 7, 1.0); ui.set("u", 2, 0.5)
+        >>> [a.tolist() for a in ui.get_sorted("u")]
+        [[2, 7], [0.5, 1.0]]
+        """
+        got = self.get(user)
+        if got is None:
+            return None
+        order = np.argsort(got[0], kind="stable")
+        return got[0][order], got[1][order]
 
     def strength(self, user: Hashable, item: int) -> float:
         """``user``'s strength on ``item`` (0.0 when they have none)."""
