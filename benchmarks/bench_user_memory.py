@@ -6,7 +6,10 @@ the default engine fits every source on it. Then ``--users`` new users with
 ``--events-per-user`` events each (random books, kinds click/like/view) are learned by each
 default learner on its own, with Python's ``tracemalloc`` counting what the learner
 allocated and kept; the figure is that divided by the number of users. The user state
-(recent events; what fleet mode moves to Redis) is measured the same way.
+(recent events; what fleet mode moves to Redis) is measured the same way. The fleet column
+measures each learner as fleet mode (``Settings.state``) builds it, fitted on the same seed
+log: learners that can read users from their recent events (``users_from_events``) keep no
+per-user table there; the others are the same learner as in memory mode.
 
     .venv/bin/python benchmarks/bench_user_memory.py --users 5000
 """
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import common
 from bench_fleet_state import build_store, user_events
-from common import console, kv_table
+from common import console
+from rich.table import Table
 
 TARGET = "per-user memory of each default learner (replica memory that grows with users)"
 
@@ -52,6 +56,8 @@ def main() -> None:
     started = time.time()
     common.print_header("bench_user_memory", TARGET)
     from liverec import Engine
+    from liverec.lifecycle import make_learner, source_params
+    from liverec.models import InteractionLog
     from liverec.settings import Settings
     from liverec.store import Store
 
@@ -65,17 +71,34 @@ def main() -> None:
             events = [replace(e, user="new-" + e.user, id=f"new-{e.id}")
                       for e in user_events(args.users, args.events_per_user, ids, seed=3)]
             per_user: dict[str, float] = {}
+            fleet: dict[str, float] = {}
+            fleet_settings = s.model_copy(update={"state": "redis://unused"})  # only builds learners
+            log = InteractionLog.from_events([e for _, e in eng.store.iter_events()], eng.catalog)
             for name, model in eng.learners.items():
                 per_user[name] = kept_bytes(lambda m=model: [m.learn_one(e) for e in events]) / args.users
+                if type(model).users_from_events:
+                    bare = make_learner(fleet_settings, name, source_params(s, None)[name], eng.feedback).fit(log)
+                    fleet[name] = kept_bytes(lambda m=bare: [m.learn_one(e) for e in events]) / args.users
+                else:
+                    fleet[name] = per_user[name]
             cat = eng.catalog
             per_user["user state (recent events)"] = kept_bytes(
                 lambda: [eng.state.apply(e, cat.get_idx(e.item)) for e in events]) / args.users
-    rows = [(name, f"{b / 1024:.2f} KB") for name, b in sorted(per_user.items(), key=lambda kv: -kv[1])]
+    rows = [(name, f"{b / 1024:.2f} KB", f"{fleet[name] / 1024:.2f} KB" if name in fleet else "in Redis")
+            for name, b in sorted(per_user.items(), key=lambda kv: -kv[1])]
     learners = sum(b for n, b in per_user.items() if not n.startswith("user state"))
-    rows.append(("all learners", f"{learners / 1024:.2f} KB"))
-    console.print(kv_table(f"kept per user ({args.users:,} users × {args.events_per_user} events)", rows))
+    in_fleet = sum(fleet.values())
+    rows.append(("all learners", f"{learners / 1024:.2f} KB", f"{in_fleet / 1024:.2f} KB"))
+    table = Table(title=f"kept per user in replica memory ({args.users:,} users × {args.events_per_user} events)")
+    for col in ("", "memory mode", "fleet mode"):
+        table.add_column(col, justify="left" if not col else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     common.write_json(args.json, benchmark="bench_user_memory", target=TARGET, config=vars(args),
-                      results={"bytes_per_user": per_user, "learners_bytes_per_user": learners}, started=started)
+                      results={"bytes_per_user": per_user, "learners_bytes_per_user": learners,
+                               "fleet_bytes_per_user": fleet, "fleet_learners_bytes_per_user": in_fleet},
+                      started=started)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from liverec.encode import Catalog
 from liverec.errors import NotFittedError
 from liverec.models import InteractionLog, Learner, UserState
 from liverec.models.base import (
-    BatchLearner, EventCounts, Explains, PreparesRetrieval, Retriever, RetrieverWithFloor, ScoreFloor,
+    BatchLearner, EventCounts, Explains, PreparesRetrieval, Retriever, RetrieverWithFloor, ScoreFloor, VectorQuery,
 )
 
 
@@ -348,6 +348,45 @@ def check_counts_events_per_item(learner: Learner) -> None:
     assert m.events_on(np.array([len(cat) + 5])).tolist() == [0.0]  # beyond the catalog: none
 
 
+def check_users_from_events(learner: Learner) -> None:
+    """A learner declaring ``users_from_events`` built with ``user_tables=False`` keeps
+    nothing per user (no user id in its learned state, after a fit and after events) and,
+    for users whose events are all in the request's recent events, gives what the learner
+    with tables gives: scores, query vectors, candidates, floors and explanations."""
+    if not type(learner).users_from_events:
+        pytest.skip(f"{type(learner).__name__} does not offer user_tables=False")
+    cat = make_catalog()
+    events = make_events(cat)
+    cut = len(events) // 2
+    kept = fitted(type(learner)(**learner.get_params()), events[:cut], cat)
+    bare = fitted(type(learner)(**{**learner.get_params(), "user_tables": False}), events[:cut], cat)
+    for e in events[cut:]:
+        kept.learn_one(e)
+        bare.learn_one(e)
+    later = [Event(user=f"later-user-{j}", item=f"i{j}", kind="click", timestamp=1_800_000_000.0 + j) for j in range(5)]
+    for e in later:
+        bare.learn_one(e)
+    state = bare.dumps()
+    assert not any(u.encode() in state for u in {e.user for e in events + later})
+    items = all_items(cat)
+    for u in ("u0", "u3", "u7", "nobody"):
+        st = UserState(u, tuple(e for e in events if e.user == u))
+        np.testing.assert_allclose(bare.score(st, items), kept.score(st, items), rtol=1e-4, atol=1e-5)
+        if isinstance(kept, VectorQuery):
+            qa, qb = kept.query_vector(st), bare.query_vector(st)
+            assert (qa is None) == (qb is None)
+            if qa is not None:
+                np.testing.assert_allclose(qb, qa, rtol=1e-4, atol=1e-5)
+        if isinstance(kept, Retriever):
+            np.testing.assert_array_equal(bare.candidates(st, 10), kept.candidates(st, 10))
+        if isinstance(kept, ScoreFloor):
+            fa, fb = kept.floor(st), bare.floor(st)
+            assert fa is None and fb is None or abs(fa - fb) < 1e-5
+        if isinstance(kept, Explains):
+            best = np.argsort(-kept.score(st, items))[:3]
+            assert [bare.because(st, int(i)) for i in best] == [kept.because(st, int(i)) for i in best]
+
+
 ALL_CHECKS = [
     check_scores_shape_and_finite,
     check_unknown_user_cold_start,
@@ -365,4 +404,5 @@ ALL_CHECKS = [
     check_learn_many_equals_learn_one,
     check_explains_with_the_users_own_items,
     check_counts_events_per_item,
+    check_users_from_events,
 ]

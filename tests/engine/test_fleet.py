@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
+import numpy as np
 import pytest
 
 from checks.user_state_checks import REDIS_URL, redis_client, redis_prefix
@@ -65,6 +66,28 @@ def test_an_event_on_one_engine_is_seen_by_the_other_at_once(open_engine, books)
     assert [e.item for e in a.user_state("reader").history] == ["2", "18", "21"]
     # b learning a's event from the log writes nothing twice.
     assert b.sync()["events"] == 1 and len(b.user_state("reader").history) == 3
+
+
+def test_sources_that_can_read_users_from_the_shared_state_keep_no_user(open_engine, books) -> None:
+    a = open_engine()
+    a.add_items(books[:120])
+    b = open_engine()
+    a.replicated = b.replicated = True
+    bare = [n for n, m in a.learners.items() if type(m).users_from_events]
+    assert {"content", "tfidf"} <= set(bare)
+    for i, item in enumerate(("2", "18", "21", "33")):
+        a.record(Event(user="reader", item=item, kind="like", timestamp=1000.0 + i))
+    a.fit()  # fitted as the fleet builds them, too
+    a.record(Event(user="reader", item="40", kind="click", timestamp=1010.0))
+    items = a.catalog.from_idx(a.catalog.alive_idx())
+    for name in bare:
+        for eng in (a, b):
+            assert eng.learners[name].user_tables is False
+            assert b"reader" not in eng.learners[name].dumps()
+        # No sync on b: the source reads the user from Redis, so both replicas score alike at once.
+        sa = a.learners[name].score(a.user_state("reader"), items)
+        assert np.abs(sa).max() > 0
+        np.testing.assert_allclose(b.learners[name].score(b.user_state("reader"), items), sa, rtol=1e-5, atol=1e-6)
 
 
 def test_erasure_removes_the_users_redis_keys(open_engine, books, prefix) -> None:

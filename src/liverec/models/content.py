@@ -115,7 +115,10 @@ class ContentProfile(CentredSpace, Learner):
 
     Long-term: ``sum_e w(kind_e) * 2^(-(t_last - t_e)/half_life - n_e/half_life_events) * v(item_e)``
     (``n_e``: how many of the user's events came after ``e``), plus
-    ``interest_weight`` times the declared-interests vector. Short-term (the session's
+    ``interest_weight`` times the declared-interests vector; with ``user_tables=False``
+    (fleet mode) the sum runs over the request's recent events instead of a kept vector,
+    so nothing is kept per user (the same vector while a user's events all fit in the
+    recent ones). Short-term (the session's
     intent): ``sum_e w(kind_e) * short_decay^(events since e) * v(item_e)`` over the
     request's recent events (``UserState.history``: the last 50 by default, so what is
     left out weighs at most ``short_decay^50``), so the last few events dominate and the
@@ -146,6 +149,7 @@ class ContentProfile(CentredSpace, Learner):
 
     name: ClassVar[str] = "content"
     scores_new_items: ClassVar[bool] = True
+    users_from_events: ClassVar[bool] = True
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"half_life_events": (30.0, 100.0, 300.0), "short_weight": (0.3, 0.5, 0.7)}
 
@@ -160,6 +164,7 @@ class ContentProfile(CentredSpace, Learner):
         center: bool = True,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.half_life_days = half_life_days
         self.half_life_events = half_life_events
@@ -169,13 +174,14 @@ class ContentProfile(CentredSpace, Learner):
         self.center = center
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     def fit(self, log: InteractionLog) -> Self:
         self._fit_space(log.catalog)
         self.profiles_: dict[str, np.ndarray] = {}
         self.last_t_: dict[str, float] = {}
         keep = log.item_idx >= 0
-        if keep.any():
+        if keep.any() and self.user_tables:
             users = log.users[keep]
             items = log.item_idx[keep]
             ts = log.timestamps[keep]
@@ -211,7 +217,7 @@ class ContentProfile(CentredSpace, Learner):
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
         i = self.catalog_.get_idx(event.item)
-        if i is None:
+        if i is None or not self.user_tables:  # without tables a user is read from their events
             return
         w = self._fb.weight(event.kind, event.value)
         v = self._vec(i)
@@ -246,27 +252,61 @@ class ContentProfile(CentredSpace, Learner):
         key = ("content-intent", id(self))
         if key in user.derived:
             return user.derived[key][1]
+        rows, w, _ = self._recent(user)
+        out = None
+        if len(rows):
+            out = self._sum(rows, w * self.short_decay ** np.arange(len(rows) - 1, -1, -1, dtype=np.float64))
+        user.derived[key] = (self, out)  # holding the learner keeps its id its own while kept
+        return out
+
+    def _recent(self, user: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(catalog rows, feedback weights, timestamps) of the request's recent events on items
+        the catalog holds, oldest first. Kept on the request's state."""
+        key = ("content-recent", id(self))
+        if key in user.derived:
+            return user.derived[key][1]
         cat, fb = self.catalog_, self._fb
-        idx, w = [], []
+        idx, w, ts = [], [], []
         for e in user.history:
             i = cat.get_idx(e.item)
             if i is not None:
                 idx.append(i)
                 w.append(fb.weight(e.kind, e.value))
+                ts.append(e.timestamp)
+        out = (np.asarray(idx, dtype=np.int64), np.asarray(w, dtype=np.float64), np.asarray(ts, dtype=np.float64))
+        user.derived[key] = (self, out)
+        return out
+
+    def _sum(self, rows: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """``sum_e coef_e * v(item_e)`` over catalog ``rows``, in this space."""
+        vecs = self.catalog_.vectors
+        if not self.center:
+            return np.asarray(coef @ vecs[rows], dtype=np.float64)
+        coef = coef / self._norms()[rows]  # sum c (v - m)/|v - m| without centring the rows
+        return np.asarray(coef @ vecs[rows] - coef.sum() * self.mean_, dtype=np.float64)
+
+    def _taste(self, user: UserState) -> np.ndarray | None:
+        """The long-term sum: the kept vector, or (``user_tables=False``) the same closed form
+        ``fit`` uses, over the request's recent events in time order; None without events."""
+        if self.user_tables:
+            return self.profiles_.get(user.user)
+        key = ("content-taste", id(self))
+        if key in user.derived:
+            return user.derived[key][1]
+        rows, w, ts = self._recent(user)
         out = None
-        if idx:
-            coef = np.asarray(w) * self.short_decay ** np.arange(len(idx) - 1, -1, -1, dtype=np.float64)
-            rows = np.asarray(idx)
-            if self.center:  # sum c (v - m)/|v - m| without centring the rows
-                coef = coef / self._norms()[rows]
-                out = coef @ cat.vectors[rows] - coef.sum() * self.mean_
-            else:
-                out = coef @ cat.vectors[rows]
-        user.derived[key] = (self, out)  # holding the learner keeps its id its own while kept
+        if len(rows):
+            coef = w * np.exp2(-(ts.max() - ts) / (self.half_life_days * _DAY))
+            if self.half_life_events:  # by how many of the user's events came after (time order)
+                after = np.empty(len(ts))
+                after[np.argsort(ts, kind="stable")] = np.arange(len(ts) - 1, -1, -1)
+                coef = coef * np.exp2(-after / float(self.half_life_events))
+            out = self._sum(rows, coef)
+        user.derived[key] = (self, out)
         return out
 
     def _long(self, user: UserState) -> np.ndarray | None:
-        q = self.profiles_.get(user.user)
+        q = self._taste(user)
         if user.interests is not None and self.interest_weight > 0:
             iv = self._centred(user.interests)
             iv = self.interest_weight * iv if iv is not None else None

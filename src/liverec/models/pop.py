@@ -10,7 +10,7 @@ from typing import ClassVar, Self, Sequence
 
 import numpy as np
 
-from ..encode.catalog import ItemIds
+from ..encode.catalog import Catalog, ItemIds
 from ..errors import ValidationError
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
@@ -85,6 +85,44 @@ def interaction_pairs(
     starts = np.flatnonzero(first)
     strength = np.ones(len(starts)) if weighting == "binary" else np.maximum.reduceat(s, starts)
     return uniq.astype(object), uidx[starts].astype(np.int64), items[starts].astype(np.int64), strength
+
+
+def recent_strengths(
+    user: UserState, catalog: Catalog, fb: FeedbackConfig, weighting: str, all_events: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(catalog rows ascending, strength) of the items in ``user``'s recent events: what a
+    learner's per-user item table holds for a user whose events are all among them (the
+    strengths merge order-independently). None without any. Kept on the request's state.
+
+    >>> from liverec.encode import Catalog
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["", ""])
+    >>> u = UserState("u", history=(Event(user="u", item="b"), Event(user="u", item="a", kind="skip"),
+    ...                             Event(user="u", item="b", kind="purchase")))
+    >>> idx, x = recent_strengths(u, cat, FeedbackConfig(), "feedback", False)
+    >>> idx.tolist(), x.tolist()
+    ([1], [3.0])
+    """
+    key = ("recent_strengths", id(catalog), catalog.version, id(fb), weighting, all_events)
+    kept = user.derived.get(key)
+    if kept is not None:
+        return kept[2]
+    merged: dict[int, float] = {}
+    for e in user.history:
+        i = catalog.get_idx(e.item)
+        if i is None:
+            continue
+        s = interaction_strength(fb, e, weighting, all_events)
+        if s > 0:
+            merged[i] = merge_strength(merged.get(i, 0.0), s, weighting)
+    out = None
+    if merged:
+        idx = np.fromiter(merged, dtype=np.int64, count=len(merged))
+        x = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
+        order = np.argsort(idx)
+        out = idx[order], x[order]
+    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
+    return out
 
 
 def grow(a: np.ndarray, n: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
-from .pop import check_weighting, interaction_pairs, interaction_strength, merge_strength
+from .pop import check_weighting, interaction_pairs, interaction_strength, merge_strength, recent_strengths
 from .retrieval import best
 from .useritems import UserItems
 
@@ -24,8 +24,9 @@ class TfidfContent(Learner):
     later are transformed with it the first time they are scored. The profile is the
     sum of the user's interacted items' rows (each item once, with its strength), made
     from the items when a request reads it: a user costs memory for their item
-    strengths only, and one event O(1). Score = cosine(profile, item row); cold users
-    score 0 everywhere. The classic bag-of-words counterpart of ``content`` (LM vectors).
+    strengths only, and one event O(1); with ``user_tables=False`` (fleet mode) not even
+    for those: the strengths are read from the request's recent events. Score =
+    cosine(profile, item row); cold users score 0 everywhere. The classic bag-of-words counterpart of ``content`` (LM vectors).
 
     Parameters
     ----------
@@ -33,6 +34,10 @@ class TfidfContent(Learner):
         An interaction counts 1, or its positive feedback weight.
     all_events : bool
         Count every event (e.g. every rating) as an interaction, not only positive ones.
+    user_tables : bool
+        Keep each user's item strengths (default), or read them from the request's recent
+        events (``UserState.history``): nothing per user, the same profile while a
+        user's events all fit in the recent ones.
     refit_growth : float
         Learn the vocabulary again once the catalog is this many times larger than the
         catalog it was learned from.
@@ -58,6 +63,7 @@ class TfidfContent(Learner):
 
     name: ClassVar[str] = "tfidf"
     scores_new_items: ClassVar[bool] = True
+    users_from_events: ClassVar[bool] = True
     #: ``candidates`` reads the postings of the profile's strongest terms, each term's
     #: highest-weighted items only (an impact-ordered inverted index; retrieval only).
     candidate_terms: ClassVar[int] = 32
@@ -71,12 +77,14 @@ class TfidfContent(Learner):
         refit_growth: float = 1.5,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.weighting = weighting
         self.all_events = all_events
         self.refit_growth = refit_growth
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
@@ -84,18 +92,20 @@ class TfidfContent(Learner):
         self.catalog_ = log.catalog
         self.fitted_ = True
         self._fit_vocabulary(list(log.catalog.texts))
-        users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
-        self.items_ = UserItems.from_pairs([str(u) for u in users], uidx, items, x)
+        self.items_ = UserItems()
+        if self.user_tables:
+            users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
+            self.items_ = UserItems.from_pairs([str(u) for u in users], uidx, items, x)
         return self
 
-    def profile(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def profile(self, user: UserState | str) -> tuple[np.ndarray, np.ndarray] | None:
         """(terms, weights) of ``user``'s profile: the sum of their items' rows, each times its
         strength (terms ascending); None for a user with no items.
 
         Made when asked (O(nnz of the user's rows)), not kept: per user, the learner keeps only
-        the item strengths.
+        the item strengths (``user_tables=False``: none, and ``user`` must be a ``UserState``).
         """
-        mine = self.items_.get_sorted(user)  # the same sum whatever order the items were learned in
+        mine = self._strengths(user)
         if mine is None:
             return None
         idx, x = mine
@@ -154,12 +164,21 @@ class TfidfContent(Learner):
         if i is None:
             return
         s = interaction_strength(self._fb, event, self.weighting, self.all_events)
-        if s <= 0:
+        if s <= 0 or not self.user_tables:
             return
         a = self.items_.strength(event.user, i)
         b = merge_strength(a, s, self.weighting)
         if b != a:
             self.items_.set(event.user, i, b)
+
+    def _strengths(self, user: UserState | str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(items ascending, strengths) of ``user``: kept, or read from the request's events."""
+        if self.user_tables:
+            # The same sum whatever order the items were learned in.
+            return self.items_.get_sorted(user if isinstance(user, str) else user.user)
+        if isinstance(user, str):
+            raise TypeError("TfidfContent(user_tables=False) reads users from their events: pass a UserState")
+        return recent_strengths(user, self.catalog_, self._fb, self.weighting, self.all_events)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         self.items_.pop(user)
@@ -196,7 +215,7 @@ class TfidfContent(Learner):
         self._check_fitted()
         if n <= 0:
             return np.zeros(0, dtype=np.int64)
-        unit = self._unit_profile(user.user)
+        unit = self._unit_profile(user)
         if unit is None:
             return np.zeros(0, dtype=np.int64)
         covered, post = self._postings()
@@ -215,7 +234,7 @@ class TfidfContent(Learner):
         profile's terms are in every item's text (a text template's words), the sum of
         each such term's profile weight times its smallest weight in any item."""
         self._check_fitted()
-        unit = self._unit_profile(user.user)  # rows follow the catalog (it may re-learn the vocabulary)
+        unit = self._unit_profile(user)  # rows follow the catalog (it may re-learn the vocabulary)
         if unit is None:
             return 0.0
         terms, w = unit
@@ -234,7 +253,7 @@ class TfidfContent(Learner):
     def query_vector(self, user: UserState) -> np.ndarray | None:
         """The user's unit tf-idf profile (dense, vocabulary-sized); None when cold."""
         self._check_fitted()
-        unit = self._unit_profile(user.user)
+        unit = self._unit_profile(user)
         return None if unit is None else self._dense(*unit)
 
     def _dot(self, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -264,7 +283,7 @@ class TfidfContent(Learner):
         q[terms] = weights
         return q
 
-    def _unit_profile(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _unit_profile(self, user: UserState) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`profile` scaled to unit length; None when cold."""
         self._ensure_rows(len(self.catalog_))  # may re-learn the vocabulary: the profile is read after it
         prof = self.profile(user)
@@ -277,7 +296,7 @@ class TfidfContent(Learner):
         self._check_fitted()
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        unit = self._unit_profile(user.user)
+        unit = self._unit_profile(user)
         if unit is None:
             return np.zeros(len(items), dtype=np.float32)
         terms, w = unit
