@@ -6,10 +6,10 @@ the default engine fits every source on it. Then ``--users`` new users with
 ``--events-per-user`` events each (random books, kinds click/like/view) are learned by each
 default learner on its own, with Python's ``tracemalloc`` counting what the learner
 allocated and kept; the figure is that divided by the number of users. The user state
-(recent events; what fleet mode moves to Redis) is measured the same way. The fleet column
-measures each learner as fleet mode (``Settings.state``) builds it, fitted on the same seed
-log: learners that can read users from their recent events (``users_from_events``) keep no
-per-user table there; the others are the same learner as in memory mode.
+(recent events; what fleet mode moves to Redis) is measured the same way. The last column
+measures each learner as the engine builds it with ``Settings(user_tables=False)``, fitted on
+the same seed log: learners that can read users from their recent events
+(``users_from_events``) keep no per-user table then; the others are the same learner.
 
     .venv/bin/python benchmarks/bench_user_memory.py --users 5000
 """
@@ -72,25 +72,25 @@ def main() -> None:
                       for e in user_events(args.users, args.events_per_user, ids, seed=3)]
             per_user: dict[str, float] = {}
             fleet: dict[str, float] = {}
-            fleet_settings = s.model_copy(update={"state": "redis://unused"})  # only builds learners
+            bare_settings = s.model_copy(update={"user_tables": False})
             log = InteractionLog.from_events([e for _, e in eng.store.iter_events()], eng.catalog)
             for name, model in eng.learners.items():
                 per_user[name] = kept_bytes(lambda m=model: [m.learn_one(e) for e in events]) / args.users
                 if type(model).users_from_events:
-                    bare = make_learner(fleet_settings, name, source_params(s, None)[name], eng.feedback).fit(log)
+                    bare = make_learner(bare_settings, name, source_params(s, None)[name], eng.feedback).fit(log)
                     fleet[name] = kept_bytes(lambda m=bare: [m.learn_one(e) for e in events]) / args.users
                 else:
                     fleet[name] = per_user[name]
             cat = eng.catalog
             per_user["user state (recent events)"] = kept_bytes(
                 lambda: [eng.state.apply(e, cat.get_idx(e.item)) for e in events]) / args.users
-    rows = [(name, f"{b / 1024:.2f} KB", f"{fleet[name] / 1024:.2f} KB" if name in fleet else "in Redis")
+    rows = [(name, f"{b / 1024:.2f} KB", f"{fleet[name] / 1024:.2f} KB" if name in fleet else "(Redis in fleet mode)")
             for name, b in sorted(per_user.items(), key=lambda kv: -kv[1])]
     learners = sum(b for n, b in per_user.items() if not n.startswith("user state"))
     in_fleet = sum(fleet.values())
     rows.append(("all learners", f"{learners / 1024:.2f} KB", f"{in_fleet / 1024:.2f} KB"))
     table = Table(title=f"kept per user in replica memory ({args.users:,} users × {args.events_per_user} events)")
-    for col in ("", "memory mode", "fleet mode"):
+    for col in ("", "user_tables=True (default)", "user_tables=False"):
         table.add_column(col, justify="left" if not col else "right")
     for row in rows:
         table.add_row(*row)

@@ -655,7 +655,7 @@ def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: Fe
         kwargs["feedback"] = feedback
     if "cold_popularity" in accepted:  # trending already answers cold users
         kwargs["cold_popularity"] = False
-    if s.state and cls.users_from_events:  # fleet mode: users come from the shared state, not tables
+    if not s.user_tables and cls.users_from_events:  # users read from their recent events, not tables
         kwargs["user_tables"] = False
     kwargs.update(params)
     return cls(**kwargs)

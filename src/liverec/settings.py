@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         "full precision): i8 searches ~4x faster than f32 with the same candidates, in a quarter of the memory"
     )
     history_length: int = Field(50, ge=1, description="Recent events kept per user in memory")
+    user_tables: bool = Field(
+        True, description="Whether sources that can read a user from the user's recent events (content, tfidf) "
+        "also keep a table per user. False: they keep nothing per user and read the last history_length events "
+        "per request, so a replica's memory stops growing with users through them (fleet mode); a user with a "
+        "longer history is then read from those events only (see docs/scaleout.md for the measured quality cost)"
+    )
     exclude_seen: bool = True
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")
     provider_attribute: str | None = Field(None, description="Item attribute naming the provider (e.g. authors)")

@@ -547,3 +547,30 @@ def test_explain_agrees_with_the_list_on_score_and_rank(eng):
         assert why.position == r.position and why.score == pytest.approx(r.score, rel=1e-9, abs=1e-12)
     seen = eng.explain("agree", "2")  # a seen item is still explained, ranked among the same candidates
     assert seen.reasons and seen.position >= 0
+
+
+def test_without_user_tables_sources_keep_no_user_and_serve_the_same_lists(encoder, books):
+    """Settings(user_tables=False): content and tfidf read users from their recent events; while a
+    user's events all fit in them, the lists and reasons are those of an engine keeping tables."""
+    engines = [Engine.open(settings=Settings(encoder_progress=False, user_tables=flag), encoder=encoder)
+               for flag in (True, False)]
+    try:
+        for e in engines:
+            e.add_items(books[:200])
+            e.record_many([ev(f"r{u}", str(2 + (u * 7 + j * 3) % 150), "like" if j % 3 else "click", t=u * 100 + j)
+                           for u in range(12) for j in range(6)])
+            e.fit()
+            e.record_many([ev("r3", "40", t=5000), ev("new-reader", "41", "like", t=5001)])
+        kept, bare = engines
+        for name in ("content", "tfidf"):
+            assert kept.learners[name].user_tables and not bare.learners[name].user_tables
+            assert b"new-reader" not in bare.learners[name].dumps() and b"r3" not in bare.learners[name].dumps()
+            assert b"new-reader" in kept.learners[name].dumps()
+        for user in ("r3", "r7", "new-reader"):
+            a, b = kept.recommend(user, k=10, log=False), bare.recommend(user, k=10, log=False)
+            assert [r.item for r in a] == [r.item for r in b]
+            assert [r.score for r in a] == pytest.approx([r.score for r in b], rel=1e-5)
+            assert [[x.source for x in r.reasons] for r in a] == [[x.source for x in r.reasons] for r in b]
+    finally:
+        for e in engines:
+            e.close()

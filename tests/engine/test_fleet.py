@@ -69,9 +69,9 @@ def test_an_event_on_one_engine_is_seen_by_the_other_at_once(open_engine, books)
 
 
 def test_sources_that_can_read_users_from_the_shared_state_keep_no_user(open_engine, books) -> None:
-    a = open_engine()
+    a = open_engine(user_tables=False)
     a.add_items(books[:120])
-    b = open_engine()
+    b = open_engine(user_tables=False)
     a.replicated = b.replicated = True
     bare = [n for n, m in a.learners.items() if type(m).users_from_events]
     assert {"content", "tfidf"} <= set(bare)

@@ -402,8 +402,9 @@ class Learner(abc.ABC):
     #: weights learned from a log leave it at its setting.
     learns_from_events: ClassVar[bool] = True
     #: Whether the learner can keep no table per user (``user_tables=False``) and read each
-    #: user from the request's recent events (``UserState.history``) instead: fleet mode
-    #: builds such learners that way, so a replica's memory does not grow with users.
+    #: user from the request's recent events (``UserState.history``) instead: with
+    #: ``Settings.user_tables=False`` the engine builds such learners that way, so a
+    #: replica's memory does not grow with users through them.
     users_from_events: ClassVar[bool] = False
     #: Hyperparameter -> values ``fit(tune=True)`` tries (none: the tuner only weighs it).
     search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
