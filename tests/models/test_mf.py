@@ -244,6 +244,42 @@ def test_als_new_item_folds_in_from_its_interactions():
     np.testing.assert_allclose(m.item_factors_[new], ref, rtol=1e-4, atol=1e-5)
 
 
+def test_als_without_user_tables_solves_each_user_from_the_recent_events():
+    """user_tables=False keeps no row per user and solves the request's user from their recent
+    events: the row the kept form re-solves after an event; an item first interacted with
+    after the fit keeps its mapped vector until the next fit (with tables it is folded in
+    from its users); an erasure refits from the fit's matrix without the user."""
+    cat, events = synth()
+    kept = fit(ALS(factors=8, min_interactions=0), cat, events)
+    bare = fit(ALS(factors=8, min_interactions=0, user_tables=False), cat, events)
+    # Users after the fit (new ones, and u3 again), on items the fit knew.
+    later = [Event(user=f"n{e.user}", item=e.item, kind=e.kind, timestamp=T0 + 1e6 + k, id=f"n{k}")
+             for k, e in enumerate(events[:36])] + [Event(user="u3", item="i0", timestamp=T0 + 2e6, id="again")]
+    for e in later:
+        kept.learn_one(e)
+        bare.learn_one(e)
+    assert len(bare.user_factors_) == 0 and not list(bare.extra_.items())
+    assert b"nu1" in kept.dumps() and b"nu1" not in bare.dumps()  # an online user: nothing kept
+    assert bare.n_interactions_ == bare.base_.nnz + len(later)
+    items = cat.from_idx(cat.alive_idx())
+    for u in ("nu0", "nu2", "u3"):
+        st = UserState(u, tuple(e for e in events + later if e.user == u))
+        np.testing.assert_allclose(bare.score(st, items), kept.score(st, items), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(bare.candidates(st, 10), kept.candidates(st, 10))
+    # A new item: folded in from its user with tables, the mapped vector without.
+    [new] = cat.upsert(["fresh"], cat.vectors[2:3].copy(), [{}], ["fresh"])
+    for m in (kept, bare):
+        m.learn_one(Event(user="u2", item="fresh", kind="click", timestamp=T0 + 3e6))
+    assert kept.has_cf_[new] and not bare.has_cf_[new]
+    np.testing.assert_allclose(bare.item_factors_[new], bare.map_vectors(cat.vectors[[new]], ["fresh"])[0],
+                               rtol=1e-5, atol=1e-6)
+    # An erasure refits from the fit's matrix without the user: a fit without them.
+    bare.forget("u5", [e for e in events if e.user == "u5"])
+    ref = fit(ALS(factors=8, min_interactions=0, user_tables=False), cat, [e for e in events if e.user != "u5"])
+    assert "u5" not in bare.users_ and len(bare.user_factors_) == 0
+    np.testing.assert_allclose(bare.item_factors_[: len(cat)], ref.item_factors_[: len(cat)], rtol=1e-5, atol=1e-6)
+
+
 def test_als_learns_online_from_an_empty_fit():
     cat, events = synth()
     m = fit(ALS(), cat, [])

@@ -406,6 +406,9 @@ class Learner(abc.ABC):
     #: ``Settings.user_tables=False`` the engine builds such learners that way, so a
     #: replica's memory does not grow with users through them.
     users_from_events: ClassVar[bool] = False
+    #: Whether, without tables, the learner scores exactly as with them for users whose events
+    #: all fit in the recent ones (False: the learner's docstring says where it differs).
+    users_from_events_exact: ClassVar[bool] = True
     #: Hyperparameter -> values ``fit(tune=True)`` tries (none: the tuner only weighs it).
     search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
     #: The catalog the learner was fitted on (set by ``fit`` and ``from_state``).

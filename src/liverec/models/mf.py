@@ -116,6 +116,8 @@ class _MatrixFactorization(Learner, abc.ABC):
 
     #: fit(log) != fit(empty) + learn_one per event, by design (see subclasses).
     exact_incremental: ClassVar[bool] = False
+    #: Whether users' factor rows are kept (ALS can do without: ``user_tables=False``).
+    user_tables: bool = True
 
     # Set by subclasses' __init__.
     factors: int
@@ -378,13 +380,17 @@ class _MatrixFactorization(Learner, abc.ABC):
         self.extra_.set(r, i, had + strength)
 
     # ---------------------------------------------------------------- protocol
+    def _interaction(self, event: Event) -> float:
+        """How much ``event`` adds to its (user, item) strength (0: nothing)."""
+        w = self._fb.weight(event.kind, event.value)  # unknown kinds raise, in both modes
+        return 1.0 if self.all_events else max(w, 0.0)
+
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
         i = self.catalog_.get_idx(event.item)
         if i is None:
             return
-        w = self._fb.weight(event.kind, event.value)
-        strength = 1.0 if self.all_events else max(w, 0.0)
+        strength = self._interaction(event)
         if strength <= 0:
             return
         self._sync_items()
@@ -394,13 +400,26 @@ class _MatrixFactorization(Learner, abc.ABC):
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
-        r = self.users_.get(user.user)
-        if r is None or len(items) == 0 or getattr(self, "n_interactions_", 0) < self.min_interactions:
-            # Factors learned from a handful of interactions are noise: stay silent
-            # (score 0 contributes nothing after fusion) until there is enough data.
+        q = self._query(user)
+        if q is None or len(items) == 0:
             return np.zeros(len(items), dtype=np.float32)
         self._sync_items()
-        return items.project(self.item_factors_, self.user_factors_[r]).astype(np.float32)
+        return items.project(self.item_factors_, q).astype(np.float32)
+
+    def _query(self, user: UserState) -> np.ndarray | None:
+        """The user's factor row (None: the model does not score the user). Factors learned
+        from a handful of interactions are noise: None (score 0 contributes nothing after
+        fusion) until there is enough data."""
+        if getattr(self, "n_interactions_", 0) < self.min_interactions:
+            return None
+        if self.user_tables:
+            r = self.users_.get(user.user)
+            return None if r is None else self.user_factors_[r]
+        return self._fold_in(user)
+
+    def _fold_in(self, user: UserState) -> np.ndarray | None:
+        """The user's row solved from the request's recent events (kept on the request's state)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its users' rows")
 
     # --------------------------------------------------------------- retrieval
     def _factors_changed(self, idx: np.ndarray, new: np.ndarray) -> None:
@@ -439,23 +458,21 @@ class _MatrixFactorization(Learner, abc.ABC):
         and re-solved items. The found items are ordered by their exact score.
         """
         self._check_fitted()
-        r = self.users_.get(user.user)
-        if r is None or n <= 0 or getattr(self, "n_interactions_", 0) < self.min_interactions:
+        q = self._query(user)
+        if q is None or n <= 0:
             return np.zeros(0, dtype=np.int64)
         fi = self._factor_index()
-        q = self.user_factors_[r]
         keys = fi.search(q, n)
         return best(keys, self.item_factors_[keys] @ q, n)
 
     def candidates_with_floor(self, user: UserState, n: int, probe: int = 32) -> tuple[np.ndarray, float | None]:
         """(:meth:`candidates`, :meth:`floor`) from one search of the factor index both ways."""
         self._check_fitted()
-        r = self.users_.get(user.user)
-        if r is None or getattr(self, "n_interactions_", 0) < self.min_interactions:
+        q = self._query(user)
+        if q is None:
             return np.zeros(0, dtype=np.int64), 0.0
         if n <= 0:
             return np.zeros(0, dtype=np.int64), self.floor(user, probe)
-        q = self.user_factors_[r]
         near, far = self._factor_index().search_both_ways(q, n, probe)
         low = float((self.item_factors_[far] @ q).min()) if len(far) else None
         return best(near, self.item_factors_[near] @ q, n), low
@@ -464,10 +481,9 @@ class _MatrixFactorization(Learner, abc.ABC):
         """The lowest score over live items: the best ``probe`` items for ``-q`` in the
         factor index, scored exactly (0 for a user the model does not score)."""
         self._check_fitted()
-        r = self.users_.get(user.user)
-        if r is None or getattr(self, "n_interactions_", 0) < self.min_interactions:
+        q = self._query(user)
+        if q is None:
             return 0.0
-        q = self.user_factors_[r]
         keys = self._factor_index().search(-q, probe)
         return float((self.item_factors_[keys] @ q).min()) if len(keys) else None
 
@@ -529,7 +545,10 @@ class ALS(_MatrixFactorization):
     ``map_neighbours`` nearest items with interactions by LM vector and, with
     ``map_text``, by words; see ``map_vectors``); once such an item is
     interacted with, its vector is re-solved from its users on every event (implicit's
-    ``recalculate_item``). Unknown users score 0. ``num_threads`` is for the batch
+    ``recalculate_item``). Unknown users score 0. With ``user_tables=False`` no row is
+    kept per user: a request solves the user's vector from their recent events
+    (``UserState.history``; the same system), and items first interacted with after the
+    fit keep their mapped vector until the next fit. ``num_threads`` is for the batch
     fit (0 = all cores); it defaults to 1 because implicit's OpenMP workers spin-wait,
     which on small matrices or busy machines costs far more than it saves (a 60 x 120
     fit took 1.0 s with 2 threads vs 0.04 s with 1 on a shared 2-core box).
@@ -552,6 +571,10 @@ class ALS(_MatrixFactorization):
 
     name: ClassVar[str] = "als"
     scores_new_items: ClassVar[bool] = True
+    users_from_events: ClassVar[bool] = True
+    #: Without user tables an item first interacted with after the fit keeps its mapped
+    #: vector until the next fit (folding it in needs its users' rows, which are not kept).
+    users_from_events_exact: ClassVar[bool] = False
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {
         "factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (2.0, 10.0, 40.0)
@@ -577,6 +600,7 @@ class ALS(_MatrixFactorization):
         num_threads: int = 1,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -590,6 +614,7 @@ class ALS(_MatrixFactorization):
         self.num_threads = num_threads
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     def _batch_factors(self, csr: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         cpu, threadpool_limits = _implicit_cpu()
@@ -607,6 +632,42 @@ class ALS(_MatrixFactorization):
         # Users of each item that had no batch interactions, once it gets some online.
         self.item_users_: dict[int, dict[int, float]] = {}
         self._refresh_grams()
+        if not self.user_tables:
+            # Rows are solved per request from the users' recent events; the fit's rows are not
+            # kept (the fit's matrix and user ids are: an erasure refits without the user).
+            self.user_factors_ = np.zeros((0, self._width), dtype=np.float32)
+
+    def learn_one(self, event: Event) -> None:
+        if self.user_tables:
+            super().learn_one(event)
+            return
+        self._check_fitted()
+        i = self.catalog_.get_idx(event.item)
+        if i is None or self._interaction(event) <= 0:
+            return
+        self._sync_items()
+        # Counted per event (no per-user record tells a repeated pair): the gate of min_interactions.
+        self.n_interactions_ = getattr(self, "n_interactions_", 0) + 1
+
+    def _fold_in(self, user: UserState) -> np.ndarray | None:
+        key = ("als-fold-in", id(self))
+        if key in user.derived:
+            return user.derived[key][1]
+        merged: dict[int, float] = {}  # strengths summed per item, as the kept rows sum them
+        for e in user.history:
+            i = self.catalog_.get_idx(e.item)
+            if i is not None and (add := self._interaction(e)) > 0:
+                merged[i] = merged.get(i, 0.0) + add
+        q = None
+        if merged:
+            self._sync_items()
+            idx = np.fromiter(merged, dtype=np.int64, count=len(merged))
+            s = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
+            order = np.argsort(idx)
+            x = solve_least_squares(self.yty_, self.item_factors_, idx[order], self.alpha * s[order], self.regularization)
+            q = np.asarray(x, dtype=np.float32)
+        user.derived[key] = (self, q)  # holding the learner keeps its id its own while kept
+        return q
 
     def _refresh_grams(self) -> None:
         x = self.user_factors_[: self.n_users_].astype(np.float64)
