@@ -385,3 +385,31 @@ def test_tfidf_vocabulary_follows_a_growing_catalog():
     fresh = TfidfContent().fit(InteractionLog.from_events([Event(user="u", item="c", timestamp=T0)], fresh_cat))
     np.testing.assert_allclose(grown, fresh.score(UserState("u"), everything(fresh_cat)))
     assert grown[3] > 0 and grown[0] == 0  # soups find soups
+
+
+def test_ease_without_user_tables_reads_the_row_from_the_recent_events():
+    """EASE(user_tables=False) keeps no x_u: a user's scores, candidates and floor are the kept
+    form's for a user whose events are all recent; cold users get the fit's popularity; an
+    erasure takes the user's fit row out of it and of B."""
+    cat = make_catalog()
+    events = make_events(cat)
+    cut = len(events) // 2
+    kept = EASE(l2=10.0).fit(InteractionLog.from_events(events[:cut], cat))
+    bare = EASE(l2=10.0, user_tables=False).fit(InteractionLog.from_events(events[:cut], cat))
+    fit_pop = bare.pop_.copy()
+    later = events[cut:] + [Event(user="late-user", item="i3", kind="like", timestamp=events[-1].timestamp + 1)]
+    for e in later:
+        kept.learn_one(e)
+        bare.learn_one(e)
+    assert b"late-user" not in bare.dumps() and b"late-user" in kept.dumps()
+    items = cat.from_idx(cat.alive_idx())
+    for u in ("u0", "u5", "late-user"):
+        st = UserState(u, tuple(e for e in later + events[:cut] if e.user == u))
+        np.testing.assert_allclose(bare.score(st, items), kept.score(st, items), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(bare.candidates(st, 10), kept.candidates(st, 10))
+        assert bare.floor(st) == pytest.approx(kept.floor(st), rel=1e-5, abs=1e-6)
+    np.testing.assert_array_equal(bare.pop_[: len(fit_pop)], fit_pop)  # cold users: the fit's popularity
+    bare.forget("u2", [e for e in events if e.user == "u2"])
+    ref = EASE(l2=10.0, user_tables=False).fit(InteractionLog.from_events([e for e in events[:cut] if e.user != "u2"], cat))
+    np.testing.assert_allclose(bare.pop_[: len(ref.pop_)], ref.pop_, atol=1e-9)
+    np.testing.assert_allclose(bare.B_, ref.B_, rtol=1e-4, atol=1e-6)

@@ -12,7 +12,7 @@ from ..encode.catalog import ItemIds
 from ..errors import LiverecError
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
-from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
+from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength, recent_strengths
 from .retrieval import NeighbourLists, TopList, best, lazy
 from .useritems import UserItems
 
@@ -31,7 +31,10 @@ class EASE(Learner):
     cores). Per event only the user's row ``x_u`` changes, O(1); scoring reads
     ``B[history]``, so every recommendation uses the up-to-date history: this is
     EASE's streaming variant. Items without interactions at fit time (and items added
-    later) score 0 until the next fit. Cold users get popularity.
+    later) score 0 until the next fit. Cold users get popularity. With
+    ``user_tables=False`` no row is kept per user: a request reads ``x_u`` from the
+    user's recent events (``UserState.history``), and the popularity cold users get is
+    the fit's (counting a pair once needs the user's earlier items).
 
     Parameters
     ----------
@@ -45,6 +48,8 @@ class EASE(Learner):
         Kind weights (default: the built-in ones).
     seed : int
         Unused (deterministic); kept for the protocol.
+    user_tables : bool
+        Keep each user's row ``x_u`` (default), or read it from the request's recent events.
 
     Examples
     --------
@@ -67,6 +72,9 @@ class EASE(Learner):
     #: x_u), so fit(log) and fit(empty) + learn_one per event differ by design; the
     #: shared batch-vs-incremental check is skipped for EASE.
     exact_incremental: ClassVar[bool] = False
+    users_from_events: ClassVar[bool] = True
+    #: Without tables cold users get the fit's popularity (see the class docstring).
+    users_from_events_exact: ClassVar[bool] = False
     #: Neighbours kept per item, and history items read, by ``candidates`` (retrieval only).
     candidate_neighbours: ClassVar[int] = 100
     candidate_history: ClassVar[int] = 200
@@ -81,6 +89,7 @@ class EASE(Learner):
         cold_popularity: bool = True,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.l2 = l2
         self.max_items = max_items
@@ -89,6 +98,7 @@ class EASE(Learner):
         self.cold_popularity = cold_popularity
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
@@ -97,7 +107,7 @@ class EASE(Learner):
         self.fitted_ = True
         users, uidx, items, x = interaction_pairs(log, self._fb, self.weighting, self.all_events)
         n = max(len(log.catalog), 1)
-        self.hist_ = UserItems.from_pairs([str(u) for u in users], uidx, items, x)
+        self.hist_ = UserItems.from_pairs([str(u) for u in users], uidx, items, x) if self.user_tables else UserItems()
         self.pop_ = np.zeros(n, dtype=np.float64)
         np.add.at(self.pop_, items, x)
         # The fit-time matrix is kept (sparse, small) so forget() can refit B without
@@ -154,7 +164,7 @@ class EASE(Learner):
         if i is None:
             return
         s = interaction_strength(self._fb, event, self.weighting, self.all_events)
-        if s <= 0:
+        if s <= 0 or not self.user_tables:  # without tables x_u is read from the request's events
             return
         a = self.hist_.strength(event.user, i)
         b = merge_strength(a, s, self.weighting)
@@ -168,6 +178,9 @@ class EASE(Learner):
         if hist is not None:
             self.pop_[hist[0]] = np.maximum(0.0, self.pop_[hist[0]] - hist[1])
         row = self.fit_users_.pop(user, None)
+        if row is not None and not self.user_tables:  # popularity is the fit's: take the user's fit row out
+            mine = self.X_fit_.getrow(row)
+            self.pop_[mine.indices] = np.maximum(0.0, self.pop_[mine.indices] - mine.data)
         if row is not None:
             # O(n_items^3) like fit: deletion is rare and must leave no trace in B.
             keep = np.ones(self.X_fit_.shape[0], dtype=np.float32)
@@ -177,6 +190,13 @@ class EASE(Learner):
             self._fit_b()
             self._build_neighbours()
         lazy(self, "top_pop_", TopList).invalidate()
+
+    def _row(self, user: UserState, latest_last: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """The user's ``x_u`` as (items, strengths): kept (items ascending, or in the order
+        first added with ``latest_last``) or read from the request's recent events."""
+        if not self.user_tables:
+            return recent_strengths(user, self.catalog_, self._fb, self.weighting, self.all_events)
+        return self.hist_.get(user.user) if latest_last else self.hist_.get_sorted(user.user)
 
     # ----------------------------------------------------------------- retrieval
     def _build_neighbours(self) -> None:
@@ -210,7 +230,7 @@ class EASE(Learner):
         self._check_fitted()
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
         alive = self.catalog_.alive
-        hist = self.hist_.get(user.user)
+        hist = self._row(user, latest_last=True)
         if hist is None or n <= 0:
             if n <= 0 or not self.cold_popularity:
                 return np.zeros(0, dtype=np.int64)
@@ -228,7 +248,7 @@ class EASE(Learner):
         items (O(|history| x fitted items), bounded by ``max_items``), and 0 if any live
         item is outside ``B``."""
         self._check_fitted()
-        hist = self.hist_.get(user.user)
+        hist = self._row(user, latest_last=True)
         if hist is None:
             return 0.0  # zeros, or popularity (never negative)
         nb, m = len(self.bidx_), len(self.B_)
@@ -273,7 +293,7 @@ class EASE(Learner):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         self.pop_ = grow(self.pop_, max(len(self.catalog_), 1))
-        hist = self.hist_.get_sorted(user.user)
+        hist = self._row(user)
         if hist is None:
             if not self.cold_popularity:  # in a fused engine, trending covers cold users
                 return np.zeros(len(items), dtype=np.float32)
