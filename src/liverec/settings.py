@@ -139,10 +139,11 @@ class Settings(BaseSettings):
     )
     history_length: int = Field(50, ge=1, description="Recent events kept per user in memory")
     user_tables: bool = Field(
-        True, description="Whether sources that can read a user from the user's recent events (content, tfidf) "
-        "also keep a table per user. False: they keep nothing per user and read the last history_length events "
-        "per request, so a replica's memory stops growing with users through them (fleet mode); a user with a "
-        "longer history is then read from those events only (see docs/scaleout.md for the measured quality cost)"
+        True, description="Whether sources that can read a user from the user's recent events (content, tfidf, "
+        "als, ease) also keep a table per user. False: they keep nothing per user and read the last "
+        "history_length events per request, so a replica's memory stops growing with users through them (fleet "
+        "mode); a user with a longer history is then read from those events only (docs/scaleout.md: what changes, "
+        "and the measured quality)"
     )
     exclude_seen: bool = True
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")
