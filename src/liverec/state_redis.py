@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import orjson
 
 from ._extras import require
 from .errors import StoreError, ValidationError
@@ -279,7 +280,8 @@ class RedisUserState:
             return self.fallback(user) if self.fallback is not None else (UserState(user), set())
         if not filled and self.fallback is not None:
             return self.fallback(user)
-        history = tuple(Event(user, i, k, v, t, x, c or {}) for i, k, v, t, x, c in map(json.loads, rows))
+        # orjson parses the rows written by json.dumps (kept for its canonical bytes) ~8x faster.
+        history = tuple(Event(user, i, k, v, t, x, c or {}) for i, k, v, t, x, c in map(orjson.loads, rows))
         vec = np.frombuffer(blob, dtype=np.float32).copy() if blob else None
         idx = (self.idx_of(s.decode()) for s in seen)
         return (UserState(user, history, vec, text.decode() if text else None),
