@@ -116,8 +116,6 @@ class _MatrixFactorization(Learner, abc.ABC):
 
     #: fit(log) != fit(empty) + learn_one per event, by design (see subclasses).
     exact_incremental: ClassVar[bool] = False
-    #: Whether users' factor rows are kept (ALS can do without: ``user_tables=False``).
-    user_tables: bool = True
 
     # Set by subclasses' __init__.
     factors: int
@@ -412,14 +410,8 @@ class _MatrixFactorization(Learner, abc.ABC):
         fusion) until there is enough data."""
         if getattr(self, "n_interactions_", 0) < self.min_interactions:
             return None
-        if self.user_tables:
-            r = self.users_.get(user.user)
-            return None if r is None else self.user_factors_[r]
-        return self._fold_in(user)
-
-    def _fold_in(self, user: UserState) -> np.ndarray | None:
-        """The user's row solved from the request's recent events (kept on the request's state)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps its users' rows")
+        r = self.users_.get(user.user)
+        return None if r is None else self.user_factors_[r]
 
     # --------------------------------------------------------------- retrieval
     def _factors_changed(self, idx: np.ndarray, new: np.ndarray) -> None:
@@ -649,7 +641,13 @@ class ALS(_MatrixFactorization):
         # Counted per event (no per-user record tells a repeated pair): the gate of min_interactions.
         self.n_interactions_ = getattr(self, "n_interactions_", 0) + 1
 
+    def _query(self, user: UserState) -> np.ndarray | None:
+        if self.user_tables or getattr(self, "n_interactions_", 0) < self.min_interactions:
+            return super()._query(user)
+        return self._fold_in(user)
+
     def _fold_in(self, user: UserState) -> np.ndarray | None:
+        """The user's row solved from the request's recent events (kept on the request's state)."""
         key = ("als-fold-in", id(self))
         if key in user.derived:
             return user.derived[key][1]
