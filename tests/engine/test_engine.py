@@ -552,8 +552,10 @@ def test_explain_agrees_with_the_list_on_score_and_rank(eng):
 def test_without_user_tables_sources_keep_no_user_and_serve_the_same_lists(encoder, books):
     """Settings(user_tables=False): content and tfidf read users from their recent events; while a
     user's events all fit in them, the lists and reasons are those of an engine keeping tables.
-    (ALS without tables is approximate by design, tests/models/test_mf.py: it keeps them here.)"""
-    sources = {**Settings().sources, "als": {"user_tables": True}}
+    (Sources whose item side is the fit's without tables differ by design and are tested on their
+    own, tests/models: they keep them here.)"""
+    inexact = ("als", "itemknn", "transition", "sessionknn")
+    sources = {**Settings().sources, **{n: {"user_tables": True} for n in inexact}}
     engines = [Engine.open(settings=Settings(encoder_progress=False, user_tables=flag, sources=sources),
                            encoder=encoder) for flag in (True, False)]
     try:

@@ -259,7 +259,7 @@ class StreamItemKNN(ItemKNN):
         self._check_fitted()
         n_cat = max(len(self.catalog_), 1)
         self._ensure(n_cat)
-        hx = self._history(user.user)
+        hx = self._history(user)
         kmax = self.k_neighbours
         if (kmax is None or hx is None or len(items) == 0 or len(items) * 4 < n_cat
                 or not getattr(self, "exact_", False) or any(k is None or k > kmax for k in ks)):

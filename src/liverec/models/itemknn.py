@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
-from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength
+from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength, recent_strengths
 from .retrieval import NeighbourLists, SparseRows, TopList, best, column_sums, lazy, transposed_product
 from .useritems import UserItems
 
@@ -337,6 +337,12 @@ class ItemKNN(Learner):
         Kind weights (default: the built-in ones).
     seed : int
         Unused (deterministic); kept for the protocol.
+    user_tables : bool
+        Keep each user's item set and update ``C`` per event (default), or keep nothing per
+        user learned online: a request reads the user's items from their recent events
+        (``UserState.history``) and ``C`` is the fit's until the next fit (an event's
+        update needs the user's earlier items). The fit's item sets are kept so that an
+        erasure takes the user out of ``C``.
 
     Examples
     --------
@@ -354,6 +360,9 @@ class ItemKNN(Learner):
     """
 
     name: ClassVar[str] = "itemknn"
+    users_from_events: ClassVar[bool] = True
+    #: Without tables the co-occurrence counts are the fit's until the next fit.
+    users_from_events_exact: ClassVar[bool] = False
     #: Neighbours kept per item for ``candidates`` (retrieval only; scores use all of C).
     candidate_neighbours: ClassVar[int] = 100
     #: Searched by Engine.fit(tune=True).
@@ -372,6 +381,7 @@ class ItemKNN(Learner):
         cold_popularity: bool = True,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.k_neighbours = k_neighbours
         self.shrink = shrink
@@ -381,6 +391,7 @@ class ItemKNN(Learner):
         self.cold_popularity = cold_popularity
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
@@ -401,7 +412,11 @@ class ItemKNN(Learner):
         self.counts_ = _RowStore(C)
         self._build_neighbours(C)
         ids = [str(u) for u in users]
+        # Without tables only the fit's users are kept, for an erasure; requests read their events.
         self.items_ = UserItems.from_pairs(ids, uidx, items, x)
+        self.recent_: dict[str, array] = {}
+        if not self.user_tables:
+            return self
         # Recency of each (user, item): the time order learn_one would have seen.
         mine: dict[str, set[int]] = {}
         for u, i in zip(uidx.tolist(), items.tolist()):
@@ -415,7 +430,7 @@ class ItemKNN(Learner):
                 r.pop(i, None)
                 r[i] = None
         # Kept packed (oldest first): a dict per user cost several times more.
-        self.recent_: dict[str, array] = {u: array("i", r) for u, r in recent.items()}
+        self.recent_ = {u: array("i", r) for u, r in recent.items()}
         return self
 
     def _remember(self, event: Event) -> tuple[int, float, float, np.ndarray, np.ndarray] | None:
@@ -452,6 +467,8 @@ class ItemKNN(Learner):
 
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
+        if not self.user_tables:  # C is the fit's; the user is read from their events
+            return
         step = self._remember(event)
         if step is None:
             return
@@ -481,6 +498,8 @@ class ItemKNN(Learner):
         are marked stale.
         """
         self._check_fitted()
+        if not self.user_tables:
+            return
         steps: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
         pairs = 0
         for e in events:
@@ -601,7 +620,7 @@ class ItemKNN(Learner):
         n_cat = max(len(self.catalog_), 1)
         self._ensure(n_cat)
         alive = self.catalog_.alive
-        hx = self._history(user.user)
+        hx = self._history(user)
         if hx is None or n <= 0:
             if n <= 0 or not self.cold_popularity:
                 return np.zeros(0, dtype=np.int64)
@@ -623,10 +642,13 @@ class ItemKNN(Learner):
         return 0.0
 
     # ------------------------------------------------------------------- scoring
-    def _history(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _history(self, user: UserState) -> tuple[np.ndarray, np.ndarray] | None:
+        """The user's scored items (ascending) and strengths: kept, or from their recent events."""
+        if not self.user_tables:
+            return self._history_from_events(user)
         # Sorted: the sums then run in the same order however the state was reached,
         # so per-event learning gives bit-identical scores to a batch fit.
-        hist = self.items_.get_sorted(user)
+        hist = self.items_.get_sorted(user.user)
         if hist is None:
             return None
         items, strengths = hist
@@ -634,8 +656,25 @@ class ItemKNN(Learner):
             # Score from the most recent items only: a heavy user's whole history costs
             # O(history x neighbours) per request (42 ms at ~2k items) and their old
             # items say little about what they want next.
-            recent = np.frombuffer(self.recent_.get(user, array("i")), dtype=np.int32)[-self.max_history :]
+            recent = np.frombuffer(self.recent_.get(user.user, array("i")), dtype=np.int32)[-self.max_history :]
             keep = np.isin(items, recent)
+            items, strengths = items[keep], strengths[keep]
+        return items, strengths.astype(np.float32)
+
+    def _history_from_events(self, user: UserState) -> tuple[np.ndarray, np.ndarray] | None:
+        got = recent_strengths(user, self.catalog_, self._fb, self.weighting, self.all_events)
+        if got is None:
+            return None
+        items, strengths = got
+        if self.max_history is not None and len(items) > self.max_history:
+            scored = set(items.tolist())
+            latest: dict[int, None] = {}  # the scored items by their latest event, latest last
+            for e in user.history:
+                i = self.catalog_.get_idx(e.item)
+                if i is not None and i in scored:
+                    latest.pop(i, None)
+                    latest[i] = None
+            keep = np.isin(items, np.fromiter(latest, dtype=np.int64)[-self.max_history :])
             items, strengths = items[keep], strengths[keep]
         return items, strengths.astype(np.float32)
 
@@ -656,7 +695,7 @@ class ItemKNN(Learner):
         self._check_fitted()
         n_cat = max(len(self.catalog_), 1)
         self._ensure(n_cat)
-        hx = self._history(user.user)
+        hx = self._history(user)
         if hx is None:
             if not self.cold_popularity:  # in a fused engine, trending covers cold users
                 return np.zeros(len(items), dtype=np.float32)
@@ -712,7 +751,7 @@ class ItemKNN(Learner):
     def because_many(self, user: UserState, idx: Sequence[int], top: int = 2) -> list[tuple[str, ...]]:
         """:meth:`because` of each item ``idx``; the history and its norms are read once."""
         self._check_fitted()
-        hx = self._history(user.user)
+        hx = self._history(user)
         if hx is None or top <= 0 or not len(idx):
             return [() for _ in idx]
         self._ensure(max(len(self.catalog_), max(idx) + 1))

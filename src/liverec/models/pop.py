@@ -125,6 +125,28 @@ def recent_strengths(
     return out
 
 
+def recent_positive(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> list[int]:
+    """Catalog rows of the items of ``user``'s recent positive events, oldest first (repeats
+    kept): what a learner's per-user list of last items holds for a user whose events are
+    all among them. Kept on the request's state.
+
+    >>> from liverec.encode import Catalog
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["", ""])
+    >>> u = UserState("u", history=(Event(user="u", item="b"), Event(user="u", item="a", kind="skip"),
+    ...                             Event(user="u", item="x"), Event(user="u", item="b", kind="purchase")))
+    >>> recent_positive(u, cat, FeedbackConfig())
+    [1, 1]
+    """
+    key = ("recent_positive", id(catalog), catalog.version, id(fb))
+    kept = user.derived.get(key)
+    if kept is not None:
+        return kept[2]
+    out = [i for e in user.history if (i := catalog.get_idx(e.item)) is not None and fb.weight(e.kind, e.value) > 0]
+    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
+    return out
+
+
 def grow(a: np.ndarray, n: int) -> np.ndarray:
     """``a`` with at least ``n`` entries (zero-padded, doubling to amortise)."""
     if n <= len(a):

@@ -27,6 +27,7 @@ import numpy as np
 from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .pop import recent_positive
 from .retrieval import best
 
 
@@ -51,6 +52,12 @@ class SessionKNN(Learner):
         Which events are positive (weight > 0); only those enter sittings.
     seed : int
         Unused (deterministic); kept for the protocol.
+    user_tables : bool
+        Keep each user's open sitting and last items and learn each event into the
+        sittings as it comes (default), or keep nothing per user learned online: a request
+        reads the user's last items from their recent events (``UserState.history``) and
+        the sittings are the fit's until the next fit. The fit's users keep their code
+        (their own sittings are not their neighbours, and an erasure removes them).
 
     Examples
     --------
@@ -67,6 +74,9 @@ class SessionKNN(Learner):
     """
 
     name: ClassVar[str] = "sessionknn"
+    users_from_events: ClassVar[bool] = True
+    #: Without tables the sittings are the fit's until the next fit.
+    users_from_events_exact: ClassVar[bool] = False
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"history": (3, 10), "neighbours": (50, 200), "gap_minutes": (60.0, 1440.0)}
 
@@ -80,6 +90,7 @@ class SessionKNN(Learner):
         max_length: int = 50,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.history = history
         self.neighbours = neighbours
@@ -88,6 +99,7 @@ class SessionKNN(Learner):
         self.max_length = max_length
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     # ------------------------------------------------------------------ learning
     def fit(self, log: InteractionLog) -> Self:
@@ -109,6 +121,8 @@ class SessionKNN(Learner):
         users, items, times = log.users[keep], log.item_idx[keep], log.timestamps[keep]
         for u, i, t in zip(users.tolist(), items.tolist(), times.tolist()):
             self._add(str(u), int(i), float(t))
+        if not self.user_tables:  # what only learning the next event of a user needs
+            self.open_, self.recent_ = {}, {}
         return self
 
     def _grow(self, n: int) -> None:
@@ -137,6 +151,8 @@ class SessionKNN(Learner):
 
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
+        if not self.user_tables:  # the sittings are the fit's; the user is read from their events
+            return
         i = self.catalog_.get_idx(event.item)
         if i is None or self._fb.weight(event.kind, event.value) <= 0:
             return
@@ -160,23 +176,33 @@ class SessionKNN(Learner):
     def learned_state(self) -> dict[str, Any]:
         return {k: v for k, v in super().learned_state().items() if k != "_asked"}
 
-    def _votes(self, user: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    def _votes(self, user: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """(items, their scores) over the neighbours' items, with (the neighbours, their
         similarity); None when the user has no recent item or no neighbour. A request asks
         three times (candidates, scores, reasons): the last answer is kept until the next
-        event or erasure."""
+        event or erasure (without tables: on the request's state)."""
+        if not self.user_tables:
+            key = ("sessionknn-votes", id(self), self.learned_)
+            if key not in user.derived:
+                user.derived[key] = (self, self._find_votes(user))  # holding the learner keeps its id its own
+            return user.derived[key][1]
         asked = getattr(self, "_asked", None)
-        if asked is not None and asked[0] == user and asked[1] == self.learned_:
+        if asked is not None and asked[0] == user.user and asked[1] == self.learned_:
             return asked[2]
         got = self._find_votes(user)
-        self._asked = (user, self.learned_, got)
+        self._asked = (user.user, self.learned_, got)
         return got
 
-    def _find_votes(self, user: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        recent = self.recent_.get(user)
-        if not recent:
+    def _last(self, user: UserState) -> list[int]:
+        """The user's last ``history`` items, oldest first (kept, or from their recent events)."""
+        if not self.user_tables:
+            return recent_positive(user, self.catalog_, self._fb)[-self.history :]
+        return list(self.recent_.get(user.user, ()))[-self.history :]
+
+    def _find_votes(self, user: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        last = self._last(user)
+        if not last:
             return None
-        last = list(recent)[-self.history :]
         weight: dict[int, float] = {}
         for p, a in enumerate(last):  # oldest first: a repeated item keeps its latest weight
             weight[a] = (p + 1) / len(last)
@@ -190,7 +216,7 @@ class SessionKNN(Learner):
             return None
         found, inv = np.unique(np.concatenate(sids), return_inverse=True)
         sim = np.bincount(inv, weights=np.concatenate(ws), minlength=len(found))
-        mine = self.code_.get(user, -1)
+        mine = self.code_.get(user.user, -1)
         other = np.frombuffer(self.owner_, dtype=np.int32)[found] != mine
         found, sim = found[other], sim[other]
         if not len(found):
@@ -205,7 +231,7 @@ class SessionKNN(Learner):
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
         out = np.zeros(len(items), dtype=np.float64)
-        got = self._votes(user.user)
+        got = self._votes(user)
         if got is None:
             return out
         voted, votes = got[0], got[1]
@@ -219,7 +245,7 @@ class SessionKNN(Learner):
         """The ``n`` best-scored live items (dense indices, best first): only the
         neighbours' items are read (no catalog-sized work)."""
         self._check_fitted()
-        got = self._votes(user.user)
+        got = self._votes(user)
         if got is None or n <= 0:
             return np.zeros(0, dtype=np.int64)
         items, s = got[0], got[1]
@@ -236,10 +262,10 @@ class SessionKNN(Learner):
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """The user's last items that the neighbour sittings holding ``idx`` share most (external ids)."""
         self._check_fitted()
-        got = self._votes(user.user)
+        got = self._votes(user)
         if got is None:
             return ()
-        last = set(self.recent_.get(user.user, ())) - {idx}
+        last = set(self._last(user)) - {idx}
         pulls: dict[int, float] = {}
         for s, v in zip(got[2].tolist(), got[3].tolist()):
             held = self.items_[s]

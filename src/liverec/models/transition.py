@@ -27,7 +27,7 @@ from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
 from .itemknn import _RowStore
-from .pop import grow
+from .pop import grow, recent_positive
 from .retrieval import SparseRows, column_sums, transposed_product
 
 
@@ -50,6 +50,12 @@ class Transition(Learner):
         Which events are positive (weight > 0); only those enter sequences.
     seed : int
         Unused (deterministic); kept for the protocol.
+    user_tables : bool
+        Keep each user's last items and learn each event's links as it comes (default), or
+        keep nothing per user: a request reads the user's last items from their recent
+        events (``UserState.history``) and the links are the fit's until the next fit (a
+        new link needs the user's earlier items when the event is learned). The fit's
+        sequences are kept by user so that an erasure takes the user's links out.
 
     Examples
     --------
@@ -66,6 +72,9 @@ class Transition(Learner):
     """
 
     name: ClassVar[str] = "transition"
+    users_from_events: ClassVar[bool] = True
+    #: Without tables the links are the fit's until the next fit.
+    users_from_events_exact: ClassVar[bool] = False
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {
         "window": (1, 3, 10), "history": (1, 3, 10), "recency": (0.5, 0.8), "both_ways": (False, True)
@@ -80,6 +89,7 @@ class Transition(Learner):
         both_ways: bool = False,
         feedback: FeedbackConfig | None = None,
         seed: int = 0,
+        user_tables: bool = True,
     ) -> None:
         self.window = window
         self.history = history
@@ -87,6 +97,7 @@ class Transition(Learner):
         self.both_ways = both_ways
         self.feedback = feedback
         self.seed = seed
+        self.user_tables = user_tables
 
     # ------------------------------------------------------------------ learning
     def _positive(self, kinds: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -125,7 +136,13 @@ class Transition(Learner):
         keepn = max(self.window, self.history)
         # Per user, the last items as a packed int array: ~0.1 KB a user where a deque
         # of int objects took ~1 KB (the learner's only per-user state).
-        self.recent_: dict[str, array[int]] = {u: array("i", s[-keepn:]) for u, s in seqs.items()}
+        self.recent_: dict[str, array[int]] = {}
+        #: Without tables: the fit's sequences (packed, in time order), which an erasure replays.
+        self.fit_seqs_: dict[str, array[int]] = {}
+        if self.user_tables:
+            self.recent_ = {u: array("i", s[-keepn:]) for u, s in seqs.items()}
+        else:
+            self.fit_seqs_ = {u: array("i", s) for u, s in seqs.items()}
         return self
 
     def _links(self, event: Event) -> tuple[int, list[tuple[int, int, float]]] | None:
@@ -152,6 +169,8 @@ class Transition(Learner):
 
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
+        if not self.user_tables:  # links are the fit's; the user is read from their events
+            return
         step = self._links(event)
         if step is None:
             return
@@ -164,6 +183,8 @@ class Transition(Learner):
         the run's links in one vectorised update of ``T`` and the row masses, each entry
         summed in the order (and with the rounding) event-by-event learning gives it."""
         self._check_fitted()
+        if not self.user_tables:
+            return
         steps = [st for st in map(self._links, events) if st is not None]
         if not steps:
             return
@@ -190,10 +211,15 @@ class Transition(Learner):
         self.T_.resize(n)
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
-        """Subtract the user's transitions (replayed from their events in time order)."""
+        """Subtract the user's transitions (replayed from their events in time order; without
+        tables, from the fit's sequence: nothing after the fit was learned)."""
         self.recent_.pop(user, None)
-        mine = [e for e in sorted(events, key=lambda e: e.timestamp) if self._fb.weight(e.kind, e.value) > 0]
-        seq = [i for i in (self.catalog_.get_idx(e.item) for e in mine) if i is not None]
+        fit_seq = self.__dict__.get("fit_seqs_", {}).pop(user, None)
+        if not self.user_tables:
+            seq = list(fit_seq or ())
+        else:
+            mine = [e for e in sorted(events, key=lambda e: e.timestamp) if self._fb.weight(e.kind, e.value) > 0]
+            seq = [i for i in (self.catalog_.get_idx(e.item) for e in mine) if i is not None]
         for k, b in enumerate(seq):
             for d in range(1, min(self.window, k) + 1):
                 a = seq[k - d]
@@ -205,11 +231,13 @@ class Transition(Learner):
                             self.mass_[x] = max(0.0, self.mass_[x] - 1.0 / d)
 
     # ------------------------------------------------------------------- scoring
-    def _last(self, user: str) -> list[int]:
-        """The user's last ``history`` items, most recent first."""
-        return list(self.recent_.get(user, ()))[-self.history :][::-1]
+    def _last(self, user: UserState) -> list[int]:
+        """The user's last ``history`` items, most recent first (kept, or from their recent events)."""
+        if not self.user_tables:
+            return recent_positive(user, self.catalog_, self._fb)[-self.history :][::-1]
+        return list(self.recent_.get(user.user, ()))[-self.history :][::-1]
 
-    def _rows(self, user: str) -> tuple[SparseRows, np.ndarray] | None:
+    def _rows(self, user: UserState) -> tuple[SparseRows, np.ndarray] | None:
         """(rows of T for the user's last items, each row's weight); None without history."""
         last = self._last(user)
         if not last:
@@ -221,7 +249,7 @@ class Transition(Learner):
 
     def score(self, user: UserState, items: ItemIds) -> np.ndarray:
         self._check_fitted()
-        rc = self._rows(user.user)
+        rc = self._rows(user)
         out = np.zeros(len(items), dtype=np.float64)
         if rc is None:
             return out
@@ -239,7 +267,7 @@ class Transition(Learner):
         """The ``n`` best-scored live items (dense indices, best first): only items that
         followed the user's last ones, read from those rows alone (no catalog-sized work)."""
         self._check_fitted()
-        rc = self._rows(user.user)
+        rc = self._rows(user)
         if rc is None or n <= 0:
             return np.zeros(0, dtype=np.int64)
         sub, coef = rc
@@ -263,7 +291,7 @@ class Transition(Learner):
     def because(self, user: UserState, idx: int, top: int = 2) -> tuple[str, ...]:
         """The user's last items that ``idx`` most often follows (external ids)."""
         self._check_fitted()
-        last = self._last(user.user)
+        last = self._last(user)
         pulls: dict[int, float] = {}  # an item seen twice among the last ones counts once, at its best
         for r, a in enumerate(last):
             if a == idx:
