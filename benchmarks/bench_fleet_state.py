@@ -25,7 +25,9 @@ users, in both modes alike. Learners that keep per-user tables of their own (con
 ease, als, itemknn, transition, tfidf) still hold those in replica memory in fleet mode:
 ``--learn`` makes every replica's learners learn the N users' events too (as replicas
 do from the log), to measure what those tables add; ``--no-user-tables`` opens the fleet
-replica with ``Settings(user_tables=False)`` (content and tfidf then keep no table per user).
+replica with ``Settings(user_tables=False)`` (content, tfidf, ALS and EASE then keep no table
+per user); ``--no-user-tables all`` also turns them off in the neighbour sources (itemknn,
+transition, sessionknn: their item side then learns at fits only).
 
 Each replica reports its RSS (``VmRSS`` after a full GC) once opened and after the users
 are loaded and ``--requests`` recommends served (k=10, users drawn from the N, no
@@ -56,6 +58,9 @@ import numpy as np
 
 import common
 from common import console, kv_table
+
+#: Sources that keep their tables under Settings(user_tables=False) unless their own settings say not to.
+NEIGHBOURS = ("itemknn", "transition", "sessionknn")
 
 TARGET = "fleet replica RSS within ±10% from 10k to 1M users; recommend p50 + <= 1 ms over in-memory state"
 KINDS = ("click", "like", "view")
@@ -154,7 +159,11 @@ def replica(cfg: dict[str, Any]) -> dict[str, Any]:
     items, vecs = common.book_vectors(quiet=True)
     enc = common.PrecomputedEncoder.for_items(items[:cfg["items"]], vecs[:cfg["items"]])
     fleet = cfg["mode"] == "fleet"
-    extra = dict(state=cfg["redis"], state_prefix=cfg["prefix"], user_tables=cfg["user_tables"]) if fleet else {}
+    extra: dict[str, Any] = dict(state=cfg["redis"], state_prefix=cfg["prefix"]) if fleet else {}
+    if fleet and cfg["user_tables"] != "kept":
+        extra["user_tables"] = False
+    if fleet and cfg["user_tables"] == "all":
+        extra["sources"] = {**Settings().sources, **{n: {"user_tables": False} for n in NEIGHBOURS}}
     s = Settings(store=cfg["store"], encoder_progress=False, snapshot_keep=0, log_impressions=False, **extra)
     eng = Engine(Store.open(cfg["store"]), s, enc)
     out: dict[str, Any] = {"rss_open_mb": rss_mb()}
@@ -216,8 +225,9 @@ def main() -> None:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--learn", action="store_true",
                     help="the replica's learners also learn the N users' events (their per-user tables)")
-    ap.add_argument("--no-user-tables", action="store_true",
-                    help="the fleet replica keeps no per-user table in sources that can do without (user_tables=False)")
+    ap.add_argument("--no-user-tables", nargs="?", const="global", choices=("global", "all"), default=None,
+                    help="the fleet replica keeps no per-user table in content, tfidf, ALS and EASE (user_tables=False); "
+                    "\"all\": in the neighbour sources too")
     ap.add_argument("--json", default=None)
     ap.add_argument("--replica", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -234,7 +244,7 @@ def main() -> None:
         url, ids = build_store(Path(tmp) / "fleet.db", args.items, args.seed_users, args.seed_events)
         base = dict(store=url, items=args.items, ids=ids, per_user=args.events_per_user, requests=args.requests,
                     redis=args.redis, seed_users=args.seed_users, learn=args.learn,
-                    user_tables=not args.no_user_tables)
+                    user_tables=args.no_user_tables or "kept")
         for n in counts:
             mem = run_replica({**base, "mode": "memory", "users": n})
             prefix = f"benchfleet-{uuid.uuid4().hex[:8]}"
@@ -257,7 +267,8 @@ def main() -> None:
                 ("floor: bare Redis GET p50 ms", f"{fleet['redis_get']['p50_ms']:.3f}"),
                 ("memory: users loaded in s / fleet: Redis filled in s", f"{mem['load_s']:.1f} / {fill_s:.1f}"),
                 ("learners learned the N users' events", "yes" if args.learn else "no"),
-                ("fleet replica: user_tables", str(not args.no_user_tables)),
+                ("fleet replica: user tables", {None: "kept", "global": "off (user_tables=False)",
+                                                "all": "off, neighbour sources too"}[args.no_user_tables]),
             ]))
             common.print_load()
     lo, hi = rows[str(counts[0])]["fleet"]["rss_served_mb"], rows[str(counts[-1])]["fleet"]["rss_served_mb"]

@@ -9,7 +9,14 @@ allocated and kept; the figure is that divided by the number of users. The user 
 (recent events; what fleet mode moves to Redis) is measured the same way. The last column
 measures each learner as the engine builds it with ``Settings(user_tables=False)``, fitted on
 the same seed log: learners that can read users from their recent events
-(``users_from_events``) keep no per-user table then; the others are the same learner.
+(``users_from_events``) keep no per-user table then (the neighbour sources, whose item side
+then learns at fits only, by their own source setting ``{"user_tables": false}``); the
+others are the same learner.
+A fit still keeps part of what it learned per user it saw (its user x item matrix, so that
+an erasure takes a user out), and the item side grows with the events it counts: the third
+column is what each ``user_tables=False`` learner fitted on the seed log plus the new users'
+events holds more than one fitted on the seed log alone, per new user (``tracemalloc`` over
+each fit): what a replica grows by per user once a re-fit includes them.
 
     .venv/bin/python benchmarks/bench_user_memory.py --users 5000
 """
@@ -23,6 +30,7 @@ import time
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import common
 from bench_fleet_state import build_store, user_events
@@ -72,32 +80,48 @@ def main() -> None:
                       for e in user_events(args.users, args.events_per_user, ids, seed=3)]
             per_user: dict[str, float] = {}
             fleet: dict[str, float] = {}
+            fitted: dict[str, float] = {}
             bare_settings = s.model_copy(update={"user_tables": False})
-            log = InteractionLog.from_events([e for _, e in eng.store.iter_events()], eng.catalog)
+            seed = [e for _, e in eng.store.iter_events()]
+            log = InteractionLog.from_events(seed, eng.catalog)
+            log_with_users = InteractionLog.from_events(seed + events, eng.catalog)
             for name, model in eng.learners.items():
                 per_user[name] = kept_bytes(lambda m=model: [m.learn_one(e) for e in events]) / args.users
+
+                def bare(on: InteractionLog, name: str = name) -> Any:
+                    params = dict(source_params(s, None)[name])
+                    if type(eng.learners[name]).users_from_events:  # the neighbour sources: by their own setting
+                        params["user_tables"] = False
+                    return make_learner(bare_settings, name, params, eng.feedback).fit(on)
+
                 if type(model).users_from_events:
-                    bare = make_learner(bare_settings, name, source_params(s, None)[name], eng.feedback).fit(log)
-                    fleet[name] = kept_bytes(lambda m=bare: [m.learn_one(e) for e in events]) / args.users
+                    fleet[name] = kept_bytes(lambda m=bare(log): [m.learn_one(e) for e in events]) / args.users
                 else:
                     fleet[name] = per_user[name]
+                held: list[Any] = []
+                fitted[name] = (kept_bytes(lambda: held.append(bare(log_with_users)))
+                                - kept_bytes(lambda: held.append(bare(log)))) / args.users
+                held.clear()
             cat = eng.catalog
             per_user["user state (recent events)"] = kept_bytes(
                 lambda: [eng.state.apply(e, cat.get_idx(e.item)) for e in events]) / args.users
-    rows = [(name, f"{b / 1024:.2f} KB", f"{fleet[name] / 1024:.2f} KB" if name in fleet else "(Redis in fleet mode)")
+    rows = [(name, f"{b / 1024:.2f} KB", f"{fleet[name] / 1024:.2f} KB" if name in fleet else "(Redis in fleet mode)",
+             f"{fitted[name] / 1024:.2f} KB" if name in fitted else "")
             for name, b in sorted(per_user.items(), key=lambda kv: -kv[1])]
     learners = sum(b for n, b in per_user.items() if not n.startswith("user state"))
     in_fleet = sum(fleet.values())
-    rows.append(("all learners", f"{learners / 1024:.2f} KB", f"{in_fleet / 1024:.2f} KB"))
+    in_fit = sum(fitted.values())
+    rows.append(("all learners", f"{learners / 1024:.2f} KB", f"{in_fleet / 1024:.2f} KB", f"{in_fit / 1024:.2f} KB"))
     table = Table(title=f"kept per user in replica memory ({args.users:,} users × {args.events_per_user} events)")
-    for col in ("", "user_tables=True (default)", "user_tables=False"):
+    for col in ("", "user_tables=True (default)", "user_tables=False", "user_tables=False, a fit with them: more"):
         table.add_column(col, justify="left" if not col else "right")
     for row in rows:
         table.add_row(*row)
     console.print(table)
     common.write_json(args.json, benchmark="bench_user_memory", target=TARGET, config=vars(args),
                       results={"bytes_per_user": per_user, "learners_bytes_per_user": learners,
-                               "fleet_bytes_per_user": fleet, "fleet_learners_bytes_per_user": in_fleet},
+                               "fleet_bytes_per_user": fleet, "fleet_learners_bytes_per_user": in_fleet,
+                               "fitted_bytes_per_user": fitted, "fitted_learners_bytes_per_user": in_fit},
                       started=started)
 
 

@@ -655,8 +655,8 @@ def make_learner(s: Settings, name: str, params: Mapping[str, Any], feedback: Fe
         kwargs["feedback"] = feedback
     if "cold_popularity" in accepted:  # trending already answers cold users
         kwargs["cold_popularity"] = False
-    if not s.user_tables and cls.users_from_events:  # users read from their recent events, not tables
-        kwargs["user_tables"] = False
+    if not s.user_tables and cls.users_from_events and not cls.item_side_at_fits_without_tables:
+        kwargs["user_tables"] = False  # users read from their recent events, not tables
     kwargs.update(params)
     return cls(**kwargs)
 

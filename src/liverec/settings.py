@@ -142,8 +142,9 @@ class Settings(BaseSettings):
         True, description="Whether sources that can read a user from the user's recent events (content, tfidf, "
         "als, ease) also keep a table per user. False: they keep nothing per user and read the last "
         "history_length events per request, so a replica's memory stops growing with users through them (fleet "
-        "mode); a user with a longer history is then read from those events only (docs/scaleout.md: what changes, "
-        "and the measured quality)"
+        "mode); a user with a longer history is then read from those events only. The neighbour sources (itemknn, "
+        "transition, sessionknn) keep theirs unless their own source settings say {\"user_tables\": false}: without "
+        "tables their item side learns at fits only (docs/scaleout.md: what changes, and the measured quality)"
     )
     exclude_seen: bool = True
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off: 0 = relevance only")

@@ -549,6 +549,21 @@ def test_explain_agrees_with_the_list_on_score_and_rank(eng):
     assert seen.reasons and seen.position >= 0
 
 
+def test_the_neighbour_sources_give_up_their_tables_only_when_their_own_settings_say_so(encoder, books):
+    """Without tables the neighbour sources' item side learns at fits only (a measured quality
+    cost): Settings(user_tables=False) leaves them their tables; a source's own settings can turn them off."""
+    neighbours = ("itemknn", "transition", "sessionknn")
+    sources = {**Settings().sources, "itemknn": {"user_tables": False}}
+    for given, off in ((Settings().sources, ()), (sources, ("itemknn",))):
+        eng = Engine.open(settings=Settings(encoder_progress=False, user_tables=False, sources=given), encoder=encoder)
+        try:
+            eng.add_items(books[:40])
+            assert not eng.learners["content"].user_tables and not eng.learners["ease"].user_tables
+            assert {n for n in neighbours if not eng.learners[n].user_tables} == set(off)
+        finally:
+            eng.close()
+
+
 def test_without_user_tables_sources_keep_no_user_and_serve_the_same_lists(encoder, books):
     """Settings(user_tables=False): content and tfidf read users from their recent events; while a
     user's events all fit in them, the lists and reasons are those of an engine keeping tables.

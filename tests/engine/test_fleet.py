@@ -73,7 +73,8 @@ def test_sources_that_can_read_users_from_the_shared_state_keep_no_user(open_eng
     a.add_items(books[:120])
     b = open_engine(user_tables=False)
     a.replicated = b.replicated = True
-    bare = [n for n, m in a.learners.items() if type(m).users_from_events]
+    bare = [n for n, m in a.learners.items()
+            if type(m).users_from_events and not type(m).item_side_at_fits_without_tables]
     assert {"content", "tfidf"} <= set(bare)
     for i, item in enumerate(("2", "18", "21", "33")):
         a.record(Event(user="reader", item=item, kind="like", timestamp=1000.0 + i))

@@ -409,6 +409,11 @@ class Learner(abc.ABC):
     #: Whether, without tables, the learner scores exactly as with them for users whose events
     #: all fit in the recent ones (False: the learner's docstring says where it differs).
     users_from_events_exact: ClassVar[bool] = True
+    #: Whether, without tables, the learner's item side learns at fits only (its per-event
+    #: update needs the user's earlier items). ``Settings.user_tables=False`` then leaves it
+    #: its tables; its own source settings can still turn them off (``{"user_tables": false}``),
+    #: at a measured cost in quality (docs/scaleout.md).
+    item_side_at_fits_without_tables: ClassVar[bool] = False
     #: Hyperparameter -> values ``fit(tune=True)`` tries (none: the tuner only weighs it).
     search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
     #: The catalog the learner was fitted on (set by ``fit`` and ``from_state``).

@@ -363,6 +363,7 @@ class ItemKNN(Learner):
     users_from_events: ClassVar[bool] = True
     #: Without tables the co-occurrence counts are the fit's until the next fit.
     users_from_events_exact: ClassVar[bool] = False
+    item_side_at_fits_without_tables: ClassVar[bool] = True
     #: Neighbours kept per item for ``candidates`` (retrieval only; scores use all of C).
     candidate_neighbours: ClassVar[int] = 100
     #: Searched by Engine.fit(tune=True).

@@ -77,6 +77,7 @@ class SessionKNN(Learner):
     users_from_events: ClassVar[bool] = True
     #: Without tables the sittings are the fit's until the next fit.
     users_from_events_exact: ClassVar[bool] = False
+    item_side_at_fits_without_tables: ClassVar[bool] = True
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"history": (3, 10), "neighbours": (50, 200), "gap_minutes": (60.0, 1440.0)}
 

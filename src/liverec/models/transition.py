@@ -75,6 +75,7 @@ class Transition(Learner):
     users_from_events: ClassVar[bool] = True
     #: Without tables the links are the fit's until the next fit.
     users_from_events_exact: ClassVar[bool] = False
+    item_side_at_fits_without_tables: ClassVar[bool] = True
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {
         "window": (1, 3, 10), "history": (1, 3, 10), "recency": (0.5, 0.8), "both_ways": (False, True)
