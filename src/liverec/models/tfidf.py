@@ -303,8 +303,14 @@ class TfidfContent(Learner):
         if len(items) * 4 <= self.rows_.shape[0]:
             return self._dot(items.idx, terms, w).astype(np.float32)
         # Most of the catalog: only the columns of the profile's terms are read (a profile
-        # holds a few hundred of the vocabulary's tens of thousands of terms).
-        s = np.asarray(self._columns()[:, terms] @ w)
+        # holds a few hundred of the vocabulary's tens of thousands of terms), gathered from
+        # the column arrays directly (scipy's column indexing builds a matrix first: most of
+        # this path's time), summed column by column in the terms' order as its product does.
+        cols = self._columns()
+        start, end = cols.indptr[terms], cols.indptr[terms + 1]
+        size = end - start
+        at = np.repeat(start - np.cumsum(size) + size, size) + np.arange(int(size.sum()))
+        s = np.bincount(cols.indices[at], weights=cols.data[at] * np.repeat(w, size), minlength=cols.shape[0])
         return s[items.idx].astype(np.float32)
 
     def _columns(self) -> sp.csc_matrix:
