@@ -27,7 +27,8 @@ ease, als, itemknn, transition, tfidf) still hold those in replica memory in fle
 do from the log), to measure what those tables add; ``--no-user-tables`` opens the fleet
 replica with ``Settings(user_tables=False)`` (content, tfidf, ALS and EASE then keep no table
 per user); ``--no-user-tables all`` also turns them off in the neighbour sources (itemknn,
-transition, sessionknn: their item side then learns at fits only).
+transition, sessionknn: their item side then learns at fits only). ``--fleet-only`` skips the
+in-memory replica (at 1M users its load is most of the run): the fleet replica's RSS alone.
 
 Each replica reports its RSS (``VmRSS`` after a full GC) once opened and after the users
 are loaded and ``--requests`` recommends served (k=10, users drawn from the N, no
@@ -228,6 +229,8 @@ def main() -> None:
     ap.add_argument("--no-user-tables", nargs="?", const="global", choices=("global", "all"), default=None,
                     help="the fleet replica keeps no per-user table in content, tfidf, ALS and EASE (user_tables=False); "
                     "\"all\": in the neighbour sources too")
+    ap.add_argument("--fleet-only", action="store_true",
+                    help="skip the in-memory replica (its load takes most of a 1M-user run): RSS of the fleet replica only")
     ap.add_argument("--json", default=None)
     ap.add_argument("--replica", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,7 +249,7 @@ def main() -> None:
                     redis=args.redis, seed_users=args.seed_users, learn=args.learn,
                     user_tables=args.no_user_tables or "kept")
         for n in counts:
-            mem = run_replica({**base, "mode": "memory", "users": n})
+            mem = None if args.fleet_only else run_replica({**base, "mode": "memory", "users": n})
             prefix = f"benchfleet-{uuid.uuid4().hex[:8]}"
             try:
                 fill_s = fill_redis(args.redis, prefix, url, n, args.events_per_user, ids, Settings().history_length)
@@ -255,17 +258,22 @@ def main() -> None:
                 drop_prefix(args.redis, prefix)
             fleet["fill_s"] = fill_s
             rows[str(n)] = {"memory": mem, "fleet": fleet}
+            fp = fleet["recommend"]["p50_ms"]
             console.print(kv_table(f"{n:,} users", [
-                ("memory: RSS opened / with users, MB", f"{mem['rss_open_mb']:.0f} / {mem['rss_served_mb']:.0f}"),
+                ("memory: RSS opened / with users, MB",
+                 "not run" if mem is None else f"{mem['rss_open_mb']:.0f} / {mem['rss_served_mb']:.0f}"),
                 ("fleet: RSS opened / serving, MB", f"{fleet['rss_open_mb']:.0f} / {fleet['rss_served_mb']:.0f}"),
-                ("recommend p50 / p99 ms, memory", f"{mem['recommend']['p50_ms']:.2f} / {mem['recommend']['p99_ms']:.2f}"),
-                ("recommend p50 / p99 ms, fleet", f"{fleet['recommend']['p50_ms']:.2f} / {fleet['recommend']['p99_ms']:.2f}"),
-                ("added p50 ms (fleet - memory)", f"{fleet['recommend']['p50_ms'] - mem['recommend']['p50_ms']:+.2f}"),
+                ("recommend p50 / p99 ms, memory",
+                 "not run" if mem is None else f"{mem['recommend']['p50_ms']:.2f} / {mem['recommend']['p99_ms']:.2f}"),
+                ("recommend p50 / p99 ms, fleet", f"{fp:.2f} / {fleet['recommend']['p99_ms']:.2f}"),
+                ("added p50 ms (fleet - memory)", "—" if mem is None else f"{fp - mem['recommend']['p50_ms']:+.2f}"),
                 ("recommend CPU p50 ms, memory / fleet",
-                 f"{mem['recommend_cpu']['p50_ms']:.2f} / {fleet['recommend_cpu']['p50_ms']:.2f}"),
+                 f"{'—' if mem is None else format(mem['recommend_cpu']['p50_ms'], '.2f')} / "
+                 f"{fleet['recommend_cpu']['p50_ms']:.2f}"),
                 ("fleet user state read p50 ms (one round trip)", f"{fleet['state_read']['p50_ms']:.3f}"),
                 ("floor: bare Redis GET p50 ms", f"{fleet['redis_get']['p50_ms']:.3f}"),
-                ("memory: users loaded in s / fleet: Redis filled in s", f"{mem['load_s']:.1f} / {fill_s:.1f}"),
+                ("memory: users loaded in s / fleet: Redis filled in s",
+                 f"{'—' if mem is None else format(mem['load_s'], '.1f')} / {fill_s:.1f}"),
                 ("learners learned the N users' events", "yes" if args.learn else "no"),
                 ("fleet replica: user tables", {None: "kept", "global": "off (user_tables=False)",
                                                 "all": "off, neighbour sources too"}[args.no_user_tables]),
