@@ -95,6 +95,26 @@ def test_sources_that_can_read_users_from_the_shared_state_keep_no_user(open_eng
         np.testing.assert_allclose(b.learners[name].score(b.user_state("reader"), items), sa, rtol=1e-5, atol=1e-6)
 
 
+def test_with_every_source_without_tables_a_replica_keeps_no_user_it_learns_online(open_engine, books) -> None:
+    """The neighbour sources' tables off too (their own setting): no learner of either replica
+    names a user whose events arrived after the fit, and both replicas serve that user alike."""
+    sources = {**Settings().sources, **{n: {"user_tables": False} for n in ("itemknn", "transition", "sessionknn")}}
+    a = open_engine(user_tables=False, sources=sources)
+    a.add_items(books[:120])
+    b = open_engine(user_tables=False, sources=sources)
+    a.replicated = b.replicated = True
+    for i, item in enumerate(("2", "18", "21", "33", "40", "41")):
+        a.record(Event(user=f"reader-{i % 3}", item=item, kind="like", timestamp=1000.0 + i))
+    a.fit()
+    b.fit()
+    for i, item in enumerate(("18", "21", "2")):
+        a.record(Event(user="late-reader", item=item, kind="like", timestamp=1100.0 + i))
+    for eng in (a, b):
+        for name, m in eng.learners.items():
+            assert b"late-reader" not in m.dumps(), name
+    assert ids(a.recommend("late-reader", k=5, log=False)) == ids(b.recommend("late-reader", k=5, log=False))
+
+
 def test_erasure_removes_the_users_redis_keys(open_engine, books, prefix) -> None:
     a = open_engine()
     a.add_items(books[:60])
