@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from ..encode.catalog import Catalog, ItemIds, centred_norms
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
+from .pop import history_rows
 
 _DAY = 86_400.0
 
@@ -252,29 +253,11 @@ class ContentProfile(CentredSpace, Learner):
         key = ("content-intent", id(self))
         if key in user.derived:
             return user.derived[key][1]
-        rows, w, _ = self._recent(user)
+        rows, w, _ = history_rows(user, self.catalog_, self._fb)
         out = None
         if len(rows):
             out = self._sum(rows, w * self.short_decay ** np.arange(len(rows) - 1, -1, -1, dtype=np.float64))
         user.derived[key] = (self, out)  # holding the learner keeps its id its own while kept
-        return out
-
-    def _recent(self, user: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(catalog rows, feedback weights, timestamps) of the request's recent events on items
-        the catalog holds, oldest first. Kept on the request's state."""
-        key = ("content-recent", id(self))
-        if key in user.derived:
-            return user.derived[key][1]
-        cat, fb = self.catalog_, self._fb
-        idx, w, ts = [], [], []
-        for e in user.history:
-            i = cat.get_idx(e.item)
-            if i is not None:
-                idx.append(i)
-                w.append(fb.weight(e.kind, e.value))
-                ts.append(e.timestamp)
-        out = (np.asarray(idx, dtype=np.int64), np.asarray(w, dtype=np.float64), np.asarray(ts, dtype=np.float64))
-        user.derived[key] = (self, out)
         return out
 
     def _sum(self, rows: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -293,7 +276,7 @@ class ContentProfile(CentredSpace, Learner):
         key = ("content-taste", id(self))
         if key in user.derived:
             return user.derived[key][1]
-        rows, w, ts = self._recent(user)
+        rows, w, ts = history_rows(user, self.catalog_, self._fb)
         out = None
         if len(rows):
             coef = w * np.exp2(-(ts.max() - ts) / (self.half_life_days * _DAY))

@@ -11,7 +11,9 @@ import scipy.sparse as sp
 from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
-from .pop import check_weighting, grow, interaction_pairs, interaction_strength, merge_strength, recent_strengths
+from .pop import (
+    check_weighting, grow, history_rows, interaction_pairs, interaction_strength, merge_strength, recent_strengths,
+)
 from .retrieval import NeighbourLists, SparseRows, TopList, best, column_sums, lazy, transposed_product
 from .useritems import UserItems
 
@@ -668,14 +670,10 @@ class ItemKNN(Learner):
             return None
         items, strengths = got
         if self.max_history is not None and len(items) > self.max_history:
-            scored = set(items.tolist())
-            latest: dict[int, None] = {}  # the scored items by their latest event, latest last
-            for e in user.history:
-                i = self.catalog_.get_idx(e.item)
-                if i is not None and i in scored:
-                    latest.pop(i, None)
-                    latest[i] = None
-            keep = np.isin(items, np.fromiter(latest, dtype=np.int64)[-self.max_history :])
+            rows = history_rows(user, self.catalog_, self._fb)[0]
+            rows = rows[np.isin(rows, items)][::-1]  # the scored items' events, latest first
+            _, first = np.unique(rows, return_index=True)  # each item's latest event
+            keep = np.isin(items, rows[np.sort(first)][: self.max_history])
             items, strengths = items[keep], strengths[keep]
         return items, strengths.astype(np.float32)
 

@@ -33,6 +33,7 @@ from scipy.linalg.lapack import dposv
 from ..encode.catalog import ItemIds
 from ..types import Event
 from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
+from .pop import history_rows
 from .retrieval import FactorIndex, best
 from .useritems import UserItems
 
@@ -651,18 +652,15 @@ class ALS(_MatrixFactorization):
         key = ("als-fold-in", id(self))
         if key in user.derived:
             return user.derived[key][1]
-        merged: dict[int, float] = {}  # strengths summed per item, as the kept rows sum them
-        for e in user.history:
-            i = self.catalog_.get_idx(e.item)
-            if i is not None and (add := self._interaction(e)) > 0:
-                merged[i] = merged.get(i, 0.0) + add
+        rows, w, _ = history_rows(user, self.catalog_, self._fb)
+        add = np.ones_like(w) if self.all_events else np.maximum(w, 0.0)  # as _interaction
         q = None
-        if merged:
+        if (add > 0).any():
             self._sync_items()
-            idx = np.fromiter(merged, dtype=np.int64, count=len(merged))
-            s = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
-            order = np.argsort(idx)
-            x = solve_least_squares(self.yty_, self.item_factors_, idx[order], self.alpha * s[order], self.regularization)
+            idx, inv = np.unique(rows[add > 0], return_inverse=True)
+            s = np.zeros(len(idx))
+            np.add.at(s, inv, add[add > 0])  # strengths summed per item in event order, as the kept rows sum them
+            x = solve_least_squares(self.yty_, self.item_factors_, idx, self.alpha * s, self.regularization)
             q = np.asarray(x, dtype=np.float32)
         user.derived[key] = (self, q)  # holding the learner keeps its id its own while kept
         return q

@@ -45,7 +45,11 @@ def interaction_strengths(
     fb: FeedbackConfig, kinds: np.ndarray, values: np.ndarray, weighting: str, all_events: bool
 ) -> np.ndarray:
     """Vectorised :func:`interaction_strength` over a log's columns."""
-    w = fb.weights(kinds, values)
+    return strengths_of_weights(fb.weights(kinds, values), weighting, all_events)
+
+
+def strengths_of_weights(w: np.ndarray, weighting: str, all_events: bool) -> np.ndarray:
+    """:func:`interaction_strength` of events with feedback weights ``w``."""
     if weighting == "binary":
         return np.ones_like(w) if all_events else (w > 0).astype(np.float64)
     return np.where(w > 0, w, 0.0)
@@ -87,12 +91,42 @@ def interaction_pairs(
     return uniq.astype(object), uidx[starts].astype(np.int64), items[starts].astype(np.int64), strength
 
 
+def history_rows(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(catalog rows, feedback weights, timestamps) of ``user``'s recent events on items the
+    catalog holds, oldest first: the one pass over the request's events that the sources
+    reading users from them share. Kept on the request's state.
+
+    >>> from liverec.encode import Catalog
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["", ""])
+    >>> u = UserState("u", history=(Event(user="u", item="b", timestamp=1.0), Event(user="u", item="x"),
+    ...                             Event(user="u", item="a", kind="skip", timestamp=2.0)))
+    >>> rows, w, ts = history_rows(u, cat, FeedbackConfig())
+    >>> rows.tolist(), (w > 0).tolist(), ts.tolist()
+    ([1, 0], [True, False], [1.0, 2.0])
+    """
+    key = ("history_rows", id(catalog), catalog.version, id(fb))
+    kept = user.derived.get(key)
+    if kept is not None:
+        return kept[2]
+    idx, w, ts = [], [], []
+    for e in user.history:
+        i = catalog.get_idx(e.item)
+        if i is not None:
+            idx.append(i)
+            w.append(fb.weight(e.kind, e.value))
+            ts.append(e.timestamp)
+    out = (np.asarray(idx, dtype=np.int64), np.asarray(w, dtype=np.float64), np.asarray(ts, dtype=np.float64))
+    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
+    return out
+
+
 def recent_strengths(
     user: UserState, catalog: Catalog, fb: FeedbackConfig, weighting: str, all_events: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(catalog rows ascending, strength) of the items in ``user``'s recent events: what a
     learner's per-user item table holds for a user whose events are all among them (the
-    strengths merge order-independently). None without any. Kept on the request's state.
+    strengths merge order-independently: 1, or the largest). None without any.
 
     >>> from liverec.encode import Catalog
     >>> cat = Catalog(dim=2)
@@ -103,32 +137,21 @@ def recent_strengths(
     >>> idx.tolist(), x.tolist()
     ([1], [3.0])
     """
-    key = ("recent_strengths", id(catalog), catalog.version, id(fb), weighting, all_events)
-    kept = user.derived.get(key)
-    if kept is not None:
-        return kept[2]
-    merged: dict[int, float] = {}
-    for e in user.history:
-        i = catalog.get_idx(e.item)
-        if i is None:
-            continue
-        s = interaction_strength(fb, e, weighting, all_events)
-        if s > 0:
-            merged[i] = merge_strength(merged.get(i, 0.0), s, weighting)
-    out = None
-    if merged:
-        idx = np.fromiter(merged, dtype=np.int64, count=len(merged))
-        x = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
-        order = np.argsort(idx)
-        out = idx[order], x[order]
-    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
-    return out
+    rows, w, _ = history_rows(user, catalog, fb)
+    s = strengths_of_weights(w, weighting, all_events)
+    keep = s > 0
+    if not keep.any():
+        return None
+    idx, inv = np.unique(rows[keep], return_inverse=True)
+    x = np.zeros(len(idx))
+    np.maximum.at(x, inv, s[keep])  # binary strengths are all 1
+    return idx, x
 
 
 def recent_positive(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> list[int]:
     """Catalog rows of the items of ``user``'s recent positive events, oldest first (repeats
     kept): what a learner's per-user list of last items holds for a user whose events are
-    all among them. Kept on the request's state.
+    all among them.
 
     >>> from liverec.encode import Catalog
     >>> cat = Catalog(dim=2)
@@ -138,13 +161,8 @@ def recent_positive(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> li
     >>> recent_positive(u, cat, FeedbackConfig())
     [1, 1]
     """
-    key = ("recent_positive", id(catalog), catalog.version, id(fb))
-    kept = user.derived.get(key)
-    if kept is not None:
-        return kept[2]
-    out = [i for e in user.history if (i := catalog.get_idx(e.item)) is not None and fb.weight(e.kind, e.value) > 0]
-    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
-    return out
+    rows, w, _ = history_rows(user, catalog, fb)
+    return rows[w > 0].tolist()
 
 
 def grow(a: np.ndarray, n: int) -> np.ndarray:

@@ -215,7 +215,7 @@ class Transition(Learner):
         """Subtract the user's transitions (replayed from their events in time order; without
         tables, from the fit's sequence: nothing after the fit was learned)."""
         self.recent_.pop(user, None)
-        fit_seq = self.__dict__.get("fit_seqs_", {}).pop(user, None)
+        fit_seq = self.fit_seqs_.pop(user, None)
         if not self.user_tables:
             seq = list(fit_seq or ())
         else:
