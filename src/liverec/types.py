@@ -14,8 +14,8 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -32,6 +32,25 @@ DEFAULT_KIND_WEIGHTS: dict[str, float] = {
     "skip": -0.3,
     "dislike": -2.0,
 }
+
+
+def new_id() -> str:
+    """A new unique id, 32 hex digits, that sorts by creation time: a UUID version 7
+    (RFC 9562: 48 bits of Unix milliseconds, then 74 random bits).
+
+    Event ids and request ids are indexed in the store; ids that grow with time are
+    appended at the end of those indexes, where random ones (UUID 4) land on a random page
+    of a large index every time, which on a store of millions of rows costs a page read
+    and write per row.
+
+    >>> a, b = new_id(), new_id()
+    >>> len(a), a != b, a[12], int(a[16], 16) >> 2
+    (32, True, '7', 2)
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits: 74 used
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & (2**62 - 1)
+    return f"{value:032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +80,7 @@ class Event:
     kind: str = "click"
     value: float = 1.0
     timestamp: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: new_id())
     context: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -14,7 +14,6 @@ Examples
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
@@ -25,7 +24,7 @@ from ..models.base import EventCounts, ItemSpace, Learner, UserState
 from ..settings import Settings
 from ..store import Impression
 from ..store.impressions import ImpressionWriter
-from ..types import Recommendation, ServedRow, served_rows
+from ..types import Recommendation, ServedRow, new_id, served_rows
 from . import ranker
 from .calibrate import DEFAULT, CandidateCalibration
 from .feedback import SlateFeedback
@@ -242,7 +241,7 @@ class Pipeline:
     def _write(
         self, user: str, rows: Sequence[ServedRow], policy: str, contexts: Sequence[Mapping[str, Any]]
     ) -> None:
-        rid, now = uuid.uuid4().hex, time.time()
+        rid, now = new_id(), time.time()
         self.impressions.write([
             Impression(rid, user, item, position, score, propensity, policy, now, dict(c))
             for (item, position, score, propensity), c in zip(rows, contexts)
