@@ -72,6 +72,24 @@ def check_scores_shape_and_finite(learner: Learner) -> None:
     assert m.score(UserState("u0"), m.catalog_.from_idx(np.zeros(0, dtype=np.int64))).shape == (0,)
 
 
+def check_a_few_items_score_as_in_the_whole_catalog(learner: Learner) -> None:
+    """A few candidates (two-stage serving) get the scores the same items get when the whole
+    catalog is scored (learners take another path for most of the catalog): to the bit for
+    sums of counts, up to float32 rounding for dot products (their sums run in another order)."""
+    cat = make_catalog(200, seed=8)
+    events = make_events(cat, n_users=20, per_user=12, seed=9)
+    m = fitted(learner, events, cat)
+    m.learn_one(Event(user="u1", item="i7", kind="click", timestamp=1_800_000_000.0))
+    m.learn_one(Event(user="late", item="i3", kind="like", timestamp=1_800_000_001.0))
+    whole = all_items(cat)
+    few = cat.from_idx(np.array([150, 3, 7, 0, 42, 199, 11], dtype=np.int64))  # unsorted, fewer than a quarter
+    for u in ("u0", "u1", "u5", "late", "nobody"):
+        history = tuple(e for e in events if e.user == u)
+        st = UserState(u, history)
+        np.testing.assert_allclose(m.score(UserState(u, history), whole)[few.idx], m.score(st, few),
+                                   rtol=1e-5, atol=1e-6, err_msg=u)
+
+
 def check_unknown_user_cold_start(learner: Learner) -> None:
     m = fitted(learner)
     s = m.score(UserState("never-seen"), all_items(m.catalog_))
@@ -393,6 +411,7 @@ def check_users_from_events(learner: Learner) -> None:
 
 ALL_CHECKS = [
     check_scores_shape_and_finite,
+    check_a_few_items_score_as_in_the_whole_catalog,
     check_unknown_user_cold_start,
     check_not_fitted_error,
     check_same_seed_same_output,

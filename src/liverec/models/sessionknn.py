@@ -236,6 +236,10 @@ class SessionKNN(Learner):
         if got is None:
             return out
         voted, votes = got[0], got[1]
+        if len(items) * 4 >= len(self.catalog_) and len(voted):  # most of the catalog: a scatter and a gather
+            dense = np.zeros(max(int(voted[-1]), int(items.idx.max())) + 1, dtype=np.float64)
+            dense[voted] = votes
+            return dense[items.idx]
         pos = np.searchsorted(voted, items.idx)
         pos = np.minimum(pos, len(voted) - 1)
         hit = voted[pos] == items.idx
