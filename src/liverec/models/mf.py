@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Self, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import dger
 from scipy.linalg.lapack import dposv
 
 from ..encode.catalog import ItemIds
@@ -87,6 +88,24 @@ def solve_least_squares(
     # (a 64 x 64 system per event). LU if rounding ever leaves it not positive definite.
     _, x, info = dposv(a, b, lower=0, overwrite_a=0, overwrite_b=0)
     return x if info == 0 else np.linalg.solve(a, b)
+
+
+def _rank_one_update(gram: np.ndarray, new: np.ndarray, old: np.ndarray) -> None:
+    """``gram += new new^T - old old^T`` in place, as two BLAS rank-one updates (a third of the
+    time of forming both outer products, on every event's fold-in).
+
+    >>> g = np.eye(2)
+    >>> _rank_one_update(g, np.array([1.0, 2.0]), np.array([1.0, 0.0]))
+    >>> g.tolist()
+    [[1.0, 2.0], [2.0, 5.0]]
+    """
+    view = gram.T if gram.flags.c_contiguous else gram  # Fortran order for BLAS; the update is symmetric
+    if not view.flags.f_contiguous:
+        gram += np.outer(new, new) - np.outer(old, old)
+        return
+    out = dger(-1.0, old, old, a=dger(1.0, new, new, a=view, overwrite_a=1), overwrite_a=1)
+    if not np.shares_memory(out, view):  # BLAS made a copy after all
+        view[...] = out
 
 
 def _neighbour_average(sim: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -691,7 +710,7 @@ class ALS(_MatrixFactorization):
         x = solve_least_squares(self.yty_, self.item_factors_, idx, self.alpha * s, reg)
         self.user_factors_[row] = x
         x = self.user_factors_[row].astype(np.float64)  # the float32 value actually stored
-        self.xtx_ += np.outer(x, x) - np.outer(old, old)
+        _rank_one_update(self.xtx_, x, old)
         col = self.item_users_.get(item)
         if col is not None:  # an item with no batch interactions: fold it in from its users
             users = np.fromiter(col.keys(), dtype=np.int64, count=len(col))
