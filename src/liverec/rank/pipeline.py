@@ -225,9 +225,9 @@ class Pipeline:
         running now cannot be followed by this user's impressions."""
         if recs and req.log:
             pos = np.asarray(order, dtype=np.intp)
-            cols = [(n, v[pos].tolist()) for n, v in scored.parts.items()]
+            cols = [(n, np.round(v[pos], 6).tolist()) for n, v in scored.parts.items()]
             self._write(req.user, served_rows(recs), policy, [
-                {**dict(req.context), "sources": {n: round(v[j], 6) for n, v in cols}} for j in range(len(pos))
+                {**dict(req.context), "sources": {n: v[j] for n, v in cols}} for j in range(len(pos))
             ])
 
     def log_cached(
