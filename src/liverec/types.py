@@ -70,8 +70,8 @@ class Item:
 class Event:
     """One piece of feedback: ``user`` did ``kind`` to ``item`` at ``timestamp``.
 
-    ``id`` makes ingestion idempotent (a repeated id is stored once); a random one
-    is assigned when omitted. ``timestamp`` is Unix seconds (defaults to now).
+    ``id`` makes ingestion idempotent (a repeated id is stored once); a new one
+    is assigned when omitted (time-ordered: :func:`new_id`). ``timestamp`` is Unix seconds (defaults to now).
     ``value`` is the stars for ``rating`` and a multiplier for other kinds.
     """
 
