@@ -53,6 +53,7 @@ import pickle
 import struct
 import threading
 import time
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -172,9 +173,12 @@ def pack(value: Any) -> Any:
       (:class:`_ArrayDict`): it loads as one buffer, each key getting its row back;
     - ``{key: dict}`` is stored as one pickled blob per key (:class:`LazyTable`): a key's
       dict is unpickled when a learner first reads it, so a restart decodes only the
-      users it serves or replays.
+      users it serves or replays;
+    - ``[array.array, ...]`` of one numeric type (session neighbours' sittings) is stored
+      as one array and its offsets (:class:`_ArrayList`): pickling 150,000 small arrays one
+      by one took half a second, under the engine lock of a scheduled snapshot.
 
-    Either way the learner sees a mapping equal to the original (same keys, order, values).
+    Either way the learner sees a value equal to the original (same keys, order, values).
 
     >>> table = {f"u{j}": {3: 1.0, j: 2.5} for j in range(100)}
     >>> packed = pack(table)
@@ -182,7 +186,12 @@ def pack(value: Any) -> Any:
     ('LazyTable', True)
     >>> pack({"a": 1}) == {"a": 1}
     True
+    >>> rows = [array("i", range(j % 5)) for j in range(100)]
+    >>> type(pack(rows)).__name__, unpack(pack(rows)) == rows
+    ('_ArrayList', True)
     """
+    if type(value) is list and len(value) >= PACK_MIN and type(value[0]) is array:
+        return _ArrayList.pack(value) or value
     if type(value) is not dict or len(value) < PACK_MIN:
         return value
     first = next(iter(value.values()))
@@ -195,7 +204,7 @@ def pack(value: Any) -> Any:
 
 def unpack(value: Any) -> Any:
     """The inverse of :func:`pack` (a :class:`LazyTable` stays lazy)."""
-    return value.unpack() if isinstance(value, _ArrayDict) else value
+    return value.unpack() if isinstance(value, (_ArrayDict, _ArrayList)) else value
 
 
 @contextmanager
@@ -217,6 +226,34 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+@dataclass
+class _ArrayList:
+    """``[array.array, ...]`` of one numeric type code, as their concatenation and the offsets
+    where each starts; unpacked, a list of new arrays with the same items."""
+
+    typecode: str
+    items: np.ndarray
+    starts: np.ndarray
+
+    @classmethod
+    def pack(cls, arrays: list[Any]) -> "_ArrayList | None":
+        code = arrays[0].typecode
+        if code == "u" or not all(type(a) is array and a.typecode == code for a in arrays):
+            return None
+        if len({id(a) for a in arrays}) != len(arrays):  # a shared array would come back as two
+            return None
+        dtype = np.dtype(code)
+        starts = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays)), out=starts[1:])
+        items = np.frombuffer(b"".join(arrays), dtype=dtype) if starts[-1] else np.zeros(0, dtype=dtype)
+        return cls(code, items, starts)
+
+    def unpack(self) -> list[Any]:
+        raw, size = self.items.tobytes(), self.items.dtype.itemsize
+        bounds = (self.starts * size).tolist()
+        return [array(self.typecode, raw[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 @dataclass
