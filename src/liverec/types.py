@@ -80,7 +80,7 @@ class Event:
     kind: str = "click"
     value: float = 1.0
     timestamp: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: new_id())
+    id: str = field(default_factory=new_id)
     context: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -33,7 +33,7 @@ from scipy.linalg.lapack import dposv
 
 from ..encode.catalog import ItemIds
 from ..types import Event
-from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 from .pop import history_rows
 from .retrieval import FactorIndex, best
 from .useritems import UserItems
@@ -510,23 +510,15 @@ class _MatrixFactorization(Learner, abc.ABC):
         ids, hidx, _ = positive_history(user, self.catalog_, self._fb)
         if not ids:
             return [() for _ in idx]
-        # One row per distinct history item, in the order of its first event: an item's pull is
-        # the same at each of its events, and ties go to the earlier item (as top_because).
-        first = np.sort(np.unique(hidx, return_index=True)[1])
-        hu = hidx[first]
-        h = self.item_factors_[hu].astype(np.float64)
+        h = self.item_factors_[hidx].astype(np.float64)
         norms = np.linalg.norm(h, axis=1)
         usable, safe = norms > 1e-12, np.maximum(norms, 1e-12)
-        want = np.asarray(idx, dtype=np.intp)
-        v = self.item_factors_[want].astype(np.float64)
+        v = self.item_factors_[np.asarray(idx, dtype=np.intp)].astype(np.float64)
         nv = np.linalg.norm(v, axis=1)
         sims = np.where(usable[:, None], (h @ v.T) / safe[:, None] / np.maximum(nv, 1e-12), 0.0)
-        ok = (sims > 0.2) & (hu[:, None] != want[None, :])  # a pull above 0.2, never the item itself
-        order = np.argsort(np.where(ok, -sims, np.inf), axis=0, kind="stable")[:top].T.tolist()
-        ok_t, ok_nv = ok.T.tolist(), (nv >= 1e-12).tolist()
         return [
-            tuple(ids[first[o]] for o in order[j] if ok_t[j][o]) if ok_nv[j] else ()
-            for j in range(len(want))
+            top_because(ids, sims[:, j], i, hidx, top, 0.2) if nv[j] >= 1e-12 else ()
+            for j, i in enumerate(idx)
         ]
 
     def forget(self, user: str, events: Sequence[Event]) -> None:

@@ -336,19 +336,13 @@ def _reason(name: str, contribution: float, raw: float, because: tuple[str, ...]
                   because=because)
 
 
-#: Contributions above this show whatever rounding to 6 decimals does, below the next never
-#: (rounding moves a value by at most 5e-7): only those between are rounded to decide.
-_SURELY_SHOWN, _MAYBE_SHOWN = TIE_BREAK + 1e-6, TIE_BREAK - 1e-6
-
-
 def _shown(values: list[tuple[str, float, float]], tie_only: frozenset[str]) -> list[tuple[int, tuple[str, float, float]]]:
     """The (rank, (source, contribution, raw score)) pairs an item's reasons show, strongest first."""
     # At equal contributions a source that only breaks ties comes last.
     ranked = sorted(values, key=lambda v: (-v[1], v[0] in tie_only))
     # Sources that added nothing (or only broke ties) are left out; the strongest one stands
     # in if none added more.
-    shown = [(r, v) for r, v in enumerate(ranked) if v[1] > _SURELY_SHOWN or (v[1] > _MAYBE_SHOWN and
-                                                                           round(v[1], 6) > TIE_BREAK)]
+    shown = [(r, v) for r, v in enumerate(ranked) if round(v[1], 6) > TIE_BREAK]
     if not shown and ranked:
         shown = [(0, ranked[0])]
     return shown

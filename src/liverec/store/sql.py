@@ -136,10 +136,8 @@ class Store:
         # An in-memory SQLite database is one shared connection: every use must take turns.
         self._serial = threading.RLock() if serialize else None
         # A SQLite file has one writer at a time. Writers of this process queue on a lock of
-        # their own instead of SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms between
-        # tries: behind a busy writer (the impression log draining a backlog in 1,000-row
-        # transactions) an event commit polling that way finds the file free only now and
-        # then, and ingestion falls to a fraction of its rate.
+        # their own rather than poll through SQLite's busy handler, which sleeps 1, 2, 5, 10 ...
+        # ms between tries (writers of other processes still meet it).
         self._writer = threading.RLock() if self.dialect == "sqlite" and not serialize else None
         self._migrate()
 
