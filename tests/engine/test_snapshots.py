@@ -98,9 +98,16 @@ def test_restart_from_snapshot_serves_what_the_writer_served(url, encoder, books
     # items without interactions from their LM vectors whenever the catalog changes, so
     # seeing the new items before the tail's first event moves its scores (and, through
     # fusion, the lists) slightly. Exact again once a snapshot is written after the change.
+    # The 20 new items are folded in from their first one or two users against X^T X, where
+    # users not read since their last events count with the row of their last read: the
+    # writer read u0, u3 and u7 before the new items came, the replay did not, so those
+    # items move more (of scores up to ~1.2).
     als = [k for k in expected if k.endswith("/als")]
+    new = np.isin(got["ids"], [b.id for b in books[300:320]])
+    assert list(got["ids"]) == list(expected["ids"])
     for k in als:
-        np.testing.assert_allclose(got[k], expected[k], atol=0.05)
+        np.testing.assert_allclose(np.array(got[k])[~new], np.array(expected[k])[~new], atol=0.05)
+        np.testing.assert_allclose(np.array(got[k])[new], np.array(expected[k])[new], atol=0.2)
     same = [k for k in expected if k not in als and k not in users]
     assert {k: got[k] for k in same} == {k: expected[k] for k in same}
     for u in users:

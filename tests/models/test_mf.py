@@ -49,6 +49,7 @@ def implicit_als(m: ALS):
     ref = AlternatingLeastSquares(
         factors=m.factors, regularization=m.regularization, alpha=m.alpha, num_threads=1
     )
+    m.solve_all()
     ref.item_factors = m.item_factors_[: m.n_items_].copy()
     ref.user_factors = m.user_factors_[: m.n_users_].copy()
     return ref
@@ -102,7 +103,39 @@ def test_als_fold_in_equals_implicit_recalculate_user(user, data):
         m.learn_one(Event(user=user, item=f"i{j}", kind=kind, timestamp=T0 + 1e6 + k))
     idx, strengths = m.user_items(user)
     expected = implicit_als(m).recalculate_user(0, row_csr(idx, strengths, m.n_items_))
-    np.testing.assert_allclose(m.user_factors_[m.users_[user]], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.user_factor(user), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_als_solves_a_user_once_per_read_with_the_gram_matrices_in_step(data, monkeypatch):
+    """Events mark the user's row; the next read solves it once, to what solving after
+    every event gives (the item factors did not move between them), and ``X^T X`` follows."""
+    from liverec.models import mf
+
+    cat, events = data
+    lazy, eager = fit(ALS(), cat, events), fit(ALS(), cat, events)
+    burst = [Event(user=u, item=f"i{j}", kind="click", timestamp=T0 + 1e6 + k)
+             for k, (u, j) in enumerate([("u0", 3), ("u0", 9), ("u1", 4), ("u0", 17), ("new", 2)])]
+    solves = []
+    real = mf.solve_least_squares
+    monkeypatch.setattr(mf, "solve_least_squares", lambda *a: solves.append(1) or real(*a))
+    for e in burst:
+        lazy.learn_one(e)
+        eager.learn_one(e)
+        eager.solve_all()  # the same events, each solved at once
+    assert len(solves) == len(burst)  # eager: one per event; lazy: none yet
+    items = cat.from_idx(cat.alive_idx())
+    for u in ("u0", "u1", "new", "u5"):
+        np.testing.assert_allclose(lazy.score(UserState(u), items), eager.score(UserState(u), items),
+                                   rtol=1e-5, atol=1e-6)
+    assert len(solves) == 2 * len(burst) - 2  # lazy: one per user with events (u0, u1, new)
+    lazy.score(UserState("u0"), items)
+    assert len(solves) == 2 * len(burst) - 2  # solved rows are read as they are
+    x = lazy.user_factors_[: lazy.n_users_].astype(np.float64)
+    np.testing.assert_allclose(lazy.xtx_, x.T @ x, rtol=1e-6, atol=1e-8)
+    # A snapshot keeps the marks: a restored learner solves them as the writer would.
+    lazy.learn_one(Event(user="u1", item="i8", timestamp=T0 + 2e6))
+    back = Learner.loads(lazy.dumps(), cat)
+    np.testing.assert_array_equal(back.user_factor("u1"), lazy.user_factor("u1"))
 
 
 def test_all_events_counts_every_event_with_strength_one(data):

@@ -5,8 +5,9 @@ CPU solvers on a users x items matrix of interaction strengths, then keep learni
 from every event without a refit:
 
 - ``ALS`` re-solves the user's vector in closed form against the (fixed) item
-  factors: the system implicit's ``recalculate_user`` solves, ~0.2 ms per event on
-  MovieLens-small (2-3x faster than calling implicit, thanks to a cached ``Y^T Y``);
+  factors: the system implicit's ``recalculate_user`` solves (with a cached ``Y^T Y``),
+  once per user between reads: an event marks the user's row, the next read of it
+  solves it (a burst of events costs one solve, not one per event);
 - ``BPR`` takes a few SGD steps on the user's vector with sampled negatives.
 
 Items without interactions (added to the catalog after the fit, or never consumed)
@@ -550,9 +551,10 @@ class ALS(_MatrixFactorization):
     Batch: implicit's CPU ``AlternatingLeastSquares`` on users x items strengths (the
     sum of positive feedback weights per pair or, with ``all_events=True``, the number
     of events of any kind), confidence ``alpha * strength``. Online: each event updates
-    the user's row and re-solves that user's vector against the fixed item factors
-    (the same system as implicit's ``recalculate_user``, with a cached ``Y^T Y``);
-    a brand-new user has a vector from their first event. Items with no interactions
+    the user's row, and the next read of the user's vector re-solves it against the
+    fixed item factors (the same system as implicit's ``recalculate_user``, with a cached
+    ``Y^T Y``; once per read, however many events came before it); a brand-new user has
+    a vector from their first event. Items with no interactions
     get a vector mapped from their LM vector and text (ridge ``map_l2``, the
     ``map_neighbours`` nearest items with interactions by LM vector and, with
     ``map_text``, by words; see ``map_vectors``); once such an item is
@@ -643,6 +645,8 @@ class ALS(_MatrixFactorization):
         self.updates_ = 0
         # Users of each item that had no batch interactions, once it gets some online.
         self.item_users_: dict[int, dict[int, float]] = {}
+        # Rows with interactions their factors have not been solved for yet (see _update).
+        self.unsolved_: set[int] = set()
         self._refresh_grams()
         if not self.user_tables:
             # Rows are solved per request from the users' recent events; the fit's rows are not
@@ -663,8 +667,44 @@ class ALS(_MatrixFactorization):
 
     def _query(self, user: UserState) -> np.ndarray | None:
         if self.user_tables or getattr(self, "n_interactions_", 0) < self.min_interactions:
+            r = self.users_.get(user.user)
+            if r is not None and r in self._unsolved():
+                self._solve_user(r)
             return super()._query(user)
         return self._fold_in(user)
+
+    def user_factor(self, user: str) -> np.ndarray | None:
+        """``user``'s factor row as of every event learned so far (None: no row).
+
+        Examples
+        --------
+        >>> from liverec.encode import Catalog
+        >>> cat = Catalog(dim=2)
+        >>> _ = cat.upsert(["a", "b"], np.eye(2, dtype=np.float32), [{}, {}], ["", ""])
+        >>> m = ALS(factors=2, iterations=5, min_interactions=0).fit(
+        ...     InteractionLog.from_events([Event(user="u", item="a")], cat))
+        >>> m.learn_one(Event(user="w", item="a"))
+        >>> m.user_factor("w").shape, m.user_factor("nobody")
+        ((2,), None)
+        """
+        self._check_fitted()
+        r = self.users_.get(user)
+        if r is None or not self.user_tables:
+            return None
+        if r in self._unsolved():
+            self._solve_user(r)
+        return self.user_factors_[r]
+
+    def solve_all(self) -> None:
+        """Solve every row marked by events since it was last read (``user_factor`` of each)."""
+        for r in sorted(self._unsolved()):
+            self._solve_user(r)
+
+    def _unsolved(self) -> set[int]:
+        pending = self.__dict__.get("unsolved_")  # a learner restored from an older snapshot has none
+        if pending is None:
+            pending = self.unsolved_ = set()
+        return pending
 
     def _fold_in(self, user: UserState) -> np.ndarray | None:
         """The user's row solved from the request's recent events (kept on the request's state)."""
@@ -704,23 +744,35 @@ class ALS(_MatrixFactorization):
             col[r] = col.get(r, 0.0) + strength
 
     def _update(self, row: int, item: int) -> None:
-        idx, s = self._row(row)
-        old = self.user_factors_[row].astype(np.float64)
-        reg = self.regularization
-        x = solve_least_squares(self.yty_, self.item_factors_, idx, self.alpha * s, reg)
-        self.user_factors_[row] = x
-        x = self.user_factors_[row].astype(np.float64)  # the float32 value actually stored
-        _rank_one_update(self.xtx_, x, old)
+        # The user's row is marked, not solved: the next read of it (a request, a fold-in
+        # of an item it interacted with) solves it once against the item factors of that
+        # moment, however many events came in between. Solving at every event gave the
+        # same vector for the last event (the item factors rarely move between two events)
+        # and cost a 64 x 64 solve per event, most of the ingestion time.
+        unsolved = self._unsolved()
+        unsolved.add(row)
         col = self.item_users_.get(item)
         if col is not None:  # an item with no batch interactions: fold it in from its users
             users = np.fromiter(col.keys(), dtype=np.int64, count=len(col))
+            for r in users[np.isin(users, np.fromiter(unsolved, dtype=np.int64, count=len(unsolved)))]:
+                self._solve_user(int(r))
             conf = self.alpha * np.fromiter(col.values(), dtype=np.float64, count=len(col))
-            y = solve_least_squares(self.xtx_, self.user_factors_, users, conf, reg)
+            y = solve_least_squares(self.xtx_, self.user_factors_, users, conf, self.regularization)
             self._set_items(np.array([item]), y[None, :])
             self.has_cf_[item] = True
         self.updates_ += 1
         if self.updates_ % _REFRESH_GRAMS == 0:
             self._refresh_grams()
+
+    def _solve_user(self, row: int) -> None:
+        """Re-solve user ``row``'s factors from its interactions; keep ``X^T X`` in step."""
+        idx, s = self._row(row)
+        old = self.user_factors_[row].astype(np.float64)
+        x = solve_least_squares(self.yty_, self.item_factors_, idx, self.alpha * s, self.regularization)
+        self.user_factors_[row] = x
+        x = self.user_factors_[row].astype(np.float64)  # the float32 value actually stored
+        _rank_one_update(self.xtx_, x, old)
+        self._unsolved().discard(row)
 
 
 @register
