@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import pytest
 
 import liverec.models.itemknn as itemknn_module
@@ -82,6 +83,32 @@ def test_itemknn_per_event_equals_batch_refit_exactly(params, monkeypatch):
         else:
             np.testing.assert_array_equal(streamed.score(UserState(u), items), expected)
             np.testing.assert_array_equal(online.score(UserState(u), items), expected)
+
+
+@pytest.mark.parametrize("n_lookups", [5, 400])  # one search per row, and the vectorised rounds
+def test_itemknn_row_store_finds_every_entry_and_no_other(n_lookups, monkeypatch):
+    monkeypatch.setattr(itemknn_module, "_TAIL", 32)  # the appended entries stay unsorted tails
+    rng = np.random.default_rng(n_lookups)
+    n = 60
+    dense = (rng.random((n, n)) < 0.2) * rng.integers(1, 5, (n, n))
+    dense[7] = 0  # an empty row
+    store = itemknn_module._RowStore(sp.csr_matrix(dense.astype(np.float32)))
+    ref = {(r, c): float(dense[r, c]) for r, c in zip(*np.nonzero(dense))}
+    for _ in range(3):  # unsorted tails (rows moved to grow)
+        r = int(rng.integers(n))
+        cols = np.array([c for c in rng.permutation(n)[:6].tolist() if (r, c) not in ref], dtype=np.int64)
+        store.append_to_row(r, cols, np.ones(len(cols)))
+        ref.update({(r, int(c)): 1.0 for c in cols})
+    rows = rng.integers(n, size=n_lookups)
+    cols = rng.integers(n, size=n_lookups)
+    pos = store.find(rows, cols)
+    for r, c, p in zip(rows.tolist(), cols.tolist(), pos.tolist()):
+        if (r, c) in ref:
+            assert p >= 0 and store.cols[p] == c and store.vals[p] == ref[(r, c)]
+            assert store.start[r] <= p < store.start[r] + store.size[r]
+        else:
+            assert p == -1
+    assert (store.size > store.nsorted).any()  # the tails were searched too
 
 
 def test_itemknn_co_consumed_items_score_higher_and_explain():

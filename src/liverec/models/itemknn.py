@@ -129,17 +129,19 @@ class _RowStore:
             return self._find_each(rows, col)
         want = np.broadcast_to(np.asarray(col, dtype=np.int64), rows.shape)
         s = self.start[rows]
-        lo, hi = s.copy(), s + self.nsorted[rows]
-        end = hi.copy()
+        m = self.nsorted[rows]
+        end = s + m
         cols = self.cols
-        active = np.flatnonzero(lo < hi)
-        while len(active):  # binary search in every row's sorted part at once
-            mid = (lo[active] + hi[active]) // 2
-            less = cols[mid] < want[active]
-            lo[active[less]] = mid[less] + 1
-            hi[active[~less]] = mid[~less]
-            active = active[lo[active] < hi[active]]
-        pos = np.where((lo < end) & (cols[np.minimum(lo, len(cols) - 1)] == want), lo, -1)
+        last = len(cols) - 1
+        lo, left = s.copy(), m.copy()
+        for _ in range(int(m.max()).bit_length() if len(m) else 0):
+            # One round of a lower-bound search in every row's sorted part at once, on whole
+            # arrays (a search that has ended has nothing left and stays put).
+            half = left >> 1
+            go = (cols[np.minimum(lo + half, last)] < want) & (left > 0)
+            lo += np.where(go, half + 1, 0)
+            left = np.where(go, left - half - 1, half)
+        pos = np.where((lo < end) & (cols[np.minimum(lo, last)] == want), lo, -1)
         tail = np.flatnonzero((pos < 0) & (self.size[rows] > self.nsorted[rows]))
         if len(tail):  # the short unsorted tails, gathered in one go
             a = end[tail]
@@ -253,21 +255,25 @@ class _RowStore:
         head = np.concatenate(([True], ks[1:] != ks[:-1]))
         pair_r, pair_c = ks[head] // n, ks[head] % n
         pos = self.find(pair_r, pair_c)
-        if (pos < 0).any():  # new entries start at 0 (appending may move rows: find them again)
-            new = pos < 0
-            self.append(pair_r[new], pair_c[new], np.zeros(int(new.sum())))
-            pos = self.find(pair_r, pair_c)
+        old = pos >= 0
+        # Each pair's running value, from its stored one (0 for a new entry), is worked out
+        # first; the store is written once at the end (appending may move rows, so positions
+        # found before it would not hold across it).
+        cur = np.zeros(len(pos), dtype=np.float32)
+        cur[old] = self.vals[pos[old]]
         first = np.flatnonzero(head)
         grp = np.cumsum(head) - 1
         rank = np.arange(len(ks)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
         by_rank = np.argsort(rank, kind="stable")
         bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
         after = np.empty(len(v), dtype=np.float32)
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round touches distinct entries
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round touches distinct pairs
             sel = order[by_rank[a:b]]
-            p = pos[grp[by_rank[a:b]]]
-            self.add(p, v[sel])
-            after[sel] = self.vals[p]
+            g = grp[by_rank[a:b]]
+            cur[g] = (cur[g].astype(np.float64) + v[sel]).astype(np.float32)  # as :meth:`add`
+            after[sel] = cur[g]
+        self.vals[pos[old]] = cur[old]
+        self.append(pair_r[~old], pair_c[~old], cur[~old])
         return after
 
     def rows(self, rows: np.ndarray) -> SparseRows:
@@ -521,10 +527,11 @@ class ItemKNN(Learner):
         self._ensure(max(len(self.catalog_), max(st[0] for st in steps) + 1))
         if any(len(st[3]) for st in steps):
             # C_ij += d x_j and C_ji alike, for every step, in step order.
-            it = np.concatenate([np.full(len(js), i, dtype=np.int64) for i, _, _, js, _ in steps])
+            sizes = [len(st[3]) for st in steps]
+            it = np.repeat(np.array([st[0] for st in steps], dtype=np.int64), sizes)
             jt = np.concatenate([st[3] for st in steps])
             v = np.concatenate([st[4] for st in steps])
-            step = np.repeat(np.arange(len(steps)), [len(st[3]) for st in steps])
+            step = np.repeat(np.arange(len(steps)), sizes)
             order = np.argsort(np.concatenate([step, step]), kind="stable")
             rows, cols = np.concatenate([it, jt])[order], np.concatenate([jt, it])[order]
             self.counts_.add_in_order(rows, cols, np.concatenate([v, v])[order])
