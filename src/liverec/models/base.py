@@ -328,8 +328,8 @@ class BatchLearner(Protocol):
 
     Examples
     --------
-    >>> from liverec.models import ItemKNN, ContentProfile
-    >>> isinstance(ItemKNN(), BatchLearner), isinstance(ContentProfile(), BatchLearner)
+    >>> from liverec.models import ItemKNN, Trending
+    >>> isinstance(ItemKNN(), BatchLearner), isinstance(Trending(), BatchLearner)
     (True, False)
     """
 

@@ -236,6 +236,60 @@ class ContentProfile(CentredSpace, Learner):
         else:  # a late event: add it already faded
             self.profiles_[event.user] = (p + w * math.exp2(-(t0 - event.timestamp) / h) * v).astype(KEPT)
 
+    def learn_many(self, events: Sequence[Event]) -> None:
+        """``learn_one`` on each event in order (:class:`~liverec.models.base.BatchLearner`),
+        to the same profiles: in rounds of at most one event per user (a user's first event
+        of the run, then the second, ...), each round's profiles updated as one array.
+        """
+        self._check_fitted()
+        if not self.user_tables:
+            return
+        rounds: list[list[tuple[Event, int]]] = []
+        nth: dict[str, int] = {}
+        for e in events:
+            i = self.catalog_.get_idx(e.item)
+            if i is None:
+                continue
+            k = nth.get(e.user, 0)
+            nth[e.user] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append((e, i))
+        for run in rounds:
+            self._learn_round(run)
+
+    def _learn_round(self, run: Sequence[tuple[Event, int]]) -> None:
+        """``learn_one`` on events of distinct users, as arrays: a profile is
+        ``(p * fade + c * v)`` in float32 times Python floats, exactly as one by one."""
+        h = self.half_life_days * _DAY
+        per = 1.0 / self.half_life_events if self.half_life_events else 0.0
+        n = len(run)
+        fade = np.ones(n, dtype=np.float32)
+        coef = np.empty(n, dtype=np.float64)
+        old = np.zeros((n, self.catalog_.dim), dtype=KEPT)
+        fresh = np.zeros(n, dtype=bool)
+        for j, (e, _) in enumerate(run):
+            w = self._fb.weight(e.kind, e.value)
+            p = self.profiles_.get(e.user)
+            t0 = self.last_t_.get(e.user)
+            if p is None or t0 is None:
+                fresh[j], coef[j] = True, w
+                self.last_t_[e.user] = e.timestamp
+            elif e.timestamp >= t0:
+                old[j], fade[j], coef[j] = p, math.exp2(-(e.timestamp - t0) / h - per), w
+                self.last_t_[e.user] = e.timestamp
+            else:
+                old[j], coef[j] = p, w * math.exp2(-(t0 - e.timestamp) / h)
+        idx = np.fromiter((i for _, i in run), dtype=np.int64, count=n)
+        v = self.catalog_.vectors[idx].astype(np.float64)
+        if self.center:
+            norms = self._norms()  # first: it may set the mean
+            v = (v - self.mean_) / norms[idx][:, None]
+        add = coef[:, None] * v
+        new = np.where(fresh[:, None], add, old * fade[:, None] + add).astype(KEPT)
+        for j, (e, _) in enumerate(run):
+            self.profiles_[e.user] = new[j].copy()  # its own array: a row would keep the round's alive
+
     def query_vector(self, user: UserState) -> np.ndarray | None:
         """The vector whose inner product with an item is its score; None for a cold user."""
         long = self._long(user)
