@@ -266,7 +266,7 @@ class ContentProfile(CentredSpace, Learner):
         n = len(run)
         fade = np.ones(n, dtype=np.float32)
         coef = np.empty(n, dtype=np.float64)
-        old = np.zeros((n, self.catalog_.dim), dtype=KEPT)
+        old = np.zeros((n, int(self.catalog_.dim or 0)), dtype=KEPT)
         fresh = np.zeros(n, dtype=bool)
         for j, (e, _) in enumerate(run):
             w = self._fb.weight(e.kind, e.value)
