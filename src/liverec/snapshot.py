@@ -625,6 +625,11 @@ class Snapshots:
             self._scheduler.stop()
 
 
+#: Scheduled snapshots take at most this share of the time: after one that took ``t``
+#: seconds, the next by count waits until ``t / MAX_DUTY`` seconds have passed since it began.
+MAX_DUTY = 0.05
+
+
 class Scheduler:
     """Calls ``take()`` (in its own thread) every ``every_events`` new log events, every
     ``interval_s`` seconds when there were new events, and soon after :meth:`request`.
@@ -632,6 +637,9 @@ class Scheduler:
     ``position()`` is the log's current end; :meth:`wrote` tells it a snapshot at a log
     position was written (by a fit, say), which restarts both counts. ``take()`` returns
     None when it could not write now (a fit is running): it is asked again next poll.
+    Snapshots by count are spaced so that writing them takes at most :data:`MAX_DUTY` of
+    the time (a scheduled snapshot holds the engine lock while it serialises): under heavy
+    ingestion they come every ``t / MAX_DUTY`` seconds rather than every ``every_events``.
 
     >>> sch = Scheduler(lambda: None, lambda: 0, every_events=100, interval_s=0)
     >>> sch.wrote(50); sch.due(120), sch.due(150)
@@ -639,10 +647,12 @@ class Scheduler:
     """
 
     def __init__(self, take: Callable[[], SnapshotInfo | None], position: Callable[[], int], *, every_events: int,
-                 interval_s: float, poll_s: float = 1.0) -> None:
-        self.take, self.position = take, position
+                 interval_s: float, poll_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.take, self.position, self.clock = take, position, clock
         self.every_events, self.interval_s, self.poll_s = every_events, interval_s, poll_s
-        self._last_seq, self._last_time = 0, time.monotonic()
+        self._last_seq, self._last_time = 0, clock()
+        #: When the last scheduled snapshot began, and how long it took.
+        self._began, self._took = self._last_time, 0.0
         self._asked = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="liverec-snapshot", daemon=True)
@@ -652,7 +662,7 @@ class Scheduler:
         return self
 
     def wrote(self, log_seq: int) -> None:
-        self._last_seq, self._last_time = log_seq, time.monotonic()
+        self._last_seq, self._last_time = log_seq, self.clock()
 
     def request(self) -> None:
         """Take a snapshot at the next poll, whatever the counts."""
@@ -662,15 +672,23 @@ class Scheduler:
         new = position - self._last_seq
         if self._asked:
             return True
-        if self.every_events and new >= self.every_events:
+        now = self.clock()
+        if self.every_events and new >= self.every_events and now - self._began >= self._took / MAX_DUTY:
             return True
-        return bool(self.interval_s and new > 0 and time.monotonic() - self._last_time >= self.interval_s)
+        return bool(self.interval_s and new > 0 and now - self._last_time >= self.interval_s)
+
+    def poll(self) -> None:
+        """Take a snapshot if one is due (the thread calls this every ``poll_s`` seconds)."""
+        if self.due(self.position()):
+            began = self.clock()
+            if self.take() is not None:
+                self._asked = False
+                self._began, self._took = began, self.clock() - began
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
             try:
-                if self.due(self.position()) and self.take() is not None:
-                    self._asked = False
+                self.poll()
             except Exception:  # keep serving; the next poll tries again
                 log.exception("scheduled snapshot failed")
 

@@ -292,6 +292,38 @@ def test_the_scheduler_writes_by_time_only_when_the_log_grew():
     assert sch.due(10)  # asked for (after an erasure), whatever the counts
 
 
+def test_the_scheduler_spaces_snapshots_by_count_to_a_share_of_the_time():
+    now, position, taken = [100.0], [0], []
+
+    def take():  # a snapshot that takes 2 s and is written at the log's end
+        now[0] += 2.0
+        taken.append(position[0])
+        sch.wrote(position[0])
+        return object()
+
+    sch = snapshot_module.Scheduler(take, lambda: position[0], every_events=1000, interval_s=0,
+                                    clock=lambda: now[0])
+    position[0] = 1000
+    sch.poll()
+    assert taken == [1000]  # the first by count alone
+    wait = 2.0 / snapshot_module.MAX_DUTY  # 40 s from the start of one 2-s snapshot to the next
+    position[0] = 5000  # heavy ingestion: five times the count, soon after
+    for t in (110.0, 100.0 + wait - 0.1):
+        now[0] = t
+        sch.poll()
+    assert taken == [1000]
+    now[0] = 100.0 + wait
+    sch.poll()
+    assert taken == [1000, 5000]
+    position[0] = 5500
+    now[0] += 1000.0
+    sch.poll()
+    assert taken == [1000, 5000]  # the count still has to be reached
+    sch.request()  # asked for (after an erasure): at once
+    sch.poll()
+    assert taken == [1000, 5000, 5500]
+
+
 def test_a_snapshot_of_an_older_format_is_refused_and_the_node_refits(tmp_path, encoder, books, monkeypatch, caplog):
     s, url, ids = in_a_directory(tmp_path, books, 100)
     monkeypatch.setattr(snapshot_module, "FORMAT_VERSION", snapshot_module.FORMAT_VERSION - 1)
