@@ -29,7 +29,10 @@ Scenarios:
 5. ``event->reco``: a Python client, sequential: POST a click, then GET the user's list (on a
    second connection) and check the clicked book is gone (seen exclusion proves the state
    moved); round-trip p99.
-6. ``ingest-batch``: unpaced wrk, POST /events with ``--batch`` events per request, 1 connection.
+6. ``ingest-batch``: unpaced wrk, POST /events with ``--batch`` events per request, 1 connection;
+   ``ingest-batch-4`` the same on 4 connections (a bulk loader with a few requests in flight:
+   one request's body is read and checked while another commits, and group commit stores and
+   learns the batches waiting together in one transaction).
 7. ``mixed``: open-loop ``--mixed-rate`` req/s for ``--mixed-seconds`` s, ``--write-share``
    POST a click and the rest GET a list (cache on); the server's RSS before and after.
 
@@ -387,6 +390,7 @@ def main() -> None:
                     "reco-max": (reco_script(args.users, None), 8),
                     "ingest": (ingest_script(args.users, ids), 32),
                     "ingest-batch": (batch_script(args.users, ids, args.batch, args.seed), 1),
+                    "ingest-batch-4": (batch_script(args.users, ids, args.batch, args.seed), 4),
                     "health": (health_script(), 8),
                 }
                 for name, (script, conns) in wrk_runs.items():
@@ -415,7 +419,7 @@ def main() -> None:
         proc.wait(30)
     rows = {}
     for name in ("reco-300", "reco-300-uncached", "reco-max", "reco-max-uncached", "ingest", "ingest-no-refit",
-                 "ingest-batch", "health", "mixed"):
+                 "ingest-batch", "ingest-batch-4", "health", "mixed"):
         r = results[name]
         rows[f"{name} ({r['req_per_s']:.0f} req/s, errors {r['errors'] + r['non2xx']}, load {r['load_average']})"] = {
             "n": r["requests"], "p50_ms": r["p50"], "p90_ms": r["p90"], "p99_ms": r["p99"], "max_ms": r["max"],
@@ -434,6 +438,8 @@ def main() -> None:
         ("ingestion, 1 event per request, re-fits off", f"{results['ingest-no-refit']['req_per_s']:.0f} events/s"),
         (f"ingestion, {args.batch} events per request",
          f"{results['ingest-batch']['req_per_s'] * args.batch:.0f} events/s"),
+        (f"ingestion, {args.batch} events per request, 4 connections",
+         f"{results['ingest-batch-4']['req_per_s'] * args.batch:.0f} events/s"),
         ("mixed: RSS before -> after", f"{mixed['rss_mb_before']:.0f} -> {mixed['rss_mb_after']:.0f} MB "
                                        f"({mixed['rss_growth']:+.1%})"),
         ("floor: most req/s one worker can rank (1000 / mean recommend ms)",
