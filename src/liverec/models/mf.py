@@ -753,9 +753,9 @@ class ALS(_MatrixFactorization):
         unsolved.add(row)
         col = self.item_users_.get(item)
         if col is not None:  # an item with no batch interactions: fold it in from its users
+            for r in [r for r in col if r in unsolved]:  # its users' rows as of now
+                self._solve_user(r)
             users = np.fromiter(col.keys(), dtype=np.int64, count=len(col))
-            for r in users[np.isin(users, np.fromiter(unsolved, dtype=np.int64, count=len(unsolved)))]:
-                self._solve_user(int(r))
             conf = self.alpha * np.fromiter(col.values(), dtype=np.float64, count=len(col))
             y = solve_least_squares(self.xtx_, self.user_factors_, users, conf, self.regularization)
             self._set_items(np.array([item]), y[None, :])
