@@ -280,11 +280,7 @@ class ContentProfile(CentredSpace, Learner):
                 self.last_t_[e.user] = e.timestamp
             else:
                 old[j], coef[j] = p, w * math.exp2(-(t0 - e.timestamp) / h)
-        idx = np.fromiter((i for _, i in run), dtype=np.int64, count=n)
-        v = self.catalog_.vectors[idx].astype(np.float64)
-        if self.center:
-            norms = self._norms()  # first: it may set the mean
-            v = (v - self.mean_) / norms[idx][:, None]
+        v = self.item_vectors(np.fromiter((i for _, i in run), dtype=np.int64, count=n))
         add = coef[:, None] * v
         new = np.where(fresh[:, None], add, old * fade[:, None] + add).astype(KEPT)
         for j, (e, _) in enumerate(run):

@@ -668,8 +668,8 @@ class ALS(_MatrixFactorization):
     def _query(self, user: UserState) -> np.ndarray | None:
         if self.user_tables or getattr(self, "n_interactions_", 0) < self.min_interactions:
             r = self.users_.get(user.user)
-            if r is not None and r in self._unsolved():
-                self._solve_user(r)
+            if r is not None:
+                self._settle(r)
             return super()._query(user)
         return self._fold_in(user)
 
@@ -691,14 +691,18 @@ class ALS(_MatrixFactorization):
         r = self.users_.get(user)
         if r is None or not self.user_tables:
             return None
-        if r in self._unsolved():
-            self._solve_user(r)
+        self._settle(r)
         return self.user_factors_[r]
 
     def solve_all(self) -> None:
         """Solve every row marked by events since it was last read (``user_factor`` of each)."""
         for r in sorted(self._unsolved()):
             self._solve_user(r)
+
+    def _settle(self, row: int) -> None:
+        """Solve ``row`` if events marked it since it was last solved."""
+        if row in self._unsolved():
+            self._solve_user(row)
 
     def _unsolved(self) -> set[int]:
         pending = self.__dict__.get("unsolved_")  # a learner restored from an older snapshot has none
@@ -749,12 +753,11 @@ class ALS(_MatrixFactorization):
         # moment, however many events came in between. Solving at every event gave the
         # same vector for the last event (the item factors rarely move between two events)
         # and cost a 64 x 64 solve per event, most of the ingestion time.
-        unsolved = self._unsolved()
-        unsolved.add(row)
+        self._unsolved().add(row)
         col = self.item_users_.get(item)
         if col is not None:  # an item with no batch interactions: fold it in from its users
-            for r in [r for r in col if r in unsolved]:  # its users' rows as of now
-                self._solve_user(r)
+            for r in col:  # its users' rows as of now
+                self._settle(r)
             users = np.fromiter(col.keys(), dtype=np.int64, count=len(col))
             conf = self.alpha * np.fromiter(col.values(), dtype=np.float64, count=len(col))
             y = solve_least_squares(self.xtx_, self.user_factors_, users, conf, self.regularization)
