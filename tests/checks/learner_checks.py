@@ -8,6 +8,8 @@ learner in ``liverec.models.REGISTRY``.
 from __future__ import annotations
 
 import copy
+import gc
+import types
 
 import numpy as np
 import pytest
@@ -409,6 +411,48 @@ def check_users_from_events(learner: Learner) -> None:
             assert [bare.because(st, int(i)) for i in best] == [kept.because(st, int(i)) for i in best]
 
 
+def _reachable_tracked(root: object) -> set[int]:
+    """ids of the objects the cyclic collector tracks that ``root`` reaches, short of
+    modules, classes and functions (shared with the rest of the process)."""
+    shared = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen or isinstance(o, shared) or not gc.is_tracked(o):
+            continue
+        seen.add(id(o))
+        todo.extend(gc.get_referents(o))
+    return seen
+
+
+def check_freed_without_the_cycle_collector(learner: Learner) -> None:
+    """A fitted learner, used, saved and loaded back (what a re-fit swaps in), holds no
+    reference cycle: when it is replaced, reference counting alone frees all of it. The
+    service freezes the heap after each swap (``service/heap.py``); a cycle would stay
+    there until the next full settle."""
+    gc.collect()
+    gc.disable()
+    try:
+        cat = make_catalog()
+        m = Learner.loads(fitted(learner, cat=cat).dumps(), cat)
+        st = UserState("u1", (Event(user="u1", item="i2", kind="click", timestamp=1_800_000_000.0),))
+        m.learn_one(Event(user="u1", item="i3", kind="like", timestamp=1_800_000_001.0))
+        m.score(st, all_items(cat))
+        if isinstance(m, Retriever):
+            m.candidates(st, 5)
+        reach = _reachable_tracked(m)
+        del m
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        leaked = [o for o in gc.garbage if id(o) in reach]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not leaked, f"{type(learner).__name__} keeps reference cycles: {[type(o).__name__ for o in leaked][:10]}"
+
+
 ALL_CHECKS = [
     check_scores_shape_and_finite,
     check_a_few_items_score_as_in_the_whole_catalog,
@@ -428,4 +472,5 @@ ALL_CHECKS = [
     check_explains_with_the_users_own_items,
     check_counts_events_per_item,
     check_users_from_events,
+    check_freed_without_the_cycle_collector,
 ]

@@ -4,6 +4,7 @@ a full collection over millions of them holds the GIL for ~100 ms, stalling ever
 from __future__ import annotations
 
 import gc
+import weakref
 
 from liverec import Event
 
@@ -52,3 +53,48 @@ def test_a_cached_answer_holds_nothing_the_cyclic_collector_walks(make_client) -
     for version, born, payload, rows in entries:
         assert len(rows) == 5 and all(type(r) is tuple and len(r) == 4 for r in rows)
         assert not gc.is_tracked(rows) and all(not gc.is_tracked(r) for r in rows)
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector can free it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_swap_walks_only_the_young_and_frees_the_replaced_learners(make_client, monkeypatch) -> None:
+    c = make_client(open_access=True)
+    eng, heap = c.engine, c.app.state.svc.heap
+    ids = eng.catalog.ids[:40]
+    eng.record_many([Event(user=f"u{k}", item=ids[(k * 3 + j) % 40], kind="click", timestamp=1_700_000_000.0 + 10 * k + j)
+                     for k in range(10) for j in range(4)])
+    eng.fit()
+    unfreezes = []
+    real = gc.unfreeze
+    monkeypatch.setattr(gc, "unfreeze", lambda: (unfreezes.append(1), real())[1])
+    old = weakref.ref(eng.learners["itemknn"])
+    assert not _tracked(old())  # frozen at the last swap
+    eng.fit()
+    assert old() is None  # frozen, yet freed by reference counting the moment it was replaced
+    assert not _tracked(eng.learners["itemknn"].__dict__) and unfreezes == [] and heap.full_settles == 1
+
+
+def test_a_cycle_leaked_into_the_frozen_heap_is_freed_once_the_heap_regrows(make_client) -> None:
+    c = make_client(open_access=True)
+    eng, heap = c.engine, c.app.state.svc.heap
+    eng.record(Event(user="u0", item=eng.catalog.ids[0], kind="click", timestamp=1_700_000_000.0))
+    held = _Cycle()
+    gc.collect()  # now in the oldest generation, which a swap does not collect
+    leaked = weakref.ref(held)
+    gc.disable()  # (no automatic collection frees it before the swap freezes it)
+    try:
+        del held  # garbage in a cycle
+        eng.fit()
+    finally:
+        gc.enable()
+    assert leaked() is not None and heap.full_settles == 1
+    gc.collect()
+    assert leaked() is not None  # frozen: no collection walks it
+    grown = [[k] for k in range(int(0.3 * gc.get_freeze_count()))]  # the frozen heap grows by more than a quarter
+    eng.fit()
+    assert heap.full_settles == 2 and leaked() is None and len(grown)

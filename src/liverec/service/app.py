@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -44,30 +43,15 @@ from .routes import ROUTERS, page
 log = logging.getLogger("liverec.http")
 
 
-def settle_heap() -> None:
-    """Free what is left in reference cycles, then move every object alive now into the
-    permanent generation (``gc.freeze``), where the cyclic collector no longer looks.
-
-    The engine holds hundreds of thousands of long-lived objects (events, learner tables):
-    a full collection over them holds the GIL for ~100 ms, and under load one came every few
-    seconds, each stalling every request in flight (measured: 70–110 ms pauses every
-    8–14 s after a re-fit's learners were swapped in). Called when the service starts and
-    after every swap of new learners; the collection here is the one pause per swap.
-    """
-    gc.unfreeze()  # the previous model set, frozen at the last swap, is garbage now
-    gc.collect()
-    gc.freeze()
-
-
 async def start(app: FastAPI, settings: Settings, engine: Engine) -> Service:
     """The Service over ``engine``, its replication and its committer, on ``app.state.svc``."""
-    settle_heap()
-    engine.on_swap.append(settle_heap)  # a fit's new learners are as many objects again
     # The event loop is CPU-bound while the commit thread mostly waits on fsync: with
     # the default 5 ms switch interval, every commit wakes up to 5 ms late (a GIL
     # convoy) and caps group-commit throughput. 0.5 ms keeps the hand-off quick.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
     svc = Service(engine, settings)
+    svc.heap.full()  # the libraries, the engine: hundreds of thousands of long-lived objects
+    engine.on_swap.append(svc.heap)  # after each swap of new learners: young generations only
     if settings.state:
         from .replication import Replicator
 
@@ -107,8 +91,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if svc.rep is not None:
                 svc.rep.close()
             app.state.svc = None
-            if settle_heap in eng.on_swap:
-                eng.on_swap.remove(settle_heap)
+            if svc.heap in eng.on_swap:
+                eng.on_swap.remove(svc.heap)
             if own:
                 eng.close()
             else:

@@ -25,6 +25,7 @@ from .ab import LiveStats, Variant, assign, parse_variants
 from .auth import hash_key
 from .cache import ResponseCache
 from .commit import GroupCommit
+from .heap import HeapSettler
 from .metrics import Metrics
 
 
@@ -47,6 +48,7 @@ class Service:
         self.metrics = Metrics(model_version=lambda: engine.model_version, items=lambda: engine.n_items,
                                commits=lambda: self.commits.commits, committed=lambda: self.commits.groups)
         self.rep: Any = None  # a Replicator when settings.state is set
+        self.heap = HeapSettler()  # keeps long-lived objects out of the cyclic collector's walks
         # The engine ranks one request at a time (its lock): one thread of its own queues them
         # in order, where the default pool's threads would wake each other in a lock convoy.
         self._ranker = ThreadPoolExecutor(1, thread_name_prefix="liverec-rank")
