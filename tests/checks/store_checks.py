@@ -535,17 +535,19 @@ class StoreContract:
         assert store.find_api_key(h1) is None
         assert sql(store, "SELECT name, role, key_hash FROM api_keys") == [("O'Brien", "admin", h2)]
 
-    def test_migrates_a_v4_store_to_one_user_index(self, store: Store) -> None:
-        """Stores before schema 5 had an index on events.user_id besides (user_id, ts): it
-        goes, and a user's events are still read and erased through the other."""
+    def test_migrates_a_v4_store_to_one_user_index_and_none_by_item(self, store: Store) -> None:
+        """Stores before schema 5 had an index on events.user_id besides (user_id, ts), and
+        before schema 6 one on events.item_id, which no query reads: both go, and a user's
+        events are still read and erased through (user_id, ts)."""
         store.append_events([ev("e1"), ev("e2", user="v", ts=1001.0)])
         with store.engine.begin() as conn:
             conn.execute(sa.text("CREATE INDEX ix_events_user_id ON events (user_id)"))
+            conn.execute(sa.text("CREATE INDEX ix_events_item_id ON events (item_id)"))
             conn.execute(sa.text("UPDATE liverec_meta SET value = '4' WHERE key = 'schema_version'"))
         again = Store(store.engine, store.url)
         assert again.schema_version == S.SCHEMA_VERSION
         names = {ix["name"] for ix in sa.inspect(again.engine).get_indexes("events")}
-        assert "ix_events_user_id" not in names and "ix_events_user_ts" in names
+        assert not names & {"ix_events_user_id", "ix_events_item_id"} and "ix_events_user_ts" in names
         assert [e.id for _, e in again.iter_events(user="v")] == ["e2"]
         again.delete_user("v")
         assert [e.id for _, e in again.iter_events()] == ["e1"]

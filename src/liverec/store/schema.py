@@ -63,7 +63,9 @@ events = sa.Table(
     sa.Column("id", sa.String(256), nullable=False, unique=True),
     # A user's events are found by ix_events_user_ts (user_id first); no index of its own.
     sa.Column("user_id", sa.String(256), nullable=False),
-    sa.Column("item_id", sa.String(256), nullable=False, index=True),
+    # No index by item: no query reads events by item, and each one cost every append a
+    # B-tree insert at a random place (an operator's own queries can add one).
+    sa.Column("item_id", sa.String(256), nullable=False),
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
@@ -182,8 +184,15 @@ def _v5_no_redundant_user_index(conn: sa.Connection) -> None:
     conn.execute(sa.text("DROP INDEX IF EXISTS ix_events_user_id"))
 
 
+def _v6_no_item_index(conn: sa.Connection) -> None:
+    """Drop ``ix_events_item_id``: no query of the store reads events by item, and every
+    appended event paid for a B-tree insert at a random place in it."""
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_events_item_id"))
+
+
 #: Ordered migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _v1_create, _v2_api_keys, _v3_model_snapshots, _v4_event_seq_never_reused, _v5_no_redundant_user_index,
+    _v6_no_item_index,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
