@@ -117,6 +117,11 @@ class Engine:
         #: memory, or in Redis when ``settings.state`` is set (fleet mode).
         self.state: UserStateStore = open_user_state(settings, self.catalog.get_idx, fallback=self._user_from_store)
         self._lock = threading.RLock()
+        #: Writers to the log, one at a time, and whatever must see this engine's committed
+        #: events learned (a swap, an erasure, a replica's catch-up, a snapshot); taken
+        #: before ``_lock``, never inside it. Requests take ``_lock`` only, so they do not wait
+        #: for a commit's disk write (see ``Ingestor``).
+        self._write_lock = threading.RLock()
         #: Catalog items in the store, in memory and in the index.
         self.items = Items(store, self.catalog, self.encoder, settings.text_template, self._lock,
                            index=lambda: self.index)
@@ -135,14 +140,14 @@ class Engine:
         self.pipeline = Pipeline(settings, self.catalog, self.index, self.served, self._impressions)
         #: validate -> append -> learn, for every event path (record, record_many, group commit).
         self.ingest = Ingestor(
-            store, self.catalog, settings, self._lock, lambda: self.feedback,
+            store, self.catalog, settings, self._lock, lambda: self.feedback, write_lock=self._write_lock,
             learn=self._learn_many, seen=lambda e: self.state.apply(e, self.catalog.get_idx(e.item)),
             create_items=lambda ids: self.items.create_bare(ids),
         )
         self.on_erase: list[Any] = []  # callables (user, events, epoch) run inside delete_user
         #: The replica cursor: what other engines wrote to the shared store, caught up on.
         self.replica = ReplicaSync(
-            store, self.catalog, self._lock, learn=self._learn, own=self.ingest.own, load_items=lambda rows: self.items.load(rows),
+            store, self.catalog, self._lock, write_lock=self._write_lock, learn=self._learn, own=self.ingest.own, load_items=lambda rows: self.items.load(rows),
             set_interests=self._load_interests, refit=lambda: self.fit(background=True),
             fit_running=lambda: self.fit_running, before_sync=lambda out: self.lifecycle.refill_if_lost(out), batch=self.state.batch,
         )
@@ -150,7 +155,8 @@ class Engine:
         self.snapshots = Snapshots(snapshot_repo(store, settings.snapshot_dir), settings.snapshot_keep)
         #: Fit, tune, periodic re-fit, restore (snapshot + log tail) and snapshot of ``models``.
         self.lifecycle = Lifecycle(
-            self.models, store, settings, self.catalog, self._lock, self.state, snapshots=self.snapshots,
+            self.models, store, settings, self.catalog, self._lock, self.state, write_lock=self._write_lock,
+            snapshots=self.snapshots,
             replica=self.replica, served=self.served, load_items=self.items.load_all,
             encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
             replicated=lambda: self.replicated, swapped=self._after_swap,
@@ -342,7 +348,7 @@ class Engine:
 
     def delete_user(self, user: str) -> dict[str, int]:
         """Erase the user's events, impressions, interests and derived state."""
-        with self._lock:
+        with self._write_lock, self._lock:
             self._impressions.flush()  # a buffered impression must not outlive the erasure
             events = self.store.user_events(user)
             interests = self.store.get_interests(user)
@@ -371,7 +377,7 @@ class Engine:
         subtract exactly what they learned; ``epoch`` is the store's erasure counter value
         that erasure produced.
         """
-        with self._lock:
+        with self._write_lock, self._lock:
             self.lifecycle.erased(user, events)
             self._forget_local(user, events)
             self.replica.applied(epoch)

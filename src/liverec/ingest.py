@@ -19,7 +19,7 @@ Examples
 >>> cat = Catalog(dim=2)
 >>> _ = cat.upsert(["a"], np.ones((1, 2), np.float32), [{}], [""])
 >>> learned = []
->>> ing = Ingestor(Store.open(), cat, Settings(), threading.RLock(), FeedbackConfig,
+>>> ing = Ingestor(Store.open(), cat, Settings(), threading.RLock(), FeedbackConfig, write_lock=threading.RLock(),
 ...                learn=learned.extend, seen=lambda e: None, create_items=lambda ids: None)
 >>> ing.record_groups([[Event(user="u", item="a", id="e1")], [Event(user="u", item="zz")]])[0]
 1
@@ -51,6 +51,13 @@ class Ingestor:
     state; ``seen(e)`` records the event in the user's state only (``learn=False``
     imports); ``create_items(ids)`` adds text-less items when
     ``Settings.auto_create_items`` is on.
+
+    Two locks: ``write_lock`` keeps writers to the log one at a time, in log order (each
+    batch is appended, then learned, before the next one is appended); ``lock``, the
+    engine's, is held only to check items and to learn, not over the durable commit, so
+    requests rank while a commit waits for the disk. Whatever must see every committed
+    event of this engine learned (a swap of new learners, an erasure, a replica's catch-up,
+    a snapshot) takes ``write_lock`` first.
     """
 
     def __init__(
@@ -61,11 +68,13 @@ class Ingestor:
         lock: threading.RLock,
         feedback: Callable[[], FeedbackConfig],
         *,
+        write_lock: threading.RLock,
         learn: Callable[[list[Event]], None],
         seen: Callable[[Event], None],
         create_items: Callable[[list[str]], None],
     ) -> None:
         self.store, self.catalog, self.settings, self.lock = store, catalog, settings, lock
+        self.write_lock = write_lock
         self.feedback = feedback
         self.learn, self.seen, self.create_items = learn, seen, create_items
         #: True when several engines share the store: ids learned here are remembered
@@ -99,28 +108,30 @@ class Ingestor:
                 good.append((g, evs))
         if not good:
             return results
-        with self.lock:
-            keep: list[tuple[int, list[Event]]] = []
-            for g, evs in good:
-                refused = self._unknown_items(evs)
-                if refused is not None:
-                    results[g] = refused
-                    continue
-                keep.append((g, evs))
+        with self.write_lock:
+            with self.lock:  # items may be created: the catalog changes under the engine lock
+                keep: list[tuple[int, list[Event]]] = []
+                for g, evs in good:
+                    refused = self._unknown_items(evs)
+                    if refused is not None:
+                        results[g] = refused
+                        continue
+                    keep.append((g, evs))
             flat = [e for _, evs in keep for e in evs]
             owner = [g for g, evs in keep for _ in evs]
-            new = self.store.append_events(flat)
-            if self.replicated:  # the replica cursor must not learn these twice
-                self.own.update(flat[i].id for i in new)
+            new = self.store.append_events(flat)  # durable; requests go on ranking meanwhile
             for i in new:
                 results[owner[i]] += 1  # type: ignore[operator]
             fresh = [flat[i] for i in new]
-            if learn:  # one call, in log order: a learner that can takes the batch at once
-                self.learn(fresh)
-            else:
-                for e in fresh:
-                    self.seen(e)
-            return results
+            with self.lock:
+                if self.replicated:  # the replica cursor must not learn these twice
+                    self.own.update(flat[i].id for i in new)
+                if learn:  # one call, in log order: a learner that can takes the batch at once
+                    self.learn(fresh)
+                else:
+                    for e in fresh:
+                        self.seen(e)
+        return results
 
     def _unknown_items(self, evs: list[Event]) -> UnknownItemError | None:
         """Create or refuse the group's items that are not in the catalog."""

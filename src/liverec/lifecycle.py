@@ -19,7 +19,7 @@ meanwhile is lost or resurrected.
 Examples
 --------
 >>> models = Models.stored(store, settings)                                  # doctest: +SKIP
->>> life = Lifecycle(models, store, settings, catalog, lock, state, snapshots=snaps,
+>>> life = Lifecycle(models, store, settings, catalog, lock, state, write_lock=write_lock, snapshots=snaps,
 ...                  replica=replica, served=served, load_items=items.load_all,
 ...                  encoder_id="all-MiniLM-L6-v2", encode=encode)           # doctest: +SKIP
 >>> life.open()                                  # restore, or fit from the whole log  # doctest: +SKIP
@@ -133,12 +133,13 @@ class Lifecycle:
 
     def __init__(
         self, models: Models, store: Store, settings: Settings, catalog: Catalog, lock: threading.RLock,
-        state: UserStateStore, *, snapshots: Snapshots, replica: ReplicaSync, served: SlateFeedback,
+        state: UserStateStore, *, write_lock: threading.RLock, snapshots: Snapshots, replica: ReplicaSync, served: SlateFeedback,
         load_items: Callable[[list[Any], list[str]], None], encoder_id: str,
         encode: Callable[[list[str]], np.ndarray], replicated: Callable[[], bool] = lambda: False,
         swapped: Callable[[], None] = lambda: None, two_stage: Callable[[], bool] = lambda: False,
     ) -> None:
         self.models, self.store, self.settings, self.catalog, self.lock = models, store, settings, catalog, lock
+        self.write_lock = write_lock  # the log's writers (Ingestor): held where learners must match the log
         self.state, self.snapshots, self.replica, self.served = state, snapshots, replica, served
         self.load_items, self.encoder_id, self.encode, self.replicated = load_items, encoder_id, encode, replicated
         #: The thread of the last background fit (alive while it runs), or None.
@@ -213,7 +214,7 @@ class Lifecycle:
         refills at a time; the others read users from the store until it is done."""
         if not self.state.claim_refill():
             return 0
-        with self.lock:
+        with self.write_lock, self.lock:
             n = refill_from_log(self.state, self.store, self.catalog.get_idx, self.encode)
             self.state.mark_complete()
             self.models.version += 1  # versions restarted with the lost data: drop every cached list
@@ -230,7 +231,7 @@ class Lifecycle:
         learners = restored.build_learners(self.catalog)
         users = restored.build_users(self.settings.history_length)
         self.prepare(learners)
-        with self.lock:
+        with self.write_lock, self.lock:
             self.replica.cursor = self.replay(learners, users, restored.log_seq)
             self.models.learners = learners
             self.state.adopt(users)
@@ -532,7 +533,7 @@ class Lifecycle:
                 break
             cursor = self.replay(learners, users, cursor, until=head)
         self.prepare(learners)  # not shared yet: no request waits for it (a child's fit did it already)
-        with self.lock:
+        with self.write_lock, self.lock:  # every event committed here is learned by the old learners or replayed
             self.replica.cursor = self.replay(learners, users, cursor)
             self.replica.own.clear()
             if read.erased:
@@ -602,7 +603,7 @@ class Lifecycle:
         """
         if not self.snapshots.enabled or self.running:
             return None
-        with self.lock:
+        with self.write_lock, self.lock:
             if self.replicated():  # learn what other engines wrote: the state is then the log up to the cursor
                 self.replica.sync(catalog=False)
             seq = self.replica.cursor if self.replicated() else self.store.last_event_seq()

@@ -17,7 +17,7 @@ Examples
 >>> from liverec.types import Event
 >>> store = Store.open()
 >>> learned = []
->>> rep = ReplicaSync(store, Catalog(dim=2), threading.RLock(), learn=learned.append, own=set(),
+>>> rep = ReplicaSync(store, Catalog(dim=2), threading.RLock(), write_lock=threading.RLock(), learn=learned.append, own=set(),
 ...                   load_items=lambda rows: 0, set_interests=lambda user, text: None,
 ...                   refit=lambda: None, fit_running=lambda: False)
 >>> _ = store.append_events([Event(user="u", item="a", id="e1")])
@@ -60,6 +60,7 @@ class ReplicaSync:
         catalog: Catalog,
         lock: threading.RLock,
         *,
+        write_lock: threading.RLock,
         learn: Callable[[Event], None],
         own: set[str],
         load_items: Callable[[Sequence[Any]], int],
@@ -69,7 +70,7 @@ class ReplicaSync:
         before_sync: Callable[[dict[str, int]], None] | None = None,
         batch: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
-        self.store, self.catalog, self.lock = store, catalog, lock
+        self.store, self.catalog, self.lock, self.write_lock = store, catalog, lock, write_lock
         self.learn, self.own, self.load_items = learn, own, load_items
         self.set_interests, self.refit, self.fit_running = set_interests, refit, fit_running
         self.before_sync, self.batch = before_sync, batch
@@ -124,7 +125,7 @@ class ReplicaSync:
         out = {"events": 0, "items": 0, "interests": 0, "refit": 0}
         if self.before_sync is not None:
             self.before_sync(out)
-        with self.lock, self.batch():
+        with self.write_lock, self.lock, self.batch():
             last = self.cursor
             for seq, e in self.store.iter_events(after_seq=self.cursor):
                 if e.id in self.own:

@@ -27,7 +27,7 @@ def parts():
     created: list[list[str]] = []
 
     def make(**settings) -> Ingestor:
-        return Ingestor(store, cat, Settings(**settings), threading.RLock(), FeedbackConfig,
+        return Ingestor(store, cat, Settings(**settings), threading.RLock(), FeedbackConfig, write_lock=threading.RLock(),
                         learn=learned.extend, seen=seen.append, create_items=created.append)
 
     return make, store, learned, seen, created

@@ -61,15 +61,15 @@ class Parts:
 
 
 def parts(store: Store, settings: Settings) -> Parts:
-    catalog, lock, enc = Catalog(), threading.RLock(), Letters()
+    catalog, lock, write_lock, enc = Catalog(), threading.RLock(), threading.RLock(), Letters()
     index = VectorIndex(catalog)
     items = Items(store, catalog, enc, settings.text_template, lock, index=lambda: index)  # type: ignore[arg-type]
     state = OnlineState(settings.history_length)
-    replica = ReplicaSync(store, catalog, lock, learn=lambda e: None, own=set(), load_items=items.load,
+    replica = ReplicaSync(store, catalog, lock, write_lock=write_lock, learn=lambda e: None, own=set(), load_items=items.load,
                           set_interests=lambda user, text: False, refit=lambda: None, fit_running=lambda: False)
     models = Models.stored(store, settings)
     life = Lifecycle(
-        models, store, settings, catalog, lock, state,
+        models, store, settings, catalog, lock, state, write_lock=write_lock,
         snapshots=Snapshots(snapshot_repo(store, settings.snapshot_dir), settings.snapshot_keep), replica=replica,
         served=SlateFeedback(store, {}, lambda e: 0.0, settings.fusion_learning_rate), load_items=items.load_all,
         encoder_id=enc.model_id, encode=enc.encode,

@@ -1,0 +1,89 @@
+"""Requests do not wait for a commit's disk write; whatever must match the log waits for it.
+
+A writer holds the engine's write lock from its append to its learning; requests take only
+the engine lock, which the append does not hold. A swap, an erasure and a snapshot take the
+write lock, so a committed event is learned exactly once, by the old learners or the new.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from liverec import Engine, Event, Settings
+
+T0 = 1_700_000_000.0
+SOURCES = {"content": {}, "itemknn": {}, "trending": {}}
+
+
+@pytest.fixture
+def slow_commit(encoder, books, monkeypatch, tmp_path):
+    """An engine over a SQLite file (snapshots on) whose next append blocks inside the store until released."""
+    eng = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", encoder=encoder,
+                      settings=Settings(encoder_progress=False, sources=SOURCES, snapshot_every_events=0))
+    eng.add_items(books[:100])
+    eng.record_many([Event(user=f"u{j % 5}", item=books[2 + j % 40].id, kind="click", timestamp=T0 + j)
+                     for j in range(60)])
+    inside, release = threading.Event(), threading.Event()
+    real = eng.store.append_events
+
+    def append(events):
+        inside.set()
+        assert release.wait(10)
+        return real(events)
+
+    monkeypatch.setattr(eng.store, "append_events", append)
+    yield eng, inside, release
+    release.set()
+    for t in _THREADS:
+        t.join(60)
+    _THREADS.clear()
+    eng.close()
+
+
+_THREADS: list[threading.Thread] = []
+
+
+def _in_thread(fn) -> tuple[threading.Thread, list]:
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    _THREADS.append(t)
+    return t, out
+
+
+def test_a_request_is_served_while_a_commit_waits_for_the_disk(slow_commit, books) -> None:
+    eng, inside, release = slow_commit
+    item = eng.recommend("u1", k=1)[0].item
+    writer, _ = _in_thread(lambda: eng.record(Event(user="u1", item=item, kind="click", timestamp=T0 + 100)))
+    assert inside.wait(10)
+    reader, got = _in_thread(lambda: eng.recommend("u1", k=1))
+    reader.join(5)
+    assert got and got[0][0].item == item  # served at once, from the state before the event
+    release.set()
+    writer.join(10)
+    assert eng.recommend("u1", k=1)[0].item != item  # learned once committed: the item is seen now
+
+
+@pytest.mark.parametrize("waiter", ["fit", "delete_user", "snapshot"])
+def test_what_must_match_the_log_waits_for_the_commit_to_be_learned(slow_commit, books, waiter) -> None:
+    eng, inside, release = slow_commit
+    assert eng.snapshots.enabled
+    e = Event(user="u9", item=books[3].id, kind="click", timestamp=T0 + 100, id="late-event")
+    writer, _ = _in_thread(lambda: eng.record(e))
+    assert inside.wait(10)
+    act = {"fit": eng.fit, "delete_user": lambda: eng.delete_user("u9"), "snapshot": eng.snapshot}[waiter]
+    other, _ = _in_thread(act)
+    other.join(0.5)
+    assert other.is_alive()  # waits for the write lock, held from the append to the learning
+    release.set()
+    writer.join(10)
+    other.join(60)
+    assert not other.is_alive()
+    history = [x.id for x in eng.user_state("u9").history]
+    recent = list(eng.learners["itemknn"].recent_.get("u9", []))
+    if waiter == "delete_user":
+        assert history == [] and recent == []
+    else:  # learned once: by the old learners before the swap (replayed into the new), or by the new
+        assert history == ["late-event"] and recent == [eng.catalog.get_idx(books[3].id)]
