@@ -47,7 +47,6 @@ class HeapSettler:
         self.regrowth = regrowth
         self.frozen_after_full = 0
         self.full_settles = 0
-        self.last_pause = 0.0
 
     def full(self) -> None:
         """Free what is left in reference cycles anywhere, then freeze every object alive."""
@@ -57,16 +56,12 @@ class HeapSettler:
         gc.freeze()
         self.frozen_after_full = gc.get_freeze_count()
         self.full_settles += 1
-        self.last_pause = time.perf_counter() - t
-        log.debug("heap settled in full: %d objects frozen in %.3f s", self.frozen_after_full, self.last_pause)
+        log.debug("heap settled in full: %d objects frozen in %.3f s", self.frozen_after_full, time.perf_counter() - t)
 
     def __call__(self) -> None:
         """After a swap: collect the young generations, freeze the rest; a full settle if the
         frozen heap regrew past its bound."""
-        t = time.perf_counter()
         gc.collect(1)
         gc.freeze()
         if gc.get_freeze_count() > self.regrowth * self.frozen_after_full:
             self.full()
-            return
-        self.last_pause = time.perf_counter() - t
