@@ -111,6 +111,36 @@ def test_itemknn_row_store_finds_every_entry_and_no_other(n_lookups, monkeypatch
     assert (store.size > store.nsorted).any()  # the tails were searched too
 
 
+@pytest.mark.parametrize("row_copy", [1, 10**9])  # one slice copy per row, and the gather through index arrays
+def test_itemknn_row_store_compaction_keeps_every_entry(row_copy, monkeypatch):
+    monkeypatch.setattr(itemknn_module, "_ROW_COPY", row_copy)
+    monkeypatch.setattr(itemknn_module, "_SLACK", 0)
+    rng = np.random.default_rng(1)
+    dense = ((rng.random((40, 40)) < 0.3) * rng.integers(1, 5, (40, 40))).astype(np.float32)
+    store = itemknn_module._RowStore(sp.csr_matrix(dense))
+    for r in (3, 3, 17):  # moved rows leave garbage behind them; tails stay unsorted
+        free = np.flatnonzero(dense[r] == 0)[:4]
+        store.append_to_row(r, free, np.full(len(free), 9.0))
+        dense[r, free] = 9.0
+    assert (np.diff(store.start) < 0).any()  # a moved row lies past the rows after it
+    store._compact()
+    assert (np.diff(store.start) > 0).all()  # laid out again in row order
+    np.testing.assert_array_equal(store.to_csr().toarray(), dense)
+
+
+def test_itemknn_row_store_symmetric_add_equals_both_increments_in_order():
+    rng = np.random.default_rng(2)
+    upper = np.triu((rng.random((30, 30)) < 0.2) * rng.integers(1, 4, (30, 30)), 1).astype(np.float32)
+    dense = upper + upper.T
+    a, b = rng.integers(30, size=400), rng.integers(30, size=400)
+    keep = a != b  # repeated pairs, both orientations, new and existing entries
+    a, b, v = a[keep], b[keep], rng.random(int(keep.sum()))
+    sym, ref = (itemknn_module._RowStore(sp.csr_matrix(dense)) for _ in range(2))
+    sym.add_symmetric(a, b, v)
+    ref.add_in_order(np.stack([a, b], 1).ravel(), np.stack([b, a], 1).ravel(), np.repeat(v, 2))
+    assert (sym.to_csr() != ref.to_csr()).nnz == 0 and sym.nnz == ref.nnz
+
+
 def test_itemknn_co_consumed_items_score_higher_and_explain():
     cat, events = co_consumption()
     m = fit(ItemKNN(), events, cat)

@@ -26,8 +26,31 @@ _TAIL = 32
 _FEW = 24
 #: Free entries each row gets when the arrays are laid out (besides a quarter of its size).
 _SLACK = 8
+#: Rows averaging at least this many entries are laid out by one slice copy each.
+_ROW_COPY = 64
 #: Pairs of (event item, history item) ``learn_many`` updates the counts for in one pass.
 _RUN_PAIRS = 1 << 20
+
+
+def stable_order(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, keys[order])`` with ``order = np.argsort(keys, kind="stable")``, for
+    non-negative integer keys below ``bound``.
+
+    Sorts ``key * len + position`` instead (unique, so any sort is stable): numpy's SIMD
+    sort of int64 is several times faster than the merge sort a stable argsort of random
+    keys runs (0.4 vs 6.8 ms for 115k keys). Falls back to the stable argsort where the
+    combined key could overflow.
+
+    >>> stable_order(np.array([3, 1, 3, 0]), 4)
+    (array([3, 1, 0, 2]), array([0, 1, 3, 3]))
+    """
+    m = len(keys)
+    if m == 0 or bound * m >= 1 << 62:
+        order = np.argsort(keys, kind="stable")
+        return order, keys[order]
+    comp = keys.astype(np.int64) * m + np.arange(m, dtype=np.int64)
+    comp.sort()
+    return comp % m, comp // m
 
 
 class _RowStore:
@@ -59,7 +82,13 @@ class _RowStore:
         live = int(size.sum())
         self.cols = np.zeros(total + total // 2 + 16, dtype=np.int32)  # room for rows to move
         self.vals = np.zeros(len(self.cols), dtype=np.float32)
-        if live:
+        if live and live >= _ROW_COPY * len(size):
+            # Long rows: a slice copy per row (memcpy) beats gathering through index arrays
+            # (0.02 vs 0.43 s for 11.6M entries in 10k rows).
+            for a, b, k in zip(start.tolist(), new_start.tolist(), size.tolist()):
+                self.cols[b : b + k] = cols[a : a + k]
+                self.vals[b : b + k] = vals[a : a + k]
+        elif live:
             src = np.repeat(start.astype(np.int64) - np.cumsum(size) + size, size) + np.arange(live)
             dst = np.repeat(new_start - np.cumsum(size) + size, size) + np.arange(live)
             self.cols[dst] = cols[src]
@@ -275,6 +304,39 @@ class _RowStore:
         self.vals[pos[old]] = cur[old]
         self.append(pair_r[~old], pair_c[~old], cur[~old])
         return after
+
+    def add_symmetric(self, a: np.ndarray, b: np.ndarray, v: np.ndarray) -> None:
+        """``C[a[k], b[k]] += v[k]`` and ``C[b[k], a[k]] += v[k]`` for k = 0, 1, ... in order
+        (``a[k] != b[k]``), for a symmetric ``C`` (``(r, c)`` stored, with its value, exactly
+        when ``(c, r)`` is): the same values as :meth:`add_in_order` on both increments of
+        each k, with each pair's running value worked out once and the mirrored entry
+        searched only where the pair exists."""
+        n = max(self.n, 1)
+        lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+        order, ks = stable_order(lo * n + hi, n * n)  # by pair, then in increment order
+        head = np.concatenate(([True], ks[1:] != ks[:-1]))
+        pair_lo, pair_hi = ks[head] // n, ks[head] % n
+        pos = self.find(pair_lo, pair_hi)
+        old = pos >= 0
+        mirror = self.find(pair_hi[old], pair_lo[old])
+        cur = np.zeros(len(pos), dtype=np.float32)
+        cur[old] = self.vals[pos[old]]
+        first = np.flatnonzero(head)
+        grp = np.cumsum(head) - 1
+        rank = np.arange(len(ks)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
+        if rank.any():
+            by_rank = np.argsort(rank, kind="stable")
+            bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
+            for lo_, hi_ in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round: distinct pairs
+                g = grp[by_rank[lo_:hi_]]
+                cur[g] = (cur[g].astype(np.float64) + v[order[by_rank[lo_:hi_]]]).astype(np.float32)  # as add
+        else:  # every pair incremented once (the common case)
+            cur = (cur.astype(np.float64) + v[order]).astype(np.float32)
+        self.vals[pos[old]] = cur[old]
+        self.vals[mirror] = cur[old]
+        new = ~old
+        self.append(np.concatenate([pair_lo[new], pair_hi[new]]), np.concatenate([pair_hi[new], pair_lo[new]]),
+                    np.concatenate([cur[new], cur[new]]))
 
     def rows(self, rows: np.ndarray) -> SparseRows:
         """Rows ``rows`` (in that order) as fresh float32 CSR arrays; columns unsorted within a row."""
@@ -530,11 +592,7 @@ class ItemKNN(Learner):
             sizes = [len(st[3]) for st in steps]
             it = np.repeat(np.array([st[0] for st in steps], dtype=np.int64), sizes)
             jt = np.concatenate([st[3] for st in steps])
-            v = np.concatenate([st[4] for st in steps])
-            step = np.repeat(np.arange(len(steps)), sizes)
-            order = np.argsort(np.concatenate([step, step]), kind="stable")
-            rows, cols = np.concatenate([it, jt])[order], np.concatenate([jt, it])[order]
-            self.counts_.add_in_order(rows, cols, np.concatenate([v, v])[order])
+            self.counts_.add_symmetric(it, jt, np.concatenate([st[4] for st in steps]))
             self._stale(np.concatenate([it, jt]))
         top = lazy(self, "top_pop_", TopList)
         for i, a, b, _, _ in steps:
