@@ -119,11 +119,22 @@ def ingest_script(users: int, items: list[str]) -> str:
 
 
 def batch_script(users: int, items: list[str], batch: int, seed: int) -> str:
-    rng = random.Random(seed)
-    body = json.dumps({"events": [{"user": f"u{rng.randrange(users)}", "item": rng.choice(items), "kind": "click"}
-                                  for _ in range(batch)]})
-    return ("wrk.method = 'POST'\nwrk.path = '/events'\nwrk.headers['Content-Type'] = 'application/json'\n"
-            f"wrk.body = [[{body}]]\n" + WRK_REPORT)
+    """A fresh body of ``batch`` random clicks per request (random users and books, as the
+    ``record_many`` floor draws them): a body sent again would repeat its (user, book)
+    pairs, which co-occurrence learning does not count twice, and understate the work."""
+    sample = ",".join(f"'{i}'" for i in items[:2000])
+    return (
+        f"math.randomseed({seed} + os.time())\nlocal items = {{{sample}}}\n"
+        "wrk.method = 'POST'\nwrk.path = '/events'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        "request = function()\n"
+        "  local parts = {}\n"
+        f"  for k = 1, {batch} do\n"
+        f"    parts[k] = '{{\"user\": \"u' .. math.random(0, {users - 1}) .. '\", \"item\": \"' .. "
+        "items[math.random(1, #items)] .. '\", \"kind\": \"click\"}'\n"
+        "  end\n"
+        "  return wrk.format(nil, nil, nil, '{\"events\": [' .. table.concat(parts, ',') .. ']}')\n"
+        "end\n" + WRK_REPORT
+    )
 
 
 def health_script() -> str:
