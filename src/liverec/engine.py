@@ -160,12 +160,16 @@ class Engine:
             replica=self.replica, served=self.served, load_items=self.items.load_all,
             encoder_id=self.encoder.model_id, encode=lambda texts: self.encoder.encode(texts, private=True),
             replicated=lambda: self.replicated, swapped=self._after_swap,
-            two_stage=lambda: self.index.uses_ann,
+            two_stage=lambda: self.index.uses_ann, catching_up=self._catching_up,
         )
         #: Why the last candidate-count calibration failed (the previous count kept serving), else None.
         self.calibration_error: str | None = None
         #: Called, without the lock, after every swap of new learners (a fit, a re-fit, a restore).
         self.on_swap: list[Callable[[], None]] = []
+        #: Called, without the lock, when a fit's new learners exist (fitted here or loaded from a
+        #: child's body), before they catch up with the events recorded meanwhile and after each
+        #: run of that catch-up.
+        self.on_catch_up: list[Callable[[], None]] = []
         self.lifecycle.open()
         self.snapshots.schedule(self.snapshot, store.last_event_seq, every_events=settings.snapshot_every_events,
                                 interval_s=settings.snapshot_interval_s)
@@ -570,6 +574,11 @@ class Engine:
         if found is not None:
             self.pipeline.calibration = found
         return found
+
+    def _catching_up(self) -> None:
+        """A fit's new learners exist and catch up with the log (see :attr:`on_catch_up`)."""
+        for hook in list(self.on_catch_up):
+            hook()
 
     def _after_swap(self) -> None:
         """After new learners were swapped in (in the fit's or restore's own thread, so the count

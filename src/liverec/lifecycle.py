@@ -65,10 +65,16 @@ if TYPE_CHECKING:
 REPLAY_BATCH = 5000
 #: Rounds of catching up on the events recorded during a fit before its swap, outside the lock.
 CATCH_UP_ROUNDS = 3
-#: The swap catches up outside the lock until fewer events than this are left (at most
-#: SWAP_ROUNDS rounds): the rest is learned under the lock, while requests and writes wait.
+#: The swap catches up outside the locks until fewer events than this are left (at most
+#: SWAP_ROUNDS rounds): the rest is learned under the write lock, while writes wait (requests
+#: are served by the old learners meanwhile).
 SWAP_TAIL = 256
 SWAP_ROUNDS = 10
+#: The catch-up outside the locks sleeps this many times as long as each run of the replay
+#: took: it then holds the interpreter at most a quarter of the time, and requests keep the
+#: rest (unpaced, a catch-up of the events a busy log gained during a fit shared the GIL with
+#: them evenly for seconds, and requests queued).
+SWAP_PACE = 3.0
 
 #: Users erased while a fit runs, with their events (the fit forgets them at its swap).
 Erased = list[tuple[str, list[Event]]]
@@ -127,8 +133,9 @@ class Lifecycle:
     ``load_items(stored, gone)`` puts stored item rows into the empty catalog at open;
     ``encoder_id`` names the LM (snapshots are keyed on it); ``encode(texts)`` encodes
     private texts (declared interests); ``replicated()`` says whether engines share the store;
-    ``swapped()`` runs after new learners were swapped in; ``two_stage()`` says whether they
-    must build their retrieval graphs first.
+    ``catching_up()`` runs when a fit's new learners exist, before they catch up with the
+    log and after each paced run of that catch-up; ``swapped()`` after they were swapped in; ``two_stage()`` says whether they must
+    build their retrieval graphs first.
     """
 
     def __init__(
@@ -137,6 +144,7 @@ class Lifecycle:
         load_items: Callable[[list[Any], list[str]], None], encoder_id: str,
         encode: Callable[[list[str]], np.ndarray], replicated: Callable[[], bool] = lambda: False,
         swapped: Callable[[], None] = lambda: None, two_stage: Callable[[], bool] = lambda: False,
+        catching_up: Callable[[], None] = lambda: None,
     ) -> None:
         self.models, self.store, self.settings, self.catalog, self.lock = models, store, settings, catalog, lock
         self.write_lock = write_lock  # the log's writers (Ingestor): held where learners must match the log
@@ -153,6 +161,9 @@ class Lifecycle:
         self.last_fit_error: str | None = None
         #: Called (without the lock) after new learners were swapped in: by a fit or a restore.
         self.swapped = swapped
+        #: Called (without the lock) when a fit's new learners exist, before their catch-up
+        #: and after each paced run of it.
+        self.catching_up = catching_up
         #: Whether the engine serves in two stages (above its index's exact threshold): new
         #: learners then build their retrieval graphs before they are swapped in.
         self.two_stage = two_stage
@@ -246,21 +257,28 @@ class Lifecycle:
             self.served.fusion.restore(restored.online_fusion)
 
     def replay(
-        self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int, until: int | None = None
+        self, learners: Mapping[str, Learner], users: UserStateStore, cursor: int, until: int | None = None,
+        pace: float = 0.0,
     ) -> int:
         """Learn the log after ``cursor`` (up to seq ``until``, if given) into ``learners`` and
         ``users``, in log order; the new cursor.
 
         The log is read in runs of :data:`REPLAY_BATCH` events: a :class:`BatchLearner` learns
         each run in one call (the same state as event by event), the others event by event.
-        Learners share no state, so each may take the run on its own.
+        Learners share no state, so each may take the run on its own. With ``pace`` > 0 (a
+        swap's catch-up) each run is followed by ``catching_up()`` and a sleep ``pace`` times as
+        long as the run took (other threads of the process get the interpreter meanwhile).
         """
         log = iter(self.store.iter_events(after_seq=cursor))
         if until is not None:
             log = itertools.takewhile(lambda row: row[0] <= until, log)
         while run := list(itertools.islice(log, REPLAY_BATCH)):
+            t = time.perf_counter()
             learn_events(learners, users, [e for _, e in run], self.catalog)
             cursor = run[-1][0]
+            if pace:
+                self.catching_up()
+                time.sleep(pace * (time.perf_counter() - t))
         return cursor
 
     # ------------------------------------------------------------------ fits
@@ -522,32 +540,37 @@ class Lifecycle:
         since ``read``, swap them in, then write ``snapshot`` (their body at ``read.cursor``)
         unless a user was erased meanwhile."""
         cursor, snap = read.cursor if cursor is None else cursor, snapshot
-        # Catch up outside the lock: the new learners are not shared yet, so what was recorded
-        # while the fit ran is learned now while the old ones keep serving; the lock is held
-        # only for what arrives meanwhile. Up to a head read under the lock, where every event
-        # this engine appended is committed (its appends hold the lock).
+        self.catching_up()
+        # Catch up outside the locks: the new learners are not shared yet, so what was recorded
+        # while the fit ran is learned now while the old ones keep serving and learning, paced
+        # (SWAP_PACE) so that requests keep most of the interpreter.
         for _ in range(SWAP_ROUNDS):
             with self.lock:
                 head = self.store.last_event_seq()
             if head - cursor < SWAP_TAIL:
                 break
-            cursor = self.replay(learners, users, cursor, until=head)
+            cursor = self.replay(learners, users, cursor, until=head, pace=SWAP_PACE)
         self.prepare(learners)  # not shared yet: no request waits for it (a child's fit did it already)
-        with self.write_lock, self.lock:  # every event committed here is learned by the old learners or replayed
-            self.replica.cursor = self.replay(learners, users, cursor)
-            self.replica.own.clear()
-            if read.erased:
-                snap = None  # it holds users erased during the fit
-            for user, erased in read.erased or ():
-                for m in learners.values():
-                    m.forget(user, erased)
-                users.forget(user)
-            self.fit_done(read)
-            self.models.learners = learners
-            self.state.adopt(users)
-            self.models.version += 1
-            self.last_fit_seconds = time.perf_counter() - started
-            self.fit_events, self.since_fit = fitted, 0
+        # Every event committed here is learned by the old learners; with the write lock held
+        # none is appended meanwhile. The rest is replayed with writes waiting but requests
+        # served by the old learners; the engine lock is taken only for the swap itself.
+        with self.write_lock:
+            cursor = self.replay(learners, users, cursor)
+            with self.lock:
+                self.replica.cursor = cursor
+                self.replica.own.clear()
+                if read.erased:
+                    snap = None  # it holds users erased during the fit
+                for user, erased in read.erased or ():
+                    for m in learners.values():
+                        m.forget(user, erased)
+                    users.forget(user)
+                self.fit_done(read)
+                self.models.learners = learners
+                self.state.adopt(users)
+                self.models.version += 1
+                self.last_fit_seconds = time.perf_counter() - started
+                self.fit_events, self.since_fit = fitted, 0
         if snap is not None:
             self.write_snapshot(snap, read.cursor, read.erasures)
         self.swapped()

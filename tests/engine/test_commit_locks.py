@@ -87,3 +87,47 @@ def test_what_must_match_the_log_waits_for_the_commit_to_be_learned(slow_commit,
         assert history == [] and recent == []
     else:  # learned once: by the old learners before the swap (replayed into the new), or by the new
         assert history == ["late-event"] and recent == [eng.catalog.get_idx(books[3].id)]
+
+
+def test_a_request_is_served_while_a_swap_learns_the_last_events_and_a_write_waits(encoder, books, monkeypatch,
+                                                                                 tmp_path) -> None:
+    from liverec.lifecycle import Lifecycle
+
+    eng = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", encoder=encoder,
+                      settings=Settings(encoder_progress=False, sources=SOURCES, snapshot_every_events=0))
+    eng.add_items(books[:100])
+    eng.record_many([Event(user=f"u{j % 5}", item=books[2 + j % 40].id, kind="click", timestamp=T0 + j)
+                     for j in range(60)])
+    inside, release = threading.Event(), threading.Event()
+    real = Lifecycle.replay
+
+    def replay(self, learners, users, cursor, until=None, pace=0.0):
+        if until is None:  # the swap's last catch-up, under the write lock
+            inside.set()
+            assert release.wait(10)
+        return real(self, learners, users, cursor, until, pace)
+
+    monkeypatch.setattr(Lifecycle, "replay", replay)
+    try:
+        version = eng.model_version
+        fit, _ = _in_thread(eng.fit)
+        assert inside.wait(30)
+        reader, got = _in_thread(lambda: eng.recommend("u1", k=3))
+        reader.join(5)
+        assert got and len(got[0]) == 3  # served by the old learners meanwhile
+        e = Event(user="u7", item=books[5].id, kind="click", timestamp=T0 + 100, id="during-swap")
+        writer, _ = _in_thread(lambda: eng.record(e))
+        writer.join(0.5)
+        assert writer.is_alive() and eng.model_version == version  # the write waits for the swap
+        release.set()
+        fit.join(60)
+        writer.join(10)
+        assert not fit.is_alive() and not writer.is_alive() and eng.model_version == version + 1
+        assert [x.id for x in eng.user_state("u7").history] == ["during-swap"]  # learned once, by the new learners
+        assert list(eng.learners["itemknn"].recent_["u7"]) == [eng.catalog.get_idx(books[5].id)]
+    finally:
+        release.set()
+        for t in _THREADS:
+            t.join(60)
+        _THREADS.clear()
+        eng.close()

@@ -252,9 +252,10 @@ def _swap_after_a_long_tail(path, monkeypatch, rounds: int) -> tuple[list[bool],
         release.wait(10)
         return real_fit(self, log)
 
-    def replay(self, learners, users, cursor, until=None):
+    def replay(self, learners, users, cursor, until=None, pace=0.0):
         unlocked.append(until is not None)
-        return real_replay(self, learners, users, cursor, until)
+        assert (pace > 0) == (until is not None)  # the rounds before the write lock are paced
+        return real_replay(self, learners, users, cursor, until, pace)
 
     monkeypatch.setattr(ContentProfile, "fit", slow_fit)
     monkeypatch.setattr(Lifecycle, "replay", replay)
@@ -277,10 +278,37 @@ def _swap_after_a_long_tail(path, monkeypatch, rounds: int) -> tuple[list[bool],
 
 
 def test_events_recorded_during_a_background_fit_are_caught_up_outside_the_lock(tmp_path, monkeypatch):
-    """A long tail is learned into the new learners mostly outside the lock; the swapped-in
-    models are those of replaying all of it under the lock."""
+    """A long tail is learned into the new learners mostly outside the locks; the swapped-in
+    models are those of replaying all of it under the write lock."""
     unlocked, caught_up = _swap_after_a_long_tail(tmp_path / "a.db", monkeypatch, lifecycle.SWAP_ROUNDS)
-    assert unlocked == [True, False]  # one round of catching up, then the last few under the lock
+    assert unlocked == [True, False]  # one round of catching up, then the last few under the write lock
     locked, under_lock = _swap_after_a_long_tail(tmp_path / "b.db", monkeypatch, 0)
     assert locked == [False]
     assert caught_up == under_lock
+
+
+def test_a_paced_replay_yields_after_each_run_and_learns_what_an_unpaced_one_learns(store, monkeypatch):
+    import copy
+
+    from liverec.models import UserState
+
+    store.append_events(events(60, seed=12))
+    p = parts(store, SETTINGS)
+    p.life.open()
+    store.append_events(events(40, seed=13, t=500))
+    monkeypatch.setattr(lifecycle, "REPLAY_BATCH", 8)
+    calls: list[object] = []
+    p.life.catching_up = lambda: calls.append("catching up")
+    paced, plain = copy.deepcopy(p.models.learners), copy.deepcopy(p.models.learners)
+    real_sleep = lifecycle.time.sleep
+    monkeypatch.setattr(lifecycle.time, "sleep", calls.append)
+    assert p.life.replay(paced, p.life.state.fresh(), 60, pace=2.0) == 100
+    monkeypatch.setattr(lifecycle.time, "sleep", real_sleep)
+    # 40 events in runs of 8: after each run the hook, then a sleep twice as long as the run
+    assert calls[0::2] == ["catching up"] * 5 and all(isinstance(s, float) and s > 0 for s in calls[1::2])
+    assert len(calls) == 10
+    assert p.life.replay(plain, p.life.state.fresh(), 60) == 100 and len(calls) == 10  # unpaced: neither
+    items = p.catalog.from_idx(p.catalog.alive_idx())
+    for name in plain:
+        for u in ("u0", "u3", "u5"):
+            np.testing.assert_array_equal(paced[name].score(UserState(u), items), plain[name].score(UserState(u), items))

@@ -28,9 +28,10 @@ def test_the_learners_of_every_swap_are_frozen_and_the_hook_leaves_with_the_app(
     eng.fit()
     second = eng.learners["itemknn"].__dict__
     assert second is not first and not _tracked(second)
-    hooks = list(eng.on_swap)
+    hooks, catch_up = list(eng.on_swap), list(eng.on_catch_up)
+    assert c.app.state.svc.heap.young in catch_up  # a fit's new learners are frozen before their catch-up too
     c.__exit__(None, None, None)  # the app stops; the engine is the caller's and goes on
-    assert len(eng.on_swap) == len(hooks) - 1
+    assert len(eng.on_swap) == len(hooks) - 1 and len(eng.on_catch_up) == len(catch_up) - 1
     eng.fit()
     assert _tracked(eng.learners["itemknn"].__dict__)  # nothing freezes an engine outside the service
 

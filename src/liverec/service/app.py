@@ -52,6 +52,7 @@ async def start(app: FastAPI, settings: Settings, engine: Engine) -> Service:
     svc = Service(engine, settings)
     svc.heap.full()  # the libraries, the engine: hundreds of thousands of long-lived objects
     engine.on_swap.append(svc.heap)  # after each swap of new learners: young generations only
+    engine.on_catch_up.append(svc.heap.young)  # a fit's new learners, before and during their catch-up
     if settings.state:
         from .replication import Replicator
 
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             app.state.svc = None
             if svc.heap in eng.on_swap:
                 eng.on_swap.remove(svc.heap)
+            if svc.heap.young in eng.on_catch_up:
+                eng.on_catch_up.remove(svc.heap.young)
             if own:
                 eng.close()
             else:
