@@ -233,14 +233,19 @@ def mixed_load(base: str, pid: int, ids: list[str], users: int, rate: float, sec
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    before = rss()
+    import httpx
+
+    before, version = rss(), metric(base, "liverec_model_version")
+    fitting = bool(httpx.get(base + "/ready").json().get("fit_running"))  # a re-fit the writes before started
     out = asyncio.run(load.run(base, load.mixed(urlparse(base).netloc, users, ids, write_share=share),
                                   rate=rate, seconds=seconds))
     after = rss()
     p = common.percentiles(out.pop("latencies_s"))
     return {"requests": p["n"], "req_per_s": out["achieved_rate"], "errors": out["failed"], "non2xx": out["non2xx"],
             "p50": p["p50_ms"], "p90": p["p90_ms"], "p99": p["p99_ms"], "max": p["max_ms"], "mean": p["mean_ms"],
-            "rss_mb_before": before, "rss_mb_after": after, "rss_growth": (after - before) / before}
+            "rss_mb_before": before, "rss_mb_after": after, "rss_growth": (after - before) / before,
+            "refit_running_at_start": fitting, "swaps": metric(base, "liverec_model_version") - version,
+            "refit_running_at_end": bool(httpx.get(base + "/ready").json().get("fit_running"))}
 
 
 def metric(base: str, name: str, label: str = "") -> float:
@@ -453,6 +458,9 @@ def main() -> None:
          f"{results['ingest-batch-4']['req_per_s'] * args.batch:.0f} events/s"),
         ("mixed: RSS before -> after", f"{mixed['rss_mb_before']:.0f} -> {mixed['rss_mb_after']:.0f} MB "
                                        f"({mixed['rss_growth']:+.1%})"),
+        ("mixed: a re-fit running at its start / at its end / re-fits swapped in during it",
+         f"{'yes' if mixed['refit_running_at_start'] else 'no'} / {'yes' if mixed['refit_running_at_end'] else 'no'}"
+         f" / {mixed['swaps']:.0f}"),
         ("floor: most req/s one worker can rank (1000 / mean recommend ms)",
          f"{1000 / floor['recommend']['mean_ms']:.0f} req/s"),
         ("floor: Engine.record, one event per commit", f"{floor['record_one_per_commit_per_s']:.0f} events/s"),
