@@ -17,14 +17,20 @@ T0 = 1_700_000_000.0
 SOURCES = {"content": {}, "itemknn": {}, "trending": {}}
 
 
-@pytest.fixture
-def slow_commit(encoder, books, monkeypatch, tmp_path):
-    """An engine over a SQLite file (snapshots on) whose next append blocks inside the store until released."""
+def _engine(encoder, books, tmp_path) -> Engine:
+    """An engine over a SQLite file (snapshots on), 100 books, 60 clicks by 5 users."""
     eng = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", encoder=encoder,
                       settings=Settings(encoder_progress=False, sources=SOURCES, snapshot_every_events=0))
     eng.add_items(books[:100])
     eng.record_many([Event(user=f"u{j % 5}", item=books[2 + j % 40].id, kind="click", timestamp=T0 + j)
                      for j in range(60)])
+    return eng
+
+
+@pytest.fixture
+def slow_commit(encoder, books, monkeypatch, tmp_path):
+    """:func:`_engine` whose next append blocks inside the store until released."""
+    eng = _engine(encoder, books, tmp_path)
     inside, release = threading.Event(), threading.Event()
     real = eng.store.append_events
 
@@ -93,11 +99,7 @@ def test_a_request_is_served_while_a_swap_learns_the_last_events_and_a_write_wai
                                                                                  tmp_path) -> None:
     from liverec.lifecycle import Lifecycle
 
-    eng = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", encoder=encoder,
-                      settings=Settings(encoder_progress=False, sources=SOURCES, snapshot_every_events=0))
-    eng.add_items(books[:100])
-    eng.record_many([Event(user=f"u{j % 5}", item=books[2 + j % 40].id, kind="click", timestamp=T0 + j)
-                     for j in range(60)])
+    eng = _engine(encoder, books, tmp_path)
     inside, release = threading.Event(), threading.Event()
     real = Lifecycle.replay
 
