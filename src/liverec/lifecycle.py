@@ -134,8 +134,8 @@ class Lifecycle:
     ``encoder_id`` names the LM (snapshots are keyed on it); ``encode(texts)`` encodes
     private texts (declared interests); ``replicated()`` says whether engines share the store;
     ``catching_up()`` runs when a fit's new learners exist, before they catch up with the
-    log and after each paced run of that catch-up; ``swapped()`` after they were swapped in; ``two_stage()`` says whether they must
-    build their retrieval graphs first.
+    log and after each paced run of that catch-up; ``swapped()`` after they were swapped in;
+    ``two_stage()`` says whether they must build their retrieval graphs first.
     """
 
     def __init__(
