@@ -53,6 +53,34 @@ def stable_order(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     return comp % m, comp // m
 
 
+def _by_pair(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Increments ``(rows[k], cols[k])`` (entries of an ``n``-column matrix) grouped by pair:
+    ``(order, head, pair_rows, pair_cols)``, ``order`` sorting them by pair and then in
+    increment order, ``head`` marking each pair's first increment in that order."""
+    order, ks = stable_order(rows.astype(np.int64) * n + cols, n * n)
+    head = np.concatenate(([True], ks[1:] != ks[:-1]))
+    return order, head, ks[head] // n, ks[head] % n
+
+
+def _running_values(cur: np.ndarray, v: np.ndarray, order: np.ndarray, head: np.ndarray,
+                    after: np.ndarray | None = None) -> None:
+    """Add to each pair's value ``cur[p]`` its increments ``v`` in increment order, in place
+    (``order``/``head`` as :func:`_by_pair` gives them), each sum in float64 rounded to
+    float32 once, as :meth:`_RowStore.add`; ``after[k]``, if given, is the value right after
+    increment ``k``."""
+    first = np.flatnonzero(head)
+    grp = np.cumsum(head) - 1
+    rank = np.arange(len(head)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round touches distinct pairs
+        sel = order[by_rank[a:b]]
+        g = grp[by_rank[a:b]]
+        cur[g] = (cur[g].astype(np.float64) + v[sel]).astype(np.float32)
+        if after is not None:
+            after[sel] = cur[g]
+
+
 class _RowStore:
     """The co-occurrence counts ``C`` as growable rows: in-place increments, no merge to score.
 
@@ -277,12 +305,7 @@ class _RowStore:
         """``C[rows[k], cols[k]] += v[k]`` for k = 0, 1, ... in order, to the same values as
         one ``add``/``append`` per increment (each sum in float64, rounded to float32 once);
         returns every entry's value right after its increment."""
-        n = max(self.n, 1)
-        key = rows.astype(np.int64) * n + cols
-        order = np.argsort(key, kind="stable")  # by pair, then in increment order
-        ks = key[order]
-        head = np.concatenate(([True], ks[1:] != ks[:-1]))
-        pair_r, pair_c = ks[head] // n, ks[head] % n
+        order, head, pair_r, pair_c = _by_pair(rows, cols, max(self.n, 1))
         pos = self.find(pair_r, pair_c)
         old = pos >= 0
         # Each pair's running value, from its stored one (0 for a new entry), is worked out
@@ -290,17 +313,8 @@ class _RowStore:
         # found before it would not hold across it).
         cur = np.zeros(len(pos), dtype=np.float32)
         cur[old] = self.vals[pos[old]]
-        first = np.flatnonzero(head)
-        grp = np.cumsum(head) - 1
-        rank = np.arange(len(ks)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
-        by_rank = np.argsort(rank, kind="stable")
-        bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
         after = np.empty(len(v), dtype=np.float32)
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round touches distinct pairs
-            sel = order[by_rank[a:b]]
-            g = grp[by_rank[a:b]]
-            cur[g] = (cur[g].astype(np.float64) + v[sel]).astype(np.float32)  # as :meth:`add`
-            after[sel] = cur[g]
+        _running_values(cur, v, order, head, after)
         self.vals[pos[old]] = cur[old]
         self.append(pair_r[~old], pair_c[~old], cur[~old])
         return after
@@ -311,27 +325,13 @@ class _RowStore:
         when ``(c, r)`` is): the same values as :meth:`add_in_order` on both increments of
         each k, with each pair's running value worked out once and the mirrored entry
         searched only where the pair exists."""
-        n = max(self.n, 1)
-        lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
-        order, ks = stable_order(lo * n + hi, n * n)  # by pair, then in increment order
-        head = np.concatenate(([True], ks[1:] != ks[:-1]))
-        pair_lo, pair_hi = ks[head] // n, ks[head] % n
+        order, head, pair_lo, pair_hi = _by_pair(np.minimum(a, b), np.maximum(a, b), max(self.n, 1))
         pos = self.find(pair_lo, pair_hi)
         old = pos >= 0
         mirror = self.find(pair_hi[old], pair_lo[old])
         cur = np.zeros(len(pos), dtype=np.float32)
         cur[old] = self.vals[pos[old]]
-        first = np.flatnonzero(head)
-        grp = np.cumsum(head) - 1
-        rank = np.arange(len(ks)) - first[grp]  # 0 for a pair's first increment, 1 for its second, ...
-        if rank.any():
-            by_rank = np.argsort(rank, kind="stable")
-            bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
-            for lo_, hi_ in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # each round: distinct pairs
-                g = grp[by_rank[lo_:hi_]]
-                cur[g] = (cur[g].astype(np.float64) + v[order[by_rank[lo_:hi_]]]).astype(np.float32)  # as add
-        else:  # every pair incremented once (the common case)
-            cur = (cur.astype(np.float64) + v[order]).astype(np.float32)
+        _running_values(cur, v, order, head)
         self.vals[pos[old]] = cur[old]
         self.vals[mirror] = cur[old]
         new = ~old

@@ -12,10 +12,9 @@ new learners (``Engine.on_swap``), and also while a fit's new learners catch up 
 events recorded during the fit, before it and after each of its runs
 (``Engine.on_catch_up``): unfrozen, the new model set's objects and the users' events the
 catch-up replaces were walked by every full collection its allocations set off, 0.1-0.2 s
-each. A swap only collects the young generations and
-freezes what survived: the learners it replaced, frozen at the last swap, are freed by
-reference counting (every registered learner is checked to hold no reference cycle:
-``tests/checks/learner_checks.py``). Whatever does leak into the permanent generation (a
+each. A swap only collects the young generations and freezes what survived: the learners
+it replaced, frozen at the last swap, are freed by reference counting (every registered
+learner is checked to hold no reference cycle: ``tests/checks/learner_checks.py``). Whatever does leak into the permanent generation (a
 reference cycle of a custom learner or of a library) is reclaimed by a full settle
 (unfreeze, full collection, freeze) once the frozen heap has grown by ``regrowth`` over
 its size after the last full settle: a leak stays bounded, and the full pause comes once
