@@ -55,7 +55,7 @@ from .settings import Settings
 from .snapshot import ModelSet, Snapshots, compat_key
 from .state import OnlineState, UserStateStore, refill_from_log
 from .store import Store
-from .store.snapshots import SnapshotInfo
+from .store.snapshots import Body, Parts, SnapshotInfo
 from .types import Event
 
 if TYPE_CHECKING:
@@ -533,7 +533,7 @@ class Lifecycle:
 
     def swap_in(
         self, read: LogRead, learners: dict[str, Learner], users: OnlineState, *, fitted: int, started: float,
-        snapshot: memoryview | None = None, cursor: int | None = None,
+        snapshot: Body | None = None, cursor: int | None = None,
     ) -> None:
         """Catch ``learners`` and ``users`` (fitted on the log up to ``read.cursor``, ``fitted``
         events, and caught up to ``cursor`` if given) up with the log, forget the users erased
@@ -601,12 +601,14 @@ class Lifecycle:
         tuned = self.models.tuned
         return compat_key(self.settings, self.encoder_id, tuned.to_json() if tuned else None)
 
-    def capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> memoryview:
+    def capture(self, learners: Mapping[str, Learner], users: UserStateStore, log_seq: int, erasures: int) -> Parts:
+        """The snapshot body of the model set as it is now (the caller holds it still): what
+        learning changes is copied, what the learners keep fixed between fits referred to."""
         fusion = self.served.fusion.state() if self.served.fusion is not None else None
         return ModelSet.capture(learners, users, self.catalog, log_seq=log_seq, erasures=erasures,
-                                online_fusion=fusion).dumps()
+                                online_fusion=fusion).dumps_parts()
 
-    def write_snapshot(self, body: bytes | memoryview, log_seq: int, erasures: int) -> SnapshotInfo | None:
+    def write_snapshot(self, body: Body, log_seq: int, erasures: int) -> SnapshotInfo | None:
         if self.store.counter("erasures") != erasures:  # a user erased since may be in it
             return None
         return self.snapshots.write(body, self.snapshot_key(), log_seq=log_seq, erasures=erasures,

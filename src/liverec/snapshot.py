@@ -67,7 +67,7 @@ from .jobs import CHUNK, blank
 from .models.base import Learner
 from .settings import Settings
 from .state import OnlineState, Row, UserRecord, UserStateStore
-from .store.snapshots import SnapshotInfo, SnapshotRepo
+from .store.snapshots import Body, Parts, SnapshotInfo, SnapshotRepo
 from .store.sql import StoredItem
 
 log = logging.getLogger("liverec.snapshot")
@@ -284,6 +284,27 @@ class _ArrayDict:
 _MAGIC, _ALIGN = b"LRS4", 64
 
 
+def _layout(stream: bytes, buffers: Sequence[memoryview]) -> tuple[bytes, list[int], int]:
+    """A body's table of contents, each buffer's offset and the body's length."""
+    head = 4 + 8 + 8 + 16 * len(buffers)
+    at = -(-(head + len(stream)) // _ALIGN) * _ALIGN
+    table: list[tuple[int, int]] = []
+    end = head + len(stream)
+    for b in buffers:
+        table.append((at, b.nbytes))
+        end = at + b.nbytes
+        at = -(-end // _ALIGN) * _ALIGN
+    toc = struct.pack(f"<4sQQ{2 * len(buffers)}Q", _MAGIC, len(stream), len(buffers), *(x for t in table for x in t))
+    return toc, [off for off, _ in table], end
+
+
+def _copy(dst: memoryview, at: int, part: bytes | memoryview) -> None:
+    """``part`` into ``dst`` at ``at``, a megabyte per call: the GIL is let go between them."""
+    src = memoryview(part).cast("B")
+    for a in range(0, src.nbytes, CHUNK):
+        dst[at + a : at + min(a + CHUNK, src.nbytes)] = src[a : a + CHUNK]
+
+
 def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
     """One body: magic, the stream's length, each buffer's (offset, length), the stream,
     then the buffers, each at an offset that is a multiple of 64 (aligned for any dtype).
@@ -297,27 +318,48 @@ def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
     >>> bytes(s), [bytes(b) for b in bufs], bytes(body).index(b"abc") % 64
     (b'stream', [b'abc', b''], 0)
     """
-    head = 4 + 8 + 8 + 16 * len(buffers)
-    at = -(-(head + len(stream)) // _ALIGN) * _ALIGN
-    table: list[tuple[int, int]] = []
-    end = head + len(stream)
-    for b in buffers:
-        table.append((at, b.nbytes))
-        end = at + b.nbytes
-        at = -(-end // _ALIGN) * _ALIGN
-    toc = struct.pack(f"<4sQQ{2 * len(buffers)}Q", _MAGIC, len(stream), len(buffers), *(x for t in table for x in t))
+    toc, offsets, end = _layout(stream, buffers)
     view = blank(end)
-    pieces: list[tuple[bytes | memoryview, int]] = [(toc, 0), (stream, len(toc))]
-    pieces += [(b, off) for b, (off, _) in zip(buffers, table)]
     pos = 0
+    pieces: list[tuple[bytes | memoryview, int]] = [(toc, 0), (stream, len(toc)), *zip(buffers, offsets)]
     for part, start in pieces:
         if start > pos:
             view[pos:start] = bytes(start - pos)  # alignment padding
-        src = memoryview(part).cast("B")
-        for a in range(0, src.nbytes, CHUNK):
-            view[start + a : start + min(a + CHUNK, src.nbytes)] = src[a : a + CHUNK]
-        pos = start + src.nbytes
+        _copy(view, start, part)
+        pos = start + memoryview(part).nbytes
     return view
+
+
+def frame_parts(stream: bytes, buffers: Sequence[memoryview]) -> Parts:
+    """The :func:`frame` body as :class:`Parts`, the same bytes in order: writable buffers
+    copied (learning may change them once the caller lets go of its lock), read-only ones
+    referred to. A read-only buffer is taken to stay as it is: a learner marks read-only the
+    arrays it never changes until a fit replaces them (:attr:`Learner.fixed_between_fits`).
+
+    >>> fixed = np.arange(3, dtype=np.uint8); fixed.flags.writeable = False
+    >>> live = np.arange(3, dtype=np.uint8)
+    >>> body = frame_parts(b"stream", [memoryview(fixed), memoryview(live)])
+    >>> live[:] = 9  # changed after the capture: the body keeps what it was
+    >>> bytes(body.join()) == bytes(frame(b"stream", [memoryview(fixed), memoryview(np.arange(3, dtype=np.uint8))]))
+    True
+    >>> any(np.shares_memory(np.frombuffer(p, np.uint8), fixed) for p in body.parts)  # referred to, not copied
+    True
+    """
+    toc, offsets, end = _layout(stream, buffers)
+    parts: list[bytes | memoryview] = [toc, stream]
+    pos = len(toc) + len(stream)
+    for b, start in zip(buffers, offsets):
+        if start > pos:
+            parts.append(bytes(start - pos))  # alignment padding
+        if b.readonly:
+            parts.append(b)
+        else:
+            copy = blank(b.nbytes)
+            _copy(copy, 0, b)
+            parts.append(copy)
+        pos = start + b.nbytes
+    assert pos == end or not buffers
+    return Parts(parts)
 
 
 def unframe(body: bytes | bytearray | memoryview) -> tuple[memoryview, list[memoryview]]:
@@ -478,6 +520,15 @@ class ModelSet:
     def dumps(self) -> memoryview:
         """The snapshot body: learners' per-user tables packed (see :func:`pack`), then
         pickle protocol 5, uncompressed (load speed over size)."""
+        return frame(*self._pickled())
+
+    def dumps_parts(self) -> Parts:
+        """:meth:`dumps` as :class:`Parts` (:func:`frame_parts`): what a learner keeps fixed
+        between fits is referred to, not copied, so a scheduled snapshot's capture under the
+        engine lock copies only what learning changes."""
+        return frame_parts(*self._pickled())
+
+    def _pickled(self) -> tuple[bytes, list[memoryview]]:
         body = dict(self.__dict__)
         body["learners"] = {name: (cls, {k: pack(v) for k, v in state.items()})
                             for name, (cls, state) in self.learners.items()}
@@ -485,7 +536,7 @@ class ModelSet:
             body["users"] = LazyTable.of(self.users)
         buffers: list[pickle.PickleBuffer] = []
         stream = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
-        return frame(stream, [b.raw() for b in buffers])
+        return stream, [b.raw() for b in buffers]
 
     @classmethod
     def loads(cls, body: bytes | bytearray | memoryview) -> "ModelSet":
@@ -548,7 +599,7 @@ class Snapshots:
     def enabled(self) -> bool:
         return self.repo is not None
 
-    def write(self, body: bytes | memoryview, key: Mapping[str, Any], *, log_seq: int, erasures: int,
+    def write(self, body: Body, key: Mapping[str, Any], *, log_seq: int, erasures: int,
               meta: Mapping[str, Any] | None = None) -> SnapshotInfo | None:
         """Store ``body`` (from :meth:`ModelSet.dumps`) with its header, then prune."""
         if self.repo is None:

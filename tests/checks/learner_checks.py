@@ -132,6 +132,21 @@ def check_save_load_round_trip(learner: Learner) -> None:
     np.testing.assert_allclose(m.score(UserState("u0"), items), m2.score(UserState("u0"), items), rtol=1e-6)
 
 
+def check_fixed_arrays_stay_fixed(learner: Learner) -> None:
+    """What a learner declares fixed between fits is read-only after a fit and after a
+    restore, and learning leaves it as it is (a snapshot refers to it, uncopied)."""
+    m = fitted(learner)
+    restored = Learner.loads(m.dumps(), m.catalog_)
+    for model in (m, restored):
+        kept = {name: getattr(model, name).copy() for name in model.fixed_between_fits}
+        for name in model.fixed_between_fits:
+            assert not getattr(model, name).flags.writeable, f"{name} is writable"
+        model.learn_one(Event(user="u0", item="i7", kind="like", timestamp=1_800_000_000.0))
+        model.learn_one(Event(user="new", item="i3", kind="click", timestamp=1_800_000_001.0))
+        for name, before in kept.items():
+            np.testing.assert_array_equal(getattr(model, name), before)
+
+
 def check_positive_event_raises_item_or_neighbours(learner: Learner) -> None:
     if not learner.learns_from_events:
         pytest.skip(f"{type(learner).__name__} scores what users declare, not what they do")
@@ -461,6 +476,7 @@ ALL_CHECKS = [
     check_same_seed_same_output,
     check_learn_one_does_not_mutate_input,
     check_save_load_round_trip,
+    check_fixed_arrays_stay_fixed,
     check_positive_event_raises_item_or_neighbours,
     check_new_items_are_scorable,
     check_batch_equals_incremental,

@@ -130,6 +130,38 @@ def test_snapshot_in_a_directory(tmp_path, encoder, books, monkeypatch):
         assert again.snapshots.log_seq == 300 and served(again, ["u1", "u2"]) == expected
 
 
+def test_a_snapshot_holds_the_model_set_as_captured_while_learning_goes_on(tmp_path, encoder, books, monkeypatch):
+    """The capture under the lock copies what learning changes and refers to what only a fit
+    sets (EASE's matrix); events learned between the capture and the write stay out of it."""
+    s, url, ids = in_a_directory(tmp_path, books, 200)
+    captured: list[bytes] = []
+    with Engine.open(url, settings=s, encoder=encoder) as e:
+        e.add_items(books[:200])
+        e.record_many(events(300, ids, seed=4))
+        e.fit()
+        capture, write = Lifecycle.capture, Lifecycle.write_snapshot
+
+        def capture_(self, *args):
+            body = capture(self, *args)
+            captured.append(bytes(body.join()))
+            fixed, live = e.learners["ease"].B_, e.learners["itemknn"].counts_.vals
+            parts = [np.frombuffer(p, np.uint8) for p in body.parts]
+            assert any(np.shares_memory(p, fixed) for p in parts)
+            assert not any(np.shares_memory(p, live) for p in parts)
+            return body
+
+        def write_(self, body, *args):
+            e.record_many(events(200, ids, seed=5, t=500))  # learned after the capture, before the write
+            return write(self, body, *args)
+
+        monkeypatch.setattr(Lifecycle, "capture", capture_)
+        monkeypatch.setattr(Lifecycle, "write_snapshot", write_)
+        info = e.snapshot()
+        assert info is not None and info.log_seq == 300
+        assert e.snapshots.repo.read(info) == captured[0]
+        assert bytes(capture(e.lifecycle, e.learners, e.state, 300, 0).join()) != captured[0]  # learning went on
+
+
 def test_incompatible_snapshots_are_refused_and_the_node_refits(tmp_path, encoder, books, monkeypatch, caplog):
     url = f"sqlite:///{tmp_path / 'rec.db'}"
     ids = [b.id for b in books[:200]]

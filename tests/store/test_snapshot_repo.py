@@ -9,7 +9,7 @@ import pytest
 
 from liverec.store import Store
 from liverec.store import snapshots as snapshots_module
-from liverec.store.snapshots import DirSnapshots, SnapshotRepo, StoreSnapshots, snapshot_repo
+from liverec.store.snapshots import DirSnapshots, Parts, SnapshotRepo, StoreSnapshots, snapshot_repo
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "dir"])
@@ -85,7 +85,19 @@ def test_a_directory_snapshot_reaches_the_disk_a_chunk_at_a_time(tmp_path: Path,
 
     monkeypatch.setattr(snapshots_module.os, "fdatasync", fdatasync)
     repo = DirSnapshots(tmp_path / "snaps")
-    body = bytes(range(256)) * 10  # 2,560 bytes: three chunks
+    body = bytes(range(256)) * 10  # 2,560 bytes: three chunks, the last flushed by the closing fsync
     info = repo.write({"log_seq": 1, "format": 1}, memoryview(body))
-    assert synced[:3] == [1000, 2000, 2560]
+    assert synced == [1000, 2000]
+    assert repo.read(info) == body
+    synced.clear()  # in parts: flushed once a chunk's worth is written, not after every small part
+    info = repo.write({"log_seq": 2, "format": 1}, Parts([body[:10], body[10:1500], b"", body[1500:]]))
+    assert synced == [1010, 2500]
+    assert repo.read(info) == body
+
+
+def test_a_body_in_parts_reads_back_whole(repo: SnapshotRepo, monkeypatch) -> None:
+    monkeypatch.setattr(snapshots_module, "PART_BYTES", 1000)
+    body = bytes(range(256)) * 9
+    info = repo.write({"log_seq": 4, "format": 1}, Parts([body[:7], memoryview(body)[7:1800], b"", body[1800:]]))
+    assert repo.list()[0].size == len(body)
     assert repo.read(info) == body

@@ -416,6 +416,10 @@ class Learner(abc.ABC):
     item_side_at_fits_without_tables: ClassVar[bool] = False
     #: Hyperparameter -> values ``fit(tune=True)`` tries (none: the tuner only weighs it).
     search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    #: Array attributes that only a fit sets (never changed in place): they are kept
+    #: read-only (:meth:`freeze`), and a scheduled snapshot refers to them instead of
+    #: copying them under the engine lock (``frame_parts``).
+    fixed_between_fits: ClassVar[tuple[str, ...]] = ()
     #: The catalog the learner was fitted on (set by ``fit`` and ``from_state``).
     catalog_: Catalog
 
@@ -464,7 +468,20 @@ class Learner(abc.ABC):
         obj.__dict__.update(state)
         if "fitted_" in state:
             obj.catalog_ = catalog
+        obj.freeze()
         return obj
+
+    def freeze(self) -> None:
+        """Mark the :attr:`fixed_between_fits` arrays read-only (a fit calls it once they are set).
+
+        >>> from liverec.models import EASE
+        >>> m = EASE(); m.B_ = np.eye(2, dtype=np.float32); m.freeze(); m.B_.flags.writeable
+        False
+        """
+        for name in self.fixed_between_fits:
+            value = self.__dict__.get(name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
 
     def dumps(self) -> bytes:
         """Serialise learned state (the catalog is not included; ``loads`` re-attaches it)."""

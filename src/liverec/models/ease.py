@@ -68,6 +68,7 @@ class EASE(Learner):
     name: ClassVar[str] = "ease"
     #: Searched by Engine.fit(tune=True).
     search_space: ClassVar[dict[str, tuple]] = {"l2": (50.0, 100.0, 200.0, 1000.0, 2000.0)}
+    fixed_between_fits: ClassVar[tuple[str, ...]] = ("B_",)
     #: B is fitted in batch and learn_one does not change it (only the user's row
     #: x_u), so fit(log) and fit(empty) + learn_one per event differ by design; the
     #: shared batch-vs-incremental check is skipped for EASE.
@@ -132,6 +133,7 @@ class EASE(Learner):
         m = len(active)
         if m == 0:
             self.B_ = np.zeros((0, 0), dtype=np.float32)
+            self.freeze()
             return
         Xa = X[:, active]
         G = np.asarray((Xa.T @ Xa).toarray(), dtype=np.float32)
@@ -157,6 +159,7 @@ class EASE(Learner):
         P /= -d[None, :]
         P[np.diag_indices(m)] = 0.0
         self.B_ = P
+        self.freeze()
 
     def learn_one(self, event: Event) -> None:
         self._check_fitted()

@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import sqlalchemy as sa
 
@@ -42,6 +42,48 @@ log = logging.getLogger("liverec.snapshot")
 
 #: Bytes per body part in the store (well under every backend's value limit).
 PART_BYTES = 8 << 20
+
+
+class Parts:
+    """A body given as consecutive parts, written one after another and never joined in
+    memory: a snapshot refers to arrays that stay fixed between fits (hundreds of MB for
+    an EASE matrix) instead of copying them under the engine lock.
+
+    >>> body = Parts([b"ab", memoryview(b"cde"), b""])
+    >>> len(body), [bytes(c) for c in chunks(body, 2)], bytes(body.join())
+    (5, [b'ab', b'cd', b'e'], b'abcde')
+    """
+
+    def __init__(self, parts: list[bytes | memoryview]) -> None:
+        self.parts = [memoryview(p).cast("B") for p in parts]
+        self.nbytes = sum(p.nbytes for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def join(self) -> bytearray:
+        """The parts in one buffer (a copy)."""
+        out, at = bytearray(self.nbytes), 0
+        for p in self.parts:
+            out[at : at + p.nbytes] = p
+            at += p.nbytes
+        return out
+
+
+#: A snapshot body: contiguous bytes, or :class:`Parts`.
+Body = bytes | bytearray | memoryview | Parts
+
+
+def chunks(body: Body, size: int) -> Iterator[memoryview]:
+    """``body`` in order, as views of at most ``size`` bytes (none empty; a chunk never
+    spans two of a :class:`Parts` body's parts, so nothing is copied).
+
+    >>> [bytes(c) for c in chunks(b"abcde", 2)]
+    [b'ab', b'cd', b'e']
+    """
+    for part in body.parts if isinstance(body, Parts) else [memoryview(body).cast("B")]:
+        for at in range(0, part.nbytes, size):
+            yield part[at : at + size]
 
 
 @dataclass(frozen=True)
@@ -58,7 +100,7 @@ class SnapshotInfo:
 class SnapshotRepo(Protocol):
     """A place snapshots are written to, listed from (newest first), read and deleted."""
 
-    def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo: ...
+    def write(self, header: dict[str, Any], body: Body) -> SnapshotInfo: ...
 
     def list(self) -> list[SnapshotInfo]: ...
 
@@ -77,7 +119,7 @@ class StoreSnapshots:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo:
+    def write(self, header: dict[str, Any], body: Body) -> SnapshotInfo:
         created = time.time()
         log_seq = int(header["log_seq"])
         row = {"log_seq": log_seq, "created": created, "size": len(body), "header": json.dumps(header)}
@@ -85,12 +127,8 @@ class StoreSnapshots:
             key = conn.execute(S.model_snapshots.insert().values(**row)).inserted_primary_key
             assert key is not None  # a single-row INSERT
             version = key[0]
-            for part, start in enumerate(range(0, len(body), PART_BYTES)):
-                conn.execute(
-                    S.model_snapshot_parts.insert().values(
-                        version=version, part=part, data=body[start : start + PART_BYTES]
-                    )
-                )
+            for part, data in enumerate(chunks(body, PART_BYTES)):  # read back in order, whatever their sizes
+                conn.execute(S.model_snapshot_parts.insert().values(version=version, part=part, data=data))
         return SnapshotInfo(str(version), log_seq, created, len(body), header)
 
     def list(self) -> list[SnapshotInfo]:
@@ -138,7 +176,7 @@ class DirSnapshots:
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
 
-    def write(self, header: dict[str, Any], body: bytes | memoryview) -> SnapshotInfo:
+    def write(self, header: dict[str, Any], body: Body) -> SnapshotInfo:
         self.path.mkdir(parents=True, exist_ok=True)
         created = time.time()
         name = f"liverec-{int(header['log_seq']):015d}-{time.time_ns()}"
@@ -176,7 +214,7 @@ class DirSnapshots:
 SYNC_CHUNK = 8 << 20
 
 
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
+def _write_atomic(path: Path, data: Body) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 
     The data goes to disk :data:`SYNC_CHUNK` bytes at a time, each flushed before the next is
@@ -185,13 +223,15 @@ def _write_atomic(path: Path, data: bytes | memoryview) -> None:
     same disk waits behind it, for seconds.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    src = memoryview(data).cast("B")
+    unsynced = 0
     with open(tmp, "wb", buffering=0) as f:
-        for at in range(0, src.nbytes, SYNC_CHUNK):
-            chunk = src[at : at + SYNC_CHUNK]
+        for chunk in chunks(data, SYNC_CHUNK):
+            unsynced += chunk.nbytes
             while chunk.nbytes:  # an unbuffered write may take less than it is given
                 chunk = chunk[f.write(chunk) or 0 :]
-            os.fdatasync(f.fileno())
+            if unsynced >= SYNC_CHUNK:
+                os.fdatasync(f.fileno())
+                unsynced = 0
         os.fsync(f.fileno())
     os.replace(tmp, path)
     try:
