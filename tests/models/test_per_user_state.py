@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from checks.learner_checks import make_catalog, make_events
 from liverec.models import ContentProfile, InteractionLog, TfidfContent, UserState
+
+#: Items whose little-endian bytes, side by side, contain others' at an offset that is not a
+#: multiple of eight: 0x500 then 0 holds 5's bytes at offset 1.
+_ITEMS = [0, 1, 5, 0x500, 0x50000, 256, 2**40, 7]
 
 
 def test_content_keeps_one_single_precision_vector_per_user_and_reads_intent_from_the_request():
@@ -121,3 +127,29 @@ def test_item_strengths_per_user_are_packed_and_follow_every_event(name):
     # 16 bytes per item, the array's fixed part and its spare room: no object per item (a dict
     # of floats costs ≈ 100 bytes an item)
     assert all(sys.getsizeof(r) <= 128 + 24 * (len(r) // 2) for r in table._rows.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "strength", "put", "pop"]), st.sampled_from(["a", "b"]),
+                          st.lists(st.sampled_from(_ITEMS), min_size=1, max_size=6, unique=True),
+                          st.floats(-5, 5, allow_nan=False)), max_size=40))
+def test_a_packed_row_behaves_as_a_dict_of_items(ops):
+    """UserItems == a dict of dicts under any sequence of writes and reads, with items whose
+    bytes, side by side, spell another item (a byte search must match on an item's boundary)."""
+    from liverec.models.useritems import UserItems
+
+    table, model = UserItems(), {}
+    for op, user, items, value in ops:
+        if op == "set":
+            for i in items:
+                table.set(user, i, value)
+                model.setdefault(user, {})[i] = value
+        elif op == "put":
+            table.put(user, np.array(items), np.full(len(items), value))
+            model[user] = dict.fromkeys(items, value)
+        elif op == "pop":
+            table.pop(user)
+            model.pop(user, None)
+        for i in _ITEMS:
+            assert table.strength(user, i) == model.get(user, {}).get(i, 0.0)
+        assert dict(table.items()) == model and table.count(user) == len(model.get(user, {}))

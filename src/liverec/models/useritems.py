@@ -3,11 +3,13 @@
 ItemKNN, EASE and TF-IDF keep, per user, the items the user interacted with and how
 strongly (ALS the same per factor row); every replica holds it for every user. As a dict
 of dicts it cost ≈ 0.3–0.6 KB a user at five items (a dict per user, a float object per
-strength); here a user is one ``array('d')`` holding the items, in the order they were
-first added (what the dicts iterated in), then their strengths: ≈ 0.15 KB at five items.
-Python's ``array`` (not numpy) because a user's row is small and changes one item at a
-time: the search and the insert run in C on it, and numpy reads it without a copy
-(``np.frombuffer``). Item indices are stored as doubles: exact below 2**53.
+strength); here a user is one ``bytearray`` holding the items (int64), in the order they
+were first added (what the dicts iterated in), then their strengths (float64): ≈ 0.15 KB
+at five items. A ``bytearray`` (not numpy) because a user's row is small and changes one
+item at a time: an item is found by ``bytearray.find`` of its eight bytes (a byte search
+in C, 3x faster than ``array.index``, which makes a Python float of every entry it
+compares: 1.3 vs 3.8 µs at 130 items), and numpy reads it without a copy
+(``np.frombuffer``).
 
 Examples
 --------
@@ -20,10 +22,22 @@ Examples
 
 from __future__ import annotations
 
-from array import array
+import struct
 from typing import Hashable, Iterator, Sequence
 
 import numpy as np
+
+_ITEM, _VALUE = struct.Struct("<q"), struct.Struct("<d")
+
+
+def _find(row: bytearray, item: int) -> int:
+    """Byte offset of ``item`` among ``row``'s items, -1 when absent (a match must start on
+    an item's boundary: the bytes of two neighbours can look like a third)."""
+    key, end = _ITEM.pack(item), len(row) >> 1
+    at = row.find(key, 0, end)
+    while at > 0 and at & 7:
+        at = row.find(key, at + 1, end)
+    return at
 
 
 class UserItems:
@@ -36,7 +50,7 @@ class UserItems:
     __slots__ = ("_rows",)
 
     def __init__(self) -> None:
-        self._rows: dict[Hashable, array] = {}
+        self._rows: dict[Hashable, bytearray] = {}
 
     @classmethod
     def from_pairs(cls, users: Sequence[Hashable], uidx: np.ndarray, items: np.ndarray, x: np.ndarray) -> "UserItems":
@@ -66,7 +80,7 @@ class UserItems:
     def count(self, user: Hashable) -> int:
         """How many items ``user`` has (0 for an unknown user)."""
         row = self._rows.get(user)
-        return 0 if row is None else len(row) // 2
+        return 0 if row is None else len(row) >> 4
 
     def get(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """(items as int64, strengths as float64), in the order first added; None for a user with none.
@@ -74,9 +88,9 @@ class UserItems:
         row = self._rows.get(user)
         if not row:
             return None
-        flat = np.frombuffer(row, dtype=np.float64)
-        n = len(flat) // 2
-        return flat[:n].astype(np.int64), flat[n:].copy()
+        n = len(row) >> 4
+        return (np.frombuffer(row, dtype=np.int64, count=n).copy(),
+                np.frombuffer(row, dtype=np.float64, count=n, offset=n << 3).copy())
 
     def get_sorted(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`get` with the items ascending: sums over them then run in the same order
@@ -97,24 +111,22 @@ class UserItems:
         row = self._rows.get(user)
         if row is None:
             return 0.0
-        n = len(row) // 2
-        try:
-            return row[n + row.index(item, 0, n)]
-        except ValueError:
-            return 0.0
+        at = _find(row, item)
+        return 0.0 if at < 0 else _VALUE.unpack_from(row, (len(row) >> 1) + at)[0]
 
     def set(self, user: Hashable, item: int, value: float) -> None:
         """Set ``user``'s strength on ``item`` (adding the item when new)."""
         row = self._rows.get(user)
         if row is None:
-            self._rows[user] = array("d", (item, value))
+            self._rows[user] = bytearray(_ITEM.pack(item) + _VALUE.pack(value))
             return
-        n = len(row) // 2
-        try:
-            row[n + row.index(item, 0, n)] = value
-        except ValueError:
-            row.insert(n, item)
-            row.append(value)
+        at = _find(row, item)
+        if at >= 0:
+            _VALUE.pack_into(row, (len(row) >> 1) + at, value)
+            return
+        half = len(row) >> 1
+        row[half:half] = _ITEM.pack(item)
+        row += _VALUE.pack(value)
 
     def put(self, user: Hashable, items: np.ndarray, strengths: np.ndarray) -> None:
         """Replace ``user``'s row with ``items`` (distinct) and their ``strengths``, in that order
@@ -126,8 +138,8 @@ class UserItems:
         if len(items) == 0:
             self._rows.pop(user, None)
             return
-        self._rows[user] = array("d", np.asarray(items, dtype=np.float64).tobytes()
-                                 + np.asarray(strengths, dtype=np.float64).tobytes())
+        self._rows[user] = bytearray(np.asarray(items, dtype=np.int64).tobytes()
+                                     + np.asarray(strengths, dtype=np.float64).tobytes())
 
     def pop(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """Remove ``user``; what they had (as :meth:`get`), or None."""
@@ -142,7 +154,8 @@ class UserItems:
         >>> dict(ui.items())
         {'u': {7: 1.0}}
         """
-        for user, row in self._rows.items():
-            n = len(row) // 2
-            yield user, dict(zip((int(i) for i in row[:n]), row[n:]))
+        for user in self._rows:
+            got = self.get(user)
+            assert got is not None  # a kept row is never empty
+            yield user, dict(zip(got[0].tolist(), got[1].tolist()))
 
