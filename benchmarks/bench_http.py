@@ -34,7 +34,11 @@ Scenarios:
    one request's body is read and checked while another commits, and group commit stores and
    learns the batches waiting together in one transaction).
 7. ``mixed``: open-loop ``--mixed-rate`` req/s for ``--mixed-seconds`` s, ``--write-share``
-   POST a click and the rest GET a list (cache on); the server's RSS before and after.
+   POST a click and the rest GET a list (cache on); the server's RSS before and after, and the
+   response cache's hit ratio. It starts right after the write scenarios, whose events left
+   every user's cached list stale and their histories about five times longer: most of its
+   reads rank. ``mixed-steady`` runs the same load once more at once, with the caches as the
+   first run left them (a service's steady state under this load).
 
 The uncached scenarios (2, and ``reco-max-uncached``) run first, on a server over the
 store as prepared; the cached server with the write scenarios after (they grow the log
@@ -235,15 +239,21 @@ def mixed_load(base: str, pid: int, ids: list[str], users: int, rate: float, sec
 
     import httpx
 
-    before, version = rss(), metric(base, "liverec_model_version")
+    def cache() -> tuple[float, float]:
+        name = "liverec_recommend_cache_total"
+        return metric(base, name, 'result="hit"'), metric(base, name, 'result="miss"')
+
+    before, version, (hit0, miss0) = rss(), metric(base, "liverec_model_version"), cache()
     fitting = bool(httpx.get(base + "/ready").json().get("fit_running"))  # a re-fit the writes before started
     out = asyncio.run(load.run(base, load.mixed(urlparse(base).netloc, users, ids, write_share=share),
                                   rate=rate, seconds=seconds))
-    after = rss()
+    after, (hit1, miss1) = rss(), cache()
+    hits, misses = hit1 - hit0, miss1 - miss0
     p = common.percentiles(out.pop("latencies_s"))
     return {"requests": p["n"], "req_per_s": out["achieved_rate"], "errors": out["failed"], "non2xx": out["non2xx"],
             "p50": p["p50_ms"], "p90": p["p90_ms"], "p99": p["p99_ms"], "max": p["max_ms"], "mean": p["mean_ms"],
             "rss_mb_before": before, "rss_mb_after": after, "rss_growth": (after - before) / before,
+            "cache_hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
             "refit_running_at_start": fitting, "swaps": metric(base, "liverec_model_version") - version,
             "refit_running_at_end": bool(httpx.get(base + "/ready").json().get("fit_running"))}
 
@@ -414,9 +424,12 @@ def main() -> None:
                     results[name]["load_average"] = load_average()
                 results["event->reco"] = event_then_reco(base, ids, args.users, args.n, args.seed)
                 results["event->reco"]["load_average"] = load_average()
-                results["mixed"] = mixed_load(base, proc.pid, ids, args.users, args.mixed_rate, args.mixed_seconds,
-                                              args.write_share)
-                results["mixed"]["load_average"] = load_average()
+                # Right after the write scenarios, which left every user's cached list stale; then
+                # the same load again, its caches as the first run left them (steady state).
+                for name in ("mixed", "mixed-steady"):
+                    results[name] = mixed_load(base, proc.pid, ids, args.users, args.mixed_rate, args.mixed_seconds,
+                                               args.write_share)
+                    results[name]["load_average"] = load_average()
             else:
                 results["reco-max-uncached"] = run_wrk(base, reco_script(args.users, None), seconds=args.seconds,
                                                        connections=8)
@@ -435,7 +448,7 @@ def main() -> None:
         proc.wait(30)
     rows = {}
     for name in ("reco-300", "reco-300-uncached", "reco-max", "reco-max-uncached", "ingest", "ingest-no-refit",
-                 "ingest-batch", "ingest-batch-4", "health", "mixed"):
+                 "ingest-batch", "ingest-batch-4", "health", "mixed", "mixed-steady"):
         r = results[name]
         rows[f"{name} ({r['req_per_s']:.0f} req/s, errors {r['errors'] + r['non2xx']}, load {r['load_average']})"] = {
             "n": r["requests"], "p50_ms": r["p50"], "p90_ms": r["p90"], "p99_ms": r["p99"], "max_ms": r["max"],
@@ -446,7 +459,7 @@ def main() -> None:
     console.print(latency_table(f"HTTP, {args.workers} uvicorn worker(s), 10k books, durable SQLite", rows))
     console.print(common.stages_table("where an uncached request's time goes, in process (diagnostic, timed "
                                       "separately)", floor["recommend_stages"]))
-    mixed = results["mixed"]
+    mixed, steady = results["mixed"], results["mixed-steady"]
     console.print(kv_table("notes", [
         ("cache hit ratio, reco-300", f"{results['reco-300']['cache_hit_ratio']:.2f}"),
         ("event->reco stale responses", rt["stale_responses"]),
@@ -458,6 +471,9 @@ def main() -> None:
          f"{results['ingest-batch-4']['req_per_s'] * args.batch:.0f} events/s"),
         ("mixed: RSS before -> after", f"{mixed['rss_mb_before']:.0f} -> {mixed['rss_mb_after']:.0f} MB "
                                        f"({mixed['rss_growth']:+.1%})"),
+        ("mixed / mixed-steady: cache hit ratio", f"{mixed['cache_hit_ratio']:.2f} / {steady['cache_hit_ratio']:.2f}"),
+        ("mixed-steady: RSS before -> after", f"{steady['rss_mb_before']:.0f} -> {steady['rss_mb_after']:.0f} MB "
+                                              f"({steady['rss_growth']:+.1%})"),
         ("mixed: a re-fit running at its start / at its end / re-fits swapped in during it",
          f"{'yes' if mixed['refit_running_at_start'] else 'no'} / {'yes' if mixed['refit_running_at_end'] else 'no'}"
          f" / {mixed['swaps']:.0f}"),
