@@ -152,25 +152,6 @@ def test_itemknn_co_consumed_items_score_higher_and_explain():
     assert m.because(UserState("new"), cat.get_idx("i4")) == ()
 
 
-def test_itemknn_explains_each_item_by_its_most_similar_history_items():
-    """because_many (one vectorised search for the whole slate) names, per item, the two history
-    items of highest similarity C c/(c + shrink) / sqrt(n_h n_i), ties by catalog order."""
-    cat = make_catalog(60)
-    m = fit(ItemKNN(shrink=10.0), make_events(cat, n_users=30, per_user=12), cat)
-    C = m.counts_.to_csr().toarray().astype(np.float64)
-    n = m.n_.astype(np.float64)
-    for user in ("u0", "u3", "u7"):
-        h = m._history(UserState(user))[0]
-        slate = list(range(0, 60, 5))  # every cluster
-        got = m.because_many(UserState(user), slate)
-        for i, named in zip(slate, got):
-            sim = C[i, h] * C[i, h] / (C[i, h] + 10.0) / np.sqrt(n[h] * n[i])
-            sim[h == i] = 0.0
-            best = [j for j in np.lexsort((h, -sim))[:2] if sim[j] > 0]
-            assert named == tuple(cat.ids[h[j]] for j in best)
-        assert any(got) and got[:3] == [m.because(UserState(user), i) for i in slate[:3]]
-
-
 def test_itemknn_cosine_values():
     cat = catalog(3)
     # i0: users x, y; i1: users x, y, z -> C_01 = 2, cos = 2 / sqrt(2 * 3)

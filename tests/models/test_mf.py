@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from checks.learner_checks import make_catalog
 from liverec import Event
 from liverec.models import ALS, BPR, FeedbackConfig, InteractionLog, Learner, UserState
-from liverec.models.base import top_because, top_because_many
 
 CLUSTERS = 6
 T0 = 1_700_000_000.0
@@ -376,16 +373,3 @@ def test_candidates_are_the_top_scored_live_items(data):
     s = m.score(st, cat.from_idx(cat.alive_idx()))
     assert top.tolist() == np.argsort(-s, kind="stable")[:5].tolist()
     assert m.candidates(UserState("nobody"), 5).size == 0
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(1, 12), st.integers(1, 6), st.integers(0, 3), st.integers(0, 2**32 - 1))
-def test_explaining_a_slate_at_once_names_what_item_by_item_does(n_events, n_items, top, seed):
-    """top_because_many == top_because per item, repeated history items and tied pulls included."""
-    rng = np.random.default_rng(seed)
-    hidx = rng.integers(0, 5, n_events)
-    ids = [f"h{j}" for j in hidx.tolist()]
-    pulls = np.round(rng.uniform(-0.2, 1.0, (n_events, n_items)), 1)  # ties are common
-    exclude = rng.integers(0, 6, n_items)
-    want = [top_because(ids, pulls[:, j], int(exclude[j]), hidx, top, 0.2) for j in range(n_items)]
-    assert top_because_many(ids, pulls, exclude, hidx, top, 0.2) == want

@@ -185,32 +185,6 @@ def top_because(ids: list[str], pulls: np.ndarray, exclude: int, idx: np.ndarray
     return tuple(it for it, _ in sorted(best.items(), key=lambda kv: -kv[1])[:top])
 
 
-def top_because_many(ids: list[str], pulls: np.ndarray, exclude: np.ndarray, idx: np.ndarray, top: int,
-                     floor: float) -> list[tuple[str, ...]]:
-    """:func:`top_because` of every column ``j`` of ``pulls`` (history events x items), item
-    ``exclude[j]`` left out: the same answers, in a few array operations instead of a Python
-    loop over the history per item (explaining a slate runs it for every request).
-
-    >>> pulls = np.array([[0.9, 0.1], [0.5, 0.7], [0.9, 0.3]])
-    >>> top_because_many(["a", "b", "a"], pulls, np.array([5, 1]), np.array([0, 1, 0]), 2, 0.2)
-    [('a', 'b'), ('a',)]
-    >>> [top_because(["a", "b", "a"], pulls[:, j], x, np.array([0, 1, 0]), 2, 0.2) for j, x in enumerate([5, 1])]
-    [('a', 'b'), ('a',)]
-    """
-    first: dict[str, int] = {}
-    group = np.array([first.setdefault(it, len(first)) for it in ids], dtype=np.intp)
-    names, n_events = list(first), len(ids)
-    pulls = np.asarray(pulls, dtype=np.float64).reshape(n_events, -1)
-    ok = (np.asarray(idx)[:, None] != np.asarray(exclude)[None, :]) & (pulls > floor)
-    best = np.full((len(names), pulls.shape[1]), -math.inf)
-    np.maximum.at(best, group, np.where(ok, pulls, -math.inf))
-    # At equal pulls the item that qualified first comes first (top_because's dict order).
-    seen = np.full(best.shape, n_events)
-    np.minimum.at(seen, group, np.where(ok, np.arange(n_events)[:, None], n_events))
-    order = np.lexsort((seen, -best), axis=0)[:top].T.tolist()
-    return [tuple(names[g] for g in col if best[g, j] > -math.inf) for j, col in enumerate(order)]
-
-
 @runtime_checkable
 class Recommender(Protocol):
     """The one learner protocol (see DESIGN.md)."""

@@ -822,18 +822,19 @@ class ItemKNN(Learner):
         h, _ = hx
         n_h = self.n_[h].astype(np.float64)
         inv_h = np.divide(1.0, np.sqrt(n_h), out=np.zeros_like(n_h), where=n_h > 1e-12)
-        items = np.asarray(idx, dtype=np.int64)
-        n_i = self.n_[items].astype(np.float64)
-        inv_i = np.divide(1.0, np.sqrt(n_i), out=np.zeros_like(n_i), where=n_i > 1e-12)
-        # C[i, h] for every explained item and history item, found in one vectorised search
-        # (this runs for every request that asks for reasons).
-        pos = self.counts_.find(np.repeat(items, len(h)), np.tile(h, len(items))).reshape(len(items), len(h))
-        c = np.zeros(pos.shape, dtype=np.float64)
-        hit = pos >= 0
-        c[hit] = self.counts_.vals[pos[hit]]
-        sim = self._shrink_inplace(c) * inv_h[None, :] * inv_i[:, None]
-        sim[h[None, :] == items[:, None]] = 0.0
-        order = np.lexsort((np.broadcast_to(h, sim.shape), -sim), axis=-1)[:, :top]
-        ids = self.catalog_.ids
-        return [tuple(ids[int(h[o])] for o in row if sim[j, o] > 0) for j, row in enumerate(order.tolist())]
+        return [self._because_one(h, inv_h, i, top) for i in idx]
+
+    def _because_one(self, h: np.ndarray, inv_h: np.ndarray, idx: int, top: int) -> tuple[str, ...]:
+        """The ``top`` history items ``h`` (with ``1/sqrt(n_h)``) most similar to item ``idx``."""
+        # C[idx, h] read straight from the row: no scipy objects or catalog-sized arrays
+        # here (this runs for every explained item of every request).
+        c_h = np.zeros(len(h), dtype=np.float64)
+        pos = self.counts_.find_in_row(idx, h)
+        c_h[pos >= 0] = self.counts_.vals[pos[pos >= 0]]
+        c_h = self._shrink_inplace(c_h)
+        n_i = float(self.n_[idx])
+        sim = c_h * inv_h * (1.0 / np.sqrt(n_i) if n_i > 1e-12 else 0.0)
+        sim[h == idx] = 0.0
+        order = np.lexsort((h, -sim))[:top]
+        return tuple(self.catalog_.ids[int(h[o])] for o in order.tolist() if sim[o] > 0)
 

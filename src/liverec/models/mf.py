@@ -34,7 +34,7 @@ from scipy.linalg.lapack import dposv
 
 from ..encode.catalog import ItemIds
 from ..types import Event
-from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because_many
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, positive_history, register, top_because
 from .pop import history_rows
 from .retrieval import FactorIndex, best
 from .useritems import UserItems
@@ -517,8 +517,10 @@ class _MatrixFactorization(Learner, abc.ABC):
         v = self.item_factors_[np.asarray(idx, dtype=np.intp)].astype(np.float64)
         nv = np.linalg.norm(v, axis=1)
         sims = np.where(usable[:, None], (h @ v.T) / safe[:, None] / np.maximum(nv, 1e-12), 0.0)
-        named = top_because_many(ids, sims, np.asarray(idx), hidx, top, 0.2)
-        return [why if nv[j] >= 1e-12 else () for j, why in enumerate(named)]
+        return [
+            top_because(ids, sims[:, j], i, hidx, top, 0.2) if nv[j] >= 1e-12 else ()
+            for j, i in enumerate(idx)
+        ]
 
     def forget(self, user: str, events: Sequence[Event]) -> None:
         """Drop ``user``'s interactions and refit from the rest.
