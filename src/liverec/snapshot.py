@@ -75,14 +75,23 @@ log = logging.getLogger("liverec.snapshot")
 #: Version of the snapshot body layout (bump when :class:`ModelSet` changes shape).
 FORMAT_VERSION = 4
 
-#: Settings that do not shape what is learned or served: they may differ between the
-#: node that wrote a snapshot and the one that loads it.
+#: Settings that do not shape the learned state a snapshot holds (where and how the node
+#: runs, when it re-fits, what input it accepts, how a list is filtered and diversified at
+#: request time): they may differ between the node that wrote a snapshot and the one that
+#: loads it. A node restarted with another blocklist or re-fit policy loads its snapshot
+#: instead of fitting the whole log again.
 DEPLOYMENT_FIELDS = frozenset({
     "store", "vector_cache", "encoder_batch_size", "encoder_progress", "impression_flush_seconds",
     "log_impressions", "open_access", "api_keys", "max_body_bytes", "max_batch", "response_cache_size",
     "response_cache_seconds", "workers", "state", "state_prefix", "sync_seconds", "dp_epsilon",
     "dp_max_contributions", "dp_budget", "dp_budget_window_s", "snapshot_dir", "snapshot_keep", "snapshot_every_events",
-    "snapshot_interval_s",
+    "snapshot_interval_s", "http_fast_path",
+    # when fits run (what they learn is the log's)
+    "refit_growth", "refit_min_events", "background_fit_process", "bulk_fit_events", "tune_budget_seconds",
+    # what input is accepted
+    "auto_create_items", "max_clock_skew_seconds", "max_event_value",
+    # request-time filters of a ranked list
+    "exclude_seen", "diversity", "max_per_provider", "max_per_title_word", "blocklist", "blocked_terms",
 })
 
 
@@ -112,7 +121,7 @@ def code_digest() -> str:
 def settings_digest(settings: Settings) -> str:
     """A digest of every model-shaping setting (all but :data:`DEPLOYMENT_FIELDS`).
 
-    >>> settings_digest(Settings(workers=4)) == settings_digest(Settings())
+    >>> settings_digest(Settings(workers=4, refit_growth=0, blocklist=["b1"])) == settings_digest(Settings())
     True
     >>> settings_digest(Settings(history_length=7)) == settings_digest(Settings())
     False

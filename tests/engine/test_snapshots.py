@@ -162,6 +162,24 @@ def test_a_snapshot_holds_the_model_set_as_captured_while_learning_goes_on(tmp_p
         assert bytes(capture(e.lifecycle, e.learners, e.state, 300, 0).join()) != captured[0]  # learning went on
 
 
+def test_a_node_restarted_with_another_refit_policy_or_filters_loads_the_snapshot(tmp_path, encoder, books,
+                                                                                monkeypatch):
+    """When fits run, what input is accepted and how lists are filtered do not shape what a
+    snapshot holds: a restart with other values loads it, and serves with the new ones."""
+    s, url, ids = in_a_directory(tmp_path, books, 200)
+    with Engine.open(url, settings=s, encoder=encoder) as e:
+        e.add_items(books[:200])
+        e.record_many(events(300, ids, seed=4))
+        assert e.snapshot() is not None
+        first = [r.item for r in e.recommend("u1", k=5, log=False)]
+    no_refit(monkeypatch)
+    other = s.model_copy(update={"refit_growth": 0.0, "bulk_fit_events": 10, "max_event_value": 10.0,
+                                 "diversity": 0.5, "blocklist": first[:1]})
+    with Engine.open(url, settings=other, encoder=encoder) as again:
+        assert again.snapshots.log_seq == 300
+        assert first[0] not in [r.item for r in again.recommend("u1", k=5, log=False)]
+
+
 def test_incompatible_snapshots_are_refused_and_the_node_refits(tmp_path, encoder, books, monkeypatch, caplog):
     url = f"sqlite:///{tmp_path / 'rec.db'}"
     ids = [b.id for b in books[:200]]
