@@ -238,6 +238,7 @@ class Engine:
     learned_weights = _FromPart["dict[str, float] | None"]("models", "learned_weights")
     #: Changes with every swap of the model set (fits, restores, refills).
     model_version = _FromPart[int]("models", "version")
+    cache_epoch = _FromPart[int]("models", "epoch")
     #: Seconds the last fit took (None before the first).
     last_fit_seconds = _FromPart["float | None"]("lifecycle", "last_fit_seconds")
     #: Why the last background fit failed (the old models kept serving), else None.
@@ -422,8 +423,9 @@ class Engine:
 
     def user_version(self, user: str) -> tuple[int, int, int, int]:
         """Changes whenever what ``recommend(user)`` sees may have changed because of ``user``
-        (their events, interests, erasure) or of everyone (re-fit, catalog change)."""
-        return (self.state.version(user), self.model_version, self.catalog.version, self.erasure_epoch)
+        (their events, interests, erasure) or of everyone (a fit asked for or a restore,
+        catalog change); a periodic re-fit's swap leaves it (:attr:`Models.epoch`)."""
+        return (self.state.version(user), self.cache_epoch, self.catalog.version, self.erasure_epoch)
 
     def flush(self) -> None:
         """Write impressions buffered by ``Settings.impression_flush_seconds`` now."""

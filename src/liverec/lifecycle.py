@@ -100,6 +100,11 @@ class Models:
     learned_weights: dict[str, float] | None = None
     #: Changes with every swap (and every refill of a lost shared user state): caches key on it.
     version: int = 0
+    #: Changes with every swap but a periodic re-fit's (and every refill): the response cache
+    #: keys on it. A periodic re-fit leaves cached lists to expire with the user's next change
+    #: or their age, as other users' events do, instead of every user's next request ranking
+    #: at once.
+    epoch: int = 0
 
     @classmethod
     def stored(cls, store: Store, settings: Settings) -> "Models":
@@ -159,6 +164,8 @@ class Lifecycle:
         self.pending_erasures: list[Erased] = []
         self.last_fit_seconds: float | None = None
         self.last_fit_error: str | None = None
+        #: The thread of a periodic re-fit while it runs (its swap keeps the response caches).
+        self.periodic: threading.Thread | None = None
         #: Called (without the lock) after new learners were swapped in: by a fit or a restore.
         self.swapped = swapped
         #: Called (without the lock) when a fit's new learners exist, before their catch-up
@@ -229,6 +236,7 @@ class Lifecycle:
             n = refill_from_log(self.state, self.store, self.catalog.get_idx, self.encode)
             self.state.mark_complete()
             self.models.version += 1  # versions restarted with the lost data: drop every cached list
+            self.models.epoch += 1
         return n
 
     def refill_if_lost(self, out: dict[str, int]) -> None:
@@ -247,6 +255,7 @@ class Lifecycle:
             self.models.learners = learners
             self.state.adopt(users)
             self.models.version += 1
+            self.models.epoch += 1
             self.fit_events = restored.log_seq  # about the events it reflects; a re-fit counts from here
         self.swapped()
 
@@ -289,7 +298,7 @@ class Lifecycle:
 
     def fit(
         self, *, background: bool = False, tune: bool = False, budget: float | None = None, progress: bool = False,
-        seed: int | None = None, ray: str | None = None,
+        seed: int | None = None, ray: str | None = None, periodic: bool = False,
     ) -> threading.Thread | None:
         """Batch (re)fit every learner from the durable log, then swap them in atomically.
 
@@ -321,6 +330,10 @@ class Lifecycle:
         In the foreground, a background fit that runs is waited for first (one fit at a
         time: the asked one goes last).
 
+        ``periodic`` (in the background only): the fit the log's growth started
+        (``Settings.refit_growth``). Its swap leaves the response caches' lists to expire with
+        each user's next change or their age (:attr:`Models.epoch`); any other swap drops them.
+
         Examples
         --------
         >>> life.fit(tune=True, budget=120)          # doctest: +SKIP
@@ -343,7 +356,8 @@ class Lifecycle:
                 raise ConflictError("a re-fit is already running; wait for it to finish, then retry.")
             self.thread = threading.Thread(
                 target=self._background_fit,
-                kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs, from_store=from_store),
+                kwargs=dict(tune=tune, budget=budget, seed=seed, jobs=jobs, from_store=from_store,
+                            periodic=periodic),
                 name="liverec-fit", daemon=True,
             )
             self.thread.start()
@@ -423,8 +437,9 @@ class Lifecycle:
 
     def _background_fit(
         self, tune: bool = False, budget: float | None = None, seed: int | None = None, jobs: JobRunner | None = None,
-        from_store: bool = False,
+        from_store: bool = False, periodic: bool = False,
     ) -> None:
+        self.periodic = threading.current_thread() if periodic else None  # read by swap_in
         try:
             if from_store:
                 self.rebuild_in_child(jobs or ProcessJobs())
@@ -433,6 +448,8 @@ class Lifecycle:
             self.last_fit_error = None
         except Exception as exc:  # keep serving with the old models; report the failure
             self.last_fit_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.periodic = None
 
     def read_log(self, *, for_fit: bool = True, events: bool = True) -> LogRead:
         """The log up to its current end, in append order, with the position and erasure count.
@@ -567,8 +584,11 @@ class Lifecycle:
                     users.forget(user)
                 self.fit_done(read)
                 self.models.learners = learners
-                self.state.adopt(users)
+                keep = self.periodic is threading.current_thread()  # not a fit asked for meanwhile
+                self.state.adopt(users, touch=not keep)
                 self.models.version += 1
+                if not keep:
+                    self.models.epoch += 1
                 self.last_fit_seconds = time.perf_counter() - started
                 self.fit_events, self.since_fit = fitted, 0
         if snap is not None:
@@ -585,7 +605,7 @@ class Lifecycle:
         re-fit when the log has grown enough since the last fit."""
         self.since_fit += n
         if self.refit_due():
-            self.fit(background=True)
+            self.fit(background=True, periodic=True)
 
     def refit_due(self) -> bool:
         """Whether the log has grown enough since the last fit to fit again (see

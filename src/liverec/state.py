@@ -115,7 +115,7 @@ class UserStateStore(Protocol):
     def interests_text(self, user: str) -> str | None: ...
     def batch(self) -> AbstractContextManager[None]: ...
     def fresh(self) -> "OnlineState": ...
-    def adopt(self, rebuilt: "OnlineState") -> None: ...
+    def adopt(self, rebuilt: "OnlineState", *, touch: bool = True) -> None: ...
     def records(self) -> Iterator[tuple[str, tuple[Row, ...], list[int]]]: ...
     def count(self) -> int | None: ...
     def complete(self) -> bool: ...
@@ -223,16 +223,18 @@ class OnlineState:
         self.users.pop(user, None)
         self._version.pop(user, None)
 
-    def adopt(self, rebuilt: "OnlineState") -> None:
+    def adopt(self, rebuilt: "OnlineState", *, touch: bool = True) -> None:
         """Take the users of a state rebuilt from the log, keeping declared interests
-        (they live outside the event log) and moving every version forward."""
+        (they live outside the event log) and moving every version forward (``touch``;
+        else each user keeps theirs: the rebuilt state holds the same events)."""
         for name, u in self.users.items():
             if u.interests is not None:
                 nu = rebuilt.ensure(name)
                 nu.interests, nu.interests_text = u.interests, u.interests_text
         self.users = rebuilt.users
-        for name in rebuilt._version:
-            self.touch(name)
+        if touch:
+            for name in rebuilt._version:
+                self.touch(name)
 
 
 def user_from_events(user: str, events: Iterable[Event], idx_of: Callable[[str], int | None], *,

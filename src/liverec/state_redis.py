@@ -319,7 +319,7 @@ class RedisUserState:
         """A rebuild target that keeps nothing: a fit does not rebuild the shared state."""
         return _Discarding(self.history_length)
 
-    def adopt(self, rebuilt: OnlineState) -> None:
+    def adopt(self, rebuilt: OnlineState, *, touch: bool = True) -> None:
         """Nothing to take: the shared state is kept by every replica's writes (and refills)."""
 
     def records(self) -> Iterator[tuple[str, tuple[Row, ...], list[int]]]:

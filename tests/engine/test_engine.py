@@ -352,6 +352,27 @@ def test_the_log_growing_past_refit_growth_starts_a_background_refit(encoder, bo
         assert e.lifecycle.thread is None
 
 
+def test_a_periodic_refit_keeps_cached_lists_a_fit_asked_for_drops_them(encoder, books):
+    """A user's cache version (what the response cache keys on) survives the swap of a re-fit
+    the log's growth started, as it survives other users' events; the user's own event, a fit
+    asked for and a catalog change still move it."""
+    s = Settings(encoder_progress=False, refit_growth=0.5, refit_min_events=40)
+    with Engine.open(settings=s, encoder=encoder) as e:
+        e.add_items(books[:60])
+        e.record_many([ev(f"u{j % 5}", books[j % 60].id, t=j) for j in range(60)], learn=False)
+        e.fit()
+        before, version = {u: e.user_version(u) for u in ("u1", "u2")}, e.model_version
+        e.record_many([ev(f"v{j % 3}", books[j % 60].id, t=100 + j) for j in range(30)])  # starts a re-fit
+        e.lifecycle.thread.join()
+        assert e.last_fit_error is None and e.model_version == version + 1  # swapped in
+        assert {u: e.user_version(u) for u in ("u1", "u2")} == before
+        assert [x.item for x in e.user_state("v1").history][-1] == books[28].id  # the state was adopted
+        e.record(ev("u1", books[3].id, t=300))
+        assert e.user_version("u1") != before["u1"] and e.user_version("u2") == before["u2"]
+        e.fit()
+        assert e.user_version("u2") != before["u2"]
+
+
 def test_a_bulk_import_is_learned_by_one_fit_with_the_answers_of_store_then_fit(encoder, books):
     """record_many of a batch at least bulk_fit_events long and at least as large as what the
     models learned is learned by a fit from the log: the answers equal learn=False + fit();
