@@ -474,9 +474,9 @@ def main() -> None:
         ("mixed / mixed-steady: cache hit ratio", f"{mixed['cache_hit_ratio']:.2f} / {steady['cache_hit_ratio']:.2f}"),
         ("mixed-steady: RSS before -> after", f"{steady['rss_mb_before']:.0f} -> {steady['rss_mb_after']:.0f} MB "
                                               f"({steady['rss_growth']:+.1%})"),
-        ("mixed: a re-fit running at its start / at its end / re-fits swapped in during it",
-         f"{'yes' if mixed['refit_running_at_start'] else 'no'} / {'yes' if mixed['refit_running_at_end'] else 'no'}"
-         f" / {mixed['swaps']:.0f}"),
+        *((f"{name}: a re-fit running at its start / at its end / re-fits swapped in during it",
+           f"{'yes' if r['refit_running_at_start'] else 'no'} / {'yes' if r['refit_running_at_end'] else 'no'}"
+           f" / {r['swaps']:.0f}") for name, r in (("mixed", mixed), ("mixed-steady", steady))),
         ("floor: most req/s one worker can rank (1000 / mean recommend ms)",
          f"{1000 / floor['recommend']['mean_ms']:.0f} req/s"),
         ("floor: Engine.record, one event per commit", f"{floor['record_one_per_commit_per_s']:.0f} events/s"),
