@@ -250,10 +250,12 @@ def mixed_load(base: str, pid: int, ids: list[str], users: int, rate: float, sec
     after, (hit1, miss1) = rss(), cache()
     hits, misses = hit1 - hit0, miss1 - miss0
     p = common.percentiles(out.pop("latencies_s"))
+    w = common.percentiles(out.pop("write_latencies_s"))
     return {"requests": p["n"], "req_per_s": out["achieved_rate"], "errors": out["failed"], "non2xx": out["non2xx"],
             "p50": p["p50_ms"], "p90": p["p90_ms"], "p99": p["p99_ms"], "max": p["max_ms"], "mean": p["mean_ms"],
             "rss_mb_before": before, "rss_mb_after": after, "rss_growth": (after - before) / before,
             "cache_hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
+            "write_p50": w["p50_ms"], "write_p99": w["p99_ms"], "write_max": w["max_ms"],
             "refit_running_at_start": fitting, "swaps": metric(base, "liverec_model_version") - version,
             "refit_running_at_end": bool(httpx.get(base + "/ready").json().get("fit_running"))}
 

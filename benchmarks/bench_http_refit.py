@@ -114,7 +114,7 @@ def main() -> None:
         threading.Thread(target=fit_later, daemon=True).start()
         out = asyncio.run(loadgen.run(base, make, rate=args.rate, seconds=args.seconds))
         # loadgen lists latencies in completion order: the k-th done at about its due time + its latency.
-        lat = out.pop("latencies_s")
+        lat, _ = out.pop("latencies_s"), out.pop("write_latencies_s")
         step = 1.0 / args.rate
         due = started + 0.1 + np.arange(len(lat)) * step
         done = [(float(d + s), float(s * 1e3)) for d, s in zip(due, lat)]

@@ -52,6 +52,7 @@ async def run(base: str | list[str], make: Callable[[int], bytes], *, rate: floa
         r, w = await asyncio.open_connection(u.hostname, u.port)
         pool.put_nowait((r, w, u))
     lat: list[float] = []
+    writes: list[float] = []  # the POSTs' latencies (also in ``lat``)
     errors = {"non2xx": 0, "failed": 0}
     n = int(rate * seconds)
     t0 = time.perf_counter() + 0.1
@@ -59,8 +60,9 @@ async def run(base: str | list[str], make: Callable[[int], bytes], *, rate: floa
     async def one(k: int) -> None:
         due = t0 + k / rate
         conn = await pool.get()  # waiting for a free connection counts as latency (from `due`)
+        raw = make(k)
         try:
-            status = await _request(conn[0], conn[1], make(k))
+            status = await _request(conn[0], conn[1], raw)
             if status >= 300:
                 errors["non2xx"] += 1
         except Exception:  # noqa: BLE001 - counted, connection replaced
@@ -72,6 +74,8 @@ async def run(base: str | list[str], make: Callable[[int], bytes], *, rate: floa
         finally:
             pool.put_nowait(conn)
         lat.append(time.perf_counter() - due)
+        if raw.startswith(b"POST"):
+            writes.append(lat[-1])
 
     tasks = []
     for k in range(n):
@@ -83,7 +87,8 @@ async def run(base: str | list[str], make: Callable[[int], bytes], *, rate: floa
     elapsed = time.perf_counter() - t0
     while not pool.empty():
         pool.get_nowait()[1].close()
-    return {"sent": n, "seconds": elapsed, "achieved_rate": n / elapsed, "latencies_s": lat, **errors}
+    return {"sent": n, "seconds": elapsed, "achieved_rate": n / elapsed, "latencies_s": lat,
+            "write_latencies_s": writes, **errors}
 
 
 def get_recommendations(host: str, users: int, seed: int = 0) -> Callable[[int], bytes]:
@@ -124,6 +129,7 @@ if __name__ == "__main__":
     r = asyncio.run(run(a.base, get_recommendations(host, a.users), rate=a.rate, seconds=a.seconds))
     import numpy as np
 
+    r.pop("write_latencies_s")
     ms = np.array(r.pop("latencies_s")) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     print(json.dumps({**r, "n": len(ms), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": ms.max(),
