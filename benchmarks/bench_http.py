@@ -474,6 +474,8 @@ def main() -> None:
         ("mixed: RSS before -> after", f"{mixed['rss_mb_before']:.0f} -> {mixed['rss_mb_after']:.0f} MB "
                                        f"({mixed['rss_growth']:+.1%})"),
         ("mixed / mixed-steady: cache hit ratio", f"{mixed['cache_hit_ratio']:.2f} / {steady['cache_hit_ratio']:.2f}"),
+        ("mixed / mixed-steady: the writes' p50 / p99 ms",
+         f"{mixed['write_p50']:.1f} / {mixed['write_p99']:.1f}; {steady['write_p50']:.1f} / {steady['write_p99']:.1f}"),
         ("mixed-steady: RSS before -> after", f"{steady['rss_mb_before']:.0f} -> {steady['rss_mb_after']:.0f} MB "
                                               f"({steady['rss_growth']:+.1%})"),
         *((f"{name}: a re-fit running at its start / at its end / re-fits swapped in during it",
