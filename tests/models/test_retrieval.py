@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from checks.learner_checks import fitted, make_catalog, make_events
@@ -118,3 +119,15 @@ def test_als_candidates_follow_new_items():
     got = m.candidates(st, 50)
     s = m.score(st, cat.from_idx(cat.alive_idx()))
     assert cat.get_idx("twin") in got.tolist() or s[cat.get_idx("twin")] < np.sort(s)[-50]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_transposed_product_is_scipys_to_the_bit(dtype):
+    """transposed_product (ItemKNN's whole-catalog scores) == scipy's m.T @ coef, bit for bit."""
+    from liverec.models.retrieval import SparseRows, transposed_product
+
+    rng = np.random.default_rng(3)
+    m = sp.random(40, 300, density=0.3, format="csr", random_state=3, dtype=dtype)
+    coef = rng.random(40).astype(dtype)
+    got = transposed_product(SparseRows(m.data, m.indices, m.indptr, m.shape), coef)
+    assert got.dtype == dtype and np.array_equal(got, m.T @ coef)

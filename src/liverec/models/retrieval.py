@@ -363,7 +363,8 @@ def transposed_product(m: Any, coef: np.ndarray) -> np.ndarray:
     [1.0, 30.0, 12.0]
     """
     dtype = np.result_type(m.data, coef)
-    w = m.data.astype(dtype) * np.repeat(np.asarray(coef, dtype=dtype), np.diff(m.indptr))
+    w = np.repeat(np.asarray(coef, dtype=dtype), np.diff(m.indptr))
+    w *= m.data  # in place: one array the size of m, not three (a product is the same either way round)
     out = np.zeros(m.shape[1], dtype=dtype)
     np.add.at(out, m.indices, w)
     return out
