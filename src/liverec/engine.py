@@ -238,6 +238,7 @@ class Engine:
     learned_weights = _FromPart["dict[str, float] | None"]("models", "learned_weights")
     #: Changes with every swap of the model set (fits, restores, refills).
     model_version = _FromPart[int]("models", "version")
+    #: Changes with every swap but a periodic re-fit's (see :meth:`user_version`).
     cache_epoch = _FromPart[int]("models", "epoch")
     #: Seconds the last fit took (None before the first).
     last_fit_seconds = _FromPart["float | None"]("lifecycle", "last_fit_seconds")

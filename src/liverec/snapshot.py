@@ -63,7 +63,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .encode.catalog import Catalog
-from .jobs import CHUNK, blank
 from .models.base import Learner
 from .settings import Settings
 from .state import OnlineState, Row, UserRecord, UserStateStore
@@ -307,13 +306,6 @@ def _layout(stream: bytes, buffers: Sequence[memoryview]) -> tuple[bytes, list[i
     return toc, [off for off, _ in table], end
 
 
-def _copy(dst: memoryview, at: int, part: bytes | memoryview) -> None:
-    """``part`` into ``dst`` at ``at``, a megabyte per call: the GIL is let go between them."""
-    src = memoryview(part).cast("B")
-    for a in range(0, src.nbytes, CHUNK):
-        dst[at + a : at + min(a + CHUNK, src.nbytes)] = src[a : a + CHUNK]
-
-
 def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
     """One body: magic, the stream's length, each buffer's (offset, length), the stream,
     then the buffers, each at an offset that is a multiple of 64 (aligned for any dtype).
@@ -327,23 +319,15 @@ def frame(stream: bytes, buffers: Sequence[memoryview]) -> memoryview:
     >>> bytes(s), [bytes(b) for b in bufs], bytes(body).index(b"abc") % 64
     (b'stream', [b'abc', b''], 0)
     """
-    toc, offsets, end = _layout(stream, buffers)
-    view = blank(end)
-    pos = 0
-    pieces: list[tuple[bytes | memoryview, int]] = [(toc, 0), (stream, len(toc)), *zip(buffers, offsets)]
-    for part, start in pieces:
-        if start > pos:
-            view[pos:start] = bytes(start - pos)  # alignment padding
-        _copy(view, start, part)
-        pos = start + memoryview(part).nbytes
-    return view
+    return frame_parts(stream, buffers, copy=False).join()
 
 
-def frame_parts(stream: bytes, buffers: Sequence[memoryview]) -> Parts:
+def frame_parts(stream: bytes, buffers: Sequence[memoryview], *, copy: bool = True) -> Parts:
     """The :func:`frame` body as :class:`Parts`, the same bytes in order: writable buffers
-    copied (learning may change them once the caller lets go of its lock), read-only ones
-    referred to. A read-only buffer is taken to stay as it is: a learner marks read-only the
-    arrays it never changes until a fit replaces them (:attr:`Learner.fixed_between_fits`).
+    copied (learning may change them once the caller lets go of its lock; ``copy=False``:
+    referred to, for a body joined at once), read-only ones referred to. A read-only buffer
+    is taken to stay as it is: a learner marks read-only the arrays it never changes until a
+    fit replaces them (:attr:`Learner.fixed_between_fits`).
 
     >>> fixed = np.arange(3, dtype=np.uint8); fixed.flags.writeable = False
     >>> live = np.arange(3, dtype=np.uint8)
@@ -360,12 +344,7 @@ def frame_parts(stream: bytes, buffers: Sequence[memoryview]) -> Parts:
     for b, start in zip(buffers, offsets):
         if start > pos:
             parts.append(bytes(start - pos))  # alignment padding
-        if b.readonly:
-            parts.append(b)
-        else:
-            copy = blank(b.nbytes)
-            _copy(copy, 0, b)
-            parts.append(copy)
+        parts.append(Parts([b]).join() if copy and not b.readonly else b)
         pos = start + b.nbytes
     assert pos == end or not buffers
     return Parts(parts)
