@@ -63,8 +63,9 @@ if TYPE_CHECKING:
 
 #: Events per run when the log tail is replayed (bounds the memory a run's updates take).
 REPLAY_BATCH = 5000
-#: Rounds of catching up on the events recorded during a fit before its swap, outside the lock.
-CATCH_UP_ROUNDS = 3
+#: Most rounds a fit's process learns the events recorded while it fitted (each round what the
+#: one before left behind, while that shrinks; see catch_up_from_store).
+CATCH_UP_ROUNDS = 20
 #: The swap catches up outside the locks until fewer events than this are left (at most
 #: SWAP_ROUNDS rounds): the rest is learned under the write lock, while writes wait (requests
 #: are served by the old learners meanwhile).
@@ -782,29 +783,35 @@ def catch_up_from_store(
     erasures: int,
 ) -> int:
     """Learn the log after ``cursor`` into ``learners`` and ``users`` (in log order, as
-    :meth:`Lifecycle.replay` does), for up to :data:`CATCH_UP_ROUNDS` rounds while at least
-    :data:`REPLAY_BATCH` events are behind; the position learned up to.
+    :meth:`Lifecycle.replay` does) while at least :data:`REPLAY_BATCH` events are behind and
+    each round leaves fewer behind than the one before (at most :data:`CATCH_UP_ROUNDS`
+    rounds); the position learned up to.
 
     What a busy log gains during a long fit is then learned where the fit ran, not by the
-    serving process at the swap. A round is read, then learned only if no user was erased
-    before its read ended (the swap forgets each erased user from what was learned of them,
-    so nothing of theirs may be missing); it stops before an event on an item ``catalog``
-    (the catalog as the fit started) does not hold: the swap learns the rest with the
-    serving catalog.
+    serving process at the swap: each round learns what the one before left, so the rounds
+    shrink as long as this process learns faster than the log grows; when it does not, the
+    serving process learns the rest. Runs of :data:`REPLAY_BATCH` events are read, then
+    learned only if no user was erased before their read ended (the swap forgets each erased
+    user from what was learned of them, so nothing of theirs may be missing); it stops before
+    an event on an item ``catalog`` (the catalog as the fit started) does not hold: the swap
+    learns the rest with the serving catalog.
     """
+    behind = None
     for _ in range(CATCH_UP_ROUNDS):
         head = store.last_event_seq()
-        if head - cursor < REPLAY_BATCH:
+        if head - cursor < REPLAY_BATCH or (behind is not None and head - cursor >= behind):
             break
-        run = list(itertools.takewhile(lambda row: row[0] <= head, store.iter_events(after_seq=cursor)))
-        if store.counter("erasures") != erasures:
-            break
-        known = list(itertools.takewhile(lambda row: row[1].item in catalog, run))
-        if known:
-            learn_events(learners, users, [e for _, e in known], catalog)
-            cursor = known[-1][0]
-        if len(known) < len(run):
-            break
+        behind = head - cursor
+        log = itertools.takewhile(lambda row: row[0] <= head, store.iter_events(after_seq=cursor))
+        while run := list(itertools.islice(log, REPLAY_BATCH)):
+            if store.counter("erasures") != erasures:
+                return cursor
+            known = list(itertools.takewhile(lambda row: row[1].item in catalog, run))
+            if known:
+                learn_events(learners, users, [e for _, e in known], catalog)
+                cursor = known[-1][0]
+            if len(known) < len(run):
+                return cursor
     return cursor
 
 

@@ -214,6 +214,47 @@ def test_catching_up_stops_before_an_unknown_item_and_after_an_erasure(tmp_path,
     eng.close()
 
 
+def test_catching_up_goes_on_while_each_round_leaves_less_behind(tmp_path, encoder, books, monkeypatch):
+    """A log that grows while the child learns: each round learns what the one before left, as
+    long as that shrinks (here 8, 4, 2, 1 events behind: four rounds), and stops when a round
+    leaves as much behind as the one before (the log grows as fast as it is learned)."""
+    from liverec.state import OnlineState
+
+    monkeypatch.setattr(lifecycle, "REPLAY_BATCH", 1)
+    eng = engine(file_url(tmp_path), encoder, books)
+    life = eng.lifecycle
+    cursor, erasures = eng.store.last_event_seq(), eng.store.counter("erasures")
+    users = OnlineState(50)
+    learners = lifecycle.fit_model_set(life.new_learners(), users, lifecycle.log_until(eng.store, cursor), eng.catalog,
+                                       LocalJobs())
+    t = [500]
+
+    def record(n: int) -> None:
+        for _ in range(n):
+            t[0] += 1
+            eng.record(ev("busy", str(2 + t[0] % 60), t=t[0]))
+
+    record(8)
+    real = lifecycle.learn_events
+    # Recorded as each event is learned: 4 during the first round's 8, 2 during the second's 4, 1 during the third's 2.
+    arrivals = iter([4, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0])
+
+    def learn_while_recording(*args):
+        real(*args)
+        record(next(arrivals, 0))
+
+    monkeypatch.setattr(lifecycle, "learn_events", learn_while_recording)
+    assert lifecycle.catch_up_from_store(eng.store, learners, users, eng.catalog, cursor, erasures) == cursor + 15
+    assert len(users.state("busy").history) == 15
+
+    # As fast as it is learned: each event learned brings another; the second round stops.
+    arrivals = iter([1] * 100)
+    head = eng.store.last_event_seq()
+    record(1)
+    assert lifecycle.catch_up_from_store(eng.store, learners, users, eng.catalog, head, erasures) == head + 1
+    eng.close()
+
+
 class _Here:
     """Runs the child's job in this process (what the child would return, without a process)."""
 
