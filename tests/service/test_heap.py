@@ -99,3 +99,26 @@ def test_a_cycle_leaked_into_the_frozen_heap_is_freed_once_the_heap_regrows(make
     grown = [[k] for k in range(int(0.3 * gc.get_freeze_count()))]  # the frozen heap grows by more than a quarter
     eng.fit()
     assert heap.full_settles == 2 and leaked() is None and len(grown)
+
+
+def test_what_events_and_requests_leave_is_frozen_every_so_many(make_client) -> None:
+    """What posted events and ranked lists leave in the heap (users' recent events, what a
+    request keeps) is frozen after every ``HeapSettler.every`` of them, with no swap: full
+    collections stay short."""
+    c = make_client(open_access=True)
+    heap = c.app.state.svc.heap
+    heap.every = 5
+    ids = c.engine.catalog.ids[:10]
+
+    def post(user: str, n: int) -> None:
+        for j in range(n):
+            body = {"user": user, "item": ids[j], "kind": "click", "timestamp": 1_700_000_000.0 + j}
+            assert c.post("/events", json=body).status_code == 200
+
+    post("early", 3)  # fewer than `every`: left to the collector
+    kept = c.engine.user_state("early").history[-1]
+    assert _tracked(kept) and heap.since_freeze == 3
+    assert c.get("/recommendations/early").status_code == 200  # a ranked list counts too
+    assert heap.since_freeze == 4
+    post("late", 1)  # the fifth: a freeze
+    assert not _tracked(kept) and not _tracked(c.engine.user_state("late").history[-1]) and heap.since_freeze == 0

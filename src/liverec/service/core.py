@@ -85,7 +85,12 @@ class Service:
 
     async def recommend(self, user: str, **kw: Any) -> list[Recommendation]:
         """``Engine.recommend`` off the event loop, on the ranking thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._ranker, partial(self.engine.recommend, user, **kw))
+        return await asyncio.get_running_loop().run_in_executor(self._ranker, partial(self._recommend, user, **kw))
+
+    def _recommend(self, user: str, **kw: Any) -> list[Recommendation]:
+        recs = self.engine.recommend(user, **kw)
+        self.heap.made(1)  # what a request keeps (the user's derived state, item caches) gets frozen in time
+        return recs
 
     async def unmatched(self, filters: Mapping[str, Any]) -> list[NoMatchWarning]:
         """The filters that match no item (``Catalog.unmatched``), on the ranking thread."""
@@ -132,6 +137,7 @@ class Service:
     def _commit(self, groups: list[Sequence[Event]]) -> list[int | Exception]:
         """One durable commit for every queued request, then the in-process bookkeeping."""
         results: list[int | Exception] = list(self.engine.record_groups(groups))
+        self.heap.made(sum(r for r in results if isinstance(r, int)))
         for evs, res in zip(groups, results):
             if isinstance(res, Exception):
                 continue
