@@ -63,10 +63,10 @@ class HeapSettler:
         self.since_freeze = 0
         self.frozen_after_full = 0
         self.full_settles = 0
-        # The frozen heap's size when last counted, and what was frozen since: counting it
-        # walks every frozen object (10 ms at 1.5 million), so it is counted only when what
-        # was frozen since could have taken it past its bound (reference counting frees
-        # frozen objects too, so the sum is an upper bound).
+        # The frozen heap's size when last counted, and what made() froze since: counting it
+        # walks every frozen object (10 ms at 1.5 million), so made() counts it only when
+        # what it froze since could have taken it past its bound (reference counting frees
+        # frozen objects too, so the sum is an upper bound); a swap always counts.
         self.counted = 0
         self.frozen_since = 0
 
@@ -84,24 +84,30 @@ class HeapSettler:
     def young(self) -> None:
         """Collect the young generations and freeze what survived (no full collection)."""
         gc.collect(1)
-        self.frozen_since += len(gc.get_objects(generation=2))  # the survivors: what the freeze adds
         gc.freeze()
 
     def made(self, n: int) -> None:
-        """``n`` more events were learned or lists ranked; after every ``every`` of them, as
-        after a swap (:meth:`__call__`): the young generations collected, what survived frozen."""
+        """``n`` more events were learned or lists ranked; after every ``every`` of them, the
+        young generations collected and what survived frozen, and a full settle if the frozen
+        heap could have regrown past its bound and did."""
         self.since_freeze += n
-        if self.since_freeze >= self.every:
-            self()
+        if self.since_freeze < self.every:
+            return
+        self.since_freeze = 0
+        gc.collect(1)
+        self.frozen_since += len(gc.get_objects(generation=2))  # the survivors: what the freeze adds
+        gc.freeze()
+        if self.counted + self.frozen_since > self.regrowth * self.frozen_after_full:
+            self._settle_if_regrown()
 
     def __call__(self) -> None:
         """After a swap: collect the young generations, freeze the rest; a full settle if the
         frozen heap regrew past its bound."""
         self.young()
         self.since_freeze = 0
-        bound = self.regrowth * self.frozen_after_full
-        if self.counted + self.frozen_since <= bound:
-            return  # it cannot have grown past it
+        self._settle_if_regrown()
+
+    def _settle_if_regrown(self) -> None:
         self.counted, self.frozen_since = gc.get_freeze_count(), 0
-        if self.counted > bound:
+        if self.counted > self.regrowth * self.frozen_after_full:
             self.full()
