@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-import numpy as np
 import sqlalchemy as sa
 
+from ..jobs import CHUNK, blank
 from . import schema as S
 from .sql import Store
 
@@ -43,8 +43,6 @@ log = logging.getLogger("liverec.snapshot")
 
 #: Bytes per body part in the store (well under every backend's value limit).
 PART_BYTES = 8 << 20
-#: Bytes copied per call when parts are joined (the GIL may pass between calls).
-COPY_CHUNK = 1 << 20
 
 
 class Parts:
@@ -68,8 +66,8 @@ class Parts:
         """The parts in one writable buffer (a copy), made in memory that is not zero-filled
         first and copied a megabyte at a time: a body of hundreds of MB is never copied in one
         call that holds the GIL."""
-        out, at = np.empty(self.nbytes, dtype=np.uint8).data, 0
-        for chunk in chunks(self, COPY_CHUNK):
+        out, at = blank(self.nbytes), 0
+        for chunk in chunks(self, CHUNK):
             out[at : at + chunk.nbytes] = chunk
             at += chunk.nbytes
         return out
