@@ -10,7 +10,7 @@ import pytest
 from liverec import Engine, Event
 from liverec.encode import Catalog
 from liverec.models.base import FeedbackConfig, UserState, positive_history
-from liverec.rank.reasons import did, reason_text
+from liverec.rank.reasons import _PHRASES, SCORE_IN_TEXT, did, reason_text
 from liverec.settings import Settings
 from liverec.store import Store
 
@@ -83,3 +83,15 @@ def test_every_source_reads_without_its_name(source: str) -> None:
     for because in [(), ("a",)]:
         text = reason_text(source, -0.3, because, u, cat)
         assert source not in text and "-0.3" not in text and text, text
+
+
+@pytest.mark.parametrize("source", sorted(set(_PHRASES) | {"a-new-learner", *SCORE_IN_TEXT}))
+def test_a_slate_shares_a_sentence_only_where_it_shows_no_score(source: str) -> None:
+    # explain_slate writes each (source, history items) sentence once per slate unless the
+    # source is in SCORE_IN_TEXT: every other source's sentence must not depend on the score.
+    cat = Catalog(dim=2)
+    cat.upsert(["a"], np.ones((1, 2), np.float32), [{"title": "Dune"}], ["Dune"])
+    u = UserState("u", history=(Event(user="u", item="a", kind="click"),))
+    for because in [(), ("a",)]:
+        texts = {reason_text(source, raw, because, u, cat) for raw in (0.0, 0.37, 0.81, 2.5)}
+        assert (len(texts) == 1) is (source not in SCORE_IN_TEXT), texts

@@ -159,28 +159,67 @@ def positive_history(user: UserState, catalog: Catalog, feedback: FeedbackConfig
     kept = user.derived.get(key)
     if kept is not None:
         return kept[2]
-    ids: list[str] = []
-    idx: list[int] = []
-    ws: list[float] = []
-    for e in user.history:
-        j = catalog.get_idx(e.item)
-        if j is None:
-            continue
-        w = feedback.weight(e.kind, e.value)
-        if w > 0:
-            ids.append(e.item)
-            idx.append(j)
-            ws.append(w)
-    out = ids, np.asarray(idx, dtype=np.int64), np.asarray(ws, dtype=np.float64)
+    ids, rows, w, _ = _history_pass(user, catalog, feedback)
+    keep = np.flatnonzero(w > 0)
+    out = [ids[k] for k in keep.tolist()], rows[keep], w[keep]
     user.derived[key] = (catalog, feedback, out)  # holding both keeps their ids theirs while kept
     return out
 
 
+def history_rows(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(catalog rows, feedback weights, timestamps) of ``user``'s recent events on items the
+    catalog holds, oldest first: the one pass over the request's events that the sources
+    reading users from them share. Kept on the request's state.
+
+    >>> from liverec.encode import Catalog
+    >>> cat = Catalog(dim=2)
+    >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["", ""])
+    >>> u = UserState("u", history=(Event(user="u", item="b", timestamp=1.0), Event(user="u", item="x"),
+    ...                             Event(user="u", item="a", kind="skip", timestamp=2.0)))
+    >>> rows, w, ts = history_rows(u, cat, FeedbackConfig())
+    >>> rows.tolist(), (w > 0).tolist(), ts.tolist()
+    ([1, 0], [True, False], [1.0, 2.0])
+    """
+    return _history_pass(user, catalog, fb)[1:]
+
+
+def _history_pass(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+    """(item ids, catalog rows, feedback weights, timestamps) of the recent events on live
+    items, oldest first: :func:`history_rows` and :func:`positive_history` read it."""
+    key = ("history_rows", id(catalog), catalog.version, id(fb))
+    kept = user.derived.get(key)
+    if kept is not None:
+        return kept[2]
+    ids, idx, w, ts = [], [], [], []
+    for e in user.history:
+        i = catalog.get_idx(e.item)
+        if i is not None:
+            ids.append(e.item)
+            idx.append(i)
+            w.append(fb.weight(e.kind, e.value))
+            ts.append(e.timestamp)
+    out = (ids, np.asarray(idx, dtype=np.int64), np.asarray(w, dtype=np.float64), np.asarray(ts, dtype=np.float64))
+    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
+    return out
+
+
 def top_because(ids: list[str], pulls: np.ndarray, exclude: int, idx: np.ndarray, top: int, floor: float) -> tuple[str, ...]:
-    """The ``top`` distinct history items with the strongest pull above ``floor``."""
+    """The ``top`` distinct history items with the strongest pull above ``floor`` (ties: the
+    one first in the history).
+
+    >>> top_because(["a", "b", "a", "c"], np.array([0.5, 0.9, 0.7, 0.1]), 9, np.array([0, 1, 0, 2]), 2, 0.2)
+    ('b', 'a')
+    """
+    pulls = np.asarray(pulls)
+    # Only the entries above the floor are walked in Python (a slate asks once per item).
+    keep = np.flatnonzero((pulls > floor) & (idx != exclude))
+    if not len(keep):
+        return ()
     best: dict[str, float] = {}
-    for it, j, p in zip(ids, idx.tolist(), np.asarray(pulls).tolist()):  # Python numbers: no numpy scalar per item
-        if j != exclude and p > floor and p > best.get(it, -math.inf):
+    for k, p in zip(keep.tolist(), pulls[keep].tolist()):  # Python numbers: no numpy scalar per item
+        it = ids[k]
+        if p > best.get(it, -math.inf):
             best[it] = p
     return tuple(it for it, _ in sorted(best.items(), key=lambda kv: -kv[1])[:top])
 

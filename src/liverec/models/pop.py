@@ -13,7 +13,7 @@ import numpy as np
 from ..encode.catalog import Catalog, ItemIds
 from ..errors import ValidationError
 from ..types import Event
-from .base import FeedbackConfig, InteractionLog, Learner, UserState, register
+from .base import FeedbackConfig, InteractionLog, Learner, UserState, history_rows, register
 
 WEIGHTINGS = ("binary", "feedback")
 
@@ -89,36 +89,6 @@ def interaction_pairs(
     starts = np.flatnonzero(first)
     strength = np.ones(len(starts)) if weighting == "binary" else np.maximum.reduceat(s, starts)
     return uniq.astype(object), uidx[starts].astype(np.int64), items[starts].astype(np.int64), strength
-
-
-def history_rows(user: UserState, catalog: Catalog, fb: FeedbackConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(catalog rows, feedback weights, timestamps) of ``user``'s recent events on items the
-    catalog holds, oldest first: the one pass over the request's events that the sources
-    reading users from them share. Kept on the request's state.
-
-    >>> from liverec.encode import Catalog
-    >>> cat = Catalog(dim=2)
-    >>> _ = cat.upsert(["a", "b"], np.ones((2, 2), np.float32), [{}, {}], ["", ""])
-    >>> u = UserState("u", history=(Event(user="u", item="b", timestamp=1.0), Event(user="u", item="x"),
-    ...                             Event(user="u", item="a", kind="skip", timestamp=2.0)))
-    >>> rows, w, ts = history_rows(u, cat, FeedbackConfig())
-    >>> rows.tolist(), (w > 0).tolist(), ts.tolist()
-    ([1, 0], [True, False], [1.0, 2.0])
-    """
-    key = ("history_rows", id(catalog), catalog.version, id(fb))
-    kept = user.derived.get(key)
-    if kept is not None:
-        return kept[2]
-    idx, w, ts = [], [], []
-    for e in user.history:
-        i = catalog.get_idx(e.item)
-        if i is not None:
-            idx.append(i)
-            w.append(fb.weight(e.kind, e.value))
-            ts.append(e.timestamp)
-    out = (np.asarray(idx, dtype=np.int64), np.asarray(w, dtype=np.float64), np.asarray(ts, dtype=np.float64))
-    user.derived[key] = (catalog, fb, out)  # holding both keeps their ids theirs while kept
-    return out
 
 
 def recent_strengths(

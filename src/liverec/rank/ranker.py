@@ -28,7 +28,7 @@ from ..models.base import (
 )
 from ..types import Reason, Recommendation
 from .index import VectorIndex, top_k
-from .reasons import reason_text
+from .reasons import SCORE_IN_TEXT, reason_text
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13
@@ -324,16 +324,24 @@ def explain_slate(
     because = {
         (name, j): b for name, js in asked.items() for j, b in zip(js, _because(learners[name], user, [idxs[j] for j in js]))
     }
+    texts: dict[tuple[str, tuple[str, ...]], str] = {}  # sentences without a score, shared by the slate
     return [
-        tuple(_reason(name, part, raw, because.get((name, j), ()), user, catalog) for _, (name, part, raw) in rows)
+        tuple(_reason(name, part, raw, because.get((name, j), ()), user, catalog, texts) for _, (name, part, raw) in rows)
         for j, rows in enumerate(shown)
     ]
 
 
-def _reason(name: str, contribution: float, raw: float, because: tuple[str, ...], user: UserState, catalog: Catalog) -> Reason:
-    """One source's reason: its contribution, in words and as data."""
-    return Reason(source=name, contribution=round(contribution, 6), text=reason_text(name, raw, because, user, catalog),
-                  because=because)
+def _reason(name: str, contribution: float, raw: float, because: tuple[str, ...], user: UserState, catalog: Catalog,
+            texts: dict[tuple[str, tuple[str, ...]], str]) -> Reason:
+    """One source's reason: its contribution, in words and as data (``texts``: the slate's
+    sentences so far that show no score, by source and history items)."""
+    if name in SCORE_IN_TEXT:
+        text = reason_text(name, raw, because, user, catalog)
+    else:
+        text = texts.get((name, because)) or ""
+        if not text:
+            text = texts[name, because] = reason_text(name, raw, because, user, catalog)
+    return Reason(source=name, contribution=round(contribution, 6), text=text, because=because)
 
 
 def _shown(values: list[tuple[str, float, float]], tie_only: frozenset[str]) -> list[tuple[int, tuple[str, float, float]]]:

@@ -102,6 +102,11 @@ def _score(label: str, value: float) -> str:
     return f" ({label} {value:.2f})" if value > 0.005 else ""
 
 
+#: Sources whose sentence shows their score; every other source's sentence depends only on
+#: the history items behind it (and the user), so a slate can share it between items.
+SCORE_IN_TEXT = frozenset({"content", "trending", "interests"})
+
+
 def reason_text(name: str, raw: float, because: tuple[str, ...], user: UserState, catalog: Catalog) -> str:
     """The sentence for source ``name``'s contribution (``raw`` = its unnormalised score).
 
