@@ -106,7 +106,9 @@ class SlateFeedback:
         if self.fusion is None:
             return
         eff = {n: w.get(n, 0.0) * scored.scale.get(n, 1.0) for n in scored.parts}  # the weights this slate used
-        xs = [{n: float(v[p]) / eff[n] for n, v in scored.parts.items() if eff[n]} for p in positions]
+        pos = np.asarray(positions, dtype=np.intp)
+        cols = [(n, (v[pos] / eff[n]).tolist()) for n, v in scored.parts.items() if eff[n]]  # one read per source
+        xs = [{n: col[j] for n, col in cols} for j in range(len(pos))]
         self.slates[user] = ({int(scored.items.idx[p]): slot for slot, p in enumerate(positions)}, xs, set())
         self.slates.move_to_end(user)
         if len(self.slates) > self.max_users:
