@@ -122,12 +122,19 @@ def test_als_candidates_follow_new_items():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_transposed_product_is_scipys_to_the_bit(dtype):
-    """transposed_product (ItemKNN's whole-catalog scores) == scipy's m.T @ coef, bit for bit."""
+@pytest.mark.parametrize("rows", [40, 800])  # 3,600 entries (numpy's scatter-add), 72,000 (scipy's loop)
+def test_the_transposed_product_is_scipys_to_the_bit(dtype, rows, monkeypatch):
+    """transposed_product (ItemKNN's whole-catalog scores) == scipy's m.T @ coef, bit for bit,
+    on either side of the size where it hands the product to scipy, and both ways agree."""
+    from liverec.models import retrieval
     from liverec.models.retrieval import SparseRows, transposed_product
 
     rng = np.random.default_rng(3)
-    m = sp.random(40, 300, density=0.3, format="csr", random_state=3, dtype=dtype)
-    coef = rng.random(40).astype(dtype)
+    m = sp.random(rows, 300, density=0.3, format="csr", random_state=3, dtype=dtype)
+    coef = rng.random(rows).astype(dtype)
+    assert (m.nnz >= retrieval.SCIPY_FROM) is (rows == 800)
     got = transposed_product(SparseRows(m.data, m.indices, m.indptr, m.shape), coef)
     assert got.dtype == dtype and np.array_equal(got, m.T @ coef)
+    monkeypatch.setattr(retrieval, "SCIPY_FROM", 0 if rows == 40 else 10**9)  # the other way
+    other = transposed_product(SparseRows(m.data, m.indices, m.indptr, m.shape), coef)
+    assert other.dtype == dtype and np.array_equal(other, got)
