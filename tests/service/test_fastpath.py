@@ -20,7 +20,7 @@ BOOKS = ("b0", "b1", "b2", "b3")
 
 
 def _fast(client: Any) -> FastPath:
-    return next(m.kwargs["fast"] for m in client.app.user_middleware if "fast" in m.kwargs)
+    return client.app.edge.fast
 
 
 def _comparable(resp: Any) -> tuple[int, Any, str]:
@@ -38,8 +38,7 @@ def _comparable(resp: Any) -> tuple[int, Any, str]:
 def pair(make_client, books):
     ids = [b.id for b in books[:4]]
     fast, plain = make_client(), make_client(fast_path=False)
-    assert _fast(fast) is not None and all("fast" not in m.kwargs or m.kwargs["fast"] is None
-                                           for m in plain.app.user_middleware)
+    assert _fast(fast) is not None and _fast(plain) is None
     return fast, plain, ids
 
 
@@ -192,6 +191,32 @@ def test_fuzzed_requests_get_the_same_answer_with_and_without_the_fast_path(make
 
 def test_the_setting_turns_the_fast_path_off(make_client, books):
     client = make_client(open_access=True, http_fast_path=False)
-    assert all(m.kwargs.get("fast") is None for m in client.app.user_middleware)
+    assert _fast(client) is None
     assert client.post("/events", json={"user": "u1", "item": books[0].id}).status_code == 200
     assert client.get("/recommendations/u1?k=2").status_code == 200
+
+
+def test_the_edge_answers_hot_requests_before_starlettes_middleware(make_client, books):
+    """The fast path runs in front of the app's own middleware stack: a hot request never enters
+    it, any other request does, and an error inside a route still gets the service's 500."""
+    client = make_client(open_access=True)
+    stack = client.app.middleware_stack
+    entered: list[str] = []
+
+    async def counting(scope, receive, send):
+        entered.append(scope["path"])
+        await stack(scope, receive, send)
+
+    client.app.middleware_stack = counting
+    assert client.post("/events", json={"user": "u1", "item": books[0].id}).status_code == 200
+    assert client.get("/recommendations/u1?k=2").status_code == 200
+    assert entered == []
+    assert client.get("/health").status_code == 200 and entered == ["/health"]
+
+    def boom(*a, **k):
+        raise RuntimeError("internal detail")
+
+    client.engine.explain = boom  # an error inside a route off the fast path
+    r = client.get(f"/explain/u1/{books[0].id}")
+    assert r.status_code == 500 and r.json()["error"] == "internal_error" and "internal detail" not in r.text
+    assert entered[-1].startswith("/explain/")

@@ -25,10 +25,12 @@ import asyncio
 import logging
 import sys
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import Route
 
 from ..engine import Engine
@@ -41,6 +43,29 @@ from .fastpath import FastPath
 from .routes import ROUTERS, page
 
 log = logging.getLogger("liverec.http")
+
+
+class LiverecApp(FastAPI):
+    """The FastAPI app with :class:`.edge.Edge` in front of Starlette's own middleware: every
+    HTTP request meets the edge first (body limit, security headers, metrics, the fast path)
+    and only the requests the fast path does not answer go through the rest. As a middleware
+    inside the app, every request also went through Starlette's error, body-limit and
+    telemetry layers first: 30-48 of the 160-216 µs of a cached GET in process.
+    """
+
+    edge: Edge | None = None
+
+    def build_middleware_stack(self) -> Any:
+        """Starlette's stack without its outermost error middleware, which answers an error in
+        plain text and raises it again: the edge around it answers it in the service's shape."""
+        stack = super().build_middleware_stack()
+        return stack.app if self.edge is not None and isinstance(stack, ServerErrorMiddleware) else stack
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.edge is not None and scope["type"] == "http":
+            await self.edge(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 async def start(app: FastAPI, settings: Settings, engine: Engine) -> Service:
@@ -101,7 +126,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             else:
                 eng.flush()
 
-    app = FastAPI(
+    app = LiverecApp(
         title="liverec",
         version="0.1",
         summary="A recommender that learns from every event the moment it arrives.",
@@ -115,8 +140,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         redoc_url=None,
     )
     app.state.svc = None
-    app.add_middleware(Edge, metrics_of=lambda: app.state.svc and app.state.svc.metrics,
-                       max_body=settings.max_body_bytes, fast=FastPath(app) if fast_path else None)
+    app.edge = Edge(partial(FastAPI.__call__, app), metrics_of=lambda: app.state.svc and app.state.svc.metrics,
+                    max_body=settings.max_body_bytes, fast=FastPath(app) if fast_path else None)
     handlers.install(app)
     for router in ROUTERS:
         app.include_router(router)
