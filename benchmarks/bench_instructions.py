@@ -1,0 +1,123 @@
+"""CPU instructions one in-process ``recommend`` costs, counted by valgrind's callgrind.
+
+Wall-clock figures on a shared 2-core machine move by 10-40% between runs of the same
+code, more than most single changes to the request path gain. An instruction count does
+not: callgrind counts what the program executes, whatever else the machine does (the same
+total twice, to about 0.1%). It is no substitute for time -- a memory-bound matrix-vector
+product costs more time per instruction than a Python loop -- but it tells whether a
+change made a request do less.
+
+Setup: the store of ``bench_http.py`` (the 10,000 goodbooks books with their real vectors,
+``--users`` users with ``--warm-events`` simulated clicks; 50,000 is that benchmark's
+starting store, 250,000 about its store after the write scenarios, ~125 books a user), the
+default engine fitted on it natively and its snapshot written; then a child process under
+``valgrind --tool=callgrind --instr-atstart=no`` restores that snapshot, asks 10 lists to warm
+up, switches counting on (``callgrind_control -i on``), asks ``--requests`` lists
+(``recommend(user, k=10)``, reasons on, impressions off: their writer is a thread of its own)
+and switches it off. With ``--ref DIR`` (another checkout's ``src``) the same is done with
+that code, each with its own snapshot, so a change is compared in one run.
+
+    .venv/bin/python benchmarks/bench_instructions.py --warm-events 250000
+    .venv/bin/python benchmarks/bench_instructions.py --warm-events 250000 --ref /tmp/before/src
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+from common import console, kv_table
+
+TARGET = "a count to compare changes by (no target of its own); the issue's targets are in wall time"
+
+CHILD = r"""
+import os, subprocess, sys
+sys.path.insert(0, {bench!r})
+import common
+from liverec import Engine
+from liverec.settings import Settings
+from liverec.store import Store
+
+url, users, requests, mode = {url!r}, {users}, {requests}, {mode!r}
+items, vectors = common.book_vectors(quiet=True)
+enc = common.PrecomputedEncoder.for_items(items, vectors)
+s = Settings(store=url, encoder_progress=False, popularity_prior="ratings_count", refit_growth=0)
+with Engine(Store.open(url), s, enc) as eng:  # natively: fits and writes the snapshot; counted: restores it
+    asked = [f"u{{(i * 7919) % users}}" for i in range(requests)]
+    for u in asked[:10]:
+        eng.recommend(u, k=10, log=False)
+    if mode == "count":
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+        for u in asked:
+            eng.recommend(u, k=10, log=False)
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+"""
+
+
+def run(src: str | None, store: Path, users: int, requests: int, work: Path, tag: str) -> dict:
+    """Fit natively (writing the snapshot), then count ``requests`` lists under callgrind."""
+    db = work / f"{tag}.db"
+    shutil.copy(store, db)
+    url = "sqlite:///" + str(db)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    if src:
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    bench = str(Path(__file__).resolve().parent)
+    for mode in ("fit", "count"):
+        code = CHILD.format(bench=bench, url=url, users=users, requests=requests, mode=mode)
+        cmd = [sys.executable, "-c", code]
+        if mode == "count":
+            out_file = work / f"{tag}.callgrind"
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *cmd]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tag} ({mode}) failed:\n{done.stderr[-3000:]}")
+    m = re.search(r"Collected : (\d+)", done.stderr)
+    if not m:
+        raise RuntimeError(f"callgrind printed no total:\n{done.stderr[-2000:]}")
+    total = int(m.group(1))
+    return {"instructions": total, "per_request": total / requests}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--warm-events", type=int, default=250_000)
+    ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--ref", default=None, help="another checkout's src directory, counted the same way")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("valgrind is not installed: apt-get install -y valgrind")
+    started = time.time()
+    common.print_header("bench_instructions", TARGET)
+    import bench_http
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        store = work / "store.db"
+        bench_http.prepare("sqlite:///" + str(store), args.users, args.warm_events, args.seed)
+        results = {"this code": run(None, store, args.users, args.requests, work, "this")}
+        if args.ref:
+            results["--ref"] = run(args.ref, store, args.users, args.requests, work, "ref")
+    rows = [(name, f"{r['per_request'] / 1e6:.3f} M instructions / request") for name, r in results.items()]
+    if args.ref:
+        ratio = results["this code"]["per_request"] / results["--ref"]["per_request"]
+        rows.append(("this code / --ref", f"{ratio:.3f}"))
+    console.print(kv_table(f"recommend(k=10), reasons on, {args.warm_events:,} events by {args.users:,} users, "
+                           f"10,000 books: {args.requests} requests counted", rows))
+    common.write_json(args.json, benchmark="bench_instructions", target=TARGET, config=vars(args), results=results,
+                      started=started)
+
+
+if __name__ == "__main__":
+    main()
