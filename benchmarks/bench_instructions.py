@@ -1,9 +1,10 @@
 """CPU instructions one in-process ``recommend`` costs, counted by valgrind's callgrind.
 
 Wall-clock figures on a shared 2-core machine move by 10-40% between runs of the same
-code, more than most single changes to the request path gain. An instruction count does
-not: callgrind counts what the program executes, whatever else the machine does (the same
-total twice, to about 0.1%). It is no substitute for time -- a memory-bound matrix-vector
+code, more than most single changes to the request path gain. An instruction count barely
+does: callgrind counts what the program executes, whatever else the machine does (two counts
+of the same code here differed by 0.4%: each run fits its own engine and Python's hashing
+and collections vary a little). It is no substitute for time -- a memory-bound matrix-vector
 product costs more time per instruction than a Python loop -- but it tells whether a
 change made a request do less.
 
