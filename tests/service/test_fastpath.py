@@ -20,7 +20,7 @@ BOOKS = ("b0", "b1", "b2", "b3")
 
 
 def _fast(client: Any) -> FastPath:
-    return client.app.edge.fast
+    return next(m.kwargs["fast"] for m in client.app.user_middleware if "fast" in m.kwargs)
 
 
 def _comparable(resp: Any) -> tuple[int, Any, str]:
@@ -196,22 +196,26 @@ def test_the_setting_turns_the_fast_path_off(make_client, books):
     assert client.get("/recommendations/u1?k=2").status_code == 200
 
 
-def test_the_edge_answers_hot_requests_before_starlettes_middleware(make_client, books):
-    """The fast path runs in front of the app's own middleware stack: a hot request never enters
-    it, any other request does, and an error inside a route still gets the service's 500."""
+def test_the_edge_answers_hot_requests_before_starlettes_middleware(make_client, books, monkeypatch):
+    """While the edge is the app's only middleware, requests go to it directly, not through
+    Starlette's outer layers; an error inside a route still gets the service's 500; a
+    middleware the app's user adds sees every request, hot ones included."""
+    from starlette.middleware.errors import ServerErrorMiddleware
+
     client = make_client(open_access=True)
-    stack = client.app.middleware_stack
     entered: list[str] = []
+    outer = ServerErrorMiddleware.__call__
 
-    async def counting(scope, receive, send):
-        entered.append(scope["path"])
-        await stack(scope, receive, send)
+    async def counting(self, scope, receive, send):
+        if scope["type"] == "http":
+            entered.append(scope["path"])
+        await outer(self, scope, receive, send)
 
-    client.app.middleware_stack = counting
+    monkeypatch.setattr(ServerErrorMiddleware, "__call__", counting)
     assert client.post("/events", json={"user": "u1", "item": books[0].id}).status_code == 200
     assert client.get("/recommendations/u1?k=2").status_code == 200
+    assert client.get("/health").status_code == 200
     assert entered == []
-    assert client.get("/health").status_code == 200 and entered == ["/health"]
 
     def boom(*a, **k):
         raise RuntimeError("internal detail")
@@ -219,4 +223,25 @@ def test_the_edge_answers_hot_requests_before_starlettes_middleware(make_client,
     client.engine.explain = boom  # an error inside a route off the fast path
     r = client.get(f"/explain/u1/{books[0].id}")
     assert r.status_code == 500 and r.json()["error"] == "internal_error" and "internal detail" not in r.text
-    assert entered[-1].startswith("/explain/")
+
+    from fastapi.testclient import TestClient
+
+    from liverec.service import create_app
+
+    seen: list[str] = []
+
+    class Tap:  # a user's own middleware
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    app = create_app(client.engine.settings, engine=client.engine)
+    app.add_middleware(Tap)
+    with TestClient(app) as tapped:
+        assert tapped.get("/recommendations/u1?k=2").status_code == 200
+        assert tapped.post("/events", json={"user": "u1", "item": books[1].id}).status_code == 200
+    assert seen == ["/recommendations/u1", "/events"] and entered[-2:] == seen  # through the whole stack
