@@ -338,9 +338,9 @@ def _reason(name: str, contribution: float, raw: float, because: tuple[str, ...]
     if name in SCORE_IN_TEXT:
         text = reason_text(name, raw, because, user, catalog)
     else:
-        text = texts.get((name, because)) or ""
-        if not text:
-            text = texts[name, because] = reason_text(name, raw, because, user, catalog)
+        if (name, because) not in texts:
+            texts[name, because] = reason_text(name, raw, because, user, catalog)
+        text = texts[name, because]
     return Reason(source=name, contribution=round(contribution, 6), text=text, because=because)
 
 
