@@ -1,4 +1,4 @@
-"""CPU instructions one in-process ``recommend`` costs, counted by valgrind's callgrind.
+"""CPU instructions one in-process ``recommend`` (or one learned event) costs, counted by valgrind's callgrind.
 
 Wall-clock figures on a shared 2-core machine move by 10-40% between runs of the same
 code, more than most single changes to the request path gain. An instruction count barely
@@ -18,8 +18,14 @@ up, switches counting on (``callgrind_control -i on``), asks ``--requests`` list
 and switches it off. With ``--ref DIR`` (another checkout's ``src``) the same is done with
 that code, each with its own snapshot, so a change is compared in one run.
 
+``--work learn`` counts learning instead: ``--requests`` clicks recorded one by one
+(``Engine.record``: validated, appended to the log in a transaction of its own, learned by
+every source before it returns), then as many in batches of 500 (``Engine.record_many``),
+each reported per event (same seed, so both checkouts learn the same clicks).
+
     .venv/bin/python benchmarks/bench_instructions.py --warm-events 250000
     .venv/bin/python benchmarks/bench_instructions.py --warm-events 250000 --ref /tmp/before/src
+    .venv/bin/python benchmarks/bench_instructions.py --work learn --requests 1000 --ref /tmp/before/src
 """
 
 from __future__ import annotations
@@ -40,14 +46,14 @@ from common import console, kv_table
 TARGET = "a count to compare changes by (no target of its own); the issue's targets are in wall time"
 
 CHILD = r"""
-import os, subprocess, sys
+import os, random, subprocess, sys
 sys.path.insert(0, {bench!r})
 import common
-from liverec import Engine
+from liverec import Engine, Event
 from liverec.settings import Settings
 from liverec.store import Store
 
-url, users, requests, mode = {url!r}, {users}, {requests}, {mode!r}
+url, users, requests, mode, what = {url!r}, {users}, {requests}, {mode!r}, {what!r}
 items, vectors = common.book_vectors(quiet=True)
 enc = common.PrecomputedEncoder.for_items(items, vectors)
 s = Settings(store=url, encoder_progress=False, popularity_prior="ratings_count", refit_growth=0)
@@ -55,17 +61,32 @@ with Engine(Store.open(url), s, enc) as eng:  # natively: fits and writes the sn
     asked = [f"u{{(i * 7919) % users}}" for i in range(requests)]
     for u in asked[:10]:
         eng.recommend(u, k=10, log=False)
+    rng = random.Random(1)
+    ids = eng.catalog.ids
+    clicks = [Event(user=f"u{{rng.randrange(users)}}", item=ids[rng.randrange(len(ids))], kind="click")
+              for _ in range(requests + 20)]
+    for e in clicks[:20] if what != "recommend" else ():  # warm-up
+        eng.record(e)
+    clicks = clicks[20:]
     if mode == "count":
         subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
-        for u in asked:
-            eng.recommend(u, k=10, log=False)
+        if what == "recommend":
+            for u in asked:
+                eng.recommend(u, k=10, log=False)
+        elif what == "record":
+            for e in clicks:
+                eng.record(e)
+        else:
+            for a in range(0, len(clicks), 500):
+                eng.record_many(clicks[a : a + 500])
         subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
 """
 
 
-def run(src: str | None, store: Path, users: int, requests: int, work: Path, tag: str) -> dict:
-    """Fit natively (writing the snapshot), then count ``requests`` lists under callgrind."""
-    db = work / f"{tag}.db"
+def run(src: str | None, store: Path, users: int, requests: int, work: Path, tag: str, what: str = "recommend") -> dict:
+    """Fit natively (writing the snapshot), then count ``requests`` lists (or learned events:
+    ``what`` is "record" or "record_many") under callgrind."""
+    db = work / f"{tag}-{what}.db"
     shutil.copy(store, db)
     url = "sqlite:///" + str(db)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -73,10 +94,10 @@ def run(src: str | None, store: Path, users: int, requests: int, work: Path, tag
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     bench = str(Path(__file__).resolve().parent)
     for mode in ("fit", "count"):
-        code = CHILD.format(bench=bench, url=url, users=users, requests=requests, mode=mode)
+        code = CHILD.format(bench=bench, url=url, users=users, requests=requests, mode=mode, what=what)
         cmd = [sys.executable, "-c", code]
         if mode == "count":
-            out_file = work / f"{tag}.callgrind"
+            out_file = work / f"{tag}-{what}.callgrind"
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *cmd]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -92,7 +113,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--warm-events", type=int, default=250_000)
-    ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=100, help="lists asked (or events learned, with --work learn)")
+    ap.add_argument("--work", choices=("recommend", "learn"), default="recommend")
     ap.add_argument("--ref", default=None, help="another checkout's src directory, counted the same way")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -107,15 +129,20 @@ def main() -> None:
         work = Path(tmp)
         store = work / "store.db"
         bench_http.prepare("sqlite:///" + str(store), args.users, args.warm_events, args.seed)
-        results = {"this code": run(None, store, args.users, args.requests, work, "this")}
-        if args.ref:
-            results["--ref"] = run(args.ref, store, args.users, args.requests, work, "ref")
-    rows = [(name, f"{r['per_request'] / 1e6:.3f} M instructions / request") for name, r in results.items()]
+        whats = ("recommend",) if args.work == "recommend" else ("record", "record_many")
+        checkouts = [("this code", None)] + ([("--ref", args.ref)] if args.ref else [])
+        results = {f"{name}: {what}": run(src, store, args.users, args.requests, work, name.strip("-").replace(" ", "_"), what)
+                   for what in whats for name, src in checkouts}
+    unit = "request" if args.work == "recommend" else "event"
+    rows = [(name, f"{r['per_request'] / 1e6:.3f} M instructions / {unit}") for name, r in results.items()]
     if args.ref:
-        ratio = results["this code"]["per_request"] / results["--ref"]["per_request"]
-        rows.append(("this code / --ref", f"{ratio:.3f}"))
-    console.print(kv_table(f"recommend(k=10), reasons on, {args.warm_events:,} events by {args.users:,} users, "
-                           f"10,000 books: {args.requests} requests counted", rows))
+        for what in whats:
+            ratio = results[f"this code: {what}"]["per_request"] / results[f"--ref: {what}"]["per_request"]
+            rows.append((f"this code / --ref: {what}", f"{ratio:.3f}"))
+    title = ("recommend(k=10), reasons on" if args.work == "recommend"
+             else "clicks learned: Engine.record one by one, Engine.record_many 500 at a time")
+    console.print(kv_table(f"{title}, {args.warm_events:,} events by {args.users:,} users, "
+                           f"10,000 books: {args.requests} counted", rows))
     common.write_json(args.json, benchmark="bench_instructions", target=TARGET, config=vars(args), results=results,
                       started=started)
 

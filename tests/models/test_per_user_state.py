@@ -130,12 +130,13 @@ def test_item_strengths_per_user_are_packed_and_follow_every_event(name):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["set", "strength", "put", "pop"]), st.sampled_from(["a", "b"]),
+@given(st.lists(st.tuples(st.sampled_from(["set", "strength", "put", "pop", "change"]), st.sampled_from(["a", "b"]),
                           st.lists(st.sampled_from(_ITEMS), min_size=1, max_size=6, unique=True),
                           st.floats(-5, 5, allow_nan=False)), max_size=40))
 def test_a_packed_row_behaves_as_a_dict_of_items(ops):
     """UserItems == a dict of dicts under any sequence of writes and reads, with items whose
-    bytes, side by side, spell another item (a byte search must match on an item's boundary)."""
+    bytes, side by side, spell another item (a byte search must match on an item's boundary);
+    ``change`` returns what it replaced and the row's other items, in the order first added."""
     from liverec.models.useritems import UserItems
 
     table, model = UserItems(), {}
@@ -150,6 +151,18 @@ def test_a_packed_row_behaves_as_a_dict_of_items(ops):
         elif op == "pop":
             table.pop(user)
             model.pop(user, None)
+        elif op == "change":  # the write and what a pair update reads, in one search
+            for i in items:
+                old = model.get(user, {}).get(i, 0.0)
+                got = table.change(user, i, lambda a: value)
+                if value == old:
+                    assert got is None
+                    continue
+                assert got is not None
+                others = {k: x for k, x in model.get(user, {}).items() if k != i}
+                assert (got[0], got[1], got[2].tolist(), got[3].tolist()) == (
+                    old, value, list(others), list(others.values()))
+                model.setdefault(user, {})[i] = value
         for i in _ITEMS:
             assert table.strength(user, i) == model.get(user, {}).get(i, 0.0)
         assert dict(table.items()) == model and table.count(user) == len(model.get(user, {}))

@@ -234,12 +234,13 @@ class _RowStore:
     def find_in_row(self, r: int, cols: np.ndarray) -> np.ndarray:
         """Position of entry ``(r, c)`` for each ``c`` in ``cols``, -1 where absent."""
         s, m, n = int(self.start[r]), int(self.nsorted[r]), int(self.size[r])
-        pos = np.full(len(cols), -1, dtype=np.int64)
         if m:
             head = self.cols[s : s + m]
-            p = np.minimum(np.searchsorted(head, cols), m - 1)
-            hit = head[p] == cols
-            pos[hit] = s + p[hit]
+            p = head.searchsorted(cols)
+            np.minimum(p, m - 1, out=p)
+            pos = np.where(head[p] == cols, p + s, -1)
+        else:
+            pos = np.full(len(cols), -1, dtype=np.int64)
         if n > m and len(cols) * (n - m) <= _FEW * _TAIL:  # a short tail: compare all pairs
             eq = self.cols[s + m : s + n][None, :] == cols[:, None]
             hit = eq.any(axis=1)
@@ -268,6 +269,19 @@ class _RowStore:
         self.cols[at : at + k] = cols
         self.vals[at : at + k] = v
         self.size[r] += k
+        if self.size[r] - self.nsorted[r] > _TAIL:
+            self._sort_row(r)
+
+    def append_one(self, r: int, c: int, v: float) -> None:
+        """A new entry ``(r, c)`` (absent until now): :meth:`append_to_row` of one entry,
+        without making arrays of it."""
+        at = int(self.size[r])
+        if at + 1 > self.cap[r]:
+            self._reserve(np.array([r], dtype=np.int64), np.array([at + 1], dtype=np.int64))
+        at += int(self.start[r])
+        self.cols[at] = c
+        self.vals[at] = v
+        self.size[r] += 1
         if self.size[r] - self.nsorted[r] > _TAIL:
             self._sort_row(r)
 
@@ -523,18 +537,12 @@ class ItemKNN(Learner):
             except ValueError:
                 pass
             r.append(i)
-        a = self.items_.strength(event.user, i)
-        b = merge_strength(a, s, self.weighting)
-        if b == a:
+        weighting = self.weighting
+        got = self.items_.change(event.user, i, lambda a: merge_strength(a, s, weighting))
+        if got is None:
             return None
-        hist = self.items_.get(event.user)
-        if hist is None:
-            js, v = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        else:
-            other = hist[0] != i
-            js, v = hist[0][other], (b - a) * hist[1][other]
-        self.items_.set(event.user, i, b)
-        return i, a, b, js, v
+        a, b, js, x = got
+        return i, a, b, js, (b - a) * x
 
     def learn_one(self, event: Event) -> None:
         self._check_fitted()
@@ -552,10 +560,18 @@ class ItemKNN(Learner):
             # (j, i) is stored exactly where (i, j) is: only those rows are searched.
             pi = C.find_in_row(i, js)
             had = pi >= 0
-            C.add(pi[had], v[had])
-            C.add(C.find(js[had], i), v[had])
-            C.append_to_row(i, js[~had], v[~had])
-            C.append_to_rows(js[~had], i, v[~had])
+            if had.all():
+                C.add(pi, v)
+                C.add(C.find(js, i), v)
+            elif not had.any():
+                C.append_to_row(i, js, v)
+                C.append_to_rows(js, i, v)
+            else:
+                new = ~had
+                C.add(pi[had], v[had])
+                C.add(C.find(js[had], i), v[had])
+                C.append_to_row(i, js[new], v[new])
+                C.append_to_rows(js[new], i, v[new])
         self.n_[i] += b * b - a * a
         if len(js):
             self._offer_neighbours(i, js)
@@ -600,9 +616,11 @@ class ItemKNN(Learner):
             top.offer(i, self.n_)
 
     def _ensure(self, n: int) -> None:
+        st = self.__dict__.get("stale_")
+        if n <= len(self.n_) and n <= self.counts_.n and (st is None or n <= len(st)):
+            return  # the common case: nothing to grow
         self.n_ = grow(self.n_, n)
         self.counts_.resize(n)
-        st = self.__dict__.get("stale_")
         if st is not None:
             self.stale_ = grow(st, n)
 
@@ -667,7 +685,12 @@ class ItemKNN(Learner):
 
     def _offer_neighbours(self, i: int, js: np.ndarray) -> None:
         """Pairs ``(i, j)`` for ``j`` in ``js`` changed: rows ``i`` and ``js`` are stale."""
-        self._stale(np.append(js, i))
+        st = self.__dict__.get("stale_")
+        if st is None or len(st) < self.counts_.n:
+            self._stale(np.append(js, i))
+            return
+        st[js] = True
+        st[i] = True
 
     def _stale(self, rows: np.ndarray) -> None:
         st = self.__dict__.get("stale_")

@@ -204,10 +204,12 @@ class Transition(Learner):
         if p >= 0:  # summed in float64 and rounded once, as _RowStore.add
             T.vals[p] = np.float32(float(T.vals[p]) + x)
         else:
-            T.append_to_row(a, np.array([b], dtype=np.int64), np.array([x], dtype=np.float32))
+            T.append_one(a, b, x)
         self.mass_[a] += np.float32(v)
 
     def _ensure(self, n: int) -> None:
+        if n <= len(self.mass_) and n <= self.T_.n:
+            return  # the common case: nothing to grow
         self.mass_ = grow(self.mass_, n)
         self.T_.resize(n)
 

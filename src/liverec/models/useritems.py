@@ -23,7 +23,7 @@ Examples
 from __future__ import annotations
 
 import struct
-from typing import Hashable, Iterator, Sequence
+from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -113,6 +113,49 @@ class UserItems:
             return 0.0
         at = _find(row, item)
         return 0.0 if at < 0 else _VALUE.unpack_from(row, (len(row) >> 1) + at)[0]
+
+    def change(self, user: Hashable, item: int, to: Callable[[float], float]
+               ) -> tuple[float, float, np.ndarray, np.ndarray] | None:
+        """Set ``user``'s strength on ``item`` to ``to(old)`` (``old`` 0.0 when the item is
+        new) and return what an update of the user's pairs needs: (old, new, the user's
+        other items, their strengths), read in the same search of the row as the write;
+        None, with nothing written, when the strength stays the same.
+
+        >>> ui = UserItems(); ui.set("u", 7, 1.0); ui.set("u", 2, 0.5)
+        >>> a, b, others, x = ui.change("u", 7, lambda old: old + 2.0)
+        >>> a, b, others.tolist(), x.tolist(), ui.get("u")[1].tolist()
+        (1.0, 3.0, [2], [0.5], [3.0, 0.5])
+        >>> ui.change("u", 2, lambda old: old) is None, ui.change("new", 1, lambda old: 1.0)[:2]
+        (True, (0.0, 1.0))
+        """
+        row = self._rows.get(user)
+        if row is None:
+            new = to(0.0)
+            if new == 0.0:
+                return None
+            self._rows[user] = bytearray(_ITEM.pack(item) + _VALUE.pack(new))
+            return 0.0, new, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        half = len(row) >> 1
+        n = half >> 3
+        at = _find(row, item)
+        old = 0.0 if at < 0 else _VALUE.unpack_from(row, half + at)[0]
+        new = to(old)
+        if new == old:
+            return None
+        if at < 0:
+            others = np.frombuffer(row, dtype=np.int64, count=n).copy()
+            x = np.frombuffer(row, dtype=np.float64, count=n, offset=half).copy()
+            row[half:half] = _ITEM.pack(item)
+            row += _VALUE.pack(new)
+            return old, new, others, x
+        k = at >> 3
+        items = np.frombuffer(row, dtype=np.int64, count=n)
+        strengths = np.frombuffer(row, dtype=np.float64, count=n, offset=half)
+        others = np.concatenate((items[:k], items[k + 1 :]))
+        x = np.concatenate((strengths[:k], strengths[k + 1 :]))
+        del items, strengths  # views of the row: released before it is written
+        _VALUE.pack_into(row, half + at, new)
+        return old, new, others, x
 
     def set(self, user: Hashable, item: int, value: float) -> None:
         """Set ``user``'s strength on ``item`` (adding the item when new)."""
