@@ -406,7 +406,7 @@ class Lifecycle:
             functools.partial(make_learner, s), source_params(s, m.tuned), self.base_weights(), m.feedback,
             budget_seconds=float(budget), seed=s.seed if seed is None else seed,
             history_length=s.history_length, max_trials=max_trials, progress=progress, users=users, jobs=jobs,
-            priors=[n for n, cls in REGISTRY.items() if issubclass(cls, Popularity)],
+            priors=[n for n, cls in REGISTRY.items() if issubclass(cls, Popularity)], next_share=s.tune_next_share,
         )
         try:
             tuned = tuner.run(read.events, self.catalog)

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Time budget of fit(tune=True) / `liverec tune`: the search stops starting "
         "trials after this many seconds"
     )
+    tune_next_share: float = Field(
+        0.5, ge=0, le=1, description="What fit(tune=True) optimises: this share of HR@10 of each user's next "
+        "item (asked as a live engine is asked) plus the rest of NDCG@10 of all their held-out later items. "
+        "0.5 serves both; lower it where lists are shown once for a while (a weekly e-mail, a landing page), "
+        "raise it where every event is followed by a new list (a feed, a session)"
+    )
     # --- retrieval and ranking
     exact_index_max_items: int = Field(20_000, ge=0, description="Above this, retrieval uses ANN (usearch HNSW)")
     candidates_per_source: int | None = Field(

@@ -324,3 +324,32 @@ def test_replay_split_asks_each_sampled_tail_event_from_the_history_it_came_afte
     again = replay_split(events, cat, FeedbackConfig(), share=0.25, max_rows=50, seed=0)
     assert again is not None and again.users == split.users and (again.next_item == split.next_item).all()
     assert replay_split(events, cat, FeedbackConfig(), share=0.25, users=lambda u: u == "u0") is None  # too few rows
+
+
+def test_the_objective_weighs_the_next_item_against_the_later_ones_by_next_share(encoder):
+    """``next_share`` (``Settings.tune_next_share``) moves the objective between HR@10 of the
+    next item (1) and NDCG@10 of every held-out item (0), linearly; the engine's tuner reads it."""
+    cat = make_catalog()
+    events = chains(jump=0.3)
+    sources = {"trending": {}, "transition": {"window": 1}}
+    weights = {"trending": 0.2, "transition": 1.0}
+
+    def objective(share: float) -> float:
+        tuner = Tuner(make, sources, weights, FeedbackConfig(), seed=0, new_item_share=0.0, next_share=share)
+        return tuner.evaluate(events, cat, sources, weights, FeedbackConfig())
+
+    hr, ndcg, half = objective(1.0), objective(0.0), objective(0.5)
+    assert hr != pytest.approx(ndcg)
+    assert half == pytest.approx(0.5 * hr + 0.5 * ndcg)
+    assert objective(0.25) == pytest.approx(0.25 * hr + 0.75 * ndcg)
+    with pytest.raises(ValueError, match="next_share"):
+        Tuner(make, sources, weights, FeedbackConfig(), next_share=1.5)
+
+    from liverec import Item
+
+    settings = Settings(encoder_progress=False, sources=sources, fusion_weights=weights, tune_next_share=0.0)
+    with Engine.open(settings=settings, encoder=encoder) as eng:
+        eng.add_items([Item(id=f"i{j}", text=f"item number {j}") for j in range(60)])
+        eng.record_many(events, learn=False)
+        tuned = eng.tune(max_trials=1, refit=False)
+    assert tuned.objective.startswith("0*HR@10") and "1*NDCG@10(held-out items)" in tuned.objective

@@ -8,9 +8,13 @@ from their training history (their training items excluded) exactly as the engin
 ranks: every source scored over the candidates, min-max normalised per source, fused by
 weighted sum. The objective mixes what a user does next and what they do later::
 
-    objective = 0.5 * HR@k(the next item, asked as a live engine is asked)
-                + 0.5 * NDCG@k(all held-out items)
+    objective = next_share * HR@k(the next item, asked as a live engine is asked)
+                + (1 - next_share) * NDCG@k(all held-out items)
                 + new_item_share * NDCG@k(ranking new items)
+
+(``next_share`` 0.5 by default: ``Settings.tune_next_share``. Where the next item follows
+the previous one closely, the first term favours sources of the last item, at some cost to
+the later ones: what lists shown for a while need is the second.)
 
 The first term replays serving (:func:`replay_split`): each source is fitted on the log
 up to a time cut (all but the last 20%, at most 20,000 events: about what a served engine
@@ -386,10 +390,10 @@ class _Board:
             return None, ndcg
         return float((top == self.next_pos[:, None]).any(1).mean()), ndcg
 
-    def objective(self, parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> float:
-        """0.5 * HR@k(next item) + 0.5 * NDCG@k(held-out items); NDCG alone without next items."""
+    def objective(self, parts: Mapping[str, np.ndarray], weights: Mapping[str, float], next_share: float = 0.5) -> float:
+        """``next_share`` * HR@k(next item) + the rest * NDCG@k(held-out items); NDCG alone without next items."""
         hr, ndcg = self.metrics(parts, weights)
-        return ndcg if hr is None else 0.5 * hr + 0.5 * ndcg
+        return ndcg if hr is None else next_share * hr + (1.0 - next_share) * ndcg
 
 
 class Tuner:
@@ -421,6 +425,7 @@ class Tuner:
         tune_feedback: bool = True,
         users: Callable[[str], bool] | None = None,
         new_item_share: float = 0.25,
+        next_share: float = 0.5,
         progress: bool = False,
         jobs: JobRunner | None = None,
         batch_size: int = 16,
@@ -440,6 +445,9 @@ class Tuner:
         self.tune_feedback = tune_feedback
         self.users = users
         self.new_item_share = new_item_share
+        if not 0.0 <= next_share <= 1.0:
+            raise ValueError(f"next_share must be in [0, 1], got {next_share!r}")
+        self.next_share = float(next_share)
         self.progress = progress
         self.jobs: JobRunner = jobs if jobs is not None else LocalJobs()
         self.batch_size = max(1, int(batch_size))
@@ -469,7 +477,8 @@ class Tuner:
         replayed = replay_split(events, catalog, feedback, max_rows=self.max_users,
                                 history_length=self.history_length, seed=self.seed, users=self.users)
         nxt = _Board(replayed, catalog, self.k, priors=priors) if replayed is not None else None
-        return _Boards(_Board(split, catalog, self.k, priors=priors), cold, self.new_item_share, self.make_learner, nxt)
+        return _Boards(_Board(split, catalog, self.k, priors=priors), cold, self.new_item_share, self.make_learner, nxt,
+                       next_share=self.next_share)
 
     def evaluate(
         self, events: Sequence[Event], catalog: Catalog, sources: Mapping[str, Mapping[str, Any]],
@@ -686,8 +695,10 @@ class _Boards:
 
     def __init__(
         self, warm: _Board, cold: _Board | None, share: float, make_learner: MakeLearner, nxt: _Board | None = None,
+        *, next_share: float = 0.5,
     ) -> None:
         self.warm, self.cold, self.share, self.make_learner, self.nxt = warm, cold, share, make_learner, nxt
+        self.next_share = next_share
         # Built once, here: the boards travel whole to whoever runs the fits (see ``_fit_job``).
         self._logs = {role: InteractionLog.from_events(b.split.train, b.catalog)
                       for role, b in (("warm", warm), ("cold", cold), ("next", nxt)) if b is not None}
@@ -710,7 +721,7 @@ class _Boards:
         hr, ndcg = self.warm.metrics({n: p[0] for n, p in parts.items()}, weights)
         if self.nxt is not None:  # the next item, replayed as served
             hr = self.nxt.metrics({n: p[2] for n, p in parts.items() if p[2] is not None}, weights)[0]
-        s = 0.5 * (hr or 0.0) + 0.5 * ndcg
+        s = self.next_share * (hr or 0.0) + (1.0 - self.next_share) * ndcg
         if self.cold is not None:
             s += self.share * self._new_item_objective(parts, weights)
         return s
@@ -718,7 +729,7 @@ class _Boards:
     def describe(self) -> str:
         k = self.warm.k
         where = "replayed as served after a time cut" if self.nxt is not None else "after the held-out cut"
-        text = f"0.5*HR@{k}(next item {where}) + 0.5*NDCG@{k}(held-out items)"
+        text = f"{self.next_share:g}*HR@{k}(next item {where}) + {1.0 - self.next_share:g}*NDCG@{k}(held-out items)"
         if self.cold is not None:
             text += f" + {self.share}*NDCG@{k}(new items among themselves)"
         return text
