@@ -303,6 +303,8 @@ def tune(
 ) -> None:
     """Search every source's hyperparameters, the feedback reading and the fusion weights on
     a time split of the stored log; store the result (reused by every fit and restart).
+    The objective weighs each user's next item by LIVEREC_TUNE_NEXT_SHARE (0.5) and their
+    later items by the rest: lower it for lists shown once for a while (an e-mail).
     With --ray the trials' fits run as tasks on that Ray cluster (same result, same seed)."""
     try:
         with _open(store) as eng:
