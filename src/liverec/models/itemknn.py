@@ -560,7 +560,7 @@ class ItemKNN(Learner):
             # (j, i) is stored exactly where (i, j) is: only those rows are searched.
             pi = C.find_in_row(i, js)
             had = pi >= 0
-            if had.all():
+            if had.all():  # the common cases need no masks: every pair known, or every pair new
                 C.add(pi, v)
                 C.add(C.find(js, i), v)
             elif not had.any():
@@ -609,7 +609,7 @@ class ItemKNN(Learner):
             it = np.repeat(np.array([st[0] for st in steps], dtype=np.int64), sizes)
             jt = np.concatenate([st[3] for st in steps])
             self.counts_.add_symmetric(it, jt, np.concatenate([st[4] for st in steps]))
-            self._stale(np.concatenate([it, jt]))
+            self._stale(it, jt)
         top = lazy(self, "top_pop_", TopList)
         for i, a, b, _, _ in steps:
             self.n_[i] += b * b - a * a
@@ -685,19 +685,18 @@ class ItemKNN(Learner):
 
     def _offer_neighbours(self, i: int, js: np.ndarray) -> None:
         """Pairs ``(i, j)`` for ``j`` in ``js`` changed: rows ``i`` and ``js`` are stale."""
-        st = self.__dict__.get("stale_")
-        if st is None or len(st) < self.counts_.n:
-            self._stale(np.append(js, i))
-            return
-        st[js] = True
-        st[i] = True
+        self._stale(js, i)
 
-    def _stale(self, rows: np.ndarray) -> None:
+    def _stale(self, *rows: np.ndarray | int) -> None:
+        """Mark ``rows`` (arrays or single rows) stale, in place unless the marks must grow."""
         st = self.__dict__.get("stale_")
         if st is None:  # a payload saved before lists were rebuilt when read: they were current
             st = np.zeros(self.counts_.n, dtype=bool)
-        self.stale_ = st = grow(st, self.counts_.n)
-        st[rows] = True
+        if len(st) < self.counts_.n:
+            st = grow(st, self.counts_.n)
+        self.stale_ = st
+        for r in rows:
+            st[r] = True
 
     def candidates(self, user: UserState, n: int) -> np.ndarray:
         """About the ``n`` best-scored live items (dense indices, best first), sublinearly.

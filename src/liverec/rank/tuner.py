@@ -390,10 +390,10 @@ class _Board:
             return None, ndcg
         return float((top == self.next_pos[:, None]).any(1).mean()), ndcg
 
-    def objective(self, parts: Mapping[str, np.ndarray], weights: Mapping[str, float], next_share: float = 0.5) -> float:
-        """``next_share`` * HR@k(next item) + the rest * NDCG@k(held-out items); NDCG alone without next items."""
+    def objective(self, parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> float:
+        """0.5 * HR@k(next item) + 0.5 * NDCG@k(held-out items); NDCG alone without next items."""
         hr, ndcg = self.metrics(parts, weights)
-        return ndcg if hr is None else next_share * hr + (1.0 - next_share) * ndcg
+        return ndcg if hr is None else 0.5 * hr + 0.5 * ndcg
 
 
 class Tuner:
